@@ -1,0 +1,18 @@
+"""convkern: compiled Cython convolution and max-pool kernels for NumPy networks."""
+
+from ._version import __version__
+from ._threads import get_num_threads, set_num_threads
+from .conv import conv_backward_bias, conv_backward_input, conv_backward_weight, conv_forward
+from .pool import maxpool_backward, maxpool_forward
+
+__all__ = [
+    "__version__",
+    "conv_forward",
+    "conv_backward_input",
+    "conv_backward_weight",
+    "conv_backward_bias",
+    "maxpool_forward",
+    "maxpool_backward",
+    "set_num_threads",
+    "get_num_threads",
+]

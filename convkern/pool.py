@@ -1,0 +1,183 @@
+"""Max pooling with PyTorch's argmax indices, and its backward pass.
+
+``maxpool_forward`` equals ``torch.nn.functional.max_pool{d}d(..., return_indices=True)``:
+implicit ``-inf`` padding, indices flattened within each ``(n, c)`` plane of the
+unpadded input, the first maximum in scan order on ties, and a NaN always wins.
+"""
+
+import numpy as np
+
+from . import _pool
+from ._threads import get_num_threads
+from ._validation import (
+    check_out,
+    check_size,
+    float_array,
+    index_array,
+    int_tuple,
+    integer,
+    nonzero_dims,
+    shape_tuple,
+)
+
+__all__ = ["maxpool_forward", "maxpool_backward"]
+
+
+def _pool_output_size(axis, s, k, st, p, dl, ceil_mode):
+    """Output length of one axis, as PyTorch's pooling_output_shape."""
+    span = dl * (k - 1) + 1
+    if s + 2 * p < span:
+        raise ValueError(
+            f"kernel_size {k} (dilation {dl}, span {span}) is larger than the padded input "
+            f"({s} + 2 * {p}) along spatial axis {axis}"
+        )
+    num = s + 2 * p - span + (st - 1 if ceil_mode else 0)
+    out = num // st + 1
+    # with ceil_mode the last window must start inside the input or its left padding
+    if ceil_mode and (out - 1) * st >= s + p:
+        out -= 1
+    return out
+
+
+def _as5d(shape, d):
+    return shape[:2] + (1,) * (3 - d) + shape[2:]
+
+
+def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max-pool ``x`` and return the values and the argmax of every window.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, *S) or (C, *S)
+        float32 or float64.
+    kernel_size : int or tuple of d ints
+        Window size; an int means ``d = x.ndim - 2`` (so an unbatched input needs a tuple).
+    stride : None, int or tuple of d ints
+        None means ``kernel_size``.
+    padding : int or tuple of d ints
+        Implicit ``-inf`` padding on both sides, at most ``kernel_size // 2``.
+    dilation : int or tuple of d ints
+    ceil_mode : bool
+        Round the output size up, as PyTorch (the last window must start inside the
+        input or its left padding).
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, *O) or (C, *O)
+        Window maxima, dtype of ``x``.
+    indices : ndarray of int64, same shape as y
+        Flat position of each maximum within its ``(n, c)`` plane of the unpadded input.
+    """
+    x = float_array("x", x)
+    if isinstance(kernel_size, (tuple, list)):
+        d = len(kernel_size)
+        if d not in (1, 2, 3):
+            raise ValueError(f"kernel_size must have 1, 2 or 3 entries, got {d}")
+    else:
+        d = x.ndim - 2
+        if d not in (1, 2, 3):
+            raise ValueError(
+                f"x must have 3, 4 or 5 dimensions (N, C, *spatial) for an int kernel_size, got {x.ndim}"
+            )
+    if x.ndim not in (d + 1, d + 2):
+        raise ValueError(
+            f"x must have {d + 2} dimensions (N, C, *spatial) or {d + 1} (C, *spatial) "
+            f"for a {d}-D kernel_size, got {x.ndim}"
+        )
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    batched = x.ndim == d + 2
+    xb = x if batched else x[None]
+    nonzero_dims("x", xb.shape[1:], "channel or spatial")
+    kernel = int_tuple("kernel_size", kernel_size, d, 1)
+    stride = kernel if stride is None else int_tuple("stride", stride, d, 1)
+    pad = int_tuple("padding", padding, d, 0)
+    dilation = int_tuple("dilation", dilation, d, 1)
+    for i, (p, k) in enumerate(zip(pad, kernel)):
+        if p > k // 2:
+            raise ValueError(
+                f"padding {p} along spatial axis {i} is over half the kernel size {k}"
+            )
+    out = tuple(
+        _pool_output_size(i, s, k, st, p, dl, bool(ceil_mode))
+        for i, (s, k, st, p, dl) in enumerate(zip(xb.shape[2:], kernel, stride, pad, dilation))
+    )
+    y_shape = xb.shape[:2] + out
+    check_size("x", xb.shape)
+    check_size("output", y_shape)
+    y = np.empty(y_shape, dtype=x.dtype)
+    indices = np.empty(y_shape, dtype=np.int64)
+    if y_shape[0] > 0:
+        lead = 3 - d
+        _pool.maxpool_forward(
+            xb.reshape(_as5d(xb.shape, d)),
+            y.reshape(_as5d(y_shape, d)),
+            indices.reshape(_as5d(y_shape, d)),
+            (1,) * lead + kernel,
+            (1,) * lead + stride,
+            (0,) * lead + pad,
+            (1,) * lead + dilation,
+            get_num_threads(),
+        )
+    if not batched:
+        return y[0], indices[0]
+    return y, indices
+
+
+def maxpool_backward(grad_y, indices, x_shape, *, spatial_dims=None, out=None):
+    """Scatter ``grad_y`` back to the argmax positions of :func:`maxpool_forward`.
+
+    Parameters
+    ----------
+    grad_y : ndarray of shape (N, C, *O) or (C, *O)
+        Gradient of the loss with respect to the pooled output.
+    indices : ndarray of int64, same shape as grad_y
+        The indices returned by :func:`maxpool_forward`.
+    x_shape : tuple of int
+        Shape of the forward input, ``(N, C, *S)`` or ``(C, *S)``.
+    spatial_dims : int, optional
+        Number of spatial axes d; default ``len(x_shape) - 2`` (give it for an unbatched
+        call).
+    out : ndarray of shape x_shape, optional
+
+    Returns
+    -------
+    grad_x : ndarray of shape x_shape
+        Windows that overlap add their gradients.
+
+    Raises
+    ------
+    ValueError
+        If an index lies outside its plane (nothing is written out of bounds).
+    """
+    grad_y = float_array("grad_y", grad_y)
+    indices = index_array("indices", indices)
+    x_shape = shape_tuple("x_shape", x_shape, (2, 3, 4, 5))
+    d = len(x_shape) - 2 if spatial_dims is None else integer("spatial_dims", spatial_dims, 1)
+    if d not in (1, 2, 3) or len(x_shape) not in (d + 1, d + 2):
+        raise ValueError(f"x_shape {x_shape} does not have {'d' if spatial_dims is None else d} "
+                         "spatial axes after (N, C) or (C,), with d in 1, 2, 3")
+    lead_axes = len(x_shape) - d
+    if grad_y.ndim != len(x_shape):
+        raise ValueError(f"grad_y must have {len(x_shape)} dimensions like x_shape, got {grad_y.ndim}")
+    if grad_y.shape[:lead_axes] != x_shape[:lead_axes]:
+        raise ValueError(
+            f"grad_y has leading (batch, channel) shape {grad_y.shape[:lead_axes]} but x_shape "
+            f"has {x_shape[:lead_axes]}"
+        )
+    if indices.shape != grad_y.shape:
+        raise ValueError(f"indices must have the shape of grad_y {grad_y.shape}, got {indices.shape}")
+    nonzero_dims("x_shape", x_shape[lead_axes - 1:], "channel or spatial")
+    check_size("x_shape", x_shape)
+    gx = check_out(out, x_shape, grad_y.dtype, (grad_y, indices))
+    planes = int(np.prod(x_shape[:lead_axes], dtype=object))
+    if planes == 0:
+        return gx
+    plane = int(np.prod(x_shape[lead_axes:], dtype=object))
+    bad = _pool.maxpool_backward(
+        grad_y.reshape(planes, -1), indices.reshape(planes, -1), gx.reshape(planes, plane),
+        get_num_threads(),
+    )
+    if bad:
+        raise ValueError(f"indices has {bad} entries outside the input plane [0, {plane})")
+    return gx

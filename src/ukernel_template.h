@@ -1,0 +1,61 @@
+/* One GEMM micro-kernel, instantiated by ukernel.h once per element type and ISA.
+ *
+ * Computes the MR x NR block  C (+)= A * B  where
+ *   A is packed: A[k * MR + i] for row i of the block and reduction index k < kc,
+ *   B is row-major with leading dimension ldb: B[k * ldb + j], j < NR = NV * VL,
+ *   C is row-major with leading dimension ldc.
+ * accumulate == 0 overwrites C, otherwise adds to it.  The accumulators live in
+ * MR * NV vector registers; every reduction runs k = 0, 1, ... in order, so a given
+ * binary gives the same bits on every call and for any thread count.
+ *
+ * Parameters (macros): UK_NAME, UK_T, UK_VL (elements per vector), UK_MR, UK_NV and
+ * UK_ATTR (a target attribute or nothing).
+ */
+static UK_ATTR void UK_NAME(Py_ssize_t kc, const UK_T *restrict A,
+                            const UK_T *restrict B, Py_ssize_t ldb,
+                            UK_T *restrict C, Py_ssize_t ldc, int accumulate)
+{
+    typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
+    vec_t acc[UK_MR][UK_NV];
+    const vec_t zero = {0};
+    int i, v;
+    Py_ssize_t k;
+#pragma GCC unroll 16
+    for (i = 0; i < UK_MR; i++)
+#pragma GCC unroll 8
+        for (v = 0; v < UK_NV; v++)
+            acc[i][v] = zero;
+    for (k = 0; k < kc; k++) {
+        vec_t b[UK_NV];
+#pragma GCC unroll 8
+        for (v = 0; v < UK_NV; v++)
+            memcpy(&b[v], B + k * ldb + v * UK_VL, sizeof(vec_t));
+#pragma GCC unroll 16
+        for (i = 0; i < UK_MR; i++) {
+            const vec_t a = zero + A[k * UK_MR + i];
+#pragma GCC unroll 8
+            for (v = 0; v < UK_NV; v++)
+                acc[i][v] += a * b[v];
+        }
+    }
+#pragma GCC unroll 16
+    for (i = 0; i < UK_MR; i++) {
+#pragma GCC unroll 8
+        for (v = 0; v < UK_NV; v++) {
+            UK_T *c = C + i * ldc + v * UK_VL;
+            if (accumulate) {
+                vec_t old;
+                memcpy(&old, c, sizeof(vec_t));
+                acc[i][v] += old;
+            }
+            memcpy(c, &acc[i][v], sizeof(vec_t));
+        }
+    }
+}
+
+#undef UK_NAME
+#undef UK_T
+#undef UK_VL
+#undef UK_MR
+#undef UK_NV
+#undef UK_ATTR
