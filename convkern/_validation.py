@@ -13,6 +13,9 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Largest element count we accept for any array (keeps byte offsets far from overflow).
 MAX_ELEMENTS = 2**62 // 8
+# Largest stride, padding, dilation, kernel size or padded extent: every intermediate of
+# the kernels' index arithmetic then stays below 2**63.
+MAX_EXTENT = 2**62
 
 
 def float_array(name, a):
@@ -27,7 +30,7 @@ def float_array(name, a):
     """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype not in FLOAT_DTYPES:
+    if a.dtype.newbyteorder("=") not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
     if not a.dtype.isnative:
         raise TypeError(f"{name} must be in native byte order, got {a.dtype.str}")
@@ -55,16 +58,22 @@ def same_dtype(**arrays):
             )
 
 
-def integer(name, value, minimum):
-    """Return ``value`` as a Python int >= minimum (bools and floats are a TypeError)."""
+def integer(name, value, minimum, maximum=MAX_EXTENT):
+    """Return ``value`` as a Python int in [minimum, maximum].
+
+    Bools, floats and other non-integers are a ValueError, as every wrong parameter
+    value is (TypeError is kept for the kinds of array arguments).
+    """
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got a bool")
+        raise ValueError(f"{name} must be an integer, got a bool ({value})")
     try:
         v = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+        raise ValueError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v > maximum:
+        raise ValueError(f"{name} is too large: must be <= {maximum}, got {v}")
     return v
 
 
@@ -84,6 +93,15 @@ def shape_tuple(name, value, ndims):
     if len(value) not in ndims:
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} entries, got {len(value)}")
     return tuple(integer(f"{name}[{i}]", v, 0) for i, v in enumerate(value))
+
+
+def check_extent(name, extent, axis):
+    """Raise ValueError if a padded extent is too large for the kernels' index arithmetic."""
+    if extent > MAX_EXTENT:
+        raise ValueError(
+            f"{name} is too large: the padded input would be {extent} long along spatial "
+            f"axis {axis}; the limit is {MAX_EXTENT}"
+        )
 
 
 def check_size(name, shape):
@@ -146,6 +164,8 @@ def conv_output_shape(spatial, kernel, stride, padding, dilation):
     out = []
     for i, (s, k, st, (lo, hi), dl) in enumerate(zip(spatial, kernel, stride, padding, dilation)):
         span = dl * (k - 1) + 1
+        check_extent("padding", s + lo + hi, i)
+        check_extent("dilation", span, i)
         if s + lo + hi < span:
             raise ValueError(
                 f"kernel size {k} (dilation {dl}, span {span}) is larger than the padded "

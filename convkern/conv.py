@@ -75,7 +75,7 @@ class _Conv:
         self.x_shape = x_shape
         self.w_shape = tuple(w_shape)
         self.y_shape = (x_shape[0], F) + out
-        for name, shape in (("x", x_shape), ("weight", w_shape), ("output", self.y_shape)):
+        for name, shape in ((x_name, x_shape), ("weight", w_shape), ("output", self.y_shape)):
             check_size(name, shape)
         check_size("unrolled input", (cg,) + kernel + out)
 

@@ -10,6 +10,7 @@ import numpy as np
 from . import _pool
 from ._threads import get_num_threads
 from ._validation import (
+    check_extent,
     check_out,
     check_size,
     float_array,
@@ -26,6 +27,8 @@ __all__ = ["maxpool_forward", "maxpool_backward"]
 def _pool_output_size(axis, s, k, st, p, dl, ceil_mode):
     """Output length of one axis, as PyTorch's pooling_output_shape."""
     span = dl * (k - 1) + 1
+    check_extent("padding", s + 2 * p, axis)
+    check_extent("dilation", span, axis)
     if s + 2 * p < span:
         raise ValueError(
             f"kernel_size {k} (dilation {dl}, span {span}) is larger than the padded input "

@@ -3,21 +3,27 @@
 
 Design
 ------
-Every pass is a matrix product on small tiles, never on a whole-batch im2col:
+Every pass is a matrix product on small tiles (gemm.pxd), never on a whole-batch
+im2col, and every task owns the outputs it writes, so tasks run in parallel (prange)
+with no synchronisation:
 
-- forward: y[n, g] (Fg x P) = W[g] (Fg x K) @ col(x[n, g]) (K x P).  Tasks are
-  (image, group, tile of TW output positions); a task fills its own block of y, so tasks
-  run in parallel (prange) with no synchronisation.  The task unrolls x into a per-thread
-  KC x TW scratch tile (im2col of one reduction block) and multiplies it with the
-  weights, packed once per call.
-- input gradient: cols (K x P) = W[g]^T @ gy[n, g], then scatter-added into grad_x
-  (col2im).  Tasks are (image, group, chunk of input channels): the rows of cols that a
-  channel owns only touch that channel of grad_x, so tasks never write the same element.
-- weight gradient: grad_w[g]^T (K x Fg) = sum over images and tiles of
-  col(x) (K x TW) @ gy^T (TW x Fg).  Tasks are (batch chunk, group, block of K rows);
-  each chunk sums into its own partial, and the partials are added in chunk order.  The
-  chunks depend only on N and the shapes, never on the thread count, so the result has
-  the same bits for any number of threads.
+- forward, stride 1: y[n, g] = W[g] (Fg x K) @ B, where B's rows are contiguous runs of
+  a zero-padded input slab (unroll.fill_slab): a tile of whole output rows is computed
+  on the padded row width and the extra columns are dropped when the tile is copied
+  out.  Tasks are (image, group, output plane, block of rows, column segment).
+- forward, other strides: B is an im2col tile of TW output positions (unroll.im2col)
+  in a per-thread KC x TW scratch.  Tasks are (image, group, tile).
+- input gradient, stride 1: a stride-1 forward correlation of grad_y with the flipped,
+  transposed weights (the same direct path).  Other strides: cols = W[g]^T @ gy[n, g],
+  scatter-added into grad_x (col2im); tasks are (image, group, chunk of input
+  channels), and a channel's rows only touch that channel of grad_x.
+- weight gradient: grad_w[g] (Fg x K) = sum over images and tiles of
+  gy (Fg x TW) . col(x)^T (TW x K), on dot-product micro-kernels that read rows of
+  grad_y in place and rows of an im2col tile, both contiguous along the positions.
+  Tasks are (batch chunk, group, block of K columns); each chunk sums into its own
+  partial and the partials are added in chunk order.  The chunks depend only on N and
+  the shapes, never on the thread count, so the result has the same bits for any
+  number of threads.
 - bias gradient: per filter sums, parallel over filters, accumulated in double.
 
 The micro-kernels (ukernel.h) use the widest vectors of the running CPU.  Accumulation
@@ -30,25 +36,37 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
 from fused cimport floating_t
-from geometry cimport Geom, position, next_row, row_span
-from gemm cimport (Kernels, select_kernels, block_mr, block_nr, round_up, pack_rows,
-                   gemm_block, KC, CK_MR_MAX, CK_NR_MAX)
+from geometry cimport Geom
+from gemm cimport (Kernels, select_kernels, block_mr, block_nr, dot_rows, dot_cols,
+                   round_up, row_offsets, pack_rows, gemm_block, dot_block, KC, CK_MR_MAX,
+                   CK_NR_MAX)
+from unroll cimport im2col, col2im_add, fill_slab, slab_offsets
 
 cdef Kernels KERN
 select_kernels(&KERN)
 
 # Output positions per tile (rounded to the micro-kernel width at run time).
 cdef Py_ssize_t TILE = 256
-# Rows of the reduction unrolled at once by the gradient passes.
+# Largest padded tile of the stride-1 path, and the most (channel, depth tap) slab
+# planes it copies per tile.
+cdef Py_ssize_t DIRECT_TILE = 512
+cdef Py_ssize_t SLAB_CHANNELS = 4096
+# Rows of the reduction unrolled at once by the input gradient's col2im path.
 cdef Py_ssize_t ROW_BLOCK = 256
+# Output positions per dot-product tile of the weight gradient.
+cdef Py_ssize_t DOT_TILE = 1024
 # Upper bound, in bytes, of the weight-gradient partials (one per batch chunk).
 cdef Py_ssize_t PARTIAL_BYTES = 32 << 20
 cdef Py_ssize_t MAX_CHUNKS = 8
 
 
 def kernel_info():
-    """Return (name, mr_float, nr_float, mr_double, nr_double) of the selected micro-kernels."""
-    return (KERN.name.decode(), KERN.mr_s, KERN.nr_s, KERN.mr_d, KERN.nr_d)
+    """Return the selected micro-kernels: ISA name and block shapes per dtype."""
+    return {
+        "isa": KERN.s.name.decode(),
+        "float32": {"gemm": (KERN.s.mr, KERN.s.nr), "dot": (KERN.s.dr, KERN.s.dc)},
+        "float64": {"gemm": (KERN.d.mr, KERN.d.nr), "dot": (KERN.d.dr, KERN.d.dc)},
+    }
 
 
 cdef Geom make_geom(const Py_ssize_t *xs, const Py_ssize_t *ws, const Py_ssize_t *ys,
@@ -80,77 +98,180 @@ cdef inline Py_ssize_t tile_width(Py_ssize_t P, Py_ssize_t nr) noexcept nogil:
     return round_up(min(P, TILE), nr)
 
 
-cdef void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_ssize_t nk,
-                 Py_ssize_t p0, Py_ssize_t pn, floating_t *col,
-                 Py_ssize_t ldcol) noexcept nogil:
-    """col[r, j] = x_g[k0 + r read at output position p0 + j] (zero in the padding).
+cdef inline bint unit_stride(const Geom *g) noexcept nogil:
+    return g.sd == 1 and g.sh == 1 and g.sw == 1
 
-    Reduction index k = ((c * KD + kd) * KH + kh) * KW + kw, as in the weight layout;
-    xg points at channel 0 of the group in one image.
+
+cdef struct DirectPlan:
+    Py_ssize_t rows        # output rows per tile
+    Py_ssize_t seg         # output columns per tile
+    Py_ssize_t nrb, nseg   # row blocks per plane, column segments per row
+    Py_ssize_t slab        # slab elements per thread (with slack for whole slivers)
+    Py_ssize_t ldc         # leading dimension of the output tile
+    Py_ssize_t per_thread  # scratch elements per thread
+
+
+cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr) noexcept nogil:
+    """Tile a stride-1 correlation into padded rows of at most DIRECT_TILE positions.
+
+    A tile computes rows * width columns (width = the row plus its (KW-1)*dw halo) in
+    slivers of nr; the row count is the one that wastes the fewest columns.
     """
-    cdef Py_ssize_t r, k, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow
-    cdef Py_ssize_t plane = g.D * g.H * g.W
-    cdef const floating_t *xc
-    cdef floating_t *row
-    for r in range(nk):
-        k = k0 + r
-        c = k // g.KK
-        kd = (k // (g.KH * g.KW)) % g.KD
-        kh = (k // g.KW) % g.KH
-        kw = k % g.KW
-        xc = xg + c * plane
-        row = col + r * ldcol
-        position(g, p0, &od, &oh, &ow)
-        j = 0
-        while j < pn:
-            seg = min(g.OW - ow, pn - j)
-            off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
-            for q in range(lo):
-                row[j + q] = 0
-            if g.sw == 1:
-                for q in range(lo, hi):
-                    row[j + q] = xc[off + q]
-            else:
-                for q in range(lo, hi):
-                    row[j + q] = xc[off + q * g.sw]
-            for q in range(hi, seg):
-                row[j + q] = 0
-            j += seg
-            next_row(g, &od, &oh, &ow)
+    cdef DirectPlan d
+    cdef Py_ssize_t halo = (g.KW - 1) * g.dw, width = g.OW + halo, r
+    cdef double eff, best = -1
+    if width <= DIRECT_TILE:
+        d.seg = g.OW
+        d.rows = 1
+        for r in range(1, min(g.OH, DIRECT_TILE // width) + 1):
+            eff = <double> (r * g.OW) / round_up(r * width, nr)
+            if eff >= best:
+                best = eff
+                d.rows = r
+    else:
+        # one row at a time, in segments whose padded width is a multiple of nr
+        d.rows = 1
+        d.seg = round_up(TILE + halo, nr) - halo
+        width = d.seg + halo
+    d.nrb = (g.OH + d.rows - 1) // d.rows
+    d.nseg = (g.OW + d.seg - 1) // d.seg
+    d.slab = g.Cg * g.KD * (d.rows + (g.KH - 1) * g.dh) * width + halo + nr
+    d.ldc = round_up(d.rows * width, nr)
+    d.per_thread = d.slab + g.Fg * d.ldc + CK_MR_MAX * CK_NR_MAX
+    return d
 
 
-cdef void col2im_add(const floating_t *col, Py_ssize_t ldcol, const Geom *g,
-                     Py_ssize_t k0, Py_ssize_t nk, Py_ssize_t p0, Py_ssize_t pn,
-                     floating_t *gxc) noexcept nogil:
-    """The adjoint of im2col: gx_c[where (k0 + r) reads position p0 + j] += col[r, j].
+cdef inline bint direct_fits(const Geom *g) noexcept nogil:
+    """Stride 1, and a halo small enough that the padded slab stays a small tile."""
+    return (unit_stride(g) and (g.KW - 1) * g.dw <= TILE and (g.KH - 1) * g.dh <= TILE
+            and (g.KD - 1) * g.dd <= TILE and g.Cg * g.KD <= SLAB_CHANNELS)
 
-    gxc points at the channel that reduction index 0 belongs to.
+
+cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t *wpack,
+                           const floating_t *bias, int bias_mode, floating_t *y,
+                           const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
+                           int nt) noexcept nogil:
+    """Stride-1 correlation y = x * W + bias with the weights packed per group.
+
+    x is (N, C, D, H, W) and y is (N, F, OD, OH, OW), both contiguous; wpack holds
+    G blocks of round_up(Fg, mr) x K packed rows.
     """
-    cdef Py_ssize_t r, k, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow
-    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef Py_ssize_t mr = block_mr(&KERN, x), K = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ntasks = g.N * g.G * g.OD * d.nrb * d.nseg
+    cdef Py_ssize_t t, n, grp, od, oh0, rr, w0, ls, width, npos, kb, k0, kc, f, r, q, p
+    cdef floating_t *slab
+    cdef floating_t *ctile
+    cdef floating_t *src
     cdef floating_t *dst
-    cdef const floating_t *row
-    for r in range(nk):
-        k = k0 + r
-        c = k // g.KK
-        kd = (k // (g.KH * g.KW)) % g.KD
-        kh = (k // g.KW) % g.KH
-        kw = k % g.KW
-        dst = gxc + c * plane
-        row = col + r * ldcol
-        position(g, p0, &od, &oh, &ow)
-        j = 0
-        while j < pn:
-            seg = min(g.OW - ow, pn - j)
-            off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
-            if g.sw == 1:
-                for q in range(lo, hi):
-                    dst[off + q] += row[j + q]
-            else:
-                for q in range(lo, hi):
-                    dst[off + q * g.sw] += row[j + q]
-            j += seg
-            next_row(g, &od, &oh, &ow)
+    cdef Py_ssize_t *boff
+    for t in prange(ntasks, num_threads=nt, schedule="static"):
+        slab = scratch + threadid() * d.per_thread
+        ctile = slab + d.slab
+        boff = offsets + threadid() * K
+        n = t // (g.G * g.OD * d.nrb * d.nseg)
+        grp = (t // (g.OD * d.nrb * d.nseg)) % g.G
+        od = (t // (d.nrb * d.nseg)) % g.OD
+        oh0 = (t // d.nseg) % d.nrb * d.rows
+        w0 = t % d.nseg * d.seg
+        rr = min(d.rows, g.OH - oh0)
+        ls = min(d.seg, g.OW - w0)
+        width = ls + (g.KW - 1) * g.dw
+        npos = rr * width
+        fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, od, oh0, rr, w0, width, slab)
+        slab_offsets(g, rr, width, boff)
+        for kb in range((K + KC - 1) // KC):
+            k0 = kb * KC
+            kc = min(<Py_ssize_t> KC, K - k0)
+            gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, slab,
+                       boff + k0, npos, ctile, d.ldc, ctile + g.Fg * d.ldc, k0 > 0)
+        # copy the valid columns of the tile out, adding the bias
+        for f in range(g.Fg):
+            for r in range(rr):
+                src = ctile + f * d.ldc + r * width
+                p = (od * g.OH + oh0 + r) * g.OW + w0
+                dst = y + (n * g.F + grp * g.Fg + f) * g.P + p
+                if bias_mode == 0:
+                    for q in range(ls):
+                        dst[q] = src[q]
+                elif bias_mode == 1:
+                    for q in range(ls):
+                        dst[q] = src[q] + bias[grp * g.Fg + f]
+                else:
+                    for q in range(ls):
+                        dst[q] = src[q] + bias[(grp * g.Fg + f) * g.P + p + q]
+
+
+cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t *wpack,
+                           const floating_t *bias, int bias_mode, floating_t *y,
+                           Py_ssize_t tw, floating_t *scratch, Py_ssize_t *offsets,
+                           int nt) noexcept nogil:
+    """Any-stride correlation y = x * W + bias on im2col tiles of tw positions."""
+    cdef Py_ssize_t mr = block_mr(&KERN, x), K = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
+    cdef Py_ssize_t per_thread = KC * tw + CK_MR_MAX * CK_NR_MAX
+    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc, f, j
+    cdef floating_t *col
+    cdef floating_t *yrow
+    for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * per_thread
+        n = t // (g.G * ntiles)
+        grp = (t // ntiles) % g.G
+        p0 = (t % ntiles) * tw
+        pn = min(tw, g.P - p0)
+        for kb in range((K + KC - 1) // KC):
+            k0 = kb * KC
+            kc = min(<Py_ssize_t> KC, K - k0)
+            im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw, 0)
+            gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
+                       offsets, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
+                       col + KC * tw, k0 > 0)
+        if bias_mode != 0:
+            for f in range(grp * g.Fg, (grp + 1) * g.Fg):
+                yrow = y + (n * g.F + f) * g.P + p0
+                if bias_mode == 1:
+                    for j in range(pn):
+                        yrow[j] = yrow[j] + bias[f]
+                else:
+                    for j in range(pn):
+                        yrow[j] = yrow[j] + bias[f * g.P + p0 + j]
+
+
+cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
+                    const floating_t *bias, int bias_mode, floating_t *y,
+                    int nt) except *:
+    """y = x * W + bias on the best path for the geometry; wpack as in correlate_direct."""
+    cdef Py_ssize_t nr = block_nr(&KERN, x), K = g.Cg * g.KK
+    cdef Py_ssize_t tw = tile_width(g.P, nr)
+    cdef DirectPlan d
+    cdef floating_t *scratch
+    cdef Py_ssize_t *offsets
+    if direct_fits(g):
+        d = plan_direct(g, nr)
+        offsets = <Py_ssize_t *> alloc_scratch(nt * K * sizeof(Py_ssize_t))
+        try:
+            scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
+        except MemoryError:
+            free(offsets)
+            raise
+        with nogil:
+            correlate_direct(x, g, wpack, bias, bias_mode, y, &d, scratch, offsets, nt)
+    else:
+        offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
+        try:
+            scratch = <floating_t *> alloc_scratch(
+                nt * (KC * tw + CK_MR_MAX * CK_NR_MAX) * sizeof(floating_t))
+        except MemoryError:
+            free(offsets)
+            raise
+        row_offsets(offsets, KC, tw)
+        with nogil:
+            correlate_im2col(x, g, wpack, bias, bias_mode, y, tw, scratch, offsets, nt)
+    free(scratch)
+    free(offsets)
 
 
 def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
@@ -163,70 +284,66 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     bias_mode 0: no bias; 1: bias (F,); 2: untied bias (F, OD * OH * OW).
     pad holds the padding before each axis; the shapes were validated by the caller.
     """
-    cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups,
-                            stride, pad, dilation)
+    cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups, stride, pad, dilation)
     cdef Py_ssize_t mr = block_mr(&KERN, &x[0, 0, 0, 0, 0])
-    cdef Py_ssize_t nr = block_nr(&KERN, &x[0, 0, 0, 0, 0])
-    cdef Py_ssize_t K = g.Cg * g.KK
-    cdef Py_ssize_t Fpad = round_up(g.Fg, mr)
-    cdef Py_ssize_t tw = tile_width(g.P, nr)
-    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
-    cdef Py_ssize_t ntasks = g.N * g.G * ntiles
-    cdef Py_ssize_t per_thread = KC * tw + CK_MR_MAX * CK_NR_MAX
-    cdef int nt = max(1, num_threads)
-    cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * Fpad * K * sizeof(floating_t))
-    cdef floating_t *scratch
-    cdef floating_t *col
-    cdef floating_t *yrow
-    cdef const floating_t *xg
-    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc, f, j, gi
-    try:
-        scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
-    except MemoryError:
-        free(wpack)
-        raise
+    cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr), gi
+    cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * fpad * K * sizeof(floating_t))
     with nogil:
         for gi in range(g.G):
-            pack_rows(&weight[gi * g.Fg, 0, 0, 0, 0], K, 1, g.Fg, K, mr, wpack + gi * Fpad * K)
-        for t in prange(ntasks, num_threads=nt, schedule="static"):
-            col = scratch + threadid() * per_thread
-            n = t // (g.G * ntiles)
-            grp = (t // ntiles) % g.G
-            p0 = (t % ntiles) * tw
-            pn = min(tw, g.P - p0)
-            xg = &x[n, grp * g.Cg, 0, 0, 0]
-            for kb in range((K + KC - 1) // KC):
-                k0 = kb * KC
-                kc = min(<Py_ssize_t> KC, K - k0)
-                im2col(xg, &g, k0, kc, p0, pn, col, tw)
-                gemm_block(&KERN, wpack + grp * Fpad * K + k0 * mr, mr * K, g.Fg, kc,
-                           col, tw, pn, &out[n, grp * g.Fg, 0, 0, 0] + p0, g.P,
-                           col + KC * tw, k0 > 0)
-            if bias_mode != 0:
-                for f in range(grp * g.Fg, (grp + 1) * g.Fg):
-                    yrow = &out[n, f, 0, 0, 0] + p0
-                    if bias_mode == 1:
-                        for j in range(pn):
-                            yrow[j] = yrow[j] + bias[f]
-                    else:
-                        for j in range(pn):
-                            yrow[j] = yrow[j] + bias[f * g.P + p0 + j]
-    free(scratch)
-    free(wpack)
+            pack_rows(&weight[gi * g.Fg, 0, 0, 0, 0], K, 1, g.Fg, K, mr, wpack + gi * fpad * K)
+    try:
+        correlate(&x[0, 0, 0, 0, 0], &g, wpack, &bias[0] if bias.shape[0] else NULL,
+                  bias_mode, &out[0, 0, 0, 0, 0], max(1, num_threads))
+    finally:
+        free(wpack)
 
 
-def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
-                        const floating_t[:, :, :, :, ::1] weight not None,
-                        floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
-                        tuple stride, tuple pad, tuple dilation, int num_threads):
-    """Fill out (N, C, D, H, W) with the gradient of conv_forward with respect to x."""
-    cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups,
-                            stride, pad, dilation)
-    cdef Py_ssize_t mr = block_mr(&KERN, &weight[0, 0, 0, 0, 0])
-    cdef Py_ssize_t nr = block_nr(&KERN, &weight[0, 0, 0, 0, 0])
+cdef bint flip_fits(const Geom *g) noexcept nogil:
+    """True if the input gradient is a stride-1 correlation with non-negative padding."""
+    return (unit_stride(g) and g.pd <= (g.KD - 1) * g.dd and g.ph <= (g.KH - 1) * g.dh
+            and g.pw <= (g.KW - 1) * g.dw)
+
+
+cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, const Geom *g,
+                                 floating_t *gx, int nt) except *:
+    """grad_x = grad_y * flip(W)^T, a stride-1 correlation of grad_y (see flip_fits)."""
+    cdef Geom t = g[0]
+    cdef Py_ssize_t mr = block_mr(&KERN, gy)
+    cdef Py_ssize_t K = g.Fg * g.KK, cpad = round_up(g.Cg, mr)
+    cdef Py_ssize_t gi, b, k, i, c, f, kk
+    cdef floating_t *wpack
+    # the correlation reads grad_y as its input and writes grad_x as its output
+    t.C, t.D, t.H, t.W = g.F, g.OD, g.OH, g.OW
+    t.F, t.Cg, t.Fg = g.C, g.Fg, g.Cg
+    t.OD, t.OH, t.OW, t.P = g.D, g.H, g.W, g.D * g.H * g.W
+    t.pd = (g.KD - 1) * g.dd - g.pd
+    t.ph = (g.KH - 1) * g.dh - g.ph
+    t.pw = (g.KW - 1) * g.dw - g.pw
+    wpack = <floating_t *> alloc_scratch(g.G * cpad * K * sizeof(floating_t))
+    with nogil:
+        # packed A[c, f * KK + kk] = W[grp * Fg + f, c, KK - 1 - kk] per group
+        for gi in range(g.G):
+            for b in range(cpad // mr):
+                for k in range(K):
+                    f = k // g.KK
+                    kk = k % g.KK
+                    for i in range(mr):
+                        c = b * mr + i
+                        wpack[((gi * cpad // mr + b) * K + k) * mr + i] = (
+                            w[((gi * g.Fg + f) * g.Cg + c) * g.KK + g.KK - 1 - kk]
+                            if c < g.Cg else 0)
+    try:
+        correlate(gy, &t, wpack, NULL, 0, gx, nt)
+    finally:
+        free(wpack)
+
+
+cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const Geom *g,
+                                floating_t *gx, int nt) except *:
+    """grad_x by cols = W^T @ grad_y followed by col2im, for any stride."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), nr = block_nr(&KERN, gy)
     cdef Py_ssize_t K = g.Cg * g.KK
     cdef Py_ssize_t plane = g.D * g.H * g.W
-    cdef int nt = max(1, num_threads)
     # Channels per chunk: enough chunks to keep every thread busy when the batch is small.
     cdef Py_ssize_t want = (2 * nt + g.N * g.G - 1) // (g.N * g.G)
     cdef Py_ssize_t cch = max(1, (g.Cg + want - 1) // want)
@@ -239,7 +356,8 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     cdef Py_ssize_t per_thread = g.Fg * tw + rb * tw + CK_MR_MAX * CK_NR_MAX
     cdef floating_t *wpack = <floating_t *> alloc_scratch(
         g.G * nchunks * rows_pad * g.Fg * sizeof(floating_t))
-    cdef floating_t *scratch
+    cdef floating_t *scratch = NULL
+    cdef Py_ssize_t *offsets = NULL
     cdef floating_t *gyt
     cdef floating_t *cols
     cdef floating_t *gxc
@@ -247,16 +365,19 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     cdef Py_ssize_t t, n, grp, ch, c0, c1, nrows, tb, p0, pn, rbi, r0, nb, f, j, gi, ci
     try:
         scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
+        offsets = <Py_ssize_t *> alloc_scratch(g.Fg * sizeof(Py_ssize_t))
     except MemoryError:
         free(wpack)
+        free(scratch)
         raise
+    row_offsets(offsets, g.Fg, tw)
     with nogil:
         # W[g]^T restricted to a chunk's rows, packed: A[r, f] = W[g*Fg + f, c0*KK + r].
         for gi in range(g.G):
             for ci in range(nchunks):
                 c0 = ci * cch
                 nrows = (min(g.Cg, c0 + cch) - c0) * g.KK
-                pack_rows(&weight[gi * g.Fg, 0, 0, 0, 0] + c0 * g.KK, 1, K, nrows, g.Fg,
+                pack_rows(w + gi * g.Fg * K + c0 * g.KK, 1, K, nrows, g.Fg,
                           mr, wpack + (gi * nchunks + ci) * rows_pad * g.Fg)
         for t in prange(ntasks, num_threads=nt, schedule="static"):
             gyt = scratch + threadid() * per_thread
@@ -268,7 +389,7 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
             c1 = min(g.Cg, c0 + cch)
             nrows = (c1 - c0) * g.KK
             ap = wpack + (grp * nchunks + ch) * rows_pad * g.Fg
-            gxc = &out[n, grp * g.Cg + c0, 0, 0, 0]
+            gxc = gx + (n * g.C + grp * g.Cg + c0) * plane
             memset(gxc, 0, (c1 - c0) * plane * sizeof(floating_t))
             for tb in range((g.P + tw - 1) // tw):
                 p0 = tb * tw
@@ -276,15 +397,31 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
                 # gy tile (Fg x pn) copied so the micro-kernel may read whole nr slivers
                 for f in range(g.Fg):
                     for j in range(pn):
-                        gyt[f * tw + j] = grad_y[n, grp * g.Fg + f, 0, 0, p0 + j]
+                        gyt[f * tw + j] = gy[(n * g.F + grp * g.Fg + f) * g.P + p0 + j]
                 for rbi in range((nrows + rb - 1) // rb):
                     r0 = rbi * rb
                     nb = min(rb, nrows - r0)
-                    gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt, tw, pn,
-                               cols, tw, cols + rb * tw, False)
-                    col2im_add(cols, tw, &g, r0, nb, p0, pn, gxc)
+                    gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt, offsets,
+                               pn, cols, tw, cols + rb * tw, False)
+                    col2im_add(cols, tw, g, r0, nb, p0, pn, gxc)
     free(scratch)
+    free(offsets)
     free(wpack)
+
+
+def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
+                        const floating_t[:, :, :, :, ::1] weight not None,
+                        floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
+                        tuple stride, tuple pad, tuple dilation, int num_threads):
+    """Fill out (N, C, D, H, W) with the gradient of conv_forward with respect to x."""
+    cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups, stride, pad,
+                            dilation)
+    if flip_fits(&g):
+        backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                               &out[0, 0, 0, 0, 0], max(1, num_threads))
+    else:
+        backward_input_col2im(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                              &out[0, 0, 0, 0, 0], max(1, num_threads))
 
 
 def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
@@ -292,76 +429,81 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
                          floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
                          tuple stride, tuple pad, tuple dilation, int num_threads):
     """Fill out (F, C // groups, KD, KH, KW) with the gradient of conv_forward w.r.t. weight."""
-    cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups,
-                            stride, pad, dilation)
-    cdef Py_ssize_t mr = block_mr(&KERN, &x[0, 0, 0, 0, 0])
-    cdef Py_ssize_t nr = block_nr(&KERN, &x[0, 0, 0, 0, 0])
-    cdef Py_ssize_t K = g.Cg * g.KK
+    cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups, stride, pad, dilation)
+    cdef const floating_t *x0 = &x[0, 0, 0, 0, 0]
+    cdef const floating_t *gy0 = &grad_y[0, 0, 0, 0, 0]
+    cdef floating_t *w0 = &out[0, 0, 0, 0, 0]
+    cdef Py_ssize_t dr = dot_rows(&KERN, x0), dc = dot_cols(&KERN, x0)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
     cdef int nt = max(1, num_threads)
-    cdef Py_ssize_t tw = tile_width(g.P, nr)
-    cdef Py_ssize_t fpad = round_up(g.Fg, nr)
-    cdef Py_ssize_t rb = min(round_up(K, mr), ROW_BLOCK // mr * mr)
+    cdef Py_ssize_t tw = min(g.P, DOT_TILE)
+    cdef Py_ssize_t rb = dc * 8
     cdef Py_ssize_t nkb = (K + rb - 1) // rb
-    cdef Py_ssize_t part = g.G * K * g.Fg
+    cdef Py_ssize_t part = g.F * K
     # Batch chunks: a function of N and the shapes only (bitwise reproducible).
     cdef Py_ssize_t nchunks = max(1, min(g.N, MAX_CHUNKS,
                                          PARTIAL_BYTES // max(1, part * <Py_ssize_t> sizeof(floating_t))))
     cdef Py_ssize_t per_chunk = (g.N + nchunks - 1) // nchunks
-    cdef Py_ssize_t ntasks
-    cdef Py_ssize_t per_thread = rb * tw + rb * tw + tw * fpad + CK_MR_MAX * CK_NR_MAX
+    cdef Py_ssize_t per_thread = rb * tw + dr * dc
     cdef floating_t *partials
-    cdef floating_t *scratch
+    cdef floating_t *scratch = NULL
+    cdef const floating_t **ptrs = NULL
     cdef floating_t *col
-    cdef floating_t *apack
-    cdef floating_t *gyt
+    cdef floating_t *res
     cdef floating_t *dst
+    cdef const floating_t **a
+    cdef const floating_t **bp
     cdef floating_t s
-    cdef Py_ssize_t t, b, grp, kb, r0, nb, n, n0, n1, tb, p0, pn, f, j, k
-    cdef bint first
+    cdef Py_ssize_t t, b, grp, kb, r0, nb, n, n0, n1, tb, p0, pn, fb, jb, i, j, f, k
     nchunks = (g.N + per_chunk - 1) // per_chunk
-    ntasks = nchunks * g.G * nkb
     partials = <floating_t *> alloc_scratch(nchunks * part * sizeof(floating_t))
     try:
         scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
+        ptrs = <const floating_t **> alloc_scratch(nt * (dr + dc) * sizeof(floating_t *))
     except MemoryError:
         free(partials)
+        free(scratch)
         raise
     with nogil:
-        for t in prange(ntasks, num_threads=nt, schedule="static"):
+        for t in prange(nchunks * g.G * nkb, num_threads=nt, schedule="static"):
             col = scratch + threadid() * per_thread
-            apack = col + rb * tw
-            gyt = apack + rb * tw
+            res = col + rb * tw
+            a = ptrs + threadid() * (dr + dc)
+            bp = a + dr
             b = t // (g.G * nkb)
             grp = (t // nkb) % g.G
-            kb = t % nkb
-            r0 = kb * rb
+            r0 = t % nkb * rb
             nb = min(rb, K - r0)
-            # rows r0 .. r0 + nb of partial[b, grp]^T, which is K x Fg
-            dst = partials + (b * g.G + grp) * K * g.Fg + r0 * g.Fg
+            # columns r0 .. r0 + nb of partial[b] rows grp*Fg .. (grp + 1)*Fg, which is F x K
+            dst = partials + b * part + grp * g.Fg * K + r0
+            for f in range(g.Fg):
+                memset(dst + f * K, 0, nb * sizeof(floating_t))
             n0 = b * per_chunk
             n1 = min(g.N, n0 + per_chunk)
-            first = True
             for n in range(n0, n1):
                 for tb in range((g.P + tw - 1) // tw):
                     p0 = tb * tw
                     pn = min(tw, g.P - p0)
-                    im2col(&x[n, grp * g.Cg, 0, 0, 0], &g, r0, nb, p0, pn, col, tw)
-                    pack_rows(col, tw, 1, nb, pn, mr, apack)
-                    # gy^T tile: gyt[j, f] = gy[n, grp*Fg + f, p0 + j]
-                    for f in range(g.Fg):
-                        for j in range(pn):
-                            gyt[j * fpad + f] = grad_y[n, grp * g.Fg + f, 0, 0, p0 + j]
-                    gemm_block(&KERN, apack, mr * pn, nb, pn, gyt, fpad, g.Fg, dst, g.Fg,
-                               gyt + tw * fpad, not first)
-                    first = False
-        # out[grp*Fg + f, k] = sum over chunks, in chunk order, of partial[b, grp][k, f]
+                    im2col(x0 + (n * g.C + grp * g.Cg) * plane, &g, r0, nb, p0, pn, col, tw, 0)
+                    for fb in range((g.Fg + dr - 1) // dr):
+                        # rows past the end repeat the last row; their sums are dropped
+                        for i in range(dr):
+                            a[i] = gy0 + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P + p0
+                        for jb in range((nb + dc - 1) // dc):
+                            for j in range(dc):
+                                bp[j] = col + min(jb * dc + j, nb - 1) * tw
+                            dot_block(&KERN, pn, a, bp, res)
+                            for i in range(min(dr, g.Fg - fb * dr)):
+                                for j in range(min(dc, nb - jb * dc)):
+                                    dst[(fb * dr + i) * K + jb * dc + j] += res[i * dc + j]
+        # out[f, k] = sum over chunks, in chunk order, of partial[b][f, k]
         for f in prange(g.F, num_threads=nt, schedule="static"):
-            grp = f // g.Fg
             for k in range(K):
                 s = 0
                 for b in range(nchunks):
-                    s = s + partials[(b * g.G + grp) * K * g.Fg + k * g.Fg + f % g.Fg]
-                (&out[f, 0, 0, 0, 0])[k] = s
+                    s = s + partials[b * part + f * K + k]
+                w0[f * K + k] = s
+    free(ptrs)
     free(scratch)
     free(partials)
 

@@ -22,6 +22,13 @@ from fused cimport floating_t
 from geometry cimport Geom
 
 
+cdef inline Py_ssize_t first_tap(Py_ssize_t start, Py_ssize_t dil) noexcept nogil:
+    """The first tap start + j * dil (j >= 0) that is not in the left padding."""
+    if start >= 0:
+        return start
+    return start + ((-start - 1) // dil + 1) * dil
+
+
 cdef inline void pool_plane(const floating_t *xp, const Geom *g, floating_t *yp,
                             int64_t *ip) noexcept nogil:
     """Max-pool one (D, H, W) plane into (OD, OH, OW) values and argmax indices."""
@@ -32,18 +39,15 @@ cdef inline void pool_plane(const floating_t *xp, const Geom *g, floating_t *yp,
         # first in-bounds tap of the window, and one past the last tap
         d0 = od * g.sd - g.pd
         d1 = min(d0 + (g.KD - 1) * g.dd + 1, g.D)
-        while d0 < 0:
-            d0 = d0 + g.dd
+        d0 = first_tap(d0, g.dd)
         for oh in range(g.OH):
             h0 = oh * g.sh - g.ph
             h1 = min(h0 + (g.KH - 1) * g.dh + 1, g.H)
-            while h0 < 0:
-                h0 = h0 + g.dh
+            h0 = first_tap(h0, g.dh)
             for ow in range(g.OW):
                 w0 = ow * g.sw - g.pw
                 w1 = min(w0 + (g.KW - 1) * g.dw + 1, g.W)
-                while w0 < 0:
-                    w0 = w0 + g.dw
+                w0 = first_tap(w0, g.dw)
                 best = -INFINITY
                 arg = (d0 * g.H + h0) * g.W + w0
                 id = d0

@@ -3,18 +3,34 @@
 # Layout conventions (all row-major):
 #   packed A: blocks of mr rows; block b holds A[b*mr + i, k] at [(b * kdim + k) * mr + i],
 #             rows past M are zero (see pack_rows);
-#   B:        B[k, j] at B[k * ldb + j], readable for ncols rounded up to nr columns;
+#   B:        B[k, j] at B[boff[k] + j], readable for ncols rounded up to nr columns
+#             (row offsets k * ld for an im2col tile, or one per kernel tap for a
+#             padded input slab, where the product reads the input in place);
 #   C:        C[i, j] at C[i * ldc + j], written only for i < M, j < ncols.
 
 from fused cimport floating_t
 
 cdef extern from "ukernel.h":
-    ctypedef void (*ck_ukernel_s)(Py_ssize_t, const float *, const float *, Py_ssize_t,
-                                  float *, Py_ssize_t, int) noexcept nogil
-    ctypedef void (*ck_ukernel_d)(Py_ssize_t, const double *, const double *, Py_ssize_t,
-                                  double *, Py_ssize_t, int) noexcept nogil
-    ck_ukernel_s ck_select_s(int *mr, int *nr, const char **name) noexcept nogil
-    ck_ukernel_d ck_select_d(int *mr, int *nr, const char **name) noexcept nogil
+    ctypedef void (*ck_gemm_s)(Py_ssize_t, const float *, const float *,
+                               const Py_ssize_t *, float *, Py_ssize_t, int) noexcept nogil
+    ctypedef void (*ck_gemm_d)(Py_ssize_t, const double *, const double *,
+                               const Py_ssize_t *, double *, Py_ssize_t, int) noexcept nogil
+    ctypedef void (*ck_dot_s)(Py_ssize_t, const float * const *, const float * const *,
+                              float *) noexcept nogil
+    ctypedef void (*ck_dot_d)(Py_ssize_t, const double * const *, const double * const *,
+                              double *) noexcept nogil
+    ctypedef struct ck_kernels_s:
+        ck_gemm_s gemm
+        ck_dot_s dot
+        int mr, nr, dr, dc
+        const char *name
+    ctypedef struct ck_kernels_d:
+        ck_gemm_d gemm
+        ck_dot_d dot
+        int mr, nr, dr, dc
+        const char *name
+    void ck_select_s(ck_kernels_s *k) noexcept nogil
+    void ck_select_d(ck_kernels_d *k) noexcept nogil
     enum:
         CK_MR_MAX
         CK_NR_MAX
@@ -24,32 +40,61 @@ cdef enum:
     KC = 128
 
 cdef struct Kernels:
-    ck_ukernel_s sgemm
-    ck_ukernel_d dgemm
-    int mr_s
-    int nr_s
-    int mr_d
-    int nr_d
-    const char *name
+    ck_kernels_s s
+    ck_kernels_d d
 
 
 cdef inline void select_kernels(Kernels *kern) noexcept nogil:
-    kern.sgemm = ck_select_s(&kern.mr_s, &kern.nr_s, &kern.name)
-    kern.dgemm = ck_select_d(&kern.mr_d, &kern.nr_d, &kern.name)
+    ck_select_s(&kern.s)
+    ck_select_d(&kern.d)
 
 
 cdef inline Py_ssize_t block_mr(const Kernels *kern, const floating_t *tag) noexcept nogil:
+    """Rows of A per GEMM micro-kernel call."""
     if floating_t is float:
-        return kern.mr_s
+        return kern.s.mr
     else:
-        return kern.mr_d
+        return kern.d.mr
 
 
 cdef inline Py_ssize_t block_nr(const Kernels *kern, const floating_t *tag) noexcept nogil:
+    """Columns of B per GEMM micro-kernel call."""
     if floating_t is float:
-        return kern.nr_s
+        return kern.s.nr
     else:
-        return kern.nr_d
+        return kern.d.nr
+
+
+cdef inline Py_ssize_t dot_rows(const Kernels *kern, const floating_t *tag) noexcept nogil:
+    """Rows of A per dot micro-kernel call."""
+    if floating_t is float:
+        return kern.s.dr
+    else:
+        return kern.d.dr
+
+
+cdef inline Py_ssize_t dot_cols(const Kernels *kern, const floating_t *tag) noexcept nogil:
+    """Rows of B per dot micro-kernel call."""
+    if floating_t is float:
+        return kern.s.dc
+    else:
+        return kern.d.dc
+
+
+cdef inline void dot_block(const Kernels *kern, Py_ssize_t L, const floating_t **a,
+                           const floating_t **b, floating_t *out) noexcept nogil:
+    """out[i * dc + j] = sum over p < L of a[i][p] * b[j][p] (dot_rows x dot_cols)."""
+    if floating_t is float:
+        kern.s.dot(L, a, b, out)
+    else:
+        kern.d.dot(L, a, b, out)
+
+
+cdef inline void row_offsets(Py_ssize_t *boff, Py_ssize_t n, Py_ssize_t ld) noexcept nogil:
+    """boff[k] = k * ld: the row offsets of a row-major B with leading dimension ld."""
+    cdef Py_ssize_t k
+    for k in range(n):
+        boff[k] = k * ld
 
 
 cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
@@ -69,17 +114,17 @@ cdef inline void pack_rows(const floating_t *src, Py_ssize_t rs, Py_ssize_t cs,
 
 
 cdef inline void ukernel(const Kernels *kern, Py_ssize_t kc, const floating_t *A,
-                         const floating_t *B, Py_ssize_t ldb, floating_t *C,
+                         const floating_t *B, const Py_ssize_t *boff, floating_t *C,
                          Py_ssize_t ldc, int accumulate) noexcept nogil:
     if floating_t is float:
-        kern.sgemm(kc, A, B, ldb, C, ldc, accumulate)
+        kern.s.gemm(kc, A, B, boff, C, ldc, accumulate)
     else:
-        kern.dgemm(kc, A, B, ldb, C, ldc, accumulate)
+        kern.d.gemm(kc, A, B, boff, C, ldc, accumulate)
 
 
 cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t a_stride,
                             Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
-                            Py_ssize_t ldb, Py_ssize_t ncols, floating_t *C,
+                            const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
                             Py_ssize_t ldc, floating_t *ctmp, bint accumulate) noexcept nogil:
     """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols].
 
@@ -104,13 +149,13 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
                 a = A + mb * a_stride + k0 * mr
                 c = C + m0 * ldc + j0
                 if mm == mr and nn == nr:
-                    ukernel(kern, kc, a, B + k0 * ldb + j0, ldb, c, ldc, acc)
+                    ukernel(kern, kc, a, B + j0, boff + k0, c, ldc, acc)
                     continue
                 if acc:
                     for i in range(mm):
                         for j in range(nn):
                             ctmp[i * nr + j] = c[i * ldc + j]
-                ukernel(kern, kc, a, B + k0 * ldb + j0, ldb, ctmp, nr, acc)
+                ukernel(kern, kc, a, B + j0, boff + k0, ctmp, nr, acc)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]

@@ -50,7 +50,7 @@ cdef inline Py_ssize_t row_span(const Geom *g, Py_ssize_t kd, Py_ssize_t kh, Py_
         qhi[0] = 0
         return 0
     # first q with iw0 + q*sw >= 0, and one past the last q with iw0 + q*sw <= W - 1
-    lo = 0 if iw0 >= 0 else (-iw0 + g.sw - 1) // g.sw
+    lo = 0 if iw0 >= 0 else (-iw0 - 1) // g.sw + 1
     hi = 0 if iw0 >= g.W else (g.W - 1 - iw0) // g.sw + 1
     hi = min(hi, seg)
     lo = min(lo, hi)

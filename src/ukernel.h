@@ -1,12 +1,17 @@
-/* GEMM micro-kernels for convkern, selected once at run time by CPU feature.
+/* Micro-kernels for convkern, selected once at run time by CPU feature.
+ *
+ * Two kinds, both register-blocked:
+ * - GEMM (ukernel_template.h): an MR x NR block of C += packed A @ B;
+ * - dot (ukernel_dot_template.h): a DR x DC block of sums of products of rows that
+ *   are both contiguous along the reduction.
  *
  * Wheels are compiled for the baseline ISA (no -march=native); the x86-64 kernels for
  * AVX2+FMA and AVX-512 are compiled with per-function target attributes and chosen by
  * __builtin_cpu_supports, so one binary runs on every x86-64 CPU and uses the widest
- * vectors it has.  Compilers without GNU vector extensions (MSVC) get a plain C kernel.
+ * vectors it has.  Compilers without GNU vector extensions (MSVC) get plain C kernels.
  *
- * ck_select_s / ck_select_d return the kernel for float / double and write its block
- * shape (MR rows, NR columns) and a name for show_config().
+ * ck_select_s / ck_select_d fill a ck_kernels_s / ck_kernels_d with the kernels for
+ * float / double, their block shapes and a name for show_config().
  */
 #ifndef CONVKERN_UKERNEL_H
 #define CONVKERN_UKERNEL_H
@@ -17,10 +22,18 @@
 #define CK_MR_MAX 16
 #define CK_NR_MAX 64
 
-typedef void (*ck_ukernel_s)(Py_ssize_t, const float *, const float *, Py_ssize_t,
-                             float *, Py_ssize_t, int);
-typedef void (*ck_ukernel_d)(Py_ssize_t, const double *, const double *, Py_ssize_t,
-                             double *, Py_ssize_t, int);
+#define CK_DECLARE_KERNELS(T, S)                                                     \
+    typedef void (*ck_gemm_##S)(Py_ssize_t, const T *, const T *, const Py_ssize_t *, \
+                                T *, Py_ssize_t, int);                               \
+    typedef void (*ck_dot_##S)(Py_ssize_t, const T *const *, const T *const *, T *);  \
+    typedef struct {                                                                 \
+        ck_gemm_##S gemm;                                                            \
+        ck_dot_##S dot;                                                              \
+        int mr, nr, dr, dc;                                                          \
+        const char *name;                                                            \
+    } ck_kernels_##S;
+CK_DECLARE_KERNELS(float, s)
+CK_DECLARE_KERNELS(double, d)
 
 #if defined(__GNUC__) || defined(__clang__)
 
@@ -29,117 +42,181 @@ typedef void (*ck_ukernel_d)(Py_ssize_t, const double *, const double *, Py_ssiz
 #endif
 
 #ifdef CK_X86_DISPATCH
-#define UK_NAME ck_uk_s_avx512
+#define CK_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define CK_AVX2 __attribute__((target("avx2,fma")))
+
+#define UK_NAME ck_s_avx512_gemm
 #define UK_T float
 #define UK_VL 16
 #define UK_MR 8
-#define UK_NV 3
-#define UK_ATTR __attribute__((target("avx512f,avx2,fma")))
+#define UK_NV 2
+#define UK_ATTR CK_AVX512
 #include "ukernel_template.h"
-#define UK_NAME ck_uk_d_avx512
+#define UKD_NAME ck_s_avx512_dot
+#define UK_T float
+#define UK_VL 16
+#define UKD_R 4
+#define UKD_C 6
+#define UK_ATTR CK_AVX512
+#include "ukernel_dot_template.h"
+
+#define UK_NAME ck_d_avx512_gemm
 #define UK_T double
 #define UK_VL 8
 #define UK_MR 8
-#define UK_NV 3
-#define UK_ATTR __attribute__((target("avx512f,avx2,fma")))
+#define UK_NV 2
+#define UK_ATTR CK_AVX512
 #include "ukernel_template.h"
-#define UK_NAME ck_uk_s_avx2
+#define UKD_NAME ck_d_avx512_dot
+#define UK_T double
+#define UK_VL 8
+#define UKD_R 4
+#define UKD_C 6
+#define UK_ATTR CK_AVX512
+#include "ukernel_dot_template.h"
+
+#define UK_NAME ck_s_avx2_gemm
 #define UK_T float
 #define UK_VL 8
 #define UK_MR 6
 #define UK_NV 2
-#define UK_ATTR __attribute__((target("avx2,fma")))
+#define UK_ATTR CK_AVX2
 #include "ukernel_template.h"
-#define UK_NAME ck_uk_d_avx2
+#define UKD_NAME ck_s_avx2_dot
+#define UK_T float
+#define UK_VL 8
+#define UKD_R 3
+#define UKD_C 4
+#define UK_ATTR CK_AVX2
+#include "ukernel_dot_template.h"
+
+#define UK_NAME ck_d_avx2_gemm
 #define UK_T double
 #define UK_VL 4
 #define UK_MR 6
 #define UK_NV 2
-#define UK_ATTR __attribute__((target("avx2,fma")))
+#define UK_ATTR CK_AVX2
 #include "ukernel_template.h"
+#define UKD_NAME ck_d_avx2_dot
+#define UK_T double
+#define UK_VL 4
+#define UKD_R 3
+#define UKD_C 4
+#define UK_ATTR CK_AVX2
+#include "ukernel_dot_template.h"
 #endif
 
 /* Baseline: 16-byte vectors (SSE2 on x86-64, NEON on aarch64). */
-#define UK_NAME ck_uk_s_base
+#define UK_NAME ck_s_base_gemm
 #define UK_T float
 #define UK_VL 4
 #define UK_MR 4
 #define UK_NV 3
 #define UK_ATTR
 #include "ukernel_template.h"
-#define UK_NAME ck_uk_d_base
+#define UKD_NAME ck_s_base_dot
+#define UK_T float
+#define UK_VL 4
+#define UKD_R 3
+#define UKD_C 4
+#define UK_ATTR
+#include "ukernel_dot_template.h"
+
+#define UK_NAME ck_d_base_gemm
 #define UK_T double
 #define UK_VL 2
 #define UK_MR 4
 #define UK_NV 3
 #define UK_ATTR
 #include "ukernel_template.h"
+#define UKD_NAME ck_d_base_dot
+#define UK_T double
+#define UK_VL 2
+#define UKD_R 3
+#define UKD_C 4
+#define UK_ATTR
+#include "ukernel_dot_template.h"
 
-static ck_ukernel_s ck_select_s(int *mr, int *nr, const char **name)
+#define CK_SET(K, S, ISA, MR, NR, DR, DC)                                             \
+    do {                                                                             \
+        (K)->gemm = ck_##S##_##ISA##_gemm;                                           \
+        (K)->dot = ck_##S##_##ISA##_dot;                                             \
+        (K)->mr = MR; (K)->nr = NR; (K)->dr = DR; (K)->dc = DC;                      \
+        (K)->name = #ISA;                                                            \
+    } while (0)
+
+static void ck_select_s(ck_kernels_s *k)
 {
 #ifdef CK_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
-        *mr = 8; *nr = 48; *name = "avx512";
-        return ck_uk_s_avx512;
+        CK_SET(k, s, avx512, 8, 32, 4, 6);
+        return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        *mr = 6; *nr = 16; *name = "avx2";
-        return ck_uk_s_avx2;
+        CK_SET(k, s, avx2, 6, 16, 3, 4);
+        return;
     }
 #endif
-    *mr = 4; *nr = 12; *name = "baseline";
-    return ck_uk_s_base;
+    CK_SET(k, s, base, 4, 12, 3, 4);
 }
 
-static ck_ukernel_d ck_select_d(int *mr, int *nr, const char **name)
+static void ck_select_d(ck_kernels_d *k)
 {
 #ifdef CK_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
-        *mr = 8; *nr = 24; *name = "avx512";
-        return ck_uk_d_avx512;
+        CK_SET(k, d, avx512, 8, 16, 4, 6);
+        return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        *mr = 6; *nr = 8; *name = "avx2";
-        return ck_uk_d_avx2;
+        CK_SET(k, d, avx2, 6, 8, 3, 4);
+        return;
     }
 #endif
-    *mr = 4; *nr = 6; *name = "baseline";
-    return ck_uk_d_base;
+    CK_SET(k, d, base, 4, 6, 3, 4);
 }
 
-#else /* no GNU vector extensions: plain C, 4 x 4 blocks */
+#else /* no GNU vector extensions: plain C kernels */
 
-#define CK_SCALAR_KERNEL(NAME, T)                                                  \
-    static void NAME(Py_ssize_t kc, const T *A, const T *B, Py_ssize_t ldb, T *C,  \
-                     Py_ssize_t ldc, int accumulate)                               \
-    {                                                                              \
-        T acc[4][4] = {{0}};                                                       \
-        Py_ssize_t k;                                                              \
-        int i, j;                                                                  \
-        for (k = 0; k < kc; k++)                                                   \
-            for (i = 0; i < 4; i++)                                                \
-                for (j = 0; j < 4; j++)                                            \
-                    acc[i][j] += A[k * 4 + i] * B[k * ldb + j];                    \
-        for (i = 0; i < 4; i++)                                                    \
-            for (j = 0; j < 4; j++)                                                \
+#define CK_SCALAR_KERNELS(S, T)                                                      \
+    static void ck_##S##_scalar_gemm(Py_ssize_t kc, const T *A, const T *B,          \
+                                     const Py_ssize_t *boff, T *C, Py_ssize_t ldc,   \
+                                     int accumulate)                                 \
+    {                                                                                \
+        T acc[4][4] = {{0}};                                                         \
+        Py_ssize_t k;                                                                \
+        int i, j;                                                                    \
+        for (k = 0; k < kc; k++)                                                     \
+            for (i = 0; i < 4; i++)                                                  \
+                for (j = 0; j < 4; j++)                                              \
+                    acc[i][j] += A[k * 4 + i] * B[boff[k] + j];                      \
+        for (i = 0; i < 4; i++)                                                      \
+            for (j = 0; j < 4; j++)                                                  \
                 C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j]; \
+    }                                                                                \
+    static void ck_##S##_scalar_dot(Py_ssize_t L, const T *const *a,                 \
+                                    const T *const *b, T *out)                       \
+    {                                                                                \
+        Py_ssize_t p;                                                                \
+        int i, j;                                                                    \
+        for (i = 0; i < 2; i++)                                                      \
+            for (j = 0; j < 2; j++) {                                                \
+                T s = 0;                                                             \
+                for (p = 0; p < L; p++)                                              \
+                    s += a[i][p] * b[j][p];                                          \
+                out[i * 2 + j] = s;                                                  \
+            }                                                                        \
+    }                                                                                \
+    static void ck_select_##S(ck_kernels_##S *k)                                     \
+    {                                                                                \
+        k->gemm = ck_##S##_scalar_gemm;                                              \
+        k->dot = ck_##S##_scalar_dot;                                                \
+        k->mr = 4; k->nr = 4; k->dr = 2; k->dc = 2;                                  \
+        k->name = "scalar";                                                          \
     }
-CK_SCALAR_KERNEL(ck_uk_s_scalar, float)
-CK_SCALAR_KERNEL(ck_uk_d_scalar, double)
-
-static ck_ukernel_s ck_select_s(int *mr, int *nr, const char **name)
-{
-    *mr = 4; *nr = 4; *name = "scalar";
-    return ck_uk_s_scalar;
-}
-
-static ck_ukernel_d ck_select_d(int *mr, int *nr, const char **name)
-{
-    *mr = 4; *nr = 4; *name = "scalar";
-    return ck_uk_d_scalar;
-}
+CK_SCALAR_KERNELS(s, float)
+CK_SCALAR_KERNELS(d, double)
 
 #endif
 #endif /* CONVKERN_UKERNEL_H */

@@ -2,7 +2,8 @@
  *
  * Computes the MR x NR block  C (+)= A * B  where
  *   A is packed: A[k * MR + i] for row i of the block and reduction index k < kc,
- *   B is row-major with leading dimension ldb: B[k * ldb + j], j < NR = NV * VL,
+ *   B row k starts at B + boff[k]: B[boff[k] + j], j < NR = NV * VL (an im2col tile
+ *     has boff[k] = k * ld; a padded input slab has one offset per kernel tap),
  *   C is row-major with leading dimension ldc.
  * accumulate == 0 overwrites C, otherwise adds to it.  The accumulators live in
  * MR * NV vector registers; every reduction runs k = 0, 1, ... in order, so a given
@@ -12,7 +13,7 @@
  * UK_ATTR (a target attribute or nothing).
  */
 static UK_ATTR void UK_NAME(Py_ssize_t kc, const UK_T *restrict A,
-                            const UK_T *restrict B, Py_ssize_t ldb,
+                            const UK_T *restrict B, const Py_ssize_t *restrict boff,
                             UK_T *restrict C, Py_ssize_t ldc, int accumulate)
 {
     typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
@@ -29,10 +30,10 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, const UK_T *restrict A,
         vec_t b[UK_NV];
 #pragma GCC unroll 8
         for (v = 0; v < UK_NV; v++)
-            memcpy(&b[v], B + k * ldb + v * UK_VL, sizeof(vec_t));
+            memcpy(&b[v], B + boff[k] + v * UK_VL, sizeof(vec_t));
 #pragma GCC unroll 16
         for (i = 0; i < UK_MR; i++) {
-            const vec_t a = zero + A[k * UK_MR + i];
+            const vec_t a = A[k * UK_MR + i] - zero; /* a broadcast: x - 0 == x, so it folds */
 #pragma GCC unroll 8
             for (v = 0; v < UK_NV; v++)
                 acc[i][v] += a * b[v];

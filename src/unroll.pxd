@@ -1,0 +1,144 @@
+# Unrolling of convolution windows into matrix operands, and its adjoint.
+#
+# Reduction index k = ((c * KD + kd) * KH + kh) * KW + kw, the order of the weight layout
+# (F, Cg, KD, KH, KW).  Output positions p = (od * OH + oh) * OW + ow.
+
+from fused cimport floating_t
+from geometry cimport Geom, position, next_row, row_span
+
+
+cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
+                     Py_ssize_t *kh, Py_ssize_t *kw) noexcept nogil:
+    """Split the reduction index k into channel and kernel tap."""
+    c[0] = k // g.KK
+    kd[0] = (k // (g.KH * g.KW)) % g.KD
+    kh[0] = (k // g.KW) % g.KH
+    kw[0] = k % g.KW
+
+
+cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_ssize_t nk,
+                        Py_ssize_t p0, Py_ssize_t pn, floating_t *dst, Py_ssize_t ld,
+                        Py_ssize_t pack_mr) noexcept nogil:
+    """Unroll reduction rows k0 .. k0 + nk for output positions p0 .. p0 + pn.
+
+    Writes value (r, j) (zero where the window reads padding) to
+    dst[r * ld + j] when pack_mr == 0 (row-major), or, when pack_mr > 0, straight into
+    the packed mr-row layout of gemm.pxd: dst[((r // mr) * pn + j) * mr + r % mr].
+    xg points at channel 0 of the group in one image.
+    """
+    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, es
+    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef const floating_t *xc
+    cdef floating_t *row
+    es = pack_mr if pack_mr > 0 else 1
+    for r in range(nk):
+        tap(g, k0 + r, &c, &kd, &kh, &kw)
+        xc = xg + c * plane
+        if pack_mr > 0:
+            row = dst + (r // pack_mr) * pn * pack_mr + r % pack_mr
+        else:
+            row = dst + r * ld
+        position(g, p0, &od, &oh, &ow)
+        j = 0
+        while j < pn:
+            seg = min(g.OW - ow, pn - j)
+            off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
+            for q in range(lo):
+                row[(j + q) * es] = 0
+            if g.sw == 1 and es == 1:
+                for q in range(lo, hi):
+                    row[j + q] = xc[off + q]
+            else:
+                for q in range(lo, hi):
+                    row[(j + q) * es] = xc[off + q * g.sw]
+            for q in range(hi, seg):
+                row[(j + q) * es] = 0
+            j += seg
+            next_row(g, &od, &oh, &ow)
+    if pack_mr > 0:
+        # zero the rows that complete the last mr-row block
+        for r in range(nk, (nk + pack_mr - 1) // pack_mr * pack_mr):
+            row = dst + (r // pack_mr) * pn * pack_mr + r % pack_mr
+            for j in range(pn):
+                row[j * pack_mr] = 0
+
+
+cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
+                            Py_ssize_t k0, Py_ssize_t nk, Py_ssize_t p0, Py_ssize_t pn,
+                            floating_t *gxc) noexcept nogil:
+    """The adjoint of im2col: gx[where row k0 + r reads position p0 + j] += col[r, j].
+
+    gxc points at the channel that reduction index 0 belongs to.
+    """
+    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow
+    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef floating_t *dst
+    cdef const floating_t *row
+    for r in range(nk):
+        tap(g, k0 + r, &c, &kd, &kh, &kw)
+        dst = gxc + c * plane
+        row = col + r * ld
+        position(g, p0, &od, &oh, &ow)
+        j = 0
+        while j < pn:
+            seg = min(g.OW - ow, pn - j)
+            off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
+            if g.sw == 1:
+                for q in range(lo, hi):
+                    dst[off + q] += row[j + q]
+            else:
+                for q in range(lo, hi):
+                    dst[off + q * g.sw] += row[j + q]
+            j += seg
+            next_row(g, &od, &oh, &ow)
+
+
+cdef inline void fill_slab(const floating_t *xg, const Geom *g, Py_ssize_t od,
+                           Py_ssize_t oh0, Py_ssize_t rows, Py_ssize_t w0,
+                           Py_ssize_t width, floating_t *slab) noexcept nogil:
+    """Copy the zero-padded input that a stride-1 tile of output rows reads.
+
+    The tile is output rows oh0 .. oh0 + rows - 1 of plane od, columns w0 .. w0 + width
+    - (KW - 1) * dw - 1.  slab[c, kd, r, q] = x[c, od + kd*dd - pd, oh0 + r - ph,
+    w0 + q - pw] (zero outside x), for r < rows + (KH - 1) * dh and q < width.
+    """
+    cdef Py_ssize_t srows = rows + (g.KH - 1) * g.dh
+    cdef Py_ssize_t c, kd, r, q, id, ih, iw0, lo, hi
+    cdef const floating_t *src
+    cdef floating_t *dst
+    for c in range(g.Cg):
+        for kd in range(g.KD):
+            id = od + kd * g.dd - g.pd
+            for r in range(srows):
+                ih = oh0 + r - g.ph
+                dst = slab + ((c * g.KD + kd) * srows + r) * width
+                iw0 = w0 - g.pw
+                if id < 0 or id >= g.D or ih < 0 or ih >= g.H:
+                    lo = 0
+                    hi = 0
+                else:
+                    # columns q with 0 <= iw0 + q < W
+                    lo = min(max(0, -iw0), width)
+                    hi = max(lo, min(width, g.W - iw0))
+                src = xg + ((c * g.D + id) * g.H + ih) * g.W + iw0
+                for q in range(lo):
+                    dst[q] = 0
+                for q in range(lo, hi):
+                    dst[q] = src[q]
+                for q in range(hi, width):
+                    dst[q] = 0
+
+
+cdef inline void slab_offsets(const Geom *g, Py_ssize_t rows, Py_ssize_t width,
+                              Py_ssize_t *boff) noexcept nogil:
+    """boff[k] = where tap k of output (r, q) = (0, 0) reads in the slab of fill_slab.
+
+    Output (r, q) of the tile, at column j = r * width + q, reads slab[boff[k] + j]:
+    a stride-1 window moves one slab column per output column, so each tap is a
+    contiguous run and the matrix product reads the slab in place.
+    """
+    cdef Py_ssize_t srows = rows + (g.KH - 1) * g.dh
+    cdef Py_ssize_t k, c, kd, kh, kw
+    for k in range(g.Cg * g.KK):
+        tap(g, k, &c, &kd, &kh, &kw)
+        boff[k] = ((c * g.KD + kd) * srows + kh * g.dh) * width + kw * g.dw
