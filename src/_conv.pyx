@@ -18,10 +18,10 @@ with no synchronisation:
   scatter-added into grad_x (col2im); tasks are (image, group, chunk of input
   channels), and a channel's rows only touch that channel of grad_x.
 - weight gradient: grad_w[g] (Fg x K) = sum over images and tiles of
-  gy (Fg x TW) . col(x)^T (TW x K), on dot-product micro-kernels that read rows of
-  grad_y in place and rows of an im2col tile, both contiguous along the positions.
-  Tasks are (batch chunk, group, block of K columns); each chunk sums into its own
-  partial and the partials are added in chunk order.  The chunks depend only on N and
+  gy (Fg x TW) . col(x)^T (TW x K), on dot-product micro-kernels that read two sets of
+  rows contiguous along the positions: for stride 1, a padded grad_y tile against the
+  runs of the input slab; otherwise grad_y in place against an im2col tile.  Each batch
+  chunk sums into its own partial and the partials are added in chunk order.  The chunks depend only on N and
   the shapes, never on the thread count, so the result has the same bits for any
   number of threads.
 - bias gradient: per filter sums, parallel over filters, accumulated in double.
@@ -54,7 +54,7 @@ cdef Py_ssize_t SLAB_CHANNELS = 4096
 # Rows of the reduction unrolled at once by the input gradient's col2im path.
 cdef Py_ssize_t ROW_BLOCK = 256
 # Output positions per dot-product tile of the weight gradient.
-cdef Py_ssize_t DOT_TILE = 1024
+cdef Py_ssize_t DOT_TILE = 2048
 # Upper bound, in bytes, of the weight-gradient partials (one per batch chunk).
 cdef Py_ssize_t PARTIAL_BYTES = 32 << 20
 cdef Py_ssize_t MAX_CHUNKS = 8
@@ -111,8 +111,8 @@ cdef struct DirectPlan:
     Py_ssize_t per_thread  # scratch elements per thread
 
 
-cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr) noexcept nogil:
-    """Tile a stride-1 correlation into padded rows of at most DIRECT_TILE positions.
+cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) noexcept nogil:
+    """Tile a stride-1 correlation into padded rows of at most max_tile positions.
 
     A tile computes rows * width columns (width = the row plus its (KW-1)*dw halo) in
     slivers of nr; the row count is the one that wastes the fewest columns.
@@ -120,10 +120,10 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr) noexcept nogil:
     cdef DirectPlan d
     cdef Py_ssize_t halo = (g.KW - 1) * g.dw, width = g.OW + halo, r
     cdef double eff, best = -1
-    if width <= DIRECT_TILE:
+    if width <= max_tile:
         d.seg = g.OW
         d.rows = 1
-        for r in range(1, min(g.OH, DIRECT_TILE // width) + 1):
+        for r in range(1, min(g.OH, max_tile // width) + 1):
             eff = <double> (r * g.OW) / round_up(r * width, nr)
             if eff >= best:
                 best = eff
@@ -250,7 +250,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
     cdef floating_t *scratch
     cdef Py_ssize_t *offsets
     if direct_fits(g):
-        d = plan_direct(g, nr)
+        d = plan_direct(g, nr, DIRECT_TILE)
         offsets = <Py_ssize_t *> alloc_scratch(nt * K * sizeof(Py_ssize_t))
         try:
             scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
@@ -424,6 +424,161 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
                               &out[0, 0, 0, 0, 0], max(1, num_threads))
 
 
+cdef inline void dot_accumulate(const Kernels *kern, Py_ssize_t L, const floating_t **a,
+                                const floating_t **bp, Py_ssize_t dr, Py_ssize_t dc,
+                                Py_ssize_t ni, Py_ssize_t nj, floating_t *res,
+                                floating_t *dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[i, j] += sum over p < L of a[i][p] * bp[j][p], for i < ni and j < nj."""
+    cdef Py_ssize_t i, j
+    dot_block(kern, L, a, bp, res)
+    for i in range(ni):
+        for j in range(nj):
+            dst[i * ldd + j] += res[i * dc + j]
+
+
+cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil:
+    """True if any of v[0 .. n) is NaN or infinite (v - v is then NaN)."""
+    cdef int bad = 0
+    cdef floating_t z
+    cdef Py_ssize_t i
+    for i in range(n):
+        z = v[i] - v[i]
+        bad = bad | (z != z)
+    return bad != 0
+
+
+cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Geom *g,
+                             floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
+                             const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
+                             const floating_t **ptrs, int nt) noexcept nogil:
+    """Stride-1 weight gradient: rows of a padded grad_y tile against slab runs.
+
+    The tile's padded columns (and its columns up to the sliver width d.ldc) hold zero
+    gradient, so the runs need no im2col copy; a tile whose slab holds a NaN or infinity
+    (which 0 * v would spread) is reduced row by row over the valid columns only.
+    Tasks are (batch chunk, group).
+    """
+    cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ntiles = g.OD * d.nrb * d.nseg
+    cdef Py_ssize_t t, b, grp, n, tile, od, oh0, w0, rr, ls, width, npos, f, r, q, fb, jb, i, j
+    cdef Py_ssize_t slab_len
+    cdef floating_t *slab
+    cdef floating_t *gyp
+    cdef floating_t *res
+    cdef floating_t *dst
+    cdef const floating_t *src
+    cdef Py_ssize_t *boff
+    cdef const floating_t **a
+    cdef const floating_t **bp
+    for t in prange(nchunks * g.G, num_threads=nt, schedule="static"):
+        slab = scratch + threadid() * d.per_thread
+        gyp = slab + d.slab
+        res = gyp + g.Fg * d.ldc
+        boff = offsets + threadid() * K
+        a = ptrs + threadid() * (dr + dc)
+        bp = a + dr
+        b = t // g.G
+        grp = t % g.G
+        # rows grp*Fg .. (grp + 1)*Fg of partial[b], which is F x K
+        dst = partials + b * g.F * K + grp * g.Fg * K
+        memset(dst, 0, g.Fg * K * sizeof(floating_t))
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            for tile in range(ntiles):
+                od = tile // (d.nrb * d.nseg)
+                oh0 = (tile // d.nseg) % d.nrb * d.rows
+                w0 = tile % d.nseg * d.seg
+                rr = min(d.rows, g.OH - oh0)
+                ls = min(d.seg, g.OW - w0)
+                width = ls + (g.KW - 1) * g.dw
+                npos = rr * width
+                slab_len = g.Cg * g.KD * (rr + (g.KH - 1) * g.dh) * width
+                fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, od, oh0, rr, w0, width, slab)
+                # the runs of the last taps read up to d.ldc - npos past the slab
+                memset(slab + slab_len, 0, (d.slab - slab_len) * sizeof(floating_t))
+                slab_offsets(g, rr, width, boff)
+                if not has_nonfinite(slab, slab_len):
+                    # gyp[f, r * width + q] = gy[n, grp*Fg + f, od, oh0 + r, w0 + q], 0 for q >= ls
+                    for f in range(g.Fg):
+                        src = gy + (n * g.F + grp * g.Fg + f) * g.P + (od * g.OH + oh0) * g.OW + w0
+                        for r in range(rr):
+                            for q in range(ls):
+                                gyp[f * d.ldc + r * width + q] = src[r * g.OW + q]
+                            for q in range(ls, width):
+                                gyp[f * d.ldc + r * width + q] = 0
+                        for q in range(npos, d.ldc):
+                            gyp[f * d.ldc + q] = 0
+                    for fb in range((g.Fg + dr - 1) // dr):
+                        # rows past the end repeat the last row; their sums are dropped
+                        for i in range(dr):
+                            a[i] = gyp + min(fb * dr + i, g.Fg - 1) * d.ldc
+                        for jb in range((K + dc - 1) // dc):
+                            for j in range(dc):
+                                bp[j] = slab + boff[min(jb * dc + j, K - 1)]
+                            dot_accumulate(&KERN, d.ldc, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
+                                           min(dc, K - jb * dc), res,
+                                           dst + fb * dr * K + jb * dc, K)
+                else:
+                    for r in range(rr):
+                        for fb in range((g.Fg + dr - 1) // dr):
+                            for i in range(dr):
+                                a[i] = (gy + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P
+                                        + (od * g.OH + oh0 + r) * g.OW + w0)
+                            for jb in range((K + dc - 1) // dc):
+                                for j in range(dc):
+                                    bp[j] = slab + boff[min(jb * dc + j, K - 1)] + r * width
+                                dot_accumulate(&KERN, ls, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
+                                               min(dc, K - jb * dc), res,
+                                               dst + fb * dr * K + jb * dc, K)
+
+
+cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Geom *g,
+                             floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
+                             Py_ssize_t tw, Py_ssize_t rb, floating_t *scratch,
+                             const floating_t **ptrs, int nt) noexcept nogil:
+    """Any-stride weight gradient: rows of grad_y against rows of an im2col tile.
+
+    Tasks are (batch chunk, group, block of rb reduction rows).
+    """
+    cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
+    cdef Py_ssize_t nkb = (K + rb - 1) // rb
+    cdef Py_ssize_t per_thread = rb * tw + dr * dc
+    cdef Py_ssize_t t, b, grp, r0, nb, n, f, tb, p0, pn, fb, jb, i, j
+    cdef floating_t *col
+    cdef floating_t *res
+    cdef floating_t *dst
+    cdef const floating_t **a
+    cdef const floating_t **bp
+    for t in prange(nchunks * g.G * nkb, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * per_thread
+        res = col + rb * tw
+        a = ptrs + threadid() * (dr + dc)
+        bp = a + dr
+        b = t // (g.G * nkb)
+        grp = (t // nkb) % g.G
+        r0 = t % nkb * rb
+        nb = min(rb, K - r0)
+        # columns r0 .. r0 + nb of rows grp*Fg .. (grp + 1)*Fg of partial[b], F x K
+        dst = partials + b * g.F * K + grp * g.Fg * K + r0
+        for f in range(g.Fg):
+            memset(dst + f * K, 0, nb * sizeof(floating_t))
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            for tb in range((g.P + tw - 1) // tw):
+                p0 = tb * tw
+                pn = min(tw, g.P - p0)
+                im2col(x + (n * g.C + grp * g.Cg) * plane, g, r0, nb, p0, pn, col, tw, 0)
+                for fb in range((g.Fg + dr - 1) // dr):
+                    # rows past the end repeat the last row; their sums are dropped
+                    for i in range(dr):
+                        a[i] = gy + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P + p0
+                    for jb in range((nb + dc - 1) // dc):
+                        for j in range(dc):
+                            bp[j] = col + min(jb * dc + j, nb - 1) * tw
+                        dot_accumulate(&KERN, pn, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
+                                       min(dc, nb - jb * dc), res, dst + fb * dr * K + jb * dc, K)
+
+
 def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
                          const floating_t[:, :, :, :, ::1] grad_y not None,
                          floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
@@ -431,71 +586,48 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     """Fill out (F, C // groups, KD, KH, KW) with the gradient of conv_forward w.r.t. weight."""
     cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups, stride, pad, dilation)
     cdef const floating_t *x0 = &x[0, 0, 0, 0, 0]
-    cdef const floating_t *gy0 = &grad_y[0, 0, 0, 0, 0]
     cdef floating_t *w0 = &out[0, 0, 0, 0, 0]
     cdef Py_ssize_t dr = dot_rows(&KERN, x0), dc = dot_cols(&KERN, x0)
-    cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
+    cdef Py_ssize_t K = g.Cg * g.KK
     cdef int nt = max(1, num_threads)
-    cdef Py_ssize_t tw = min(g.P, DOT_TILE)
-    cdef Py_ssize_t rb = dc * 8
-    cdef Py_ssize_t nkb = (K + rb - 1) // rb
+    cdef Py_ssize_t tw = min(g.P, DOT_TILE), rb = dc * 8
     cdef Py_ssize_t part = g.F * K
     # Batch chunks: a function of N and the shapes only (bitwise reproducible).
     cdef Py_ssize_t nchunks = max(1, min(g.N, MAX_CHUNKS,
                                          PARTIAL_BYTES // max(1, part * <Py_ssize_t> sizeof(floating_t))))
     cdef Py_ssize_t per_chunk = (g.N + nchunks - 1) // nchunks
-    cdef Py_ssize_t per_thread = rb * tw + dr * dc
+    cdef bint direct = direct_fits(&g)
+    cdef DirectPlan d
+    cdef Py_ssize_t per_thread
     cdef floating_t *partials
     cdef floating_t *scratch = NULL
+    cdef Py_ssize_t *offsets = NULL
     cdef const floating_t **ptrs = NULL
-    cdef floating_t *col
-    cdef floating_t *res
-    cdef floating_t *dst
-    cdef const floating_t **a
-    cdef const floating_t **bp
     cdef floating_t s
-    cdef Py_ssize_t t, b, grp, kb, r0, nb, n, n0, n1, tb, p0, pn, fb, jb, i, j, f, k
+    cdef Py_ssize_t b, f, k
     nchunks = (g.N + per_chunk - 1) // per_chunk
+    if direct:
+        d = plan_direct(&g, block_nr(&KERN, x0), DOT_TILE)
+        per_thread = d.per_thread
+    else:
+        per_thread = rb * tw + dr * dc
     partials = <floating_t *> alloc_scratch(nchunks * part * sizeof(floating_t))
     try:
         scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
+        offsets = <Py_ssize_t *> alloc_scratch(nt * K * sizeof(Py_ssize_t))
         ptrs = <const floating_t **> alloc_scratch(nt * (dr + dc) * sizeof(floating_t *))
     except MemoryError:
         free(partials)
         free(scratch)
+        free(offsets)
         raise
     with nogil:
-        for t in prange(nchunks * g.G * nkb, num_threads=nt, schedule="static"):
-            col = scratch + threadid() * per_thread
-            res = col + rb * tw
-            a = ptrs + threadid() * (dr + dc)
-            bp = a + dr
-            b = t // (g.G * nkb)
-            grp = (t // nkb) % g.G
-            r0 = t % nkb * rb
-            nb = min(rb, K - r0)
-            # columns r0 .. r0 + nb of partial[b] rows grp*Fg .. (grp + 1)*Fg, which is F x K
-            dst = partials + b * part + grp * g.Fg * K + r0
-            for f in range(g.Fg):
-                memset(dst + f * K, 0, nb * sizeof(floating_t))
-            n0 = b * per_chunk
-            n1 = min(g.N, n0 + per_chunk)
-            for n in range(n0, n1):
-                for tb in range((g.P + tw - 1) // tw):
-                    p0 = tb * tw
-                    pn = min(tw, g.P - p0)
-                    im2col(x0 + (n * g.C + grp * g.Cg) * plane, &g, r0, nb, p0, pn, col, tw, 0)
-                    for fb in range((g.Fg + dr - 1) // dr):
-                        # rows past the end repeat the last row; their sums are dropped
-                        for i in range(dr):
-                            a[i] = gy0 + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P + p0
-                        for jb in range((nb + dc - 1) // dc):
-                            for j in range(dc):
-                                bp[j] = col + min(jb * dc + j, nb - 1) * tw
-                            dot_block(&KERN, pn, a, bp, res)
-                            for i in range(min(dr, g.Fg - fb * dr)):
-                                for j in range(min(dc, nb - jb * dc)):
-                                    dst[(fb * dr + i) * K + jb * dc + j] += res[i * dc + j]
+        if direct:
+            weight_grad_direct(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
+                               &d, scratch, offsets, ptrs, nt)
+        else:
+            weight_grad_im2col(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
+                               tw, rb, scratch, ptrs, nt)
         # out[f, k] = sum over chunks, in chunk order, of partial[b][f, k]
         for f in prange(g.F, num_threads=nt, schedule="static"):
             for k in range(K):
@@ -504,6 +636,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
                     s = s + partials[b * part + f * K + k]
                 w0[f * K + k] = s
     free(ptrs)
+    free(offsets)
     free(scratch)
     free(partials)
 

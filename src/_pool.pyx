@@ -6,8 +6,10 @@ Design
 Both passes are parallel over (image, channel) planes (prange): a plane owns its
 block of the output and of the input gradient, so threads never share a write and
 overlapping windows accumulate in scan order inside one thread (bitwise reproducible).
-Forward scans each window in (kd, kh, kw) order, skips the implicit -inf padding and
-keeps the first maximum; a NaN always replaces the running maximum, as in PyTorch.
+Forward gives PyTorch's result for each window scanned in (kd, kh, kw) order: the
+padding is skipped (implicit -inf), ties keep the first maximum and a NaN always
+replaces the running maximum.  Windows inside the plane take a branch-free path (the
+maximum, then the first tap equal to it), since branches on data mispredict.
 Indices are flat positions (id * H + ih) * W + iw inside the unpadded plane.
 Backward checks every index against the plane before it writes and counts the bad
 ones, so forged indices are reported, never written out of bounds.
@@ -29,44 +31,123 @@ cdef inline Py_ssize_t first_tap(Py_ssize_t start, Py_ssize_t dil) noexcept nogi
     return start + ((-start - 1) // dil + 1) * dil
 
 
+cdef extern from *:
+    """
+    #define CK_SELECT(c, a, b) ((c) ? (a) : (b))
+    """
+    float select_f "CK_SELECT"(bint c, float a, float b) noexcept nogil
+    double select_d "CK_SELECT"(bint c, double a, double b) noexcept nogil
+    int64_t select_i "CK_SELECT"(bint c, int64_t a, int64_t b) noexcept nogil
+
+
+cdef inline void scan_window(const floating_t *xp, const Geom *g, Py_ssize_t d0,
+                             Py_ssize_t d1, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
+                             Py_ssize_t w1, floating_t *best, int64_t *arg) noexcept nogil:
+    """PyTorch's scan of one window: taps d0 <= id < d1 (step dd), and so on for h and w.
+
+    The running maximum starts at -inf with the first tap's index; a tap replaces it if
+    it is larger or NaN.
+    """
+    cdef Py_ssize_t id, ih, iw, idx
+    cdef floating_t m = -INFINITY, v
+    cdef int64_t a = (d0 * g.H + h0) * g.W + w0
+    id = d0
+    while id < d1:
+        ih = h0
+        while ih < h1:
+            idx = (id * g.H + ih) * g.W
+            iw = w0
+            while iw < w1:
+                v = xp[idx + iw]
+                if v > m or v != v:
+                    m = v
+                    a = idx + iw
+                iw = iw + g.dw
+            ih = ih + g.dh
+        id = id + g.dd
+    best[0] = m
+    arg[0] = a
+
+
+cdef inline void pool_run(const floating_t *xp, const Geom *g, Py_ssize_t base,
+                          Py_ssize_t n, floating_t *yp, int64_t *ip) noexcept nogil:
+    """Max and argmax of n consecutive windows of an output row that lie inside the plane.
+
+    base is the first tap of the first window; window j starts at base + j * sw.  Without
+    branches on the data: the maximum first, then the first tap equal to it (taps scanned
+    backwards with selects).  A window holding a NaN takes the scan of pool_window.
+    """
+    cdef Py_ssize_t kd, kh, kw, j, start, idx
+    cdef floating_t v, m
+    cdef int64_t arg
+    cdef bint nan
+    for j in range(n):
+        start = base + j * g.sw
+        m = xp[start]
+        nan = False
+        for kd in range(g.KD):
+            for kh in range(g.KH):
+                idx = start + (kd * g.dd * g.H + kh * g.dh) * g.W
+                for kw in range(g.KW):
+                    v = xp[idx + kw * g.dw]
+                    nan = nan | (v != v)
+                    if floating_t is float:
+                        m = select_f(v > m, v, m)
+                    else:
+                        m = select_d(v > m, v, m)
+        if nan:
+            kd = start // (g.H * g.W)
+            kh = (start // g.W) % g.H
+            kw = start % g.W
+            scan_window(xp, g, kd, kd + (g.KD - 1) * g.dd + 1, kh, kh + (g.KH - 1) * g.dh + 1,
+                        kw, kw + (g.KW - 1) * g.dw + 1, &yp[j], &ip[j])
+            continue
+        arg = start
+        for kd in range(g.KD - 1, -1, -1):
+            for kh in range(g.KH - 1, -1, -1):
+                idx = start + (kd * g.dd * g.H + kh * g.dh) * g.W
+                for kw in range(g.KW - 1, -1, -1):
+                    arg = select_i(xp[idx + kw * g.dw] == m, idx + kw * g.dw, arg)
+        yp[j] = m
+        ip[j] = arg
+
+
 cdef inline void pool_plane(const floating_t *xp, const Geom *g, floating_t *yp,
                             int64_t *ip) noexcept nogil:
-    """Max-pool one (D, H, W) plane into (OD, OH, OW) values and argmax indices."""
-    cdef Py_ssize_t od, oh, ow, d0, h0, w0, d1, h1, w1, id, ih, iw, idx, o = 0
-    cdef floating_t best, v
-    cdef int64_t arg
+    """Max-pool one (D, H, W) plane into (OD, OH, OW) values and argmax indices.
+
+    Runs of windows inside the plane take pool_run; the others clip their taps.
+    """
+    cdef Py_ssize_t od, oh, ow, d0, h0, w0, d1, h1, o = 0
+    cdef Py_ssize_t span_w = (g.KW - 1) * g.dw + 1
+    # output columns whose windows lie inside the row: ow_lo <= ow < ow_hi
+    cdef Py_ssize_t ow_lo = (g.pw + g.sw - 1) // g.sw
+    cdef Py_ssize_t ow_hi = max(ow_lo, min(g.OW, (g.W - span_w + g.pw) // g.sw + 1)) if g.W >= span_w else ow_lo
+    cdef bint inside_d, inside_dh
     for od in range(g.OD):
         # first in-bounds tap of the window, and one past the last tap
         d0 = od * g.sd - g.pd
         d1 = min(d0 + (g.KD - 1) * g.dd + 1, g.D)
+        inside_d = d0 >= 0 and d0 + (g.KD - 1) * g.dd < g.D
         d0 = first_tap(d0, g.dd)
         for oh in range(g.OH):
             h0 = oh * g.sh - g.ph
             h1 = min(h0 + (g.KH - 1) * g.dh + 1, g.H)
+            inside_dh = inside_d and h0 >= 0 and h0 + (g.KH - 1) * g.dh < g.H
             h0 = first_tap(h0, g.dh)
-            for ow in range(g.OW):
+            ow = 0
+            while ow < g.OW:
+                if inside_dh and ow == ow_lo and ow_hi > ow_lo:
+                    pool_run(xp, g, (d0 * g.H + h0) * g.W + ow * g.sw - g.pw, ow_hi - ow_lo,
+                             yp + o, ip + o)
+                    o += ow_hi - ow_lo
+                    ow = ow_hi
+                    continue
                 w0 = ow * g.sw - g.pw
-                w1 = min(w0 + (g.KW - 1) * g.dw + 1, g.W)
-                w0 = first_tap(w0, g.dw)
-                best = -INFINITY
-                arg = (d0 * g.H + h0) * g.W + w0
-                id = d0
-                while id < d1:
-                    ih = h0
-                    while ih < h1:
-                        idx = (id * g.H + ih) * g.W
-                        iw = w0
-                        while iw < w1:
-                            v = xp[idx + iw]
-                            if v > best or v != v:
-                                best = v
-                                arg = idx + iw
-                            iw = iw + g.dw
-                        ih = ih + g.dh
-                    id = id + g.dd
-                yp[o] = best
-                ip[o] = arg
+                scan_window(xp, g, d0, d1, h0, h1, first_tap(w0, g.dw), min(w0 + span_w, g.W),
+                            &yp[o], &ip[o])
                 o += 1
+                ow += 1
 
 
 def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,

@@ -3,8 +3,9 @@
  * out[i * DR + j] = sum over p < L of a[i][p] * b[j][p], for i < DR rows of A and j < DC
  * rows of B, both contiguous along p (the weight gradient: rows of grad_y against
  * rows of an im2col tile, reduced over output positions).  Each of the DR * DC sums
- * runs in vector lanes p = 0, VL, 2 VL, ..., then adds the lanes in order and the
- * scalar tail last, so the result does not depend on the caller's threads.
+ * runs in vector lanes p = 0, VL, 2 VL, ..., then folds the lanes in halves (a fixed
+ * tree) and adds the scalar tail last, so the result does not depend on the caller's
+ * threads.
  *
  * Parameters (macros): UKD_NAME, UK_T, UK_VL, UKD_R (DR), UKD_C (DC), UK_ATTR.
  */
@@ -37,9 +38,15 @@ static UK_ATTR void UKD_NAME(Py_ssize_t L, const UK_T *const *a, const UK_T *con
     }
     for (i = 0; i < UKD_R; i++) {
         for (j = 0; j < UKD_C; j++) {
-            UK_T s = 0;
-            for (l = 0; l < UK_VL; l++)
-                s += acc[i][j][l];
+            UK_T lanes[UK_VL], s;
+            int w;
+            memcpy(lanes, &acc[i][j], sizeof(vec_t));
+#pragma GCC unroll 8
+            for (w = UK_VL / 2; w > 0; w /= 2)
+#pragma GCC unroll 16
+                for (l = 0; l < w; l++)
+                    lanes[l] += lanes[l + w];
+            s = lanes[0];
             for (p = Lv; p < L; p++)
                 s += a[i][p] * b[j][p];
             out[i * UKD_C + j] = s;
