@@ -9,7 +9,7 @@ zero-padded input (plus the untied bias where one is given).
 import numpy as np
 
 from . import _conv
-from ._threads import get_num_threads
+from ._work import CONV_GRAIN, POOL_GRAIN, threads_for
 from ._validation import (
     check_out,
     check_size,
@@ -87,6 +87,13 @@ class _Conv:
         """View a batched array as (N, C, D, H, W) (or (F, C, KD, KH, KW))."""
         return a.reshape(batched_shape[:2] + (1,) * (3 - self.d) + batched_shape[2:])
 
+    def threads(self):
+        """Threads worth using for one pass: 2 * N * F * C/groups * prod(K) * prod(O) flops."""
+        flops = 2 * self.y_shape[0] * self.w_shape[0] * self.w_shape[1]
+        for n in self.w_shape[2:] + self.y_shape[2:]:
+            flops *= n
+        return threads_for(flops, CONV_GRAIN)
+
     def params(self):
         """Stride, padding-before and dilation as 3-tuples for the kernels."""
         lead = 3 - self.d
@@ -135,6 +142,7 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
     y : ndarray of shape (N, F, *O) or (F, *O)
         ``O = floor((S + before + after - dilation * (K - 1) - 1) / stride) + 1``.
     """
+    given = (x, weight, bias)  # out may not overlap these, nor their contiguous copies
     weight = float_array("weight", weight)
     x = float_array("x", x)
     bias = None if bias is None else float_array("bias", bias)
@@ -151,7 +159,7 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
             raise ValueError(
                 f"bias must have shape ({F},) or {conv.y_shape[1:]} (untied), got {bias.shape}"
             )
-    y = check_out(out, conv.user_shape(conv.y_shape), x.dtype, (x, weight, bias))
+    y = check_out(out, conv.user_shape(conv.y_shape), x.dtype, given + (x, weight, bias))
     if conv.y_shape[0] == 0:
         return y
     flat_bias = bias.reshape(-1) if bias is not None else np.empty(0, dtype=x.dtype)
@@ -163,7 +171,7 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
         conv.as5d(y, conv.y_shape),
         conv.groups,
         *conv.params(),
-        get_num_threads(),
+        conv.threads(),
     )
     return y
 
@@ -188,6 +196,7 @@ def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilatio
     grad_x : ndarray of shape x_shape
         Input positions no output window reaches get zero.
     """
+    given = (grad_y, weight)
     weight = float_array("weight", weight)
     grad_y = float_array("grad_y", grad_y)
     same_dtype(grad_y=grad_y, weight=weight)
@@ -195,7 +204,7 @@ def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilatio
     x_shape = shape_tuple("x_shape", x_shape, (d + 1, d + 2))
     conv = _Conv(x_shape, weight.shape, stride, padding, dilation, groups, x_name="x_shape")
     _check_grad_y(grad_y, conv)
-    gx = check_out(out, conv.user_shape(conv.x_shape), weight.dtype, (grad_y, weight))
+    gx = check_out(out, conv.user_shape(conv.x_shape), weight.dtype, given + (grad_y, weight))
     if conv.x_shape[0] == 0:
         return gx
     _conv.conv_backward_input(
@@ -204,7 +213,7 @@ def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilatio
         conv.as5d(gx, conv.x_shape),
         conv.groups,
         *conv.params(),
-        get_num_threads(),
+        conv.threads(),
     )
     return gx
 
@@ -230,13 +239,14 @@ def conv_backward_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilati
     grad_w : ndarray of shape weight_shape
         Summed over the batch in a fixed order (the same bits for any thread count).
     """
+    given = (x, grad_y)
     x = float_array("x", x)
     grad_y = float_array("grad_y", grad_y)
     same_dtype(x=x, grad_y=grad_y)
     weight_shape = shape_tuple("weight_shape", weight_shape, (3, 4, 5))
     conv = _Conv(x.shape, weight_shape, stride, padding, dilation, groups)
     _check_grad_y(grad_y, conv)
-    gw = check_out(out, conv.w_shape, x.dtype, (x, grad_y))
+    gw = check_out(out, conv.w_shape, x.dtype, given + (x, grad_y))
     if conv.x_shape[0] == 0:
         gw[...] = 0
         return gw
@@ -246,7 +256,7 @@ def conv_backward_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilati
         conv.as5d(gw, conv.w_shape),
         conv.groups,
         *conv.params(),
-        get_num_threads(),
+        conv.threads(),
     )
     return gw
 
@@ -268,6 +278,7 @@ def conv_backward_bias(grad_y, *, untied=False, out=None):
     grad_b : ndarray of shape (F,) or (F, *O)
         Sums over the batch (and the positions) in double precision.
     """
+    given = grad_y
     grad_y = float_array("grad_y", grad_y)
     if not isinstance(untied, (bool, np.bool_)):
         raise TypeError(f"untied must be a bool, got {type(untied).__name__}")
@@ -276,10 +287,10 @@ def conv_backward_bias(grad_y, *, untied=False, out=None):
     nonzero_dims("grad_y", grad_y.shape[1:], "filter or spatial")
     n, f = grad_y.shape[:2]
     shape = grad_y.shape[1:] if untied else (f,)
-    gb = check_out(out, shape, grad_y.dtype, (grad_y,))
+    gb = check_out(out, shape, grad_y.dtype, (given, grad_y))
     if n == 0:
         gb[...] = 0
         return gb
     _conv.conv_backward_bias(grad_y.reshape(n, f, -1), gb.reshape(-1), bool(untied),
-                             get_num_threads())
+                             threads_for(grad_y.size, POOL_GRAIN))
     return gb

@@ -8,7 +8,7 @@ unpadded input, the first maximum in scan order on ties, and a NaN always wins.
 import numpy as np
 
 from . import _pool
-from ._threads import get_num_threads
+from ._work import POOL_GRAIN, threads_for
 from ._validation import (
     check_extent,
     check_out,
@@ -39,7 +39,26 @@ def _pool_output_size(axis, s, k, st, p, dl, ceil_mode):
     # with ceil_mode the last window must start inside the input or its left padding
     if ceil_mode and (out - 1) * st >= s + p:
         out -= 1
+    if dl > 1:
+        _check_windows_reach_input(axis, s, k, st, p, dl, out)
     return out
+
+
+def _check_windows_reach_input(axis, s, k, st, p, dl, out):
+    """Raise ValueError if a dilated window has all its taps in the padding.
+
+    PyTorch returns -inf and an index outside the plane for such a window (which no
+    backward can use); it can only happen with dilation > 1, where out <= s + 1.
+    """
+    start = np.arange(out, dtype=np.int64) * st - p
+    first = np.maximum(0, -(start // dl))  # first tap k with start + k*dl >= 0
+    last = np.minimum(k - 1, (s - 1 - start) // dl)  # last tap inside the input
+    if np.any(first > last):
+        o = int(np.argmax(first > last))
+        raise ValueError(
+            f"window {o} along spatial axis {axis} covers only padding (kernel_size {k}, "
+            f"dilation {dl}, padding {p}); reduce padding or dilation"
+        )
 
 
 def _as5d(shape, d):
@@ -120,7 +139,7 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
             (1,) * lead + stride,
             (0,) * lead + pad,
             (1,) * lead + dilation,
-            get_num_threads(),
+            threads_for(y.size * int(np.prod(kernel, dtype=object)), POOL_GRAIN),
         )
     if not batched:
         return y[0], indices[0]
@@ -153,6 +172,7 @@ def maxpool_backward(grad_y, indices, x_shape, *, spatial_dims=None, out=None):
     ValueError
         If an index lies outside its plane (nothing is written out of bounds).
     """
+    given = (grad_y, indices)
     grad_y = float_array("grad_y", grad_y)
     indices = index_array("indices", indices)
     x_shape = shape_tuple("x_shape", x_shape, (2, 3, 4, 5))
@@ -172,14 +192,14 @@ def maxpool_backward(grad_y, indices, x_shape, *, spatial_dims=None, out=None):
         raise ValueError(f"indices must have the shape of grad_y {grad_y.shape}, got {indices.shape}")
     nonzero_dims("x_shape", x_shape[lead_axes - 1:], "channel or spatial")
     check_size("x_shape", x_shape)
-    gx = check_out(out, x_shape, grad_y.dtype, (grad_y, indices))
+    gx = check_out(out, x_shape, grad_y.dtype, given + (grad_y, indices))
     planes = int(np.prod(x_shape[:lead_axes], dtype=object))
     if planes == 0:
         return gx
     plane = int(np.prod(x_shape[lead_axes:], dtype=object))
     bad = _pool.maxpool_backward(
         grad_y.reshape(planes, -1), indices.reshape(planes, -1), gx.reshape(planes, plane),
-        get_num_threads(),
+        threads_for(gx.size, POOL_GRAIN),
     )
     if bad:
         raise ValueError(f"indices has {bad} entries outside the input plane [0, {plane})")

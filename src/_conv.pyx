@@ -94,6 +94,17 @@ cdef void *alloc_scratch(Py_ssize_t nbytes) except NULL:
     return p
 
 
+cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil:
+    """True if any of v[0 .. n) is NaN or infinite (v - v is then NaN)."""
+    cdef int bad = 0
+    cdef floating_t z
+    cdef Py_ssize_t i
+    for i in range(n):
+        z = v[i] - v[i]
+        bad = bad | (z != z)
+    return bad != 0
+
+
 cdef inline Py_ssize_t tile_width(Py_ssize_t P, Py_ssize_t nr) noexcept nogil:
     return round_up(min(P, TILE), nr)
 
@@ -416,7 +427,9 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     """Fill out (N, C, D, H, W) with the gradient of conv_forward with respect to x."""
     cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups, stride, pad,
                             dilation)
-    if flip_fits(&g):
+    # The flipped correlation multiplies every weight by grad_y's zero padding too, and
+    # 0 * inf would put NaN where the true gradient has no term: such weights take col2im.
+    if flip_fits(&g) and not has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
         backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                                &out[0, 0, 0, 0, 0], max(1, num_threads))
     else:
@@ -434,17 +447,6 @@ cdef inline void dot_accumulate(const Kernels *kern, Py_ssize_t L, const floatin
     for i in range(ni):
         for j in range(nj):
             dst[i * ldd + j] += res[i * dc + j]
-
-
-cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil:
-    """True if any of v[0 .. n) is NaN or infinite (v - v is then NaN)."""
-    cdef int bad = 0
-    cdef floating_t z
-    cdef Py_ssize_t i
-    for i in range(n):
-        z = v[i] - v[i]
-        bad = bad | (z != z)
-    return bad != 0
 
 
 cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Geom *g,

@@ -199,13 +199,13 @@ def test_maxpool_nan_and_ties_examples(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_maxpool_window_without_input_elements_matches_torch(dtype):
+def test_maxpool_window_without_input_elements_is_refused(dtype):
     # Kernel 2 with dilation 3 and padding 1 over 2 samples: the only window covers the
-    # positions -1 and 2, both outside. PyTorch reports -inf and the index its scan
-    # starts from (the first position after the padding, 2 here), outside the plane.
+    # positions -1 and 2, both outside. PyTorch reports -inf and an index outside the
+    # plane that no backward pass can use; convkern refuses the configuration instead.
     x = np.arange(4, dtype=dtype).reshape(1, 1, 2, 2)
-    y, idx = convkern.maxpool_forward(x, 2, stride=1, padding=1, dilation=3)
     yt, it = F.max_pool2d(torch.from_numpy(x), 2, stride=1, padding=1, dilation=3,
                           return_indices=True)
-    np.testing.assert_array_equal(y, yt.numpy())
-    np.testing.assert_array_equal(idx, it.numpy())
+    assert np.isneginf(yt.numpy()).all() and (it.numpy() >= x[0, 0].size).all()
+    with pytest.raises(ValueError, match="covers only padding"):
+        convkern.maxpool_forward(x, 2, stride=1, padding=1, dilation=3)
