@@ -4,6 +4,11 @@ from ._version import __version__
 from ._threads import get_num_threads, set_num_threads
 from .conv import conv_backward_bias, conv_backward_input, conv_backward_weight, conv_forward
 from .pool import maxpool_backward, maxpool_forward
+from ._config import openmp_enabled, show_config
+from .layers import Conv, Dense, Flatten, Layer, MaxPool, ReLU, Sequential, Sigmoid, Tanh
+from .losses import MSELoss, SoftmaxCrossEntropyLoss
+from .optim import SGD, Adam
+from .serialization import load_model, save_model
 
 __all__ = [
     "__version__",
@@ -15,4 +20,21 @@ __all__ = [
     "maxpool_backward",
     "set_num_threads",
     "get_num_threads",
+    "show_config",
+    "openmp_enabled",
+    "Layer",
+    "Conv",
+    "MaxPool",
+    "Dense",
+    "Flatten",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Sequential",
+    "MSELoss",
+    "SoftmaxCrossEntropyLoss",
+    "SGD",
+    "Adam",
+    "save_model",
+    "load_model",
 ]
