@@ -100,7 +100,7 @@ def test_cnn_forward_loss_and_gradients_match_torch(d, dtype, loss_name, rng):
     y = model(x)
     assert_close(y, reference(x_t).detach().numpy(), dtype, "output")
     loss = criterion(y, target)
-    assert loss == pytest.approx(torch_loss.item(), rel=10 * np.finfo(dtype).eps)
+    assert loss == pytest.approx(torch_loss.item(), rel=float(10 * np.finfo(dtype).eps))
     grad_x = model.backward(criterion.backward())
     assert_close(grad_x, x_t.grad.numpy(), dtype, "grad_x")
     assert len(model.grads) == 8

@@ -1,0 +1,29 @@
+# Stub for convkern/pool.py: the public max-pool functions.
+# tests/test_config.py checks that these signatures match the implementation.
+
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+_IntOrTuple = int | tuple[int, ...]
+
+def maxpool_forward(
+    x: NDArray[_F],
+    kernel_size: _IntOrTuple,
+    *,
+    stride: _IntOrTuple | None = None,
+    padding: _IntOrTuple = 0,
+    dilation: _IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> tuple[NDArray[_F], NDArray[np.int64]]: ...
+def maxpool_backward(
+    grad_y: NDArray[_F],
+    indices: NDArray[np.int64],
+    x_shape: tuple[int, ...],
+    *,
+    spatial_dims: int | None = None,
+    out: NDArray[_F] | None = None,
+) -> NDArray[_F]: ...
