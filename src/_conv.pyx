@@ -38,9 +38,9 @@ from libc.string cimport memset
 from fused cimport floating_t
 from geometry cimport Geom
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, dot_rows, dot_cols,
-                   round_up, row_offsets, pack_rows, gemm_block, dot_block, KC, CK_MR_MAX,
-                   CK_NR_MAX)
-from unroll cimport im2col, col2im_add, fill_slab, slab_offsets
+                   round_up, row_offsets, pack_rows, gemm_block, gemm_rows_block, dot_block,
+                   KC, CK_MR_MAX, CK_NR_MAX)
+from unroll cimport Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets
 
 cdef Kernels KERN
 select_kernels(&KERN)
@@ -114,23 +114,30 @@ cdef inline bint unit_stride(const Geom *g) noexcept nogil:
 
 
 cdef struct DirectPlan:
-    Py_ssize_t rows        # output rows per tile
-    Py_ssize_t seg         # output columns per tile
-    Py_ssize_t nrb, nseg   # row blocks per plane, column segments per row
-    Py_ssize_t slab        # slab elements per thread (with slack for whole slivers)
-    Py_ssize_t ldc         # leading dimension of the output tile
-    Py_ssize_t per_thread  # scratch elements per thread
+    Py_ssize_t planes, rows, seg   # output planes, rows and columns per tile
+    Py_ssize_t npl, nrb, nseg      # tiles along the planes, rows and columns
+    Py_ssize_t slab                # slab elements per thread (with slack for whole slivers)
+    Py_ssize_t ldc                 # leading dimension of the tile's output (or grad_y) block
+    Py_ssize_t per_thread          # scratch elements per thread
+
+
+cdef inline Py_ssize_t tile_npos(Py_ssize_t planes, Py_ssize_t rows, Py_ssize_t srows,
+                                 Py_ssize_t width) noexcept nogil:
+    return ((planes - 1) * srows + rows) * width
 
 
 cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) noexcept nogil:
-    """Tile a stride-1 correlation into padded rows of at most max_tile positions.
+    """Tile a stride-1 correlation into padded tiles of at most max_tile columns.
 
-    A tile computes rows * width columns (width = the row plus its (KW-1)*dw halo) in
-    slivers of nr; the row count is the one that wastes the fewest columns.
+    A tile computes its outputs plus the halo columns (see unroll.Tile) in slivers of nr;
+    the row count (and, when whole planes fit, the plane count) is the one that wastes
+    the fewest columns.
     """
     cdef DirectPlan d
-    cdef Py_ssize_t halo = (g.KW - 1) * g.dw, width = g.OW + halo, r
+    cdef Py_ssize_t halo = (g.KW - 1) * g.dw, hh = (g.KH - 1) * g.dh
+    cdef Py_ssize_t width = g.OW + halo, r, n
     cdef double eff, best = -1
+    d.planes = 1
     if width <= max_tile:
         d.seg = g.OW
         d.rows = 1
@@ -139,23 +146,39 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) n
             if eff >= best:
                 best = eff
                 d.rows = r
+        if d.rows == g.OH:
+            for n in range(2, g.OD + 1):
+                if tile_npos(n, g.OH, g.OH + hh, width) > max_tile:
+                    break
+                eff = <double> (n * g.OH * g.OW) / round_up(tile_npos(n, g.OH, g.OH + hh, width), nr)
+                if eff >= best:
+                    best = eff
+                    d.planes = n
     else:
         # one row at a time, in segments whose padded width is a multiple of nr
         d.rows = 1
         d.seg = round_up(TILE + halo, nr) - halo
         width = d.seg + halo
+    d.npl = (g.OD + d.planes - 1) // d.planes
     d.nrb = (g.OH + d.rows - 1) // d.rows
     d.nseg = (g.OW + d.seg - 1) // d.seg
-    d.slab = g.Cg * g.KD * (d.rows + (g.KH - 1) * g.dh) * width + halo + nr
-    d.ldc = round_up(d.rows * width, nr)
+    d.slab = (g.Cg * (d.planes + (g.KD - 1) * g.dd) * (d.rows + hh) * width + halo + nr)
+    d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width), nr)
     d.per_thread = d.slab + g.Fg * d.ldc + CK_MR_MAX * CK_NR_MAX
     return d
+
+
+cdef inline void tile_of(const Geom *g, const DirectPlan *d, Py_ssize_t i,
+                         Tile *t) noexcept nogil:
+    """The i-th tile of a plane block / row block / column segment walk."""
+    make_tile(g, i // (d.nrb * d.nseg) * d.planes, d.planes, (i // d.nseg) % d.nrb * d.rows,
+              d.rows, i % d.nseg * d.seg, d.seg, t)
 
 
 cdef inline bint direct_fits(const Geom *g) noexcept nogil:
     """Stride 1, and a halo small enough that the padded slab stays a small tile."""
     return (unit_stride(g) and (g.KW - 1) * g.dw <= TILE and (g.KH - 1) * g.dh <= TILE
-            and (g.KD - 1) * g.dd <= TILE and g.Cg * g.KD <= SLAB_CHANNELS)
+            and (g.KD - 1) * g.dd <= TILE and g.Cg * ((g.KD - 1) * g.dd + 1) <= SLAB_CHANNELS)
 
 
 cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t *wpack,
@@ -165,53 +188,49 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     """Stride-1 correlation y = x * W + bias with the weights packed per group.
 
     x is (N, C, D, H, W) and y is (N, F, OD, OH, OW), both contiguous; wpack holds
-    G blocks of round_up(Fg, mr) x K packed rows.
+    G blocks of round_up(Fg, mr) x K packed rows.  Tasks are (image, group, tile).
     """
     cdef Py_ssize_t mr = block_mr(&KERN, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
-    cdef Py_ssize_t ntasks = g.N * g.G * g.OD * d.nrb * d.nseg
-    cdef Py_ssize_t t, n, grp, od, oh0, rr, w0, ls, width, npos, kb, k0, kc, f, r, q, p
+    cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
+    cdef Py_ssize_t t, n, grp, kb, k0, kc, f, pz, r, q, p
+    cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *ctile
     cdef floating_t *src
     cdef floating_t *dst
     cdef Py_ssize_t *boff
-    for t in prange(ntasks, num_threads=nt, schedule="static"):
+    for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * d.per_thread
         ctile = slab + d.slab
         boff = offsets + threadid() * K
-        n = t // (g.G * g.OD * d.nrb * d.nseg)
-        grp = (t // (g.OD * d.nrb * d.nseg)) % g.G
-        od = (t // (d.nrb * d.nseg)) % g.OD
-        oh0 = (t // d.nseg) % d.nrb * d.rows
-        w0 = t % d.nseg * d.seg
-        rr = min(d.rows, g.OH - oh0)
-        ls = min(d.seg, g.OW - w0)
-        width = ls + (g.KW - 1) * g.dw
-        npos = rr * width
-        fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, od, oh0, rr, w0, width, slab)
-        slab_offsets(g, rr, width, boff)
+        n = t // (g.G * ntiles)
+        grp = (t // ntiles) % g.G
+        tile_of(g, d, t % ntiles, &tile)
+        fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
+        slab_offsets(g, &tile, boff)
         for kb in range((K + KC - 1) // KC):
             k0 = kb * KC
             kc = min(<Py_ssize_t> KC, K - k0)
             gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, slab,
-                       boff + k0, npos, ctile, d.ldc, ctile + g.Fg * d.ldc, k0 > 0)
-        # copy the valid columns of the tile out, adding the bias
+                       boff + k0, tile.npos, ctile, d.ldc, ctile + g.Fg * d.ldc, k0 > 0)
+        # copy the tile's outputs out, dropping the halo columns, adding the bias
         for f in range(g.Fg):
-            for r in range(rr):
-                src = ctile + f * d.ldc + r * width
-                p = (od * g.OH + oh0 + r) * g.OW + w0
-                dst = y + (n * g.F + grp * g.Fg + f) * g.P + p
-                if bias_mode == 0:
-                    for q in range(ls):
-                        dst[q] = src[q]
-                elif bias_mode == 1:
-                    for q in range(ls):
-                        dst[q] = src[q] + bias[grp * g.Fg + f]
-                else:
-                    for q in range(ls):
-                        dst[q] = src[q] + bias[(grp * g.Fg + f) * g.P + p + q]
+            for pz in range(tile.planes):
+                for r in range(tile.rows):
+                    src = ctile + f * d.ldc + (pz * tile.srows + r) * tile.width
+                    p = ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0
+                    dst = y + (n * g.F + grp * g.Fg + f) * g.P + p
+                    if bias_mode == 0:
+                        for q in range(tile.cols):
+                            dst[q] = src[q]
+                    elif bias_mode == 1:
+                        for q in range(tile.cols):
+                            dst[q] = src[q] + bias[grp * g.Fg + f]
+                    else:
+                        for q in range(tile.cols):
+                            dst[q] = src[q] + bias[(grp * g.Fg + f) * g.P + p + q]
 
 
 cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t *wpack,
@@ -452,86 +471,68 @@ cdef inline void dot_accumulate(const Kernels *kern, Py_ssize_t L, const floatin
 cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Geom *g,
                              floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
                              const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
-                             const floating_t **ptrs, int nt) noexcept nogil:
-    """Stride-1 weight gradient: rows of a padded grad_y tile against slab runs.
+                             const Py_ssize_t *gyt_rows, const floating_t **ptrs,
+                             int nt) noexcept nogil:
+    """Stride-1 weight gradient: grad_w[g]^T (K x Fg) += slab runs (K x L) @ gy^T (L x Fg).
 
-    The tile's padded columns (and its columns up to the sliver width d.ldc) hold zero
-    gradient, so the runs need no im2col copy; a tile whose slab holds a NaN or infinity
-    (which 0 * v would spread) is reduced row by row over the valid columns only.
-    Tasks are (batch chunk, group).
+    The K rows of A are the taps' runs in the input slab, read in place by the gemm_rows
+    micro-kernel; B is the tile's grad_y transposed, zero in the halo columns.  A tile
+    whose slab holds a NaN or infinity (0 * inf would be NaN) is reduced row by row over
+    the valid columns only.  Tasks are (batch chunk, group); partial[b] is G x K x Fg.
     """
-    cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
+    cdef Py_ssize_t nr = block_nr(&KERN, x), mr = block_mr(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
-    cdef Py_ssize_t ntiles = g.OD * d.nrb * d.nseg
-    cdef Py_ssize_t t, b, grp, n, tile, od, oh0, w0, rr, ls, width, npos, f, r, q, fb, jb, i, j
-    cdef Py_ssize_t slab_len
+    cdef Py_ssize_t fpad = round_up(g.Fg, nr)
+    cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
+    cdef Py_ssize_t per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX
+    cdef Py_ssize_t t, b, grp, n, i, k, f, pz, r, q, base, used
+    cdef Tile tile
     cdef floating_t *slab
-    cdef floating_t *gyp
-    cdef floating_t *res
+    cdef floating_t *gyt
     cdef floating_t *dst
     cdef const floating_t *src
     cdef Py_ssize_t *boff
-    cdef const floating_t **a
-    cdef const floating_t **bp
+    cdef const floating_t **rows
+    cdef const floating_t **aptr
     for t in prange(nchunks * g.G, num_threads=nt, schedule="static"):
-        slab = scratch + threadid() * d.per_thread
-        gyp = slab + d.slab
-        res = gyp + g.Fg * d.ldc
+        slab = scratch + threadid() * per_thread
+        gyt = slab + d.slab
         boff = offsets + threadid() * K
-        a = ptrs + threadid() * (dr + dc)
-        bp = a + dr
+        rows = ptrs + threadid() * (K + CK_MR_MAX)
+        aptr = rows + K
         b = t // g.G
         grp = t % g.G
-        # rows grp*Fg .. (grp + 1)*Fg of partial[b], which is F x K
-        dst = partials + b * g.F * K + grp * g.Fg * K
-        memset(dst, 0, g.Fg * K * sizeof(floating_t))
+        dst = partials + b * g.F * K + grp * K * g.Fg
+        memset(dst, 0, K * g.Fg * sizeof(floating_t))
         for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
-            for tile in range(ntiles):
-                od = tile // (d.nrb * d.nseg)
-                oh0 = (tile // d.nseg) % d.nrb * d.rows
-                w0 = tile % d.nseg * d.seg
-                rr = min(d.rows, g.OH - oh0)
-                ls = min(d.seg, g.OW - w0)
-                width = ls + (g.KW - 1) * g.dw
-                npos = rr * width
-                slab_len = g.Cg * g.KD * (rr + (g.KH - 1) * g.dh) * width
-                fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, od, oh0, rr, w0, width, slab)
-                # the runs of the last taps read up to d.ldc - npos past the slab
-                memset(slab + slab_len, 0, (d.slab - slab_len) * sizeof(floating_t))
-                slab_offsets(g, rr, width, boff)
-                if not has_nonfinite(slab, slab_len):
-                    # gyp[f, r * width + q] = gy[n, grp*Fg + f, od, oh0 + r, w0 + q], 0 for q >= ls
-                    for f in range(g.Fg):
-                        src = gy + (n * g.F + grp * g.Fg + f) * g.P + (od * g.OH + oh0) * g.OW + w0
-                        for r in range(rr):
-                            for q in range(ls):
-                                gyp[f * d.ldc + r * width + q] = src[r * g.OW + q]
-                            for q in range(ls, width):
-                                gyp[f * d.ldc + r * width + q] = 0
-                        for q in range(npos, d.ldc):
-                            gyp[f * d.ldc + q] = 0
-                    for fb in range((g.Fg + dr - 1) // dr):
-                        # rows past the end repeat the last row; their sums are dropped
-                        for i in range(dr):
-                            a[i] = gyp + min(fb * dr + i, g.Fg - 1) * d.ldc
-                        for jb in range((K + dc - 1) // dc):
-                            for j in range(dc):
-                                bp[j] = slab + boff[min(jb * dc + j, K - 1)]
-                            dot_accumulate(&KERN, d.ldc, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
-                                           min(dc, K - jb * dc), res,
-                                           dst + fb * dr * K + jb * dc, K)
-                else:
-                    for r in range(rr):
-                        for fb in range((g.Fg + dr - 1) // dr):
-                            for i in range(dr):
-                                a[i] = (gy + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P
-                                        + (od * g.OH + oh0 + r) * g.OW + w0)
-                            for jb in range((K + dc - 1) // dc):
-                                for j in range(dc):
-                                    bp[j] = slab + boff[min(jb * dc + j, K - 1)] + r * width
-                                dot_accumulate(&KERN, ls, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
-                                               min(dc, K - jb * dc), res,
-                                               dst + fb * dr * K + jb * dc, K)
+            for i in range(ntiles):
+                tile_of(g, d, i, &tile)
+                fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
+                used = slab_size(g, &tile)
+                # the runs of the last taps read up to (KW - 1) * dw past the slab
+                memset(slab + used, 0, (d.slab - used) * sizeof(floating_t))
+                slab_offsets(g, &tile, boff)
+                for k in range(K):
+                    rows[k] = slab + boff[k]
+                # gyt[j, f] = gy[n, grp*Fg + f] at the tile's output column j, 0 elsewhere
+                memset(gyt, 0, tile.npos * fpad * sizeof(floating_t))
+                for f in range(g.Fg):
+                    for pz in range(tile.planes):
+                        for r in range(tile.rows):
+                            src = gy + ((n * g.F + grp * g.Fg + f) * g.P
+                                        + ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0)
+                            base = (pz * tile.srows + r) * tile.width
+                            for q in range(tile.cols):
+                                gyt[(base + q) * fpad + f] = src[q]
+                if not has_nonfinite(slab, used):
+                    gemm_rows_block(&KERN, rows, 0, K, tile.npos, gyt, gyt_rows, g.Fg, dst,
+                                    g.Fg, aptr, gyt + d.ldc * fpad)
+                    continue
+                for pz in range(tile.planes):
+                    for r in range(tile.rows):
+                        base = (pz * tile.srows + r) * tile.width
+                        gemm_rows_block(&KERN, rows, base, K, tile.cols, gyt + base * fpad,
+                                        gyt_rows, g.Fg, dst, g.Fg, aptr, gyt + d.ldc * fpad)
 
 
 cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Geom *g,
@@ -590,6 +591,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef const floating_t *x0 = &x[0, 0, 0, 0, 0]
     cdef floating_t *w0 = &out[0, 0, 0, 0, 0]
     cdef Py_ssize_t dr = dot_rows(&KERN, x0), dc = dot_cols(&KERN, x0)
+    cdef Py_ssize_t nr = block_nr(&KERN, x0)
     cdef Py_ssize_t K = g.Cg * g.KK
     cdef int nt = max(1, num_threads)
     cdef Py_ssize_t tw = min(g.P, DOT_TILE), rb = dc * 8
@@ -598,9 +600,11 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t nchunks = max(1, min(g.N, MAX_CHUNKS,
                                          PARTIAL_BYTES // max(1, part * <Py_ssize_t> sizeof(floating_t))))
     cdef Py_ssize_t per_chunk = (g.N + nchunks - 1) // nchunks
-    cdef bint direct = direct_fits(&g)
+    # The stride-1 path transposes grad_y per tile, which pays off only over enough
+    # reduction rows; short ones (few input channels) take the im2col dot products.
+    cdef bint direct = direct_fits(&g) and K >= 4 * nr
     cdef DirectPlan d
-    cdef Py_ssize_t per_thread
+    cdef Py_ssize_t per_thread, nptrs, noffsets, fpad = round_up(g.Fg, nr)
     cdef floating_t *partials
     cdef floating_t *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
@@ -609,15 +613,19 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t b, f, k
     nchunks = (g.N + per_chunk - 1) // per_chunk
     if direct:
-        d = plan_direct(&g, block_nr(&KERN, x0), DOT_TILE)
-        per_thread = d.per_thread
+        d = plan_direct(&g, nr, DIRECT_TILE)
+        per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX
+        noffsets = nt * K + d.ldc
+        nptrs = nt * (K + CK_MR_MAX)
     else:
         per_thread = rb * tw + dr * dc
+        noffsets = 1
+        nptrs = nt * (dr + dc)
     partials = <floating_t *> alloc_scratch(nchunks * part * sizeof(floating_t))
     try:
         scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
-        offsets = <Py_ssize_t *> alloc_scratch(nt * K * sizeof(Py_ssize_t))
-        ptrs = <const floating_t **> alloc_scratch(nt * (dr + dc) * sizeof(floating_t *))
+        offsets = <Py_ssize_t *> alloc_scratch(noffsets * sizeof(Py_ssize_t))
+        ptrs = <const floating_t **> alloc_scratch(nptrs * sizeof(floating_t *))
     except MemoryError:
         free(partials)
         free(scratch)
@@ -625,17 +633,23 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         raise
     with nogil:
         if direct:
+            # rows of the transposed grad_y tile: offsets j * fpad, shared by the threads
+            row_offsets(offsets + nt * K, d.ldc, fpad)
             weight_grad_direct(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
-                               &d, scratch, offsets, ptrs, nt)
+                               &d, scratch, offsets, offsets + nt * K, ptrs, nt)
         else:
             weight_grad_im2col(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
                                tw, rb, scratch, ptrs, nt)
-        # out[f, k] = sum over chunks, in chunk order, of partial[b][f, k]
+        # out[f, k] = sum over chunks, in chunk order, of partial[b] at (f, k): stored
+        # G x K x Fg by the direct path and F x K by the im2col path
         for f in prange(g.F, num_threads=nt, schedule="static"):
             for k in range(K):
                 s = 0
                 for b in range(nchunks):
-                    s = s + partials[b * part + f * K + k]
+                    if direct:
+                        s = s + partials[b * part + (f // g.Fg * K + k) * g.Fg + f % g.Fg]
+                    else:
+                        s = s + partials[b * part + f * K + k]
                 w0[f * K + k] = s
     free(ptrs)
     free(offsets)

@@ -15,17 +15,23 @@ cdef extern from "ukernel.h":
                                const Py_ssize_t *, float *, Py_ssize_t, int) noexcept nogil
     ctypedef void (*ck_gemm_d)(Py_ssize_t, const double *, const double *,
                                const Py_ssize_t *, double *, Py_ssize_t, int) noexcept nogil
+    ctypedef void (*ck_gemm_rows_s)(Py_ssize_t, const float * const *, const float *,
+                                    const Py_ssize_t *, float *, Py_ssize_t, int) noexcept nogil
+    ctypedef void (*ck_gemm_rows_d)(Py_ssize_t, const double * const *, const double *,
+                                    const Py_ssize_t *, double *, Py_ssize_t, int) noexcept nogil
     ctypedef void (*ck_dot_s)(Py_ssize_t, const float * const *, const float * const *,
                               float *) noexcept nogil
     ctypedef void (*ck_dot_d)(Py_ssize_t, const double * const *, const double * const *,
                               double *) noexcept nogil
     ctypedef struct ck_kernels_s:
         ck_gemm_s gemm
+        ck_gemm_rows_s gemm_rows
         ck_dot_s dot
         int mr, nr, dr, dc
         const char *name
     ctypedef struct ck_kernels_d:
         ck_gemm_d gemm
+        ck_gemm_rows_d gemm_rows
         ck_dot_d dot
         int mr, nr, dr, dc
         const char *name
@@ -122,6 +128,15 @@ cdef inline void ukernel(const Kernels *kern, Py_ssize_t kc, const floating_t *A
         kern.d.gemm(kc, A, B, boff, C, ldc, accumulate)
 
 
+cdef inline void ukernel_rows(const Kernels *kern, Py_ssize_t kc, const floating_t **A,
+                              const floating_t *B, const Py_ssize_t *boff, floating_t *C,
+                              Py_ssize_t ldc, int accumulate) noexcept nogil:
+    if floating_t is float:
+        kern.s.gemm_rows(kc, A, B, boff, C, ldc, accumulate)
+    else:
+        kern.d.gemm_rows(kc, A, B, boff, C, ldc, accumulate)
+
+
 cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t a_stride,
                             Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
                             const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
@@ -156,6 +171,44 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
                         for j in range(nn):
                             ctmp[i * nr + j] = c[i * ldc + j]
                 ukernel(kern, kc, a, B + j0, boff + k0, ctmp, nr, acc)
+                for i in range(mm):
+                    for j in range(nn):
+                        c[i * ldc + j] = ctmp[i * nr + j]
+
+
+cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, Py_ssize_t a_off,
+                                 Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
+                                 const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
+                                 Py_ssize_t ldc, const floating_t **aptr,
+                                 floating_t *ctmp) noexcept nogil:
+    """C[:M, :ncols] += A[:M, :kdim] @ B[:kdim, :ncols] with A[i, k] = rows[i][a_off + k].
+
+    The rows of A are read in place (no packing); aptr is scratch for mr pointers and
+    ctmp for an mr x nr edge block, as in gemm_block.
+    """
+    cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B)
+    cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
+    cdef floating_t *c
+    for kb in range((kdim + KC - 1) // KC):
+        k0 = kb * KC
+        kc = min(<Py_ssize_t> KC, kdim - k0)
+        for jb in range((ncols + nr - 1) // nr):
+            j0 = jb * nr
+            nn = min(nr, ncols - j0)
+            for mb in range((M + mr - 1) // mr):
+                m0 = mb * mr
+                mm = min(mr, M - m0)
+                # rows past M repeat the last row; their sums land in ctmp and are dropped
+                for i in range(mr):
+                    aptr[i] = rows[min(m0 + i, M - 1)] + a_off + k0
+                c = C + m0 * ldc + j0
+                if mm == mr and nn == nr:
+                    ukernel_rows(kern, kc, aptr, B + j0, boff + k0, c, ldc, 1)
+                    continue
+                for i in range(mm):
+                    for j in range(nn):
+                        ctmp[i * nr + j] = c[i * ldc + j]
+                ukernel_rows(kern, kc, aptr, B + j0, boff + k0, ctmp, nr, 1)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]

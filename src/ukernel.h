@@ -1,7 +1,8 @@
 /* Micro-kernels for convkern, selected once at run time by CPU feature.
  *
  * Two kinds, both register-blocked:
- * - GEMM (ukernel_template.h): an MR x NR block of C += packed A @ B;
+ * - GEMM (ukernel_template.h): an MR x NR block of C += A @ B, with A packed (gemm) or
+ *   read in place through MR row pointers (gemm_rows);
  * - dot (ukernel_dot_template.h): a DR x DC block of sums of products of rows that
  *   are both contiguous along the reduction.
  *
@@ -25,9 +26,12 @@
 #define CK_DECLARE_KERNELS(T, S)                                                     \
     typedef void (*ck_gemm_##S)(Py_ssize_t, const T *, const T *, const Py_ssize_t *, \
                                 T *, Py_ssize_t, int);                               \
+    typedef void (*ck_gemm_rows_##S)(Py_ssize_t, const T *const *, const T *,        \
+                                     const Py_ssize_t *, T *, Py_ssize_t, int);      \
     typedef void (*ck_dot_##S)(Py_ssize_t, const T *const *, const T *const *, T *);  \
     typedef struct {                                                                 \
         ck_gemm_##S gemm;                                                            \
+        ck_gemm_rows_##S gemm_rows;                                                  \
         ck_dot_##S dot;                                                              \
         int mr, nr, dr, dc;                                                          \
         const char *name;                                                            \
@@ -52,6 +56,14 @@ CK_DECLARE_KERNELS(double, d)
 #define UK_NV 2
 #define UK_ATTR CK_AVX512
 #include "ukernel_template.h"
+#define UK_NAME ck_s_avx512_gemm_rows
+#define UK_T float
+#define UK_VL 16
+#define UK_MR 8
+#define UK_NV 2
+#define UK_ATTR CK_AVX512
+#define UK_AROWS 1
+#include "ukernel_template.h"
 #define UKD_NAME ck_s_avx512_dot
 #define UK_T float
 #define UK_VL 16
@@ -66,6 +78,14 @@ CK_DECLARE_KERNELS(double, d)
 #define UK_MR 8
 #define UK_NV 2
 #define UK_ATTR CK_AVX512
+#include "ukernel_template.h"
+#define UK_NAME ck_d_avx512_gemm_rows
+#define UK_T double
+#define UK_VL 8
+#define UK_MR 8
+#define UK_NV 2
+#define UK_ATTR CK_AVX512
+#define UK_AROWS 1
 #include "ukernel_template.h"
 #define UKD_NAME ck_d_avx512_dot
 #define UK_T double
@@ -82,6 +102,14 @@ CK_DECLARE_KERNELS(double, d)
 #define UK_NV 2
 #define UK_ATTR CK_AVX2
 #include "ukernel_template.h"
+#define UK_NAME ck_s_avx2_gemm_rows
+#define UK_T float
+#define UK_VL 8
+#define UK_MR 6
+#define UK_NV 2
+#define UK_ATTR CK_AVX2
+#define UK_AROWS 1
+#include "ukernel_template.h"
 #define UKD_NAME ck_s_avx2_dot
 #define UK_T float
 #define UK_VL 8
@@ -96,6 +124,14 @@ CK_DECLARE_KERNELS(double, d)
 #define UK_MR 6
 #define UK_NV 2
 #define UK_ATTR CK_AVX2
+#include "ukernel_template.h"
+#define UK_NAME ck_d_avx2_gemm_rows
+#define UK_T double
+#define UK_VL 4
+#define UK_MR 6
+#define UK_NV 2
+#define UK_ATTR CK_AVX2
+#define UK_AROWS 1
 #include "ukernel_template.h"
 #define UKD_NAME ck_d_avx2_dot
 #define UK_T double
@@ -114,6 +150,14 @@ CK_DECLARE_KERNELS(double, d)
 #define UK_NV 3
 #define UK_ATTR
 #include "ukernel_template.h"
+#define UK_NAME ck_s_base_gemm_rows
+#define UK_T float
+#define UK_VL 4
+#define UK_MR 4
+#define UK_NV 3
+#define UK_ATTR
+#define UK_AROWS 1
+#include "ukernel_template.h"
 #define UKD_NAME ck_s_base_dot
 #define UK_T float
 #define UK_VL 4
@@ -129,6 +173,14 @@ CK_DECLARE_KERNELS(double, d)
 #define UK_NV 3
 #define UK_ATTR
 #include "ukernel_template.h"
+#define UK_NAME ck_d_base_gemm_rows
+#define UK_T double
+#define UK_VL 2
+#define UK_MR 4
+#define UK_NV 3
+#define UK_ATTR
+#define UK_AROWS 1
+#include "ukernel_template.h"
 #define UKD_NAME ck_d_base_dot
 #define UK_T double
 #define UK_VL 2
@@ -140,6 +192,7 @@ CK_DECLARE_KERNELS(double, d)
 #define CK_SET(K, S, ISA, MR, NR, DR, DC)                                             \
     do {                                                                             \
         (K)->gemm = ck_##S##_##ISA##_gemm;                                           \
+        (K)->gemm_rows = ck_##S##_##ISA##_gemm_rows;                                 \
         (K)->dot = ck_##S##_##ISA##_dot;                                             \
         (K)->mr = MR; (K)->nr = NR; (K)->dr = DR; (K)->dc = DC;                      \
         (K)->name = #ISA;                                                            \
@@ -195,6 +248,21 @@ static void ck_select_d(ck_kernels_d *k)
             for (j = 0; j < 4; j++)                                                  \
                 C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j]; \
     }                                                                                \
+    static void ck_##S##_scalar_gemm_rows(Py_ssize_t kc, const T *const *A,          \
+                                          const T *B, const Py_ssize_t *boff, T *C,  \
+                                          Py_ssize_t ldc, int accumulate)            \
+    {                                                                                \
+        T acc[4][4] = {{0}};                                                         \
+        Py_ssize_t k;                                                                \
+        int i, j;                                                                    \
+        for (k = 0; k < kc; k++)                                                     \
+            for (i = 0; i < 4; i++)                                                  \
+                for (j = 0; j < 4; j++)                                              \
+                    acc[i][j] += A[i][k] * B[boff[k] + j];                           \
+        for (i = 0; i < 4; i++)                                                      \
+            for (j = 0; j < 4; j++)                                                  \
+                C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j]; \
+    }                                                                                \
     static void ck_##S##_scalar_dot(Py_ssize_t L, const T *const *a,                 \
                                     const T *const *b, T *out)                       \
     {                                                                                \
@@ -211,6 +279,7 @@ static void ck_select_d(ck_kernels_d *k)
     static void ck_select_##S(ck_kernels_##S *k)                                     \
     {                                                                                \
         k->gemm = ck_##S##_scalar_gemm;                                              \
+        k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
         k->dot = ck_##S##_scalar_dot;                                                \
         k->mr = 4; k->nr = 4; k->dr = 2; k->dc = 2;                                  \
         k->name = "scalar";                                                          \

@@ -1,7 +1,8 @@
 /* One GEMM micro-kernel, instantiated by ukernel.h once per element type and ISA.
  *
  * Computes the MR x NR block  C (+)= A * B  where
- *   A is packed: A[k * MR + i] for row i of the block and reduction index k < kc,
+ *   A is packed: A[k * MR + i] for row i of the block and reduction index k < kc, or,
+ *     when UK_AROWS is defined, given as MR row pointers: A[i][k] (rows read in place),
  *   B row k starts at B + boff[k]: B[boff[k] + j], j < NR = NV * VL (an im2col tile
  *     has boff[k] = k * ld; a padded input slab has one offset per kernel tap),
  *   C is row-major with leading dimension ldc.
@@ -9,10 +10,17 @@
  * MR * NV vector registers; every reduction runs k = 0, 1, ... in order, so a given
  * binary gives the same bits on every call and for any thread count.
  *
- * Parameters (macros): UK_NAME, UK_T, UK_VL (elements per vector), UK_MR, UK_NV and
- * UK_ATTR (a target attribute or nothing).
+ * Parameters (macros): UK_NAME, UK_T, UK_VL (elements per vector), UK_MR, UK_NV,
+ * UK_ATTR (a target attribute or nothing) and optionally UK_AROWS.
  */
-static UK_ATTR void UK_NAME(Py_ssize_t kc, const UK_T *restrict A,
+#ifdef UK_AROWS
+#define UK_A_TYPE const UK_T *const *restrict
+#define UK_A_AT(k, i) A[i][k]
+#else
+#define UK_A_TYPE const UK_T *restrict
+#define UK_A_AT(k, i) A[(k) * UK_MR + (i)]
+#endif
+static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
                             const UK_T *restrict B, const Py_ssize_t *restrict boff,
                             UK_T *restrict C, Py_ssize_t ldc, int accumulate)
 {
@@ -33,7 +41,7 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, const UK_T *restrict A,
             memcpy(&b[v], B + boff[k] + v * UK_VL, sizeof(vec_t));
 #pragma GCC unroll 16
         for (i = 0; i < UK_MR; i++) {
-            const vec_t a = A[k * UK_MR + i] - zero; /* a broadcast: x - 0 == x, so it folds */
+            const vec_t a = UK_A_AT(k, i) - zero; /* a broadcast: x - 0 == x, so it folds */
 #pragma GCC unroll 8
             for (v = 0; v < UK_NV; v++)
                 acc[i][v] += a * b[v];
@@ -54,6 +62,9 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, const UK_T *restrict A,
     }
 }
 
+#undef UK_A_TYPE
+#undef UK_A_AT
+#undef UK_AROWS
 #undef UK_NAME
 #undef UK_T
 #undef UK_VL

@@ -93,52 +93,75 @@ cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
             next_row(g, &od, &oh, &ow)
 
 
-cdef inline void fill_slab(const floating_t *xg, const Geom *g, Py_ssize_t od,
-                           Py_ssize_t oh0, Py_ssize_t rows, Py_ssize_t w0,
-                           Py_ssize_t width, floating_t *slab) noexcept nogil:
-    """Copy the zero-padded input that a stride-1 tile of output rows reads.
+cdef struct Tile:
+    # A stride-1 tile: output planes od0 .. od0 + planes - 1, rows oh0 .. oh0 + rows - 1,
+    # columns w0 .. w0 + cols - 1.  Its output (pz, r, q) is column
+    # j = (pz * srows + r) * width + q of the tile's matrix, where width = cols + the
+    # (KW - 1) * dw halo and srows = rows + the (KH - 1) * dh halo; the other columns
+    # (the halos) are computed and dropped.  npos = columns up to the last output.
+    Py_ssize_t od0, planes, oh0, rows, w0, cols
+    Py_ssize_t width, srows, depth, npos
 
-    The tile is output rows oh0 .. oh0 + rows - 1 of plane od, columns w0 .. w0 + width
-    - (KW - 1) * dw - 1.  slab[c, kd, r, q] = x[c, od + kd*dd - pd, oh0 + r - ph,
-    w0 + q - pw] (zero outside x), for r < rows + (KH - 1) * dh and q < width.
+
+cdef inline void make_tile(const Geom *g, Py_ssize_t od0, Py_ssize_t planes, Py_ssize_t oh0,
+                           Py_ssize_t rows, Py_ssize_t w0, Py_ssize_t cols,
+                           Tile *t) noexcept nogil:
+    t.od0 = od0
+    t.planes = min(planes, g.OD - od0)
+    t.oh0 = oh0
+    t.rows = min(rows, g.OH - oh0)
+    t.w0 = w0
+    t.cols = min(cols, g.OW - w0)
+    t.width = t.cols + (g.KW - 1) * g.dw
+    t.srows = t.rows + (g.KH - 1) * g.dh
+    t.depth = t.planes + (g.KD - 1) * g.dd
+    t.npos = ((t.planes - 1) * t.srows + t.rows) * t.width
+
+
+cdef inline Py_ssize_t slab_size(const Geom *g, const Tile *t) noexcept nogil:
+    return g.Cg * t.depth * t.srows * t.width
+
+
+cdef inline void fill_slab(const floating_t *xg, const Geom *g, const Tile *t,
+                           floating_t *slab) noexcept nogil:
+    """Copy the zero-padded input that a stride-1 tile reads.
+
+    slab[c, z, r, q] = x[c, od0 + z - pd, oh0 + r - ph, w0 + q - pw] (zero outside x)
+    for z < depth, r < srows, q < width; xg points at channel 0 of the group.
     """
-    cdef Py_ssize_t srows = rows + (g.KH - 1) * g.dh
-    cdef Py_ssize_t c, kd, r, q, id, ih, iw0, lo, hi
+    cdef Py_ssize_t c, z, r, q, id, ih, iw0 = t.w0 - g.pw, lo, hi
     cdef const floating_t *src
     cdef floating_t *dst
     for c in range(g.Cg):
-        for kd in range(g.KD):
-            id = od + kd * g.dd - g.pd
-            for r in range(srows):
-                ih = oh0 + r - g.ph
-                dst = slab + ((c * g.KD + kd) * srows + r) * width
-                iw0 = w0 - g.pw
+        for z in range(t.depth):
+            id = t.od0 + z - g.pd
+            for r in range(t.srows):
+                ih = t.oh0 + r - g.ph
+                dst = slab + ((c * t.depth + z) * t.srows + r) * t.width
                 if id < 0 or id >= g.D or ih < 0 or ih >= g.H:
                     lo = 0
                     hi = 0
                 else:
                     # columns q with 0 <= iw0 + q < W
-                    lo = min(max(0, -iw0), width)
-                    hi = max(lo, min(width, g.W - iw0))
+                    lo = min(max(0, -iw0), t.width)
+                    hi = max(lo, min(t.width, g.W - iw0))
                 src = xg + ((c * g.D + id) * g.H + ih) * g.W + iw0
                 for q in range(lo):
                     dst[q] = 0
                 for q in range(lo, hi):
                     dst[q] = src[q]
-                for q in range(hi, width):
+                for q in range(hi, t.width):
                     dst[q] = 0
 
 
-cdef inline void slab_offsets(const Geom *g, Py_ssize_t rows, Py_ssize_t width,
-                              Py_ssize_t *boff) noexcept nogil:
-    """boff[k] = where tap k of output (r, q) = (0, 0) reads in the slab of fill_slab.
+cdef inline void slab_offsets(const Geom *g, const Tile *t, Py_ssize_t *boff) noexcept nogil:
+    """boff[k] = where tap k of the tile's output column 0 reads in the slab.
 
-    Output (r, q) of the tile, at column j = r * width + q, reads slab[boff[k] + j]:
-    a stride-1 window moves one slab column per output column, so each tap is a
+    Output column j reads slab[boff[k] + j]: a stride-1 window moves one slab column per
+    output column (and one slab row or plane per output row or plane), so each tap is a
     contiguous run and the matrix product reads the slab in place.
     """
-    cdef Py_ssize_t srows = rows + (g.KH - 1) * g.dh
     cdef Py_ssize_t k, c, kd, kh, kw
     for k in range(g.Cg * g.KK):
         tap(g, k, &c, &kd, &kh, &kw)
-        boff[k] = ((c * g.KD + kd) * srows + kh * g.dh) * width + kw * g.dw
+        boff[k] = ((c * t.depth + kd * g.dd) * t.srows + kh * g.dh) * t.width + kw * g.dw
