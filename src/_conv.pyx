@@ -168,11 +168,10 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) n
     return d
 
 
-cdef inline void tile_of(const Geom *g, const DirectPlan *d, Py_ssize_t i,
-                         Tile *t) noexcept nogil:
+cdef inline Tile tile_of(const Geom *g, const DirectPlan *d, Py_ssize_t i) noexcept nogil:
     """The i-th tile of a plane block / row block / column segment walk."""
-    make_tile(g, i // (d.nrb * d.nseg) * d.planes, d.planes, (i // d.nseg) % d.nrb * d.rows,
-              d.rows, i % d.nseg * d.seg, d.seg, t)
+    return make_tile(g, i // (d.nrb * d.nseg) * d.planes, d.planes,
+                     (i // d.nseg) % d.nrb * d.rows, d.rows, i % d.nseg * d.seg, d.seg)
 
 
 cdef inline bint direct_fits(const Geom *g) noexcept nogil:
@@ -207,7 +206,7 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
         boff = offsets + threadid() * K
         n = t // (g.G * ntiles)
         grp = (t // ntiles) % g.G
-        tile_of(g, d, t % ntiles, &tile)
+        tile = tile_of(g, d, t % ntiles)
         fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
         slab_offsets(g, &tile, boff)
         for kb in range((K + KC - 1) // KC):
@@ -506,7 +505,7 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
         memset(dst, 0, K * g.Fg * sizeof(floating_t))
         for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
             for i in range(ntiles):
-                tile_of(g, d, i, &tile)
+                tile = tile_of(g, d, i)
                 fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
                 used = slab_size(g, &tile)
                 # the runs of the last taps read up to (KW - 1) * dw past the slab

@@ -103,9 +103,11 @@ cdef struct Tile:
     Py_ssize_t width, srows, depth, npos
 
 
-cdef inline void make_tile(const Geom *g, Py_ssize_t od0, Py_ssize_t planes, Py_ssize_t oh0,
-                           Py_ssize_t rows, Py_ssize_t w0, Py_ssize_t cols,
-                           Tile *t) noexcept nogil:
+cdef inline Tile make_tile(const Geom *g, Py_ssize_t od0, Py_ssize_t planes, Py_ssize_t oh0,
+                           Py_ssize_t rows, Py_ssize_t w0, Py_ssize_t cols) noexcept nogil:
+    """The tile at (od0, oh0, w0), clipped to the output (returned by value, so that a
+    prange loop that assigns it keeps one per thread)."""
+    cdef Tile t
     t.od0 = od0
     t.planes = min(planes, g.OD - od0)
     t.oh0 = oh0
@@ -116,6 +118,7 @@ cdef inline void make_tile(const Geom *g, Py_ssize_t od0, Py_ssize_t planes, Py_
     t.srows = t.rows + (g.KH - 1) * g.dh
     t.depth = t.planes + (g.KD - 1) * g.dd
     t.npos = ((t.planes - 1) * t.srows + t.rows) * t.width
+    return t
 
 
 cdef inline Py_ssize_t slab_size(const Geom *g, const Tile *t) noexcept nogil:
