@@ -20,8 +20,24 @@ from libc.stdint cimport int64_t
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
+from libc.stdlib cimport malloc, free
+
 from fused cimport floating_t
 from geometry cimport Geom
+
+cdef extern from "pool_kernel.h":
+    ctypedef Py_ssize_t (*ck_pool_s)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     const Py_ssize_t *, Py_ssize_t, float *,
+                                     int64_t *) noexcept nogil
+    ctypedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     const Py_ssize_t *, Py_ssize_t, double *,
+                                     int64_t *) noexcept nogil
+    ck_pool_s ck_pool_select_s() noexcept nogil
+    ck_pool_d ck_pool_select_d() noexcept nogil
+
+# Vectorised rows for stride 2 along W (NULL without GNU vector extensions).
+cdef ck_pool_s POOL_ROW_S = ck_pool_select_s()
+cdef ck_pool_d POOL_ROW_D = ck_pool_select_d()
 
 
 cdef inline Py_ssize_t first_tap(Py_ssize_t start, Py_ssize_t dil) noexcept nogil:
@@ -70,18 +86,27 @@ cdef inline void scan_window(const floating_t *xp, const Geom *g, Py_ssize_t d0,
 
 
 cdef inline void pool_run(const floating_t *xp, const Geom *g, Py_ssize_t base,
-                          Py_ssize_t n, floating_t *yp, int64_t *ip) noexcept nogil:
+                          Py_ssize_t n, floating_t *yp, int64_t *ip, const Py_ssize_t *taps,
+                          Py_ssize_t ntaps) noexcept nogil:
     """Max and argmax of n consecutive windows of an output row that lie inside the plane.
 
     base is the first tap of the first window; window j starts at base + j * sw.  Without
     branches on the data: the maximum first, then the first tap equal to it (taps scanned
     backwards with selects).  A window holding a NaN takes the scan of pool_window.
     """
-    cdef Py_ssize_t kd, kh, kw, j, start, idx
+    cdef Py_ssize_t kd, kh, kw, j, start, idx, done = 0
     cdef floating_t v, m
     cdef int64_t arg
     cdef bint nan
-    for j in range(n):
+    if taps != NULL:
+        # stride 2 along the row: whole vectors of windows at once (pool_kernel.h)
+        if floating_t is float:
+            if POOL_ROW_S != NULL:
+                done = POOL_ROW_S(xp, g.D * g.H * g.W, base, n, taps, ntaps, yp, ip)
+        else:
+            if POOL_ROW_D != NULL:
+                done = POOL_ROW_D(xp, g.D * g.H * g.W, base, n, taps, ntaps, yp, ip)
+    for j in range(done, n):
         start = base + j * g.sw
         m = xp[start]
         nan = False
@@ -113,7 +138,7 @@ cdef inline void pool_run(const floating_t *xp, const Geom *g, Py_ssize_t base,
 
 
 cdef inline void pool_plane(const floating_t *xp, const Geom *g, floating_t *yp,
-                            int64_t *ip) noexcept nogil:
+                            int64_t *ip, const Py_ssize_t *taps, Py_ssize_t ntaps) noexcept nogil:
     """Max-pool one (D, H, W) plane into (OD, OH, OW) values and argmax indices.
 
     Runs of windows inside the plane take pool_run; the others clip their taps.
@@ -139,7 +164,7 @@ cdef inline void pool_plane(const floating_t *xp, const Geom *g, floating_t *yp,
             while ow < g.OW:
                 if inside_dh and ow == ow_lo and ow_hi > ow_lo:
                     pool_run(xp, g, (d0 * g.H + h0) * g.W + ow * g.sw - g.pw, ow_hi - ow_lo,
-                             yp + o, ip + o)
+                             yp + o, ip + o, taps, ntaps)
                     o += ow_hi - ow_lo
                     ow = ow_hi
                     continue
@@ -157,7 +182,8 @@ def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
                     int num_threads):
     """Fill out and indices (N, C, OD, OH, OW) with window maxima of x and their positions."""
     cdef Geom g
-    cdef Py_ssize_t plane_in, plane_out, t
+    cdef Py_ssize_t plane_in, plane_out, t, kd, kh, kw, ntaps
+    cdef Py_ssize_t *taps = NULL
     g.N, g.C, g.D, g.H, g.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     g.OD, g.OH, g.OW = out.shape[2], out.shape[3], out.shape[4]
     g.KD, g.KH, g.KW = kernel
@@ -166,11 +192,23 @@ def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
     g.dd, g.dh, g.dw = dilation
     plane_in = g.D * g.H * g.W
     plane_out = g.OD * g.OH * g.OW
+    ntaps = g.KD * g.KH * g.KW
+    # the vector rows keep indices in 32 bits and need stride 2 along W
+    if g.sw == 2 and plane_in < 2**31 - 1:
+        taps = <Py_ssize_t *> malloc(ntaps * sizeof(Py_ssize_t))
+        if taps == NULL:
+            raise MemoryError("convkern: cannot allocate the pooling taps")
+        # offsets of the taps from a window's first tap, in scan order (ascending)
+        for kd in range(g.KD):
+            for kh in range(g.KH):
+                for kw in range(g.KW):
+                    taps[(kd * g.KH + kh) * g.KW + kw] = (kd * g.dd * g.H + kh * g.dh) * g.W + kw * g.dw
     with nogil:
         for t in prange(g.N * g.C, num_threads=max(1, num_threads), schedule="static"):
             pool_plane(&x[0, 0, 0, 0, 0] + t * plane_in, &g,
                        &out[0, 0, 0, 0, 0] + t * plane_out,
-                       &indices[0, 0, 0, 0, 0] + t * plane_out)
+                       &indices[0, 0, 0, 0, 0] + t * plane_out, taps, ntaps)
+    free(taps)
 
 
 def maxpool_backward(const floating_t[:, ::1] grad_y not None,
