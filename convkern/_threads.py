@@ -1,11 +1,32 @@
-"""The number of threads the compiled kernels use."""
+"""The number of threads the compiled kernels use, and what happens after ``fork``.
+
+Fork
+----
+GNU libgomp keeps a pool of worker threads after the first parallel region.  A child
+created by ``os.fork()`` (or by multiprocessing's ``'fork'`` start method) inherits the
+pool's bookkeeping but not its threads, so the child's first parallel region with more
+than one thread waits forever for workers that do not exist.  A parallel region with
+one thread never touches the pool (libgomp's ``gomp_team_start`` returns before it), so
+convkern makes every fork child serial: an ``os.register_at_fork`` hook marks the
+child, and from then on :func:`get_num_threads` is 1 there, whatever
+``set_num_threads`` or ``OMP_NUM_THREADS`` say.  Processes started with ``'spawn'`` or
+``'forkserver'`` (fresh interpreters) use threads as usual.
+"""
+
+import os
+import warnings
 
 from . import _openmp
 from ._validation import integer
 
-__all__ = ["set_num_threads", "get_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "MAX_THREADS"]
+
+# More threads than this is refused: libgomp aborts the process when it cannot create
+# a thread, and overflows its stack on very large teams (about 100,000).
+MAX_THREADS = 1024
 
 _requested = None
+_in_fork_child = False
 
 
 def set_num_threads(n):
@@ -14,15 +35,52 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int or None
-        A positive thread count, or None to return to OpenMP's default (which honours
-        ``OMP_NUM_THREADS``).  Without OpenMP the kernels always run on one thread.
+        A thread count in ``1 .. MAX_THREADS`` (1024), or None to return to OpenMP's
+        default (which honours ``OMP_NUM_THREADS``).  Without OpenMP, and in a process
+        created by ``fork``, the kernels always run on one thread.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an int (a bool or float is refused).
+    ValueError
+        If ``n`` is below 1 or above ``MAX_THREADS``.
     """
     global _requested
-    _requested = None if n is None else integer("n", n, 1)
+    if n is None:
+        _requested = None
+        return
+    n = integer("n", n, 1)
+    if n > MAX_THREADS:
+        raise ValueError(f"n (thread count) must be <= {MAX_THREADS}, got {n}")
+    _requested = n
+    if _in_fork_child and n > 1 and _openmp.openmp_enabled():
+        warnings.warn(
+            "convkern runs serially in a process created by fork (OpenMP cannot start "
+            "threads there); use the 'spawn' or 'forkserver' start method for threads",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def get_num_threads():
-    """Return the thread count the kernels use: the last ``set_num_threads``, else OpenMP's default."""
-    if not _openmp.openmp_enabled():
+    """Return the thread count the kernels use.
+
+    The last ``set_num_threads``, else OpenMP's default (capped at ``MAX_THREADS``);
+    always 1 without OpenMP and in a process created by ``fork``.
+    """
+    if _in_fork_child or not _openmp.openmp_enabled():
         return 1
-    return _requested if _requested is not None else _openmp.max_threads()
+    if _requested is not None:
+        return _requested
+    return max(1, min(_openmp.max_threads(), MAX_THREADS))
+
+
+def _after_fork_in_child():
+    """os.register_at_fork hook: kernels in a fork child run on one thread."""
+    global _in_fork_child
+    _in_fork_child = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
