@@ -193,8 +193,8 @@ def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
     plane_in = g.D * g.H * g.W
     plane_out = g.OD * g.OH * g.OW
     ntaps = g.KD * g.KH * g.KW
-    # the vector rows keep indices in 32 bits and need stride 2 along W
-    if g.sw == 2 and plane_in < 2**31 - 1:
+    # the vector rows keep indices in 32 bits, need stride 2 along W and a small window
+    if g.sw == 2 and plane_in < 2**31 - 1 and ntaps <= 1024:
         taps = <Py_ssize_t *> malloc(ntaps * sizeof(Py_ssize_t))
         if taps == NULL:
             raise MemoryError("convkern: cannot allocate the pooling taps")
