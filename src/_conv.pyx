@@ -534,6 +534,50 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                                         gyt_rows, g.Fg, dst, g.Fg, aptr, gyt + d.ldc * fpad)
 
 
+cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const Geom *g,
+                               floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
+                               Py_ssize_t tw, floating_t *scratch, const Py_ssize_t *gyt_rows,
+                               const floating_t **ptrs, int nt) noexcept nogil:
+    """Any-stride weight gradient: grad_w[g]^T (K x Fg) += col (K x tw) @ gy^T (tw x Fg).
+
+    The rows of a per-thread im2col tile are read in place by the gemm_rows micro-kernel;
+    B is the tile's grad_y transposed.  Tasks are (batch chunk, group); partial[b] is
+    G x K x Fg, as in weight_grad_direct.
+    """
+    cdef Py_ssize_t nr = block_nr(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
+    cdef Py_ssize_t fpad = round_up(g.Fg, nr)
+    cdef Py_ssize_t per_thread = K * tw + tw * fpad + CK_MR_MAX * CK_NR_MAX
+    cdef Py_ssize_t t, b, grp, n, tb, p0, pn, k, f, j
+    cdef floating_t *col
+    cdef floating_t *gyt
+    cdef floating_t *dst
+    cdef const floating_t *src
+    cdef const floating_t **rows
+    for t in prange(nchunks * g.G, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * per_thread
+        gyt = col + K * tw
+        rows = ptrs + threadid() * (K + CK_MR_MAX)
+        b = t // g.G
+        grp = t % g.G
+        dst = partials + b * g.F * K + grp * K * g.Fg
+        memset(dst, 0, K * g.Fg * sizeof(floating_t))
+        for k in range(K):
+            rows[k] = col + k * tw
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            for tb in range((g.P + tw - 1) // tw):
+                p0 = tb * tw
+                pn = min(tw, g.P - p0)
+                im2col(x + (n * g.C + grp * g.Cg) * plane, g, 0, K, p0, pn, col, tw, 0)
+                # gyt[j, f] = gy[n, grp*Fg + f, p0 + j]
+                for f in range(g.Fg):
+                    src = gy + (n * g.F + grp * g.Fg + f) * g.P + p0
+                    for j in range(pn):
+                        gyt[j * fpad + f] = src[j]
+                gemm_rows_block(&KERN, rows, 0, K, pn, gyt, gyt_rows, g.Fg, dst, g.Fg,
+                                rows + K, gyt + tw * fpad)
+
+
 cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Geom *g,
                              floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
                              Py_ssize_t tw, Py_ssize_t rb, floating_t *scratch,
@@ -599,11 +643,14 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t nchunks = max(1, min(g.N, MAX_CHUNKS,
                                          PARTIAL_BYTES // max(1, part * <Py_ssize_t> sizeof(floating_t))))
     cdef Py_ssize_t per_chunk = (g.N + nchunks - 1) // nchunks
-    # The stride-1 path transposes grad_y per tile, which pays off only over enough
+    # The GEMM paths transpose grad_y per tile, which pays off only over enough
     # reduction rows; short ones (few input channels) take the im2col dot products.
-    cdef bint direct = direct_fits(&g) and K >= 4 * nr
+    cdef bint gemm = K >= 4 * nr
+    cdef bint direct = gemm and direct_fits(&g)
     cdef DirectPlan d
     cdef Py_ssize_t per_thread, nptrs, noffsets, fpad = round_up(g.Fg, nr)
+    # positions per im2col tile of the GEMM path: the K x tile block stays near 512 KiB
+    cdef Py_ssize_t tw_gemm = min(g.P, max(16, min(1024, (512 << 10) // (K * <Py_ssize_t> sizeof(floating_t)) // 16 * 16)))
     cdef floating_t *partials
     cdef floating_t *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
@@ -615,6 +662,10 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         d = plan_direct(&g, nr, DIRECT_TILE)
         per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX
         noffsets = nt * K + d.ldc
+        nptrs = nt * (K + CK_MR_MAX)
+    elif gemm:
+        per_thread = K * tw_gemm + tw_gemm * fpad + CK_MR_MAX * CK_NR_MAX
+        noffsets = tw_gemm
         nptrs = nt * (K + CK_MR_MAX)
     else:
         per_thread = rb * tw + dr * dc
@@ -636,16 +687,20 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
             row_offsets(offsets + nt * K, d.ldc, fpad)
             weight_grad_direct(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
                                &d, scratch, offsets, offsets + nt * K, ptrs, nt)
+        elif gemm:
+            row_offsets(offsets, tw_gemm, fpad)
+            weight_grad_unrolled(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
+                                 tw_gemm, scratch, offsets, ptrs, nt)
         else:
             weight_grad_im2col(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
                                tw, rb, scratch, ptrs, nt)
         # out[f, k] = sum over chunks, in chunk order, of partial[b] at (f, k): stored
-        # G x K x Fg by the direct path and F x K by the im2col path
+        # G x K x Fg by the GEMM paths and F x K by the dot path
         for f in prange(g.F, num_threads=nt, schedule="static"):
             for k in range(K):
                 s = 0
                 for b in range(nchunks):
-                    if direct:
+                    if gemm:
                         s = s + partials[b * part + (f // g.Fg * K + k) * g.Fg + f % g.Fg]
                     else:
                         s = s + partials[b * part + f * K + k]
