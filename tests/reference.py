@@ -351,3 +351,33 @@ def maxpool_backward(grad_y, indices, x_shape, d):
     for row in range(gp.shape[0]):
         np.add.at(gx[row], ip[row], gp[row])  # overlapping windows accumulate
     return gx.reshape(x_shape)
+
+
+def numerical_gradient(loss, a, h):
+    """Central differences of loss() with respect to every element of ``a`` (in place).
+
+    Parameters
+    ----------
+    loss : callable
+        Returns a float computed from the current contents of ``a``.
+    a : ndarray
+        Perturbed element by element and restored.
+    h : float
+        Step of the central difference.
+
+    Returns
+    -------
+    ndarray of float64, shape of ``a``
+    """
+    grad = np.zeros(a.shape, dtype=np.float64)
+    flat, gflat = a.reshape(-1), grad.reshape(-1)
+    assert np.shares_memory(flat, a)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        up = loss()
+        flat[i] = old - h
+        down = loss()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * h)
+    return grad

@@ -12,24 +12,9 @@ import convkern
 from conftest import DTYPES, FD_TOLERANCE, TOLERANCE, assert_close
 from test_conv import CONV_CASES, conv_kwargs, make_conv_inputs
 from test_pool import POOL_CASES, make_pool_input, pool_kwargs
+from reference import numerical_gradient  # noqa: E402
 
 H = 1e-3
-
-
-def numerical_gradient(loss, a, h=H):
-    """Central differences of loss() with respect to every element of ``a`` (in place)."""
-    grad = np.zeros_like(a, dtype=np.float64)
-    flat, gflat = a.reshape(-1), grad.reshape(-1)
-    assert np.shares_memory(flat, a)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        up = loss()
-        flat[i] = old - h
-        down = loss()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * h)
-    return grad
 
 
 FD_CONV_CASES = CONV_CASES[::5]
@@ -47,11 +32,11 @@ def test_conv_gradients_match_finite_differences(case, rng):
         return float(np.sum(convkern.conv_forward(x, w, b, **kw) * g))
 
     assert_close(convkern.conv_backward_input(g, w, x.shape, **kw),
-                 numerical_gradient(loss, x), np.float64, "grad_x", tol=FD_TOLERANCE)
+                 numerical_gradient(loss, x, H), np.float64, "grad_x", tol=FD_TOLERANCE)
     assert_close(convkern.conv_backward_weight(x, g, w.shape, **kw),
-                 numerical_gradient(loss, w), np.float64, "grad_w", tol=FD_TOLERANCE)
+                 numerical_gradient(loss, w, H), np.float64, "grad_w", tol=FD_TOLERANCE)
     assert_close(convkern.conv_backward_bias(g, untied=untied),
-                 numerical_gradient(loss, b), np.float64, "grad_b", tol=FD_TOLERANCE)
+                 numerical_gradient(loss, b, H), np.float64, "grad_b", tol=FD_TOLERANCE)
 
 
 def test_unreached_input_rows_get_zero_gradient(rng):
@@ -123,5 +108,5 @@ def test_maxpool_backward_matches_finite_differences(case, rng):
     def loss():
         return float(np.sum(convkern.maxpool_forward(x, case["kernel"], **kw)[0] * g))
 
-    assert_close(convkern.maxpool_backward(g, idx, x.shape), numerical_gradient(loss, x),
+    assert_close(convkern.maxpool_backward(g, idx, x.shape), numerical_gradient(loss, x, H),
                  np.float64, tol=FD_TOLERANCE)
