@@ -137,8 +137,9 @@ class BuildExt(build_ext):
             strip = []  # MSVC keeps debug info in a separate .pdb that is not shipped
         else:
             opt = ["-O0", "-g"] if debug else ["-O3"]
-            # Wheels without debug info are about 8x smaller (628 KB vs 84 KB).
-            if debug:
+            # Wheels without debug info are about 8x smaller (628 KB vs 84 KB); sanitizer
+            # builds keep their symbols so that reports name functions.
+            if debug or any(f.startswith("-fsanitize") for f in extra):
                 strip = []
             elif sys.platform == "darwin":
                 strip = ["-Wl,-S", "-Wl,-x"]  # ld64: drop debug and local symbols

@@ -192,9 +192,12 @@ def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
     g.dd, g.dh, g.dw = dilation
     plane_in = g.D * g.H * g.W
     plane_out = g.OD * g.OH * g.OW
-    ntaps = g.KD * g.KH * g.KW
     # the vector rows keep indices in 32 bits, need stride 2 along W and a small window
-    if g.sw == 2 and plane_in < 2**31 - 1 and ntaps <= 1024:
+    # (each factor is bounded before the product, which could otherwise wrap)
+    ntaps = 0
+    if g.KD <= 1024 and g.KH <= 1024 and g.KW <= 1024:
+        ntaps = g.KD * g.KH * g.KW
+    if g.sw == 2 and plane_in < 2**31 - 1 and 0 < ntaps <= 1024:
         taps = <Py_ssize_t *> malloc(ntaps * sizeof(Py_ssize_t))
         if taps == NULL:
             raise MemoryError("convkern: cannot allocate the pooling taps")
