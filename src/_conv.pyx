@@ -447,7 +447,9 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
                             dilation)
     # The flipped correlation multiplies every weight by grad_y's zero padding too, and
     # 0 * inf would put NaN where the true gradient has no term: such weights take col2im.
-    if flip_fits(&g) and not has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
+    # Its GEMM has only Cg rows, so few input channels also take col2im (K rows).
+    if (flip_fits(&g) and g.Cg >= 2 * block_mr(&KERN, &weight[0, 0, 0, 0, 0])
+            and not has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size)):
         backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                                &out[0, 0, 0, 0, 0], max(1, num_threads))
     else:
