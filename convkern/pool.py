@@ -48,17 +48,20 @@ def _check_windows_reach_input(axis, s, k, st, p, dl, out):
     """Raise ValueError if a dilated window has all its taps in the padding.
 
     PyTorch returns -inf and an index outside the plane for such a window (which no
-    backward can use); it can only happen with dilation > 1, where out <= s + 1.
+    backward can use).  Window o reads a + j * dl (j < k) with a = o * st - p.  A window
+    with a >= 0 reads a itself (windows start before s), so only windows with a < 0 can
+    be empty: their first tap that is not left padding is a mod dl (within the k taps,
+    since p <= k // 2), empty when it is >= s.  That needs s < dl, and the residues
+    repeat within dl windows, so the loop is short and independent of the sizes.
     """
-    start = np.arange(out, dtype=np.int64) * st - p
-    first = np.maximum(0, -(start // dl))  # first tap k with start + k*dl >= 0
-    last = np.minimum(k - 1, (s - 1 - start) // dl)  # last tap inside the input
-    if np.any(first > last):
-        o = int(np.argmax(first > last))
-        raise ValueError(
-            f"window {o} along spatial axis {axis} covers only padding (kernel_size {k}, "
-            f"dilation {dl}, padding {p}); reduce padding or dilation"
-        )
+    if s >= dl:
+        return
+    for o in range(min(out, -(-p // st), dl)):
+        if (o * st - p) % dl >= s:
+            raise ValueError(
+                f"window {o} along spatial axis {axis} covers only padding (kernel_size {k}, "
+                f"dilation {dl}, padding {p}); reduce padding or dilation"
+            )
 
 
 def _as5d(shape, d):

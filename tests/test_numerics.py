@@ -239,6 +239,8 @@ def test_zero_batch_with_huge_spatial_extent_returns_empty():
     assert y.shape == (0, 3, 2**40 - 1) and y.size == 0
     p, i = ck.maxpool_forward(x, 2)
     assert p.shape == (0, 2, 2**39) and i.size == 0
+    p, i = ck.maxpool_forward(x, 2, stride=1, dilation=3)  # the dilated-window check is O(1) too
+    assert p.shape == (0, 2, 2**40 - 3) and i.size == 0
 
 
 # Legal max-pool calls with astronomically large windows (padding <= kernel // 2, the
