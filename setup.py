@@ -6,7 +6,7 @@ Environment switches:
 - ``CONVKERN_DEBUG=1``: turn Cython's boundscheck, wraparound and initializedcheck on
   and compile with ``-O0 -g`` (slow; for tests and sanitizers). Not stripped.
 - ``CONVKERN_EXTRA_CFLAGS``: extra compiler (and linker) flags, for example
-  ``-fsanitize=address`` or a local opt-in ``-march=native`` build. Never set it for
+  ``-fsanitize=address`` or a local opt-in build for this CPU (``-march`` native). Never set it for
   wheels: a ``native`` flag is refused under cibuildwheel.
 - ``CONVKERN_LIBOMP_PREFIX``: where libomp is installed on macOS (default: Homebrew's
   ``brew --prefix libomp``, then ``/opt/homebrew/opt/libomp`` and ``/usr/local/opt/libomp``).
@@ -17,7 +17,7 @@ OpenMP is detected by compiling and linking a tiny probe with the flags of the p
 ``/openmp``). When no candidate works the build falls back to serial kernels with a
 warning; ``convkern.show_config()`` and ``convkern.openmp_enabled()`` tell which.
 
-No ``-march=native``: the micro-kernels pick AVX-512/AVX2/baseline at run time
+No native-CPU ``-march``: the micro-kernels pick AVX-512/AVX2/baseline at run time
 (``src/ukernel.h``), so one binary runs on every CPU of its architecture.
 """
 
