@@ -9,6 +9,7 @@ zero-padded input (plus the untied bias where one is given).
 import numpy as np
 
 from . import _conv
+from ._lift import lift_params, lift_shape
 from ._work import CONV_GRAIN, POOL_GRAIN, threads_for
 from ._validation import (
     check_out,
@@ -85,7 +86,7 @@ class _Conv:
 
     def as5d(self, a, batched_shape):
         """View a batched array as (N, C, D, H, W) (or (F, C, KD, KH, KW))."""
-        return a.reshape(batched_shape[:2] + (1,) * (3 - self.d) + batched_shape[2:])
+        return a.reshape(lift_shape(batched_shape, self.d))
 
     def threads(self):
         """Threads worth using for one pass: 2 * N * F * C/groups * prod(K) * prod(O) flops."""
@@ -96,9 +97,11 @@ class _Conv:
 
     def params(self):
         """Stride, padding-before and dilation as 3-tuples for the kernels."""
-        lead = 3 - self.d
-        pad = (0,) * lead + tuple(lo for lo, _ in self.padding)
-        return (1,) * lead + self.stride, pad, (1,) * lead + self.dilation
+        return (
+            lift_params(self.stride, self.d, 1),
+            lift_params((lo for lo, _ in self.padding), self.d, 0),
+            lift_params(self.dilation, self.d, 1),
+        )
 
 
 def _spatial_dims(weight_ndim):

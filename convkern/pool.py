@@ -8,6 +8,7 @@ unpadded input, the first maximum in scan order on ties, and a NaN always wins.
 import numpy as np
 
 from . import _pool
+from ._lift import lift_params, lift_shape
 from ._work import POOL_GRAIN, threads_for
 from ._validation import (
     check_extent,
@@ -62,10 +63,6 @@ def _check_windows_reach_input(axis, s, k, st, p, dl, out):
                 f"window {o} along spatial axis {axis} covers only padding (kernel_size {k}, "
                 f"dilation {dl}, padding {p}); reduce padding or dilation"
             )
-
-
-def _as5d(shape, d):
-    return shape[:2] + (1,) * (3 - d) + shape[2:]
 
 
 def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -133,15 +130,14 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
     y = np.empty(y_shape, dtype=x.dtype)
     indices = np.empty(y_shape, dtype=np.int64)
     if y_shape[0] > 0:
-        lead = 3 - d
         _pool.maxpool_forward(
-            xb.reshape(_as5d(xb.shape, d)),
-            y.reshape(_as5d(y_shape, d)),
-            indices.reshape(_as5d(y_shape, d)),
-            (1,) * lead + kernel,
-            (1,) * lead + stride,
-            (0,) * lead + pad,
-            (1,) * lead + dilation,
+            xb.reshape(lift_shape(xb.shape, d)),
+            y.reshape(lift_shape(y_shape, d)),
+            indices.reshape(lift_shape(y_shape, d)),
+            lift_params(kernel, d, 1),
+            lift_params(stride, d, 1),
+            lift_params(pad, d, 0),
+            lift_params(dilation, d, 1),
             threads_for(y.size * int(np.prod(kernel, dtype=object)), POOL_GRAIN),
         )
     if not batched:

@@ -232,37 +232,26 @@ static void ck_select_d(ck_kernels_d *k)
 
 #else /* no GNU vector extensions: plain C kernels */
 
+/* One 4 x 4 GEMM block; A_AT reads A at row i, reduction index k (packed or by rows). */
+#define CK_SCALAR_GEMM(NAME, T, A_TYPE, A_AT)                                        \
+    static void NAME(Py_ssize_t kc, A_TYPE A, const T *B, const Py_ssize_t *boff,    \
+                     T *C, Py_ssize_t ldc, int accumulate)                           \
+    {                                                                                \
+        T acc[4][4] = {{0}};                                                         \
+        Py_ssize_t k;                                                                \
+        int i, j;                                                                    \
+        for (k = 0; k < kc; k++)                                                     \
+            for (i = 0; i < 4; i++)                                                  \
+                for (j = 0; j < 4; j++)                                              \
+                    acc[i][j] += (A_AT) * B[boff[k] + j];                            \
+        for (i = 0; i < 4; i++)                                                      \
+            for (j = 0; j < 4; j++)                                                  \
+                C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j]; \
+    }
+
 #define CK_SCALAR_KERNELS(S, T)                                                      \
-    static void ck_##S##_scalar_gemm(Py_ssize_t kc, const T *A, const T *B,          \
-                                     const Py_ssize_t *boff, T *C, Py_ssize_t ldc,   \
-                                     int accumulate)                                 \
-    {                                                                                \
-        T acc[4][4] = {{0}};                                                         \
-        Py_ssize_t k;                                                                \
-        int i, j;                                                                    \
-        for (k = 0; k < kc; k++)                                                     \
-            for (i = 0; i < 4; i++)                                                  \
-                for (j = 0; j < 4; j++)                                              \
-                    acc[i][j] += A[k * 4 + i] * B[boff[k] + j];                      \
-        for (i = 0; i < 4; i++)                                                      \
-            for (j = 0; j < 4; j++)                                                  \
-                C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j]; \
-    }                                                                                \
-    static void ck_##S##_scalar_gemm_rows(Py_ssize_t kc, const T *const *A,          \
-                                          const T *B, const Py_ssize_t *boff, T *C,  \
-                                          Py_ssize_t ldc, int accumulate)            \
-    {                                                                                \
-        T acc[4][4] = {{0}};                                                         \
-        Py_ssize_t k;                                                                \
-        int i, j;                                                                    \
-        for (k = 0; k < kc; k++)                                                     \
-            for (i = 0; i < 4; i++)                                                  \
-                for (j = 0; j < 4; j++)                                              \
-                    acc[i][j] += A[i][k] * B[boff[k] + j];                           \
-        for (i = 0; i < 4; i++)                                                      \
-            for (j = 0; j < 4; j++)                                                  \
-                C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j]; \
-    }                                                                                \
+    CK_SCALAR_GEMM(ck_##S##_scalar_gemm, T, const T *, A[k * 4 + i])                 \
+    CK_SCALAR_GEMM(ck_##S##_scalar_gemm_rows, T, const T *const *, A[i][k])          \
     static void ck_##S##_scalar_dot(Py_ssize_t L, const T *const *a,                 \
                                     const T *const *b, T *out)                       \
     {                                                                                \

@@ -24,6 +24,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/tools/copy_checkout.sh"
 PYTHON=${PYTHON:-python3}
 CC=${CC:-gcc}
 if [[ -n "${CONVKERN_ASAN_DIR:-}" ]]; then
@@ -43,10 +44,9 @@ if [[ ! -e "$LIBASAN" ]]; then
 fi
 
 echo "asan: copying $ROOT to $SRC"
-rm -rf "$SRC" "$LOGS"
-mkdir -p "$SRC" "$LOGS"
-(cd "$ROOT" && git ls-files -z -co --exclude-standard) | (cd "$ROOT" && xargs -0 cp --parents -t "$SRC")
-find "$SRC" \( -name '*.so' -o -name '*.pyd' -o -name '_build_info.py' \) -delete
+copy_checkout "$ROOT" "$SRC"
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
 
 echo "asan: building with -fsanitize=address into $VENV"
 "$PYTHON" -m venv "$VENV"

@@ -34,6 +34,7 @@ unset CONVKERN_NO_OPENMP CONVKERN_DEBUG CONVKERN_EXTRA_CFLAGS CONVKERN_ANNOTATE 
       CONVKERN_EXPECT_SERIAL CONVKERN_REQUIRE_TORCH CONVKERN_LIBOMP_PREFIX
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/tools/copy_checkout.sh"
 PY="${PYTHON:-python3}"
 CHECK_TORCH="${CONVKERN_CHECK_TORCH:-auto}"
 CHECK_SERIAL="${CONVKERN_CHECK_SERIAL:-1}"
@@ -59,15 +60,7 @@ case "$WORK" in "$ROOT"/*) fail "temporary directory $WORK is inside the source 
 
 # --------------------------------------------------------------------------------------
 step "copy the source tree to $WORK/src"
-mkdir -p "$WORK/src"
-if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git -C "$ROOT" ls-files -co --exclude-standard -z \
-        | (cd "$ROOT" && tar --null --ignore-failed-read -T - -cf -) | tar -xf - -C "$WORK/src"
-else
-    (cd "$ROOT" && tar --exclude=./build --exclude=./dist --exclude=./.venv --exclude='*.so' \
-        --exclude='./src/*.c' --exclude=./.git -cf - .) | tar -xf - -C "$WORK/src"
-fi
-rm -f "$WORK/src/convkern/_build_info.py"
+copy_checkout "$ROOT" "$WORK/src"
 ls "$WORK/src"
 
 # --------------------------------------------------------------------------------------

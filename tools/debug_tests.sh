@@ -15,6 +15,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/tools/copy_checkout.sh"
 PYTHON=${PYTHON:-python3}
 if [[ -n "${CONVKERN_DEBUG_DIR:-}" ]]; then
     WORK=$CONVKERN_DEBUG_DIR
@@ -27,11 +28,7 @@ SRC=$WORK/src
 VENV=$WORK/venv
 
 echo "debug_tests: copying $ROOT to $SRC"
-rm -rf "$SRC"
-mkdir -p "$SRC"
-(cd "$ROOT" && git ls-files -z -co --exclude-standard) | (cd "$ROOT" && xargs -0 cp --parents -t "$SRC")
-# a copy must never carry an in-place build of the optimised kernels
-find "$SRC" \( -name '*.so' -o -name '*.pyd' -o -name '_build_info.py' \) -delete
+copy_checkout "$ROOT" "$SRC"   # never with an in-place build of the optimised kernels
 
 echo "debug_tests: building with CONVKERN_DEBUG=1 into $VENV"
 "$PYTHON" -m venv "$VENV"
