@@ -33,7 +33,7 @@ by the same sequence of operations whatever thread runs it.
 
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
 from geometry cimport Geom
@@ -103,6 +103,18 @@ cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil
         z = v[i] - v[i]
         bad = bad | (z != z)
     return bad != 0
+
+
+cdef inline void transpose(const floating_t *src, Py_ssize_t lds, Py_ssize_t rows,
+                           Py_ssize_t cols, floating_t *dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, in 16 x 16 blocks
+    so that both sides stay in L1."""
+    cdef Py_ssize_t i0, j0, i, j
+    for j0 in range(0, cols, 16):
+        for i0 in range(0, rows, 16):
+            for j in range(j0, min(j0 + 16, cols)):
+                for i in range(i0, min(i0 + 16, rows)):
+                    dst[j * ldd + i] = src[i * lds + j]
 
 
 cdef inline Py_ssize_t tile_width(Py_ssize_t P, Py_ssize_t nr) noexcept nogil:
@@ -485,11 +497,12 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
     cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
     cdef Py_ssize_t fpad = round_up(g.Fg, nr)
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
-    cdef Py_ssize_t per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX
-    cdef Py_ssize_t t, b, grp, n, i, k, f, pz, r, q, base, used
+    cdef Py_ssize_t per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
+    cdef Py_ssize_t t, b, grp, n, i, k, f, pz, r, base, used
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *gyt
+    cdef floating_t *gys
     cdef floating_t *dst
     cdef const floating_t *src
     cdef Py_ssize_t *boff
@@ -498,6 +511,7 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
     for t in prange(nchunks * g.G, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * per_thread
         gyt = slab + d.slab
+        gys = gyt + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX
         boff = offsets + threadid() * K
         rows = ptrs + threadid() * (K + CK_MR_MAX)
         aptr = rows + K
@@ -515,16 +529,19 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                 slab_offsets(g, &tile, boff)
                 for k in range(K):
                     rows[k] = slab + boff[k]
-                # gyt[j, f] = gy[n, grp*Fg + f] at the tile's output column j, 0 elsewhere
-                memset(gyt, 0, tile.npos * fpad * sizeof(floating_t))
+                # gys[f, j] = gy[n, grp*Fg + f] at the tile's output column j, 0 in the
+                # halo columns: whole rows copied, then transposed from cache into gyt
                 for f in range(g.Fg):
                     for pz in range(tile.planes):
                         for r in range(tile.rows):
                             src = gy + ((n * g.F + grp * g.Fg + f) * g.P
                                         + ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0)
                             base = (pz * tile.srows + r) * tile.width
-                            for q in range(tile.cols):
-                                gyt[(base + q) * fpad + f] = src[q]
+                            memcpy(gys + f * d.ldc + base, src, tile.cols * sizeof(floating_t))
+                            memset(gys + f * d.ldc + base + tile.cols, 0,
+                                   (min(base + tile.width, tile.npos) - base - tile.cols)
+                                   * sizeof(floating_t))
+                transpose(gys, d.ldc, g.Fg, tile.npos, gyt, fpad)
                 if not has_nonfinite(slab, used):
                     gemm_rows_block(&KERN, rows, 0, K, tile.npos, gyt, gyt_rows, g.Fg, dst,
                                     g.Fg, aptr, gyt + d.ldc * fpad)
@@ -662,7 +679,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     nchunks = (g.N + per_chunk - 1) // per_chunk
     if direct:
         d = plan_direct(&g, nr, DIRECT_TILE)
-        per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX
+        per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
         noffsets = nt * K + d.ldc
         nptrs = nt * (K + CK_MR_MAX)
     elif gemm:
