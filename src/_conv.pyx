@@ -674,7 +674,6 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef floating_t *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
     cdef const floating_t **ptrs = NULL
-    cdef floating_t s
     cdef Py_ssize_t b, f, k
     nchunks = (g.N + per_chunk - 1) // per_chunk
     if direct:
@@ -713,21 +712,73 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         else:
             weight_grad_im2col(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
                                tw, rb, scratch, ptrs, nt)
-        # out[f, k] = sum over chunks, in chunk order, of partial[b] at (f, k): stored
-        # G x K x Fg by the GEMM paths and F x K by the dot path
+        # partial[0] += partial[b] for b = 1, 2, ... in chunk order (contiguous adds),
+        # then out[f, k] = partial[0] at (f, k): stored G x K x Fg by the GEMM paths
+        # and F x K by the dot path
         for f in prange(g.F, num_threads=nt, schedule="static"):
-            for k in range(K):
-                s = 0
-                for b in range(nchunks):
-                    if gemm:
-                        s = s + partials[b * part + (f // g.Fg * K + k) * g.Fg + f % g.Fg]
-                    else:
-                        s = s + partials[b * part + f * K + k]
-                w0[f * K + k] = s
+            for b in range(1, nchunks):
+                for k in range(K):
+                    partials[f * K + k] += partials[b * part + f * K + k]
+        for f in prange(g.F, num_threads=nt, schedule="static"):
+            if gemm:
+                for k in range(K):
+                    w0[f * K + k] = partials[(f // g.Fg * K + k) * g.Fg + f % g.Fg]
+            else:
+                for k in range(K):
+                    w0[f * K + k] = partials[f * K + k]
     free(ptrs)
     free(offsets)
     free(scratch)
     free(partials)
+
+
+cdef enum:
+    LANES = 16       # independent double sums of the bias gradient (a fixed fold order)
+    BIAS_BLOCK = 256  # positions summed at once by the untied bias gradient
+
+
+cdef void bias_sum(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,
+                   floating_t *out) noexcept nogil:
+    """out[0] = sum over n < N, p < P of gy[n * ld + p], in double.
+
+    Position p goes to lane p % LANES; the lanes are folded in halves at the end, so
+    the order of the additions is fixed (and vectorisable).
+    """
+    cdef double acc[LANES]
+    cdef Py_ssize_t n, p, j, w, pv = P - P % LANES
+    cdef const floating_t *row
+    for j in range(<Py_ssize_t> LANES):
+        acc[j] = 0
+    for n in range(N):
+        row = gy + n * ld
+        for p in range(pv // LANES):
+            for j in range(<Py_ssize_t> LANES):
+                acc[j] += row[p * LANES + j]
+        for p in range(pv, P):
+            acc[p - pv] += row[p]
+    w = LANES // 2
+    while w > 0:
+        for j in range(w):
+            acc[j] += acc[j + w]
+        w = w // 2
+    out[0] = <floating_t> acc[0]
+
+
+cdef void bias_sum_untied(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,
+                          floating_t *out) noexcept nogil:
+    """out[p] = sum over n < N of gy[n * ld + p], in double, for p < P."""
+    cdef double acc[BIAS_BLOCK]
+    cdef Py_ssize_t b, n, p0, pn, j
+    for b in range((P + BIAS_BLOCK - 1) // BIAS_BLOCK):
+        p0 = b * BIAS_BLOCK
+        pn = min(<Py_ssize_t> BIAS_BLOCK, P - p0)
+        for j in range(pn):
+            acc[j] = 0
+        for n in range(N):
+            for j in range(pn):
+                acc[j] += gy[n * ld + p0 + j]
+        for j in range(pn):
+            out[p0 + j] = <floating_t> acc[j]
 
 
 def conv_backward_bias(const floating_t[:, :, ::1] grad_y not None,
@@ -738,20 +789,14 @@ def conv_backward_bias(const floating_t[:, :, ::1] grad_y not None,
     batch and the positions run in a fixed order, in double precision.
     """
     cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1], P = grad_y.shape[2]
-    cdef Py_ssize_t n, f, p
-    cdef double s
+    cdef Py_ssize_t f
     cdef int nt = max(1, num_threads)
+    if N == 0 or F == 0 or P == 0:
+        out[:] = 0
+        return
     with nogil:
         for f in prange(F, num_threads=nt, schedule="static"):
             if untied:
-                for p in range(P):
-                    s = 0
-                    for n in range(N):
-                        s = s + grad_y[n, f, p]
-                    out[f * P + p] = <floating_t> s
+                bias_sum_untied(&grad_y[0, f, 0], N, F * P, P, &out[f * P])
             else:
-                s = 0
-                for n in range(N):
-                    for p in range(P):
-                        s = s + grad_y[n, f, p]
-                out[f] = <floating_t> s
+                bias_sum(&grad_y[0, f, 0], N, F * P, P, &out[f])
