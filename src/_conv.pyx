@@ -18,12 +18,15 @@ with no synchronisation:
   scatter-added into grad_x (col2im); tasks are (image, group, chunk of input
   channels), and a channel's rows only touch that channel of grad_x.
 - weight gradient: grad_w[g] (Fg x K) = sum over images and tiles of
-  gy (Fg x TW) . col(x)^T (TW x K), on dot-product micro-kernels that read two sets of
-  rows contiguous along the positions: for stride 1, a padded grad_y tile against the
-  runs of the input slab; otherwise grad_y in place against an im2col tile.  Each batch
-  chunk sums into its own partial and the partials are added in chunk order.  The chunks depend only on N and
-  the shapes, never on the thread count, so the result has the same bits for any
-  number of threads.
+  gy (Fg x TW) . col(x)^T (TW x K).  With many reduction rows K it is a GEMM
+  grad_w^T += col(x) @ gy^T whose A rows are read in place (the runs of the input slab
+  for stride 1, an im2col tile otherwise) and whose B is the tile's grad_y, staged and
+  transposed.  With few rows it runs on dot-product micro-kernels over two sets of rows
+  contiguous along the positions: the staged grad_y against the slab runs (stride 1) or
+  grad_y in place against an im2col tile.  Each batch chunk sums into its own partial
+  and the partials are added in chunk order.  The chunks depend only on N and the
+  shapes, never on the thread count, so the result has the same bits for any number of
+  threads.
 - bias gradient: per filter sums, parallel over filters, accumulated in double.
 
 The micro-kernels (ukernel.h) use the widest vectors of the running CPU.  Accumulation
@@ -481,6 +484,22 @@ cdef inline void dot_accumulate(const Kernels *kern, Py_ssize_t L, const floatin
             dst[i * ldd + j] += res[i * dc + j]
 
 
+cdef inline void stage_grad_y(const floating_t *gyg, const Geom *g, const Tile *tile,
+                              floating_t *gys, Py_ssize_t ld) noexcept nogil:
+    """gys[f * ld + j] = grad_y at the tile's output column j (see unroll.Tile) for
+    f < Fg, and 0 in the halo columns j < npos; gyg points at filter 0 of the group."""
+    cdef Py_ssize_t f, pz, r, base
+    cdef const floating_t *src
+    for f in range(g.Fg):
+        for pz in range(tile.planes):
+            for r in range(tile.rows):
+                src = gyg + f * g.P + ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0
+                base = (pz * tile.srows + r) * tile.width
+                memcpy(gys + f * ld + base, src, tile.cols * sizeof(floating_t))
+                memset(gys + f * ld + base + tile.cols, 0,
+                       (min(base + tile.width, tile.npos) - base - tile.cols) * sizeof(floating_t))
+
+
 cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Geom *g,
                              floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
                              const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
@@ -498,13 +517,12 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
     cdef Py_ssize_t fpad = round_up(g.Fg, nr)
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
     cdef Py_ssize_t per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
-    cdef Py_ssize_t t, b, grp, n, i, k, f, pz, r, base, used
+    cdef Py_ssize_t t, b, grp, n, i, k, pz, r, base, used
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *gyt
     cdef floating_t *gys
     cdef floating_t *dst
-    cdef const floating_t *src
     cdef Py_ssize_t *boff
     cdef const floating_t **rows
     cdef const floating_t **aptr
@@ -529,18 +547,8 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                 slab_offsets(g, &tile, boff)
                 for k in range(K):
                     rows[k] = slab + boff[k]
-                # gys[f, j] = gy[n, grp*Fg + f] at the tile's output column j, 0 in the
-                # halo columns: whole rows copied, then transposed from cache into gyt
-                for f in range(g.Fg):
-                    for pz in range(tile.planes):
-                        for r in range(tile.rows):
-                            src = gy + ((n * g.F + grp * g.Fg + f) * g.P
-                                        + ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0)
-                            base = (pz * tile.srows + r) * tile.width
-                            memcpy(gys + f * d.ldc + base, src, tile.cols * sizeof(floating_t))
-                            memset(gys + f * d.ldc + base + tile.cols, 0,
-                                   (min(base + tile.width, tile.npos) - base - tile.cols)
-                                   * sizeof(floating_t))
+                # grad_y's rows are copied whole, then transposed from cache into gyt
+                stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
                 transpose(gys, d.ldc, g.Fg, tile.npos, gyt, fpad)
                 if not has_nonfinite(slab, used):
                     gemm_rows_block(&KERN, rows, 0, K, tile.npos, gyt, gyt_rows, g.Fg, dst,
@@ -551,6 +559,80 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                         base = (pz * tile.srows + r) * tile.width
                         gemm_rows_block(&KERN, rows, base, K, tile.cols, gyt + base * fpad,
                                         gyt_rows, g.Fg, dst, g.Fg, aptr, gyt + d.ldc * fpad)
+
+
+cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const Geom *g,
+                               floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
+                               const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
+                               const floating_t **ptrs, int nt) noexcept nogil:
+    """Stride-1 weight gradient with few reduction rows: grad_w[g] (Fg x K) += gy . runs^T.
+
+    Rows of the tile's staged grad_y (zero in the halo columns) against the K runs of
+    the input slab, on the dot micro-kernels: no im2col and no transposition.  A tile
+    whose slab holds a NaN or infinity is reduced over the valid columns of each row
+    only.  Tasks are (batch chunk, group); partial[b] is F x K.
+    """
+    cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
+    cdef Py_ssize_t per_thread = d.slab + g.Fg * d.ldc + dr * dc
+    cdef Py_ssize_t t, b, grp, n, i, used, fb, jb, ii, jj, pz, r, base
+    cdef bint finite
+    cdef Tile tile
+    cdef floating_t *slab
+    cdef floating_t *gys
+    cdef floating_t *res
+    cdef floating_t *dst
+    cdef Py_ssize_t *boff
+    cdef const floating_t **a
+    cdef const floating_t **bp
+    for t in prange(nchunks * g.G, num_threads=nt, schedule="static"):
+        slab = scratch + threadid() * per_thread
+        gys = slab + d.slab
+        res = gys + g.Fg * d.ldc
+        boff = offsets + threadid() * K
+        a = ptrs + threadid() * (dr + dc)
+        bp = a + dr
+        b = t // g.G
+        grp = t % g.G
+        dst = partials + b * g.F * K + grp * g.Fg * K
+        memset(dst, 0, g.Fg * K * sizeof(floating_t))
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            for i in range(ntiles):
+                tile = tile_of(g, d, i)
+                fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
+                used = slab_size(g, &tile)
+                # the runs of the last taps read up to (KW - 1) * dw past the slab
+                memset(slab + used, 0, (d.slab - used) * sizeof(floating_t))
+                slab_offsets(g, &tile, boff)
+                stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
+                finite = not has_nonfinite(slab, used)
+                for fb in range((g.Fg + dr - 1) // dr):
+                    # rows past the end repeat the last row; their sums are dropped
+                    for ii in range(dr):
+                        a[ii] = gys + min(fb * dr + ii, g.Fg - 1) * d.ldc
+                    for jb in range((K + dc - 1) // dc):
+                        for jj in range(dc):
+                            bp[jj] = slab + boff[min(jb * dc + jj, K - 1)]
+                        if finite:
+                            dot_accumulate(&KERN, tile.npos, a, bp, dr, dc,
+                                           min(dr, g.Fg - fb * dr), min(dc, K - jb * dc),
+                                           res, dst + fb * dr * K + jb * dc, K)
+                            continue
+                        for pz in range(tile.planes):
+                            for r in range(tile.rows):
+                                base = (pz * tile.srows + r) * tile.width
+                                for ii in range(dr):
+                                    a[ii] += base
+                                for jj in range(dc):
+                                    bp[jj] += base
+                                dot_accumulate(&KERN, tile.cols, a, bp, dr, dc,
+                                               min(dr, g.Fg - fb * dr), min(dc, K - jb * dc),
+                                               res, dst + fb * dr * K + jb * dc, K)
+                                for ii in range(dr):
+                                    a[ii] -= base
+                                for jj in range(dc):
+                                    bp[jj] -= base
 
 
 cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const Geom *g,
@@ -663,9 +745,11 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
                                          PARTIAL_BYTES // max(1, part * <Py_ssize_t> sizeof(floating_t))))
     cdef Py_ssize_t per_chunk = (g.N + nchunks - 1) // nchunks
     # The GEMM paths transpose grad_y per tile, which pays off only over enough
-    # reduction rows; short ones (few input channels) take the im2col dot products.
+    # reduction rows; short ones (few input channels) take the dot products, on the
+    # input slab for stride 1 and on im2col tiles otherwise.
     cdef bint gemm = K >= 4 * nr
     cdef bint direct = gemm and direct_fits(&g)
+    cdef bint slab_dot = not gemm and direct_fits(&g)
     cdef DirectPlan d
     cdef Py_ssize_t per_thread, nptrs, noffsets, fpad = round_up(g.Fg, nr)
     # positions per im2col tile of the GEMM path: the K x tile block stays near 512 KiB
@@ -681,6 +765,11 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
         noffsets = nt * K + d.ldc
         nptrs = nt * (K + CK_MR_MAX)
+    elif slab_dot:
+        d = plan_direct(&g, 1, DOT_TILE)
+        per_thread = d.slab + g.Fg * d.ldc + dr * dc
+        noffsets = nt * K
+        nptrs = nt * (dr + dc)
     elif gemm:
         per_thread = K * tw_gemm + tw_gemm * fpad + CK_MR_MAX * CK_NR_MAX
         noffsets = tw_gemm
@@ -705,6 +794,9 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
             row_offsets(offsets + nt * K, d.ldc, fpad)
             weight_grad_direct(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
                                &d, scratch, offsets, offsets + nt * K, ptrs, nt)
+        elif slab_dot:
+            weight_grad_slab_dot(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
+                                 &d, scratch, offsets, ptrs, nt)
         elif gemm:
             row_offsets(offsets, tw_gemm, fpad)
             weight_grad_unrolled(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,

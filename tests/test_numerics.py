@@ -105,6 +105,23 @@ def test_nan_inf_propagate_through_conv(d, dtype, where):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [1, 40])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_inf_in_last_input_column_weight_grad(d, channels, dtype):
+    """The stride-1 weight gradient computes halo columns past each output row and
+    drops them; an infinity that only a halo column reads must not leak a NaN into
+    taps whose true sum never meets it (the few-channel dot path and the GEMM path)."""
+    rng = np.random.default_rng(d + channels)
+    x = rng.standard_normal((2, channels) + (6,) * d).astype(dtype)
+    x[..., -1] = np.inf
+    gy = rng.standard_normal((2, 3) + (4,) * d).astype(dtype)
+    gw = ck.conv_backward_weight(x, gy, (3, channels) + (3,) * d)
+    expected = ref.conv_backward_weight(x, gy, (3, channels) + (3,) * d)
+    assert np.isfinite(expected[..., 0]).all()
+    _same_nonfinite(gw, expected, dtype, "weight grad vs reference")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inf_times_zero_padding_is_nan(dtype):
     """An infinite weight meets the zero padding: 0 * inf = NaN, as in the zero-padded
     input of the contract (a kernel that skipped padded taps would give a finite value)."""
