@@ -7,12 +7,15 @@ Every pass is a matrix product on small tiles (gemm.pxd), never on a whole-batch
 im2col, and every task owns the outputs it writes, so tasks run in parallel (prange)
 with no synchronisation:
 
-- forward, stride 1: y[n, g] = W[g] (Fg x K) @ B, where B's rows are contiguous runs of
-  a zero-padded input slab (unroll.fill_slab): a tile of whole output rows is computed
-  on the padded row width and the extra columns are dropped when the tile is copied
-  out.  Tasks are (image, group, output plane, block of rows, column segment).
-- forward, other strides: B is an im2col tile of TW output positions (unroll.im2col)
-  in a per-thread KC x TW scratch.  Tasks are (image, group, tile).
+- forward, direct path: y[n, g] = W[g] (Fg x K) @ B, where B's rows are contiguous
+  runs of a zero-padded input slab (unroll.fill_slab; for stride s the slab holds the
+  s phases of each axis, so every tap still reads a stride-1 run): a tile of whole
+  output rows is computed on the padded row width and the extra columns are dropped
+  when the tile is copied out.  Tasks are (image, group, output plane, block of rows,
+  column segment).
+- forward, strides whose taps skip a phase (a 1x1 kernel with stride 2, say) or huge
+  halos: B is an im2col tile of TW output positions (unroll.im2col) in a per-thread
+  KC x TW scratch.  Tasks are (image, group, tile).
 - input gradient, stride 1: a stride-1 forward correlation of grad_y with the flipped,
   transposed weights (the same direct path).  Other strides: cols = W[g]^T @ gy[n, g],
   scatter-added into grad_x (col2im); tasks are (image, group, chunk of input
@@ -20,10 +23,10 @@ with no synchronisation:
 - weight gradient: grad_w[g] (Fg x K) = sum over images and tiles of
   gy (Fg x TW) . col(x)^T (TW x K).  With many reduction rows K it is a GEMM
   grad_w^T += col(x) @ gy^T whose A rows are read in place (the runs of the input slab
-  for stride 1, an im2col tile otherwise) and whose B is the tile's grad_y, staged and
+  on the direct path, an im2col tile otherwise) and whose B is the tile's grad_y, staged and
   transposed.  With few rows it runs on dot-product micro-kernels over two sets of rows
-  contiguous along the positions: the staged grad_y against the slab runs (stride 1) or
-  grad_y in place against an im2col tile.  Each batch chunk sums into its own partial
+  contiguous along the positions: the staged grad_y against the slab runs, or grad_y in
+  place against an im2col tile.  Each batch chunk sums into its own partial
   and the partials are added in chunk order.  The chunks depend only on N and the
   shapes, never on the thread count, so the result has the same bits for any number of
   threads.
@@ -50,10 +53,12 @@ select_kernels(&KERN)
 
 # Output positions per tile (rounded to the micro-kernel width at run time).
 cdef Py_ssize_t TILE = 256
-# Largest padded tile of the stride-1 path, and the most (channel, depth tap) slab
+# Largest padded tile of the direct (slab) path, and the most (channel, depth tap) slab
 # planes it copies per tile.
 cdef Py_ssize_t DIRECT_TILE = 512
 cdef Py_ssize_t SLAB_CHANNELS = 4096
+# Largest stride the slab path splits into phases (per axis).
+cdef Py_ssize_t MAX_PHASES = 4
 # Rows of the reduction unrolled at once by the input gradient's col2im path.
 cdef Py_ssize_t ROW_BLOCK = 256
 # Output positions per dot-product tile of the weight gradient.
@@ -142,14 +147,15 @@ cdef inline Py_ssize_t tile_npos(Py_ssize_t planes, Py_ssize_t rows, Py_ssize_t 
 
 
 cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) noexcept nogil:
-    """Tile a stride-1 correlation into padded tiles of at most max_tile columns.
+    """Tile a correlation into padded tiles of at most max_tile columns (direct_fits).
 
     A tile computes its outputs plus the halo columns (see unroll.Tile) in slivers of nr;
     the row count (and, when whole planes fit, the plane count) is the one that wastes
     the fewest columns.
     """
     cdef DirectPlan d
-    cdef Py_ssize_t halo = (g.KW - 1) * g.dw, hh = (g.KH - 1) * g.dh
+    cdef Py_ssize_t halo = (g.KW - 1) * g.dw // g.sw, hh = (g.KH - 1) * g.dh // g.sh
+    cdef Py_ssize_t phases = g.sd * g.sh * g.sw
     cdef Py_ssize_t width = g.OW + halo, r, n
     cdef double eff, best = -1
     d.planes = 1
@@ -177,7 +183,8 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) n
     d.npl = (g.OD + d.planes - 1) // d.planes
     d.nrb = (g.OH + d.rows - 1) // d.rows
     d.nseg = (g.OW + d.seg - 1) // d.seg
-    d.slab = (g.Cg * (d.planes + (g.KD - 1) * g.dd) * (d.rows + hh) * width + halo + nr)
+    d.slab = (g.Cg * phases * (d.planes + (g.KD - 1) * g.dd // g.sd) * (d.rows + hh) * width
+              + halo + nr)
     d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width), nr)
     d.per_thread = d.slab + g.Fg * d.ldc + CK_MR_MAX * CK_NR_MAX
     return d
@@ -189,17 +196,37 @@ cdef inline Tile tile_of(const Geom *g, const DirectPlan *d, Py_ssize_t i) noexc
                      (i // d.nseg) % d.nrb * d.rows, d.rows, i % d.nseg * d.seg, d.seg)
 
 
+cdef inline bint taps_cover_phases(Py_ssize_t k, Py_ssize_t dil, Py_ssize_t s) noexcept nogil:
+    """True if the taps i * dil (i < k) fall in every stride phase 0 .. s - 1."""
+    cdef Py_ssize_t a, i
+    cdef bint hit
+    if k < s or s > MAX_PHASES:
+        return False
+    for a in range(s):
+        hit = False
+        for i in range(min(k, s)):  # i * dil % s repeats with a period dividing s
+            hit = hit or i * dil % s == a
+        if not hit:
+            return False
+    return True
+
+
 cdef inline bint direct_fits(const Geom *g) noexcept nogil:
-    """Stride 1, and a halo small enough that the padded slab stays a small tile."""
-    return (unit_stride(g) and (g.KW - 1) * g.dw <= TILE and (g.KH - 1) * g.dh <= TILE
-            and (g.KD - 1) * g.dd <= TILE and g.Cg * ((g.KD - 1) * g.dd + 1) <= SLAB_CHANNELS)
+    """The slab path applies: every stride phase of the input is read by some tap (the
+    slab copies them all, see unroll.fill_slab), and the halo is small enough that the
+    padded slab stays a small tile."""
+    return (taps_cover_phases(g.KD, g.dd, g.sd) and taps_cover_phases(g.KH, g.dh, g.sh)
+            and taps_cover_phases(g.KW, g.dw, g.sw)
+            and (g.KW - 1) * g.dw // g.sw <= TILE and (g.KH - 1) * g.dh // g.sh <= TILE
+            and (g.KD - 1) * g.dd // g.sd <= TILE
+            and g.Cg * g.sd * g.sh * g.sw * ((g.KD - 1) * g.dd // g.sd + 1) <= SLAB_CHANNELS)
 
 
 cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t *wpack,
                            const floating_t *bias, int bias_mode, floating_t *y,
                            const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
                            int nt) noexcept nogil:
-    """Stride-1 correlation y = x * W + bias with the weights packed per group.
+    """Direct-path correlation y = x * W + bias with the weights packed per group.
 
     x is (N, C, D, H, W) and y is (N, F, OD, OH, OW), both contiguous; wpack holds
     G blocks of round_up(Fg, mr) x K packed rows.  Tasks are (image, group, tile).
@@ -505,7 +532,7 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                              const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
                              const Py_ssize_t *gyt_rows, const floating_t **ptrs,
                              int nt) noexcept nogil:
-    """Stride-1 weight gradient: grad_w[g]^T (K x Fg) += slab runs (K x L) @ gy^T (L x Fg).
+    """Direct-path weight gradient: grad_w[g]^T (K x Fg) += slab runs (K x L) @ gy^T (L x Fg).
 
     The K rows of A are the taps' runs in the input slab, read in place by the gemm_rows
     micro-kernel; B is the tile's grad_y transposed, zero in the halo columns.  A tile
@@ -565,7 +592,7 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
                                floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
                                const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
                                const floating_t **ptrs, int nt) noexcept nogil:
-    """Stride-1 weight gradient with few reduction rows: grad_w[g] (Fg x K) += gy . runs^T.
+    """Direct-path weight gradient with few reduction rows: grad_w[g] (Fg x K) += gy . runs^T.
 
     Rows of the tile's staged grad_y (zero in the halo columns) against the K runs of
     the input slab, on the dot micro-kernels: no im2col and no transposition.  A tile
@@ -746,7 +773,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t per_chunk = (g.N + nchunks - 1) // nchunks
     # The GEMM paths transpose grad_y per tile, which pays off only over enough
     # reduction rows; short ones (few input channels) take the dot products, on the
-    # input slab for stride 1 and on im2col tiles otherwise.
+    # input slab when direct_fits and on im2col tiles otherwise.
     cdef bint gemm = K >= 4 * nr
     cdef bint direct = gemm and direct_fits(&g)
     cdef bint slab_dot = not gemm and direct_fits(&g)

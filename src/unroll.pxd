@@ -96,11 +96,12 @@ cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
 
 
 cdef struct Tile:
-    # A stride-1 tile: output planes od0 .. od0 + planes - 1, rows oh0 .. oh0 + rows - 1,
-    # columns w0 .. w0 + cols - 1.  Its output (pz, r, q) is column
-    # j = (pz * srows + r) * width + q of the tile's matrix, where width = cols + the
-    # (KW - 1) * dw halo and srows = rows + the (KH - 1) * dh halo; the other columns
-    # (the halos) are computed and dropped.  npos = columns up to the last output.
+    # A tile of the direct (slab) path: output planes od0 .. od0 + planes - 1, rows
+    # oh0 .. oh0 + rows - 1, columns w0 .. w0 + cols - 1.  Its output (pz, r, q) is
+    # column j = (pz * srows + r) * width + q of the tile's matrix, where width = cols +
+    # the column halo (KW - 1) * dw // sw and srows = rows + the row halo
+    # (KH - 1) * dh // sh (depth likewise); the other columns (the halos) are computed
+    # and dropped.  npos = columns up to the last output row's end.
     Py_ssize_t od0, planes, oh0, rows, w0, cols
     Py_ssize_t width, srows, depth, npos
 
@@ -116,60 +117,81 @@ cdef inline Tile make_tile(const Geom *g, Py_ssize_t od0, Py_ssize_t planes, Py_
     t.rows = min(rows, g.OH - oh0)
     t.w0 = w0
     t.cols = min(cols, g.OW - w0)
-    t.width = t.cols + (g.KW - 1) * g.dw
-    t.srows = t.rows + (g.KH - 1) * g.dh
-    t.depth = t.planes + (g.KD - 1) * g.dd
+    t.width = t.cols + (g.KW - 1) * g.dw // g.sw
+    t.srows = t.rows + (g.KH - 1) * g.dh // g.sh
+    t.depth = t.planes + (g.KD - 1) * g.dd // g.sd
     t.npos = ((t.planes - 1) * t.srows + t.rows) * t.width
     return t
 
 
 cdef inline Py_ssize_t slab_size(const Geom *g, const Tile *t) noexcept nogil:
-    return g.Cg * t.depth * t.srows * t.width
+    return g.Cg * g.sd * g.sh * g.sw * t.depth * t.srows * t.width
 
 
 cdef inline void fill_slab(const floating_t *xg, const Geom *g, const Tile *t,
                            floating_t *slab) noexcept nogil:
-    """Copy the zero-padded input that a stride-1 tile reads.
+    """Copy the zero-padded input that a tile reads, split into stride phases.
 
-    slab[c, z, r, q] = x[c, od0 + z - pd, oh0 + r - ph, w0 + q - pw] (zero outside x)
-    for z < depth, r < srows, q < width; xg points at channel 0 of the group.
+    With xp the input padded by (pd, ph, pw), phase (a, b, e) of channel c holds
+    slab[c, a, b, e, z, r, q] = xp[c, (od0 + z) * sd + a, (oh0 + r) * sh + b,
+    (w0 + q) * sw + e] for z < depth, r < srows, q < width: output (pz, r, q) and tap
+    (kd, kh, kw) then read phase (kd*dd % sd, kh*dh % sh, kw*dw % sw) at
+    (pz + kd*dd // sd, r + kh*dh // sh, q + kw*dw // sw), a stride-1 run.  For stride 1
+    there is one phase and the slab is the padded input.  xg points at channel 0 of
+    the group.
     """
-    cdef Py_ssize_t c, z, r, q, id, ih, iw0 = t.w0 - g.pw, lo, hi
+    cdef Py_ssize_t c, a, b, e, z, r, q, id, ih, iw0, lo, hi
     cdef const floating_t *src
-    cdef floating_t *dst
+    cdef floating_t *dst = slab
     for c in range(g.Cg):
-        for z in range(t.depth):
-            id = t.od0 + z - g.pd
-            for r in range(t.srows):
-                ih = t.oh0 + r - g.ph
-                dst = slab + ((c * t.depth + z) * t.srows + r) * t.width
-                if id < 0 or id >= g.D or ih < 0 or ih >= g.H:
-                    lo = 0
-                    hi = 0
-                else:
-                    # columns q with 0 <= iw0 + q < W
-                    lo = min(max(0, -iw0), t.width)
-                    hi = max(lo, min(t.width, g.W - iw0))
-                src = xg + ((c * g.D + id) * g.H + ih) * g.W + iw0
-                for q in range(lo):
-                    dst[q] = 0
-                # memcpy moves whole vectors, so more of x's cache misses are in flight
-                memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating_t))
-                for q in range(hi, t.width):
-                    dst[q] = 0
+        for a in range(g.sd):
+            for b in range(g.sh):
+                for e in range(g.sw):
+                    # columns q with 0 <= iw0 + q * sw < W
+                    iw0 = t.w0 * g.sw + e - g.pw
+                    lo = 0 if iw0 >= 0 else min((-iw0 + g.sw - 1) // g.sw, t.width)
+                    hi = 0 if iw0 >= g.W else min((g.W - 1 - iw0) // g.sw + 1, t.width)
+                    hi = max(lo, hi)
+                    for z in range(t.depth):
+                        id = (t.od0 + z) * g.sd + a - g.pd
+                        for r in range(t.srows):
+                            ih = (t.oh0 + r) * g.sh + b - g.ph
+                            if id < 0 or id >= g.D or ih < 0 or ih >= g.H:
+                                for q in range(t.width):
+                                    dst[q] = 0
+                                dst += t.width
+                                continue
+                            src = xg + ((c * g.D + id) * g.H + ih) * g.W + iw0
+                            for q in range(lo):
+                                dst[q] = 0
+                            if g.sw == 1:
+                                # memcpy moves whole vectors: more of x's misses in flight
+                                memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating_t))
+                            else:
+                                for q in range(lo, hi):
+                                    dst[q] = src[q * g.sw]
+                            for q in range(hi, t.width):
+                                dst[q] = 0
+                            dst += t.width
 
 
 cdef inline void slab_offsets(const Geom *g, const Tile *t, Py_ssize_t *boff) noexcept nogil:
     """boff[k] = where tap k of the tile's output column 0 reads in the slab.
 
-    Output column j reads slab[boff[k] + j]: a stride-1 window moves one slab column per
-    output column (and one slab row or plane per output row or plane), so each tap is a
-    contiguous run and the matrix product reads the slab in place.
+    Output column j reads slab[boff[k] + j]: within its stride phase (see fill_slab) a
+    window moves one slab column per output column (and one slab row or plane per
+    output row or plane), so each tap is a contiguous run and the matrix product reads
+    the slab in place.
     """
-    cdef Py_ssize_t k = 0, c, kd, kh, kw
-    for c in range(g.Cg):
-        for kd in range(g.KD):
-            for kh in range(g.KH):
-                for kw in range(g.KW):
-                    boff[k] = ((c * t.depth + kd * g.dd) * t.srows + kh * g.dh) * t.width + kw * g.dw
-                    k = k + 1
+    cdef Py_ssize_t k = 0, c, kd, kh, kw, phase, plane = t.depth * t.srows * t.width
+    for kd in range(g.KD):
+        for kh in range(g.KH):
+            for kw in range(g.KW):
+                phase = ((kd * g.dd % g.sd) * g.sh + kh * g.dh % g.sh) * g.sw + kw * g.dw % g.sw
+                boff[k] = (phase * plane + ((kd * g.dd // g.sd) * t.srows + kh * g.dh // g.sh) * t.width
+                           + kw * g.dw // g.sw)
+                k = k + 1
+    # channel c repeats channel 0's taps sd * sh * sw phase planes further on
+    for c in range(1, g.Cg):
+        for k in range(g.KK):
+            boff[c * g.KK + k] = boff[k] + c * g.sd * g.sh * g.sw * plane

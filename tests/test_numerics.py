@@ -105,18 +105,22 @@ def test_nan_inf_propagate_through_conv(d, dtype, where):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("channels", [1, 40])
 @pytest.mark.parametrize("d", [1, 2, 3])
-def test_inf_in_last_input_column_weight_grad(d, channels, dtype):
-    """The stride-1 weight gradient computes halo columns past each output row and
-    drops them; an infinity that only a halo column reads must not leak a NaN into
-    taps whose true sum never meets it (the few-channel dot path and the GEMM path)."""
-    rng = np.random.default_rng(d + channels)
-    x = rng.standard_normal((2, channels) + (6,) * d).astype(dtype)
+def test_inf_in_last_input_column_weight_grad(d, channels, stride, dtype):
+    """The direct weight gradient computes halo columns past each output row (of each
+    stride phase) and drops them; an infinity that only a halo column reads must not
+    leak a NaN into taps whose true sum never meets it (the few-channel dot path and
+    the GEMM path)."""
+    rng = np.random.default_rng(d + channels + 100 * stride)
+    size = 5 + stride  # the last column is read by the last output
+    x = rng.standard_normal((2, channels) + (size,) * d).astype(dtype)
     x[..., -1] = np.inf
-    gy = rng.standard_normal((2, 3) + (4,) * d).astype(dtype)
-    gw = ck.conv_backward_weight(x, gy, (3, channels) + (3,) * d)
-    expected = ref.conv_backward_weight(x, gy, (3, channels) + (3,) * d)
+    out = (size - 3) // stride + 1
+    gy = rng.standard_normal((2, 3) + (out,) * d).astype(dtype)
+    gw = ck.conv_backward_weight(x, gy, (3, channels) + (3,) * d, stride=stride)
+    expected = ref.conv_backward_weight(x, gy, (3, channels) + (3,) * d, stride=stride)
     assert np.isfinite(expected[..., 0]).all()
     _same_nonfinite(gw, expected, dtype, "weight grad vs reference")
 
