@@ -43,7 +43,7 @@ from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
 from geometry cimport Geom
-from gemm cimport (Kernels, select_kernels, block_mr, block_nr, dot_rows, dot_cols,
+from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    round_up, row_offsets, pack_rows, gemm_block, gemm_rows_block, dot_block,
                    KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets
@@ -139,6 +139,7 @@ cdef struct DirectPlan:
     Py_ssize_t slab                # slab elements per thread (with slack for whole slivers)
     Py_ssize_t ldc                 # leading dimension of the tile's output (or grad_y) block
     Py_ssize_t per_thread          # scratch elements per thread
+    bint rowvec                    # vector rows: each micro-kernel vector is one output row
 
 
 cdef inline Py_ssize_t tile_npos(Py_ssize_t planes, Py_ssize_t rows, Py_ssize_t srows,
@@ -146,20 +147,39 @@ cdef inline Py_ssize_t tile_npos(Py_ssize_t planes, Py_ssize_t rows, Py_ssize_t 
     return ((planes - 1) * srows + rows) * width
 
 
-cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) noexcept nogil:
+cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
+                            Py_ssize_t max_tile) noexcept nogil:
     """Tile a correlation into padded tiles of at most max_tile columns (direct_fits).
 
     A tile computes its outputs plus the halo columns (see unroll.Tile) in slivers of nr;
     the row count (and, when whole planes fit, the plane count) is the one that wastes
-    the fewest columns.
+    the fewest columns.  With vl > 0 and output rows of one vl-vector or of whole
+    nr-slivers, tiles use vector rows instead (d.rowvec, see gemm_block): every vector
+    is part of one output row, no halo column is computed, and a tile's rows * OW
+    columns are a whole number of slivers.
     """
     cdef DirectPlan d
     cdef Py_ssize_t halo = (g.KW - 1) * g.dw // g.sw, hh = (g.KH - 1) * g.dh // g.sh
     cdef Py_ssize_t phases = g.sd * g.sh * g.sw
-    cdef Py_ssize_t width = g.OW + halo, r, n
+    cdef Py_ssize_t width = g.OW + halo, r, n, unit, rmax
     cdef double eff, best = -1
     d.planes = 1
-    if width <= max_tile:
+    d.rowvec = False
+    # rows per tile must be a multiple of unit for rows * OW to fill whole slivers
+    unit = nr // gcd(g.OW, nr) if g.OW > 0 else 1
+    rmax = (max_tile // width) // unit * unit if width <= max_tile else 0
+    if vl > 0 and (g.OW == vl or g.OW % nr == 0) and g.OH % unit == 0 and rmax > 0:
+        d.rowvec = True
+        d.seg = g.OW
+        n = (g.OH + rmax - 1) // rmax
+        d.rows = round_up((g.OH + n - 1) // n, unit)
+    elif width <= max_tile:
         d.seg = g.OW
         d.rows = 1
         for r in range(1, min(g.OH, max_tile // width) + 1):
@@ -186,6 +206,8 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t max_tile) n
     d.slab = (g.Cg * phases * (d.planes + (g.KD - 1) * g.dd // g.sd) * (d.rows + hh) * width
               + halo + nr)
     d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width), nr)
+    if d.rowvec:
+        d.ldc = d.rows * g.OW
     d.per_thread = d.slab + g.Fg * d.ldc + CK_MR_MAX * CK_NR_MAX
     return d
 
@@ -235,7 +257,7 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
-    cdef Py_ssize_t t, n, grp, kb, k0, kc, f, pz, r, q, p
+    cdef Py_ssize_t t, n, grp, kb, k0, kc, f, pz, r, q, p, ncols, row_len, pitch, cplane
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *ctile
@@ -251,16 +273,26 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
         tile = tile_of(g, d, t % ntiles)
         fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
         slab_offsets(g, &tile, boff)
+        # output (pz, r, q) is column pz * cplane + r * pitch + q of the tile's matrix
+        if d.rowvec:
+            ncols = tile.rows * tile.cols
+            row_len = tile.cols
+        else:
+            ncols = tile.npos
+            row_len = 0
+        pitch = tile.cols if d.rowvec else tile.width
+        cplane = tile.srows * pitch
         for kb in range((K + KC - 1) // KC):
             k0 = kb * KC
             kc = min(<Py_ssize_t> KC, K - k0)
             gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, slab,
-                       boff + k0, tile.npos, ctile, d.ldc, ctile + g.Fg * d.ldc, k0 > 0)
+                       boff + k0, row_len, tile.width, ncols, ctile, d.ldc,
+                       ctile + g.Fg * d.ldc, k0 > 0)
         # copy the tile's outputs out, dropping the halo columns, adding the bias
         for f in range(g.Fg):
             for pz in range(tile.planes):
                 for r in range(tile.rows):
-                    src = ctile + f * d.ldc + (pz * tile.srows + r) * tile.width
+                    src = ctile + f * d.ldc + pz * cplane + r * pitch
                     p = ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0
                     dst = y + (n * g.F + grp * g.Fg + f) * g.P + p
                     if bias_mode == 0:
@@ -298,7 +330,7 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
             kc = min(<Py_ssize_t> KC, K - k0)
             im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw, 0)
             gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
-                       offsets, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
+                       offsets, 0, 0, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
                        col + KC * tw, k0 > 0)
         if bias_mode != 0:
             for f in range(grp * g.Fg, (grp + 1) * g.Fg):
@@ -321,7 +353,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
     cdef floating_t *scratch
     cdef Py_ssize_t *offsets
     if direct_fits(g):
-        d = plan_direct(g, nr, DIRECT_TILE)
+        d = plan_direct(g, nr, block_vl(&KERN, x), DIRECT_TILE)
         offsets = <Py_ssize_t *> alloc_scratch(nt * K * sizeof(Py_ssize_t))
         try:
             scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
@@ -473,7 +505,7 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
                     r0 = rbi * rb
                     nb = min(rb, nrows - r0)
                     gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt, offsets,
-                               pn, cols, tw, cols + rb * tw, False)
+                               0, 0, pn, cols, tw, cols + rb * tw, False)
                     col2im_add(cols, tw, g, r0, nb, p0, pn, gxc)
     free(scratch)
     free(offsets)
@@ -788,12 +820,12 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t b, f, k
     nchunks = (g.N + per_chunk - 1) // per_chunk
     if direct:
-        d = plan_direct(&g, nr, DIRECT_TILE)
+        d = plan_direct(&g, nr, 0, DIRECT_TILE)
         per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
         noffsets = nt * K + d.ldc
         nptrs = nt * (K + CK_MR_MAX)
     elif slab_dot:
-        d = plan_direct(&g, 1, DOT_TILE)
+        d = plan_direct(&g, 1, 0, DOT_TILE)
         per_thread = d.slab + g.Fg * d.ldc + dr * dc
         noffsets = nt * K
         nptrs = nt * (dr + dc)

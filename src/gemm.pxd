@@ -5,20 +5,25 @@
 #             rows past M are zero (see pack_rows);
 #   B:        B[k, j] at B[boff[k] + j], readable for ncols rounded up to nr columns
 #             (row offsets k * ld for an im2col tile, or one per kernel tap for a
-#             padded input slab, where the product reads the input in place);
+#             padded input slab, where the product reads the input in place); or, in
+#             gemm_block, output rows of row_len columns pitch apart (vector rows);
 #   C:        C[i, j] at C[i * ldc + j], written only for i < M, j < ncols.
 
 from fused cimport floating_t
 
 cdef extern from "ukernel.h":
     ctypedef void (*ck_gemm_s)(Py_ssize_t, const float *, const float *,
-                               const Py_ssize_t *, float *, Py_ssize_t, int) noexcept nogil
+                               const Py_ssize_t *, Py_ssize_t, float *, Py_ssize_t,
+                               int) noexcept nogil
     ctypedef void (*ck_gemm_d)(Py_ssize_t, const double *, const double *,
-                               const Py_ssize_t *, double *, Py_ssize_t, int) noexcept nogil
+                               const Py_ssize_t *, Py_ssize_t, double *, Py_ssize_t,
+                               int) noexcept nogil
     ctypedef void (*ck_gemm_rows_s)(Py_ssize_t, const float * const *, const float *,
-                                    const Py_ssize_t *, float *, Py_ssize_t, int) noexcept nogil
+                                    const Py_ssize_t *, Py_ssize_t, float *, Py_ssize_t,
+                                    int) noexcept nogil
     ctypedef void (*ck_gemm_rows_d)(Py_ssize_t, const double * const *, const double *,
-                                    const Py_ssize_t *, double *, Py_ssize_t, int) noexcept nogil
+                                    const Py_ssize_t *, Py_ssize_t, double *, Py_ssize_t,
+                                    int) noexcept nogil
     ctypedef void (*ck_dot_s)(Py_ssize_t, const float * const *, const float * const *,
                               float *) noexcept nogil
     ctypedef void (*ck_dot_d)(Py_ssize_t, const double * const *, const double * const *,
@@ -27,13 +32,13 @@ cdef extern from "ukernel.h":
         ck_gemm_s gemm
         ck_gemm_rows_s gemm_rows
         ck_dot_s dot
-        int mr, nr, dr, dc
+        int mr, nr, vl, dr, dc
         const char *name
     ctypedef struct ck_kernels_d:
         ck_gemm_d gemm
         ck_gemm_rows_d gemm_rows
         ck_dot_d dot
-        int mr, nr, dr, dc
+        int mr, nr, vl, dr, dc
         const char *name
     void ck_select_s(ck_kernels_s *k) noexcept nogil
     void ck_select_d(ck_kernels_d *k) noexcept nogil
@@ -69,6 +74,14 @@ cdef inline Py_ssize_t block_nr(const Kernels *kern, const floating_t *tag) noex
         return kern.s.nr
     else:
         return kern.d.nr
+
+
+cdef inline Py_ssize_t block_vl(const Kernels *kern, const floating_t *tag) noexcept nogil:
+    """Elements per vector of the GEMM micro-kernel (block_nr is a multiple)."""
+    if floating_t is float:
+        return kern.s.vl
+    else:
+        return kern.d.vl
 
 
 cdef inline Py_ssize_t dot_rows(const Kernels *kern, const floating_t *tag) noexcept nogil:
@@ -120,35 +133,43 @@ cdef inline void pack_rows(const floating_t *src, Py_ssize_t rs, Py_ssize_t cs,
 
 
 cdef inline void ukernel(const Kernels *kern, Py_ssize_t kc, const floating_t *A,
-                         const floating_t *B, const Py_ssize_t *boff, floating_t *C,
-                         Py_ssize_t ldc, int accumulate) noexcept nogil:
+                         const floating_t *B, const Py_ssize_t *boff, Py_ssize_t vs,
+                         floating_t *C, Py_ssize_t ldc, int accumulate) noexcept nogil:
     if floating_t is float:
-        kern.s.gemm(kc, A, B, boff, C, ldc, accumulate)
+        kern.s.gemm(kc, A, B, boff, vs, C, ldc, accumulate)
     else:
-        kern.d.gemm(kc, A, B, boff, C, ldc, accumulate)
+        kern.d.gemm(kc, A, B, boff, vs, C, ldc, accumulate)
 
 
 cdef inline void ukernel_rows(const Kernels *kern, Py_ssize_t kc, const floating_t **A,
-                              const floating_t *B, const Py_ssize_t *boff, floating_t *C,
-                              Py_ssize_t ldc, int accumulate) noexcept nogil:
+                              const floating_t *B, const Py_ssize_t *boff, Py_ssize_t vs,
+                              floating_t *C, Py_ssize_t ldc, int accumulate) noexcept nogil:
     if floating_t is float:
-        kern.s.gemm_rows(kc, A, B, boff, C, ldc, accumulate)
+        kern.s.gemm_rows(kc, A, B, boff, vs, C, ldc, accumulate)
     else:
-        kern.d.gemm_rows(kc, A, B, boff, C, ldc, accumulate)
+        kern.d.gemm_rows(kc, A, B, boff, vs, C, ldc, accumulate)
 
 
 cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t a_stride,
                             Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
-                            const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
-                            Py_ssize_t ldc, floating_t *ctmp, bint accumulate) noexcept nogil:
+                            const Py_ssize_t *boff, Py_ssize_t row_len, Py_ssize_t pitch,
+                            Py_ssize_t ncols, floating_t *C, Py_ssize_t ldc, floating_t *ctmp,
+                            bint accumulate) noexcept nogil:
     """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols].
 
     A is packed (a_stride elements between mr-row blocks, so a block may be a column
     slice of a wider packed matrix); ctmp is mr x nr scratch for the ragged edges.
+    With row_len = 0, B's rows are contiguous.  Otherwise (vector rows) the ncols
+    columns are output rows of row_len columns whose data lie pitch apart: column
+    j = r * row_len + q is at B + boff[k] + r * pitch + q; row_len is then block_vl
+    (each vector one row) or a multiple of block_nr (whole slivers per row), and ncols
+    a multiple of block_nr.
     """
-    cdef Py_ssize_t mr = block_mr(kern, A), nr = block_nr(kern, A)
+    cdef Py_ssize_t mr = block_mr(kern, A), nr = block_nr(kern, A), vl = block_vl(kern, A)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
+    cdef Py_ssize_t vs = vl if row_len == 0 or row_len >= nr else pitch
     cdef const floating_t *a
+    cdef const floating_t *bj
     cdef floating_t *c
     cdef int acc
     for kb in range((kdim + KC - 1) // KC):
@@ -158,19 +179,20 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)
+            bj = B + j0 if row_len == 0 else B + j0 // row_len * pitch + j0 % row_len
             for mb in range((M + mr - 1) // mr):
                 m0 = mb * mr
                 mm = min(mr, M - m0)
                 a = A + mb * a_stride + k0 * mr
                 c = C + m0 * ldc + j0
                 if mm == mr and nn == nr:
-                    ukernel(kern, kc, a, B + j0, boff + k0, c, ldc, acc)
+                    ukernel(kern, kc, a, bj, boff + k0, vs, c, ldc, acc)
                     continue
                 if acc:
                     for i in range(mm):
                         for j in range(nn):
                             ctmp[i * nr + j] = c[i * ldc + j]
-                ukernel(kern, kc, a, B + j0, boff + k0, ctmp, nr, acc)
+                ukernel(kern, kc, a, bj, boff + k0, vs, ctmp, nr, acc)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]
@@ -186,7 +208,7 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
     The rows of A are read in place (no packing); aptr is scratch for mr pointers and
     ctmp for an mr x nr edge block, as in gemm_block.
     """
-    cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B)
+    cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
     cdef floating_t *c
     for kb in range((kdim + KC - 1) // KC):
@@ -203,12 +225,12 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                     aptr[i] = rows[min(m0 + i, M - 1)] + a_off + k0
                 c = C + m0 * ldc + j0
                 if mm == mr and nn == nr:
-                    ukernel_rows(kern, kc, aptr, B + j0, boff + k0, c, ldc, 1)
+                    ukernel_rows(kern, kc, aptr, B + j0, boff + k0, vl, c, ldc, 1)
                     continue
                 for i in range(mm):
                     for j in range(nn):
                         ctmp[i * nr + j] = c[i * ldc + j]
-                ukernel_rows(kern, kc, aptr, B + j0, boff + k0, ctmp, nr, 1)
+                ukernel_rows(kern, kc, aptr, B + j0, boff + k0, vl, ctmp, nr, 1)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]

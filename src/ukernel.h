@@ -25,15 +25,16 @@
 
 #define CK_DECLARE_KERNELS(T, S)                                                     \
     typedef void (*ck_gemm_##S)(Py_ssize_t, const T *, const T *, const Py_ssize_t *, \
-                                T *, Py_ssize_t, int);                               \
+                                Py_ssize_t, T *, Py_ssize_t, int);                   \
     typedef void (*ck_gemm_rows_##S)(Py_ssize_t, const T *const *, const T *,        \
-                                     const Py_ssize_t *, T *, Py_ssize_t, int);      \
+                                     const Py_ssize_t *, Py_ssize_t, T *, Py_ssize_t, \
+                                     int);                                           \
     typedef void (*ck_dot_##S)(Py_ssize_t, const T *const *, const T *const *, T *);  \
     typedef struct {                                                                 \
         ck_gemm_##S gemm;                                                            \
         ck_gemm_rows_##S gemm_rows;                                                  \
         ck_dot_##S dot;                                                              \
-        int mr, nr, dr, dc;                                                          \
+        int mr, nr, vl, dr, dc;                                                      \
         const char *name;                                                            \
     } ck_kernels_##S;
 CK_DECLARE_KERNELS(float, s)
@@ -189,12 +190,12 @@ CK_DECLARE_KERNELS(double, d)
 #define UK_ATTR
 #include "ukernel_dot_template.h"
 
-#define CK_SET(K, S, ISA, MR, NR, DR, DC)                                             \
+#define CK_SET(K, S, ISA, MR, NR, VL, DR, DC)                                         \
     do {                                                                             \
         (K)->gemm = ck_##S##_##ISA##_gemm;                                           \
         (K)->gemm_rows = ck_##S##_##ISA##_gemm_rows;                                 \
         (K)->dot = ck_##S##_##ISA##_dot;                                             \
-        (K)->mr = MR; (K)->nr = NR; (K)->dr = DR; (K)->dc = DC;                      \
+        (K)->mr = MR; (K)->nr = NR; (K)->vl = VL; (K)->dr = DR; (K)->dc = DC;        \
         (K)->name = #ISA;                                                            \
     } while (0)
 
@@ -203,15 +204,15 @@ static void ck_select_s(ck_kernels_s *k)
 #ifdef CK_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
-        CK_SET(k, s, avx512, 8, 32, 4, 6);
+        CK_SET(k, s, avx512, 8, 32, 16, 4, 6);
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        CK_SET(k, s, avx2, 6, 16, 3, 4);
+        CK_SET(k, s, avx2, 6, 16, 8, 3, 4);
         return;
     }
 #endif
-    CK_SET(k, s, base, 4, 12, 3, 4);
+    CK_SET(k, s, base, 4, 12, 4, 3, 4);
 }
 
 static void ck_select_d(ck_kernels_d *k)
@@ -219,15 +220,15 @@ static void ck_select_d(ck_kernels_d *k)
 #ifdef CK_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
-        CK_SET(k, d, avx512, 8, 16, 4, 6);
+        CK_SET(k, d, avx512, 8, 16, 8, 4, 6);
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        CK_SET(k, d, avx2, 6, 8, 3, 4);
+        CK_SET(k, d, avx2, 6, 8, 4, 3, 4);
         return;
     }
 #endif
-    CK_SET(k, d, base, 4, 6, 3, 4);
+    CK_SET(k, d, base, 4, 6, 2, 3, 4);
 }
 
 #else /* no GNU vector extensions: plain C kernels */
@@ -235,11 +236,12 @@ static void ck_select_d(ck_kernels_d *k)
 /* One 4 x 4 GEMM block; A_AT reads A at row i, reduction index k (packed or by rows). */
 #define CK_SCALAR_GEMM(NAME, T, A_TYPE, A_AT)                                        \
     static void NAME(Py_ssize_t kc, A_TYPE A, const T *B, const Py_ssize_t *boff,    \
-                     T *C, Py_ssize_t ldc, int accumulate)                           \
+                     Py_ssize_t vs, T *C, Py_ssize_t ldc, int accumulate)            \
     {                                                                                \
         T acc[4][4] = {{0}};                                                         \
         Py_ssize_t k;                                                                \
         int i, j;                                                                    \
+        (void) vs; /* one vector of VL = NR columns */                               \
         for (k = 0; k < kc; k++)                                                     \
             for (i = 0; i < 4; i++)                                                  \
                 for (j = 0; j < 4; j++)                                              \
@@ -270,7 +272,7 @@ static void ck_select_d(ck_kernels_d *k)
         k->gemm = ck_##S##_scalar_gemm;                                              \
         k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
         k->dot = ck_##S##_scalar_dot;                                                \
-        k->mr = 4; k->nr = 4; k->dr = 2; k->dc = 2;                                  \
+        k->mr = 4; k->nr = 4; k->vl = 4; k->dr = 2; k->dc = 2;                       \
         k->name = "scalar";                                                          \
     }
 CK_SCALAR_KERNELS(s, float)

@@ -3,8 +3,10 @@
  * Computes the MR x NR block  C (+)= A * B  where
  *   A is packed: A[k * MR + i] for row i of the block and reduction index k < kc, or,
  *     when UK_AROWS is defined, given as MR row pointers: A[i][k] (rows read in place),
- *   B row k starts at B + boff[k]: B[boff[k] + j], j < NR = NV * VL (an im2col tile
- *     has boff[k] = k * ld; a padded input slab has one offset per kernel tap),
+ *   B row k starts at B + boff[k], and its vector v (columns v * VL .. v * VL + VL - 1
+ *     of the block, v < NV) at B + boff[k] + v * vs: vs = VL for a contiguous row (an
+ *     im2col tile has boff[k] = k * ld; a padded input slab has one offset per kernel
+ *     tap), or the slab's row pitch when each vector is one output row,
  *   C is row-major with leading dimension ldc.
  * accumulate == 0 overwrites C, otherwise adds to it.  The accumulators live in
  * MR * NV vector registers; every reduction runs k = 0, 1, ... in order, so a given
@@ -22,7 +24,7 @@
 #endif
 static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
                             const UK_T *restrict B, const Py_ssize_t *restrict boff,
-                            UK_T *restrict C, Py_ssize_t ldc, int accumulate)
+                            Py_ssize_t vs, UK_T *restrict C, Py_ssize_t ldc, int accumulate)
 {
     typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
     vec_t acc[UK_MR][UK_NV];
@@ -38,7 +40,7 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
         vec_t b[UK_NV];
 #pragma GCC unroll 8
         for (v = 0; v < UK_NV; v++)
-            memcpy(&b[v], B + boff[k] + v * UK_VL, sizeof(vec_t));
+            memcpy(&b[v], B + boff[k] + v * vs, sizeof(vec_t));
 #pragma GCC unroll 16
         for (i = 0; i < UK_MR; i++) {
             const vec_t a = UK_A_AT(k, i) - zero; /* a broadcast: x - 0 == x, so it folds */

@@ -211,6 +211,28 @@ def test_edge_geometries(edge, dtype, rng):
                  dtype)
 
 
+# Output widths that are one micro-kernel vector or whole slivers on some ISA (4, 8, 16
+# wide vectors; 12, 16, 32 wide slivers) take the vector-row tiles of the direct path.
+ROW_WIDTHS = [4, 8, 12, 16, 24, 32, 48, 64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 2, 5, 16])
+@pytest.mark.parametrize("ow", ROW_WIDTHS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_output_rows_of_whole_vectors(ow, rows, stride, dtype, rng):
+    kw = dict(stride=stride, padding=1)
+    x = rng.standard_normal((2, 3, (rows - 1) * stride + 1, (ow - 1) * stride + 1)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    y = convkern.conv_forward(x, w, b, **kw)
+    assert y.shape[2:] == (rows, ow)
+    assert_close(y, ref.conv_forward(x, w, b, **kw), dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(convkern.conv_backward_input(g, w, x.shape, **kw),
+                 ref.conv_backward_input(g, w, x.shape, **kw), dtype)
+
+
 # --------------------------------------------------------------------------------------
 # Layouts, read-only inputs, no mutation, determinism, empty batch
 # --------------------------------------------------------------------------------------
