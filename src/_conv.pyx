@@ -173,12 +173,18 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
     d.rowvec = False
     # rows per tile must be a multiple of unit for rows * OW to fill whole slivers
     unit = nr // gcd(g.OW, nr) if g.OW > 0 else 1
-    rmax = (max_tile // width) // unit * unit if width <= max_tile else 0
+    rmax = (max_tile // g.OW) // unit * unit if width <= max_tile else 0
     if vl > 0 and (g.OW == vl or g.OW % nr == 0) and g.OH % unit == 0 and rmax > 0:
         d.rowvec = True
         d.seg = g.OW
-        n = (g.OH + rmax - 1) // rmax
-        d.rows = round_up((g.OH + n - 1) // n, unit)
+        if rmax >= g.OH:
+            # whole planes, as many as fit, spread evenly over the tiles
+            d.rows = g.OH
+            n = (g.OD + rmax // g.OH - 1) // (rmax // g.OH)
+            d.planes = (g.OD + n - 1) // n
+        else:
+            n = (g.OH + rmax - 1) // rmax
+            d.rows = round_up((g.OH + n - 1) // n, unit)
     elif width <= max_tile:
         d.seg = g.OW
         d.rows = 1
@@ -207,7 +213,7 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
               + halo + nr)
     d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width), nr)
     if d.rowvec:
-        d.ldc = d.rows * g.OW
+        d.ldc = d.planes * d.rows * g.OW
     d.per_thread = d.slab + g.Fg * d.ldc + CK_MR_MAX * CK_NR_MAX
     return d
 
@@ -264,29 +270,37 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef floating_t *src
     cdef floating_t *dst
     cdef Py_ssize_t *boff
+    cdef Py_ssize_t *roff
     for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * d.per_thread
         ctile = slab + d.slab
-        boff = offsets + threadid() * K
+        boff = offsets + threadid() * (K + d.planes * d.rows)
+        roff = boff + K
         n = t // (g.G * ntiles)
         grp = (t // ntiles) % g.G
         tile = tile_of(g, d, t % ntiles)
         fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
         slab_offsets(g, &tile, boff)
-        # output (pz, r, q) is column pz * cplane + r * pitch + q of the tile's matrix
+        # output (pz, r, q) is column pz * cplane + r * pitch + q of the tile's matrix:
+        # vector rows are packed, padded-row tiles keep the slab's halo columns
         if d.rowvec:
-            ncols = tile.rows * tile.cols
+            ncols = tile.planes * tile.rows * tile.cols
             row_len = tile.cols
+            pitch = tile.cols
+            cplane = tile.rows * tile.cols
+            for pz in range(tile.planes):
+                for r in range(tile.rows):
+                    roff[pz * tile.rows + r] = (pz * tile.srows + r) * tile.width
         else:
             ncols = tile.npos
             row_len = 0
-        pitch = tile.cols if d.rowvec else tile.width
-        cplane = tile.srows * pitch
+            pitch = tile.width
+            cplane = tile.srows * tile.width
         for kb in range((K + KC - 1) // KC):
             k0 = kb * KC
             kc = min(<Py_ssize_t> KC, K - k0)
             gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, slab,
-                       boff + k0, row_len, tile.width, ncols, ctile, d.ldc,
+                       boff + k0, row_len, roff, ncols, ctile, d.ldc,
                        ctile + g.Fg * d.ldc, k0 > 0)
         # copy the tile's outputs out, dropping the halo columns, adding the bias
         for f in range(g.Fg):
@@ -330,7 +344,7 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
             kc = min(<Py_ssize_t> KC, K - k0)
             im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw, 0)
             gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
-                       offsets, 0, 0, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
+                       offsets, 0, NULL, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
                        col + KC * tw, k0 > 0)
         if bias_mode != 0:
             for f in range(grp * g.Fg, (grp + 1) * g.Fg):
@@ -354,7 +368,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
     cdef Py_ssize_t *offsets
     if direct_fits(g):
         d = plan_direct(g, nr, block_vl(&KERN, x), DIRECT_TILE)
-        offsets = <Py_ssize_t *> alloc_scratch(nt * K * sizeof(Py_ssize_t))
+        offsets = <Py_ssize_t *> alloc_scratch(nt * (K + d.planes * d.rows) * sizeof(Py_ssize_t))
         try:
             scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
         except MemoryError:
@@ -505,7 +519,7 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
                     r0 = rbi * rb
                     nb = min(rb, nrows - r0)
                     gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt, offsets,
-                               0, 0, pn, cols, tw, cols + rb * tw, False)
+                               0, NULL, pn, cols, tw, cols + rb * tw, False)
                     col2im_add(cols, tw, g, r0, nb, p0, pn, gxc)
     free(scratch)
     free(offsets)

@@ -6,7 +6,7 @@
 #   B:        B[k, j] at B[boff[k] + j], readable for ncols rounded up to nr columns
 #             (row offsets k * ld for an im2col tile, or one per kernel tap for a
 #             padded input slab, where the product reads the input in place); or, in
-#             gemm_block, output rows of row_len columns pitch apart (vector rows);
+#             gemm_block, output rows of row_len columns at given offsets (vector rows);
 #   C:        C[i, j] at C[i * ldc + j], written only for i < M, j < ncols.
 
 from fused cimport floating_t
@@ -152,22 +152,22 @@ cdef inline void ukernel_rows(const Kernels *kern, Py_ssize_t kc, const floating
 
 cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t a_stride,
                             Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
-                            const Py_ssize_t *boff, Py_ssize_t row_len, Py_ssize_t pitch,
-                            Py_ssize_t ncols, floating_t *C, Py_ssize_t ldc, floating_t *ctmp,
-                            bint accumulate) noexcept nogil:
+                            const Py_ssize_t *boff, Py_ssize_t row_len,
+                            const Py_ssize_t *roff, Py_ssize_t ncols, floating_t *C,
+                            Py_ssize_t ldc, floating_t *ctmp, bint accumulate) noexcept nogil:
     """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols].
 
     A is packed (a_stride elements between mr-row blocks, so a block may be a column
     slice of a wider packed matrix); ctmp is mr x nr scratch for the ragged edges.
     With row_len = 0, B's rows are contiguous.  Otherwise (vector rows) the ncols
-    columns are output rows of row_len columns whose data lie pitch apart: column
-    j = r * row_len + q is at B + boff[k] + r * pitch + q; row_len is then block_vl
-    (each vector one row) or a multiple of block_nr (whole slivers per row), and ncols
-    a multiple of block_nr.
+    columns are output rows of row_len columns, row R starting roff[R] into B's rows:
+    column j = R * row_len + q is at B + boff[k] + roff[R] + q.  row_len is then
+    block_vl (each vector one row; the rows of one sliver equally spaced) or a multiple
+    of block_nr (whole slivers per row), and ncols a multiple of block_nr.
     """
     cdef Py_ssize_t mr = block_mr(kern, A), nr = block_nr(kern, A), vl = block_vl(kern, A)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
-    cdef Py_ssize_t vs = vl if row_len == 0 or row_len >= nr else pitch
+    cdef Py_ssize_t vs = vl, row
     cdef const floating_t *a
     cdef const floating_t *bj
     cdef floating_t *c
@@ -179,7 +179,12 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)
-            bj = B + j0 if row_len == 0 else B + j0 // row_len * pitch + j0 % row_len
+            bj = B + j0
+            if row_len > 0:
+                row = j0 // row_len
+                bj = B + roff[row] + j0 % row_len
+                if row_len < nr:
+                    vs = roff[row + 1] - roff[row]
             for mb in range((M + mr - 1) // mr):
                 m0 = mb * mr
                 mm = min(mr, M - m0)

@@ -217,16 +217,20 @@ ROW_WIDTHS = [4, 8, 12, 16, 24, 32, 48, 64]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("planes", [0, 3])
 @pytest.mark.parametrize("rows", [1, 2, 5, 16])
 @pytest.mark.parametrize("ow", ROW_WIDTHS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_output_rows_of_whole_vectors(ow, rows, stride, dtype, rng):
+def test_output_rows_of_whole_vectors(ow, rows, planes, stride, dtype, rng):
+    """2-D outputs (planes = 0) and 3-D outputs of several planes, which whole-plane
+    vector-row tiles cover together."""
+    out = ((planes,) if planes else ()) + (rows, ow)
     kw = dict(stride=stride, padding=1)
-    x = rng.standard_normal((2, 3, (rows - 1) * stride + 1, (ow - 1) * stride + 1)).astype(dtype)
-    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    x = rng.standard_normal((2, 3) + tuple((o - 1) * stride + 1 for o in out)).astype(dtype)
+    w = rng.standard_normal((5, 3) + (3,) * len(out)).astype(dtype)
     b = rng.standard_normal(5).astype(dtype)
     y = convkern.conv_forward(x, w, b, **kw)
-    assert y.shape[2:] == (rows, ow)
+    assert y.shape[2:] == out
     assert_close(y, ref.conv_forward(x, w, b, **kw), dtype)
     g = rng.standard_normal(y.shape).astype(dtype)
     assert_close(convkern.conv_backward_input(g, w, x.shape, **kw),
