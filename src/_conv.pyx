@@ -649,7 +649,8 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
     cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
     cdef Py_ssize_t per_thread = d.slab + g.Fg * d.ldc + dr * dc
-    cdef Py_ssize_t t, b, grp, n, i, used, fb, jb, ii, jj, pz, r, base
+    cdef Py_ssize_t t, b, grp, n, i, used, fb, jb, ii, jj, pz, r, base, lpad
+    cdef Py_ssize_t vl = block_vl(&KERN, x)
     cdef bint finite
     cdef Tile tile
     cdef floating_t *slab
@@ -679,6 +680,11 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
                 memset(slab + used, 0, (d.slab - used) * sizeof(floating_t))
                 slab_offsets(g, &tile, boff)
                 stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
+                # whole vectors: the sums run to npos rounded up (d.ldc and the slab's
+                # slack allow it) over zero grad_y columns, which add exact zeros
+                lpad = round_up(tile.npos, vl)
+                for ii in range(g.Fg):
+                    memset(gys + ii * d.ldc + tile.npos, 0, (lpad - tile.npos) * sizeof(floating_t))
                 finite = not has_nonfinite(slab, used)
                 for fb in range((g.Fg + dr - 1) // dr):
                     # rows past the end repeat the last row; their sums are dropped
@@ -688,7 +694,7 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
                         for jj in range(dc):
                             bp[jj] = slab + boff[min(jb * dc + jj, K - 1)]
                         if finite:
-                            dot_accumulate(&KERN, tile.npos, a, bp, dr, dc,
+                            dot_accumulate(&KERN, lpad, a, bp, dr, dc,
                                            min(dr, g.Fg - fb * dr), min(dc, K - jb * dc),
                                            res, dst + fb * dr * K + jb * dc, K)
                             continue
@@ -839,7 +845,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         noffsets = nt * K + d.ldc
         nptrs = nt * (K + CK_MR_MAX)
     elif slab_dot:
-        d = plan_direct(&g, 1, 0, DOT_TILE)
+        d = plan_direct(&g, block_vl(&KERN, x0), 0, DOT_TILE)
         per_thread = d.slab + g.Fg * d.ldc + dr * dc
         noffsets = nt * K
         nptrs = nt * (dr + dc)

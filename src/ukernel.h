@@ -67,6 +67,7 @@ CK_DECLARE_KERNELS(double, d)
 #include "ukernel_template.h"
 #define UKD_NAME ck_s_avx512_dot
 #define UK_T float
+#define UK_IT int
 #define UK_VL 16
 #define UKD_R 4
 #define UKD_C 6
@@ -90,6 +91,7 @@ CK_DECLARE_KERNELS(double, d)
 #include "ukernel_template.h"
 #define UKD_NAME ck_d_avx512_dot
 #define UK_T double
+#define UK_IT long long
 #define UK_VL 8
 #define UKD_R 4
 #define UKD_C 6
@@ -113,6 +115,7 @@ CK_DECLARE_KERNELS(double, d)
 #include "ukernel_template.h"
 #define UKD_NAME ck_s_avx2_dot
 #define UK_T float
+#define UK_IT int
 #define UK_VL 8
 #define UKD_R 3
 #define UKD_C 4
@@ -136,6 +139,7 @@ CK_DECLARE_KERNELS(double, d)
 #include "ukernel_template.h"
 #define UKD_NAME ck_d_avx2_dot
 #define UK_T double
+#define UK_IT long long
 #define UK_VL 4
 #define UKD_R 3
 #define UKD_C 4
@@ -161,6 +165,7 @@ CK_DECLARE_KERNELS(double, d)
 #include "ukernel_template.h"
 #define UKD_NAME ck_s_base_dot
 #define UK_T float
+#define UK_IT int
 #define UK_VL 4
 #define UKD_R 3
 #define UKD_C 4
@@ -184,6 +189,7 @@ CK_DECLARE_KERNELS(double, d)
 #include "ukernel_template.h"
 #define UKD_NAME ck_d_base_dot
 #define UK_T double
+#define UK_IT long long
 #define UK_VL 2
 #define UKD_R 3
 #define UKD_C 4

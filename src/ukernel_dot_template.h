@@ -7,7 +7,8 @@
  * tree) and adds the scalar tail last, so the result does not depend on the caller's
  * threads.
  *
- * Parameters (macros): UKD_NAME, UK_T, UK_VL, UKD_R (DR), UKD_C (DC), UK_ATTR.
+ * Parameters (macros): UKD_NAME, UK_T, UK_IT (the integer type of UK_T's size, for
+ * shuffle masks), UK_VL, UKD_R (DR), UKD_C (DC), UK_ATTR.
  */
 static UK_ATTR void UKD_NAME(Py_ssize_t L, const UK_T *const *a, const UK_T *const *b,
                              UK_T *out)
@@ -16,7 +17,7 @@ static UK_ATTR void UKD_NAME(Py_ssize_t L, const UK_T *const *a, const UK_T *con
     vec_t acc[UKD_R][UKD_C];
     const vec_t zero = {0};
     Py_ssize_t p, Lv = L - L % UK_VL;
-    int i, j, l;
+    int i, j;
 #pragma GCC unroll 8
     for (i = 0; i < UKD_R; i++)
 #pragma GCC unroll 8
@@ -36,26 +37,53 @@ static UK_ATTR void UKD_NAME(Py_ssize_t L, const UK_T *const *a, const UK_T *con
                 acc[i][j] += va[i] * vb;
         }
     }
-    for (i = 0; i < UKD_R; i++) {
-        for (j = 0; j < UKD_C; j++) {
-            UK_T lanes[UK_VL], s;
-            int w;
-            memcpy(lanes, &acc[i][j], sizeof(vec_t));
+    {
+        /* Fold the DR * DC accumulators (padded with zero vectors to a multiple of VL)
+         * into one lane each.  Each level pairs vectors u[2m], u[2m+1] that hold n sums
+         * of w lanes each and adds the first half of every sum's lanes to its second
+         * half: one vector of 2n sums of w / 2 lanes (u[2m]'s sums first).  After
+         * log2(VL) levels, vector m holds sums m * VL .. m * VL + VL - 1 in order. */
+        enum { NACC = UKD_R * UKD_C, NVEC = (NACC + UK_VL - 1) / UK_VL * UK_VL };
+        typedef UK_IT idx_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
+        vec_t u[NVEC];
+        int n, w, m, l, h, t, count = NVEC;
+#pragma GCC unroll 32
+        for (t = 0; t < NVEC; t++)
+            u[t] = t < NACC ? acc[t / UKD_C][t % UKD_C] : zero;
 #pragma GCC unroll 8
-            for (w = UK_VL / 2; w > 0; w /= 2)
+        for (w = UK_VL; w > 1; w /= 2) {
+            idx_t lo, hi;
+            n = UK_VL / w;
+            h = w / 2;
+            /* lane l of the result: sum l / h (u[2m]'s n sums, then u[2m+1]'s), lane l % h */
 #pragma GCC unroll 16
-                for (l = 0; l < w; l++)
-                    lanes[l] += lanes[l + w];
-            s = lanes[0];
-            for (p = Lv; p < L; p++)
-                s += a[i][p] * b[j][p];
-            out[i * UKD_C + j] = s;
+            for (l = 0; l < UK_VL; l++) {
+                int sum = l / h;
+                lo[l] = (sum < n ? sum * w : UK_VL + (sum - n) * w) + l % h;
+                hi[l] = lo[l] + h;
+            }
+#pragma GCC unroll 16
+            for (m = 0; m < count / 2; m++)
+                u[m] = __builtin_shuffle(u[2 * m], u[2 * m + 1], lo)
+                       + __builtin_shuffle(u[2 * m], u[2 * m + 1], hi);
+            count /= 2;
+        }
+        for (i = 0; i < UKD_R; i++) {
+            for (j = 0; j < UKD_C; j++) {
+                UK_T s;
+                t = i * UKD_C + j;
+                s = u[t / UK_VL][t % UK_VL];
+                for (p = Lv; p < L; p++)
+                    s += a[i][p] * b[j][p];
+                out[i * UKD_C + j] = s;
+            }
         }
     }
 }
 
 #undef UKD_NAME
 #undef UK_T
+#undef UK_IT
 #undef UK_VL
 #undef UKD_R
 #undef UKD_C

@@ -104,12 +104,12 @@ missing=()
 required=(pyproject.toml setup.py MANIFEST.in README.md convkern/py.typed
           convkern/__init__.py convkern/_version.py convkern/_config.py)
 for f in "$WORK"/src/src/*.pyx "$WORK"/src/src/*.pxd "$WORK"/src/src/*.h \
-         "$WORK"/src/convkern/*.pyi "$WORK"/src/tests/*.py "$WORK"/src/tools/*; do
+         "$WORK"/src/convkern/*.pyi "$WORK"/src/tests/*.py "$WORK"/src/tests/*.c "$WORK"/src/tools/*; do
     required+=("${f#"$WORK/src/"}")
 done
 for f in "${required[@]}"; do grep -qxF "$f" "$WORK/sdist.txt" || missing+=("$f"); done
 ((${#missing[@]} == 0)) || fail "the sdist lacks: ${missing[*]}"
-if grep -E '\.(c|so|pyd|dll|dylib|html|pyc)$|_build_info\.py$|^build/|^\.venv/' "$WORK/sdist.txt"; then
+if grep -E '^(src|convkern)/.*\.c$|\.(so|pyd|dll|dylib|html|pyc)$|_build_info\.py$|^build/|^\.venv/' "$WORK/sdist.txt"; then
     fail "the sdist holds generated or compiled files (listed above)"
 fi
 echo "sdist OK: ${#required[@]} required files present; no generated C or binaries"

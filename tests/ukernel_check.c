@@ -1,0 +1,132 @@
+/* Checks every micro-kernel of src/ukernel.h that this CPU can run against plain loops.
+ *
+ * Built and run by test_ukernels.py.  Exit status 0 and one "ok <kernel>" line per
+ * kernel, or "FAIL ..." lines and status 1.  The import-time dispatch picks only the
+ * widest ISA, so without this program the AVX2 and baseline kernels would run on no
+ * machine that also has AVX-512.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ukernel.h"
+
+static int failures = 0;
+
+static double uniform(unsigned *state)
+{
+    *state = *state * 1103515245u + 12345u;
+    return ((*state >> 8) & 0xffff) / 32768.0 - 1.0;
+}
+
+static void report(const char *name, double err, double tol)
+{
+    if (err <= tol) {
+        printf("ok %s\n", name);
+    } else {
+        printf("FAIL %s: max error %g > %g\n", name, err, tol);
+        failures++;
+    }
+}
+
+/* One check of a GEMM kernel (packed or row-pointer A) and one of a dot kernel per
+ * element type.  vs = pitch != VL exercises vector rows (gemm_block's row_len). */
+#define CHECKS(T, S, TOL)                                                             \
+    static void check_gemm_##S(const char *name, ck_gemm_##S gemm,                    \
+                               ck_gemm_rows_##S gemm_rows, int mr, int nr, int vl)    \
+    {                                                                                 \
+        enum { KC = 37, LD = 200 };                                                   \
+        static T A[KC * 16], B[KC * LD], C[16 * 64], R[16 * 64];                      \
+        const T *rows[16];                                                            \
+        Py_ssize_t boff[KC];                                                          \
+        unsigned st = 7;                                                              \
+        int pass, i, j, k, nv = nr / vl;                                              \
+        for (i = 0; i < KC * 16; i++) A[i] = (T) uniform(&st);                        \
+        for (i = 0; i < KC * LD; i++) B[i] = (T) uniform(&st);                        \
+        for (k = 0; k < KC; k++) boff[k] = (k * 5) % 3 + k * LD / 2;                  \
+        for (pass = 0; pass < 4; pass++) {                                            \
+            /* pass 0/1: packed A, contiguous / strided vectors; 2/3: rows, acc */      \
+            Py_ssize_t vs = pass == 1 ? vl + 3 : vl, ldc = nr + 5;                    \
+            double err = 0;                                                           \
+            char label[96];                                                           \
+            for (i = 0; i < mr; i++) {                                                \
+                rows[i] = A + i * KC;                                                 \
+                for (j = 0; j < nr; j++) C[i * ldc + j] = R[i * ldc + j] = (T) (i - j); \
+            }                                                                         \
+            for (i = 0; i < mr; i++)                                                  \
+                for (j = 0; j < nr; j++) {                                            \
+                    double s = pass == 3 ? (double) R[i * ldc + j] : 0;               \
+                    for (k = 0; k < KC; k++) {                                        \
+                        double a = pass < 2 ? A[k * mr + i] : A[i * KC + k];          \
+                        s += a * B[boff[k] + (j / vl) * vs + j % vl];                 \
+                    }                                                                 \
+                    R[i * ldc + j] = (T) s;                                           \
+                }                                                                     \
+            if (pass < 2)                                                             \
+                gemm(KC, A, B, boff, vs, C, ldc, 0);                                  \
+            else                                                                      \
+                gemm_rows(KC, rows, B, boff, vs, C, ldc, pass == 3);                  \
+            for (i = 0; i < mr; i++)                                                  \
+                for (j = 0; j < nr; j++)                                              \
+                    err = fmax(err, fabs((double) C[i * ldc + j] - R[i * ldc + j]));   \
+            snprintf(label, sizeof label, "%s pass %d", name, pass);                  \
+            report(label, err, TOL);                                                  \
+        }                                                                             \
+    }                                                                                 \
+    static void check_dot_##S(const char *name, ck_dot_##S dot, int dr, int dc)       \
+    {                                                                                 \
+        static T data[16][300];                                                       \
+        const T *a[16], *b[16];                                                       \
+        T out[256];                                                                   \
+        unsigned st = 11;                                                             \
+        int i, j, p, L;                                                               \
+        for (i = 0; i < 16; i++)                                                      \
+            for (p = 0; p < 300; p++) data[i][p] = (T) uniform(&st);                  \
+        for (i = 0; i < dr; i++) a[i] = data[i];                                      \
+        for (j = 0; j < dc; j++) b[j] = data[8 + j] + j;                              \
+        for (L = 0; L <= 67; L += 67) {                                               \
+            double err = 0;                                                           \
+            char label[96];                                                           \
+            dot(L, a, b, out);                                                        \
+            for (i = 0; i < dr; i++)                                                  \
+                for (j = 0; j < dc; j++) {                                            \
+                    double s = 0;                                                     \
+                    for (p = 0; p < L; p++) s += (double) a[i][p] * b[j][p];          \
+                    err = fmax(err, fabs(out[i * dc + j] - s));                       \
+                }                                                                     \
+            snprintf(label, sizeof label, "%s L=%d", name, L);                        \
+            report(label, err, TOL);                                                  \
+        }                                                                             \
+    }
+CHECKS(float, s, 1e-4)
+CHECKS(double, d, 1e-12)
+
+#define CHECK_ISA(ISA, S, MR, NR, VL, DR, DC)                                         \
+    do {                                                                             \
+        check_gemm_##S(#S "_" #ISA "_gemm", ck_##S##_##ISA##_gemm,                   \
+                       ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                      \
+        check_dot_##S(#S "_" #ISA "_dot", ck_##S##_##ISA##_dot, DR, DC);             \
+    } while (0)
+
+int main(void)
+{
+#ifdef CK_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+        CHECK_ISA(avx512, s, 8, 32, 16, 4, 6);
+        CHECK_ISA(avx512, d, 8, 16, 8, 4, 6);
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        CHECK_ISA(avx2, s, 6, 16, 8, 3, 4);
+        CHECK_ISA(avx2, d, 6, 8, 4, 3, 4);
+    }
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+    CHECK_ISA(base, s, 4, 12, 4, 3, 4);
+    CHECK_ISA(base, d, 4, 6, 2, 3, 4);
+#else
+    CHECK_ISA(scalar, s, 4, 4, 4, 2, 2);
+    CHECK_ISA(scalar, d, 4, 4, 4, 2, 2);
+#endif
+    return failures != 0;
+}
