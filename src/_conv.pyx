@@ -591,6 +591,7 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
     cdef Py_ssize_t per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
     cdef Py_ssize_t t, b, grp, n, i, k, pz, r, base, used
+    cdef bint image_finite
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *gyt
@@ -611,6 +612,8 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
         dst = partials + b * g.F * K + grp * K * g.Fg
         memset(dst, 0, K * g.Fg * sizeof(floating_t))
         for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            # a finite image needs no per-tile check (its slabs hold x and zeros only)
+            image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
             for i in range(ntiles):
                 tile = tile_of(g, d, i)
                 fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
@@ -623,7 +626,7 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                 # grad_y's rows are copied whole, then transposed from cache into gyt
                 stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
                 transpose(gys, d.ldc, g.Fg, tile.npos, gyt, fpad)
-                if not has_nonfinite(slab, used):
+                if image_finite or not has_nonfinite(slab, used):
                     gemm_rows_block(&KERN, rows, 0, K, tile.npos, gyt, gyt_rows, g.Fg, dst,
                                     g.Fg, aptr, gyt + d.ldc * fpad)
                     continue
@@ -651,7 +654,7 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
     cdef Py_ssize_t per_thread = d.slab + g.Fg * d.ldc + dr * dc
     cdef Py_ssize_t t, b, grp, n, i, used, fb, jb, ii, jj, pz, r, base, lpad
     cdef Py_ssize_t vl = block_vl(&KERN, x)
-    cdef bint finite
+    cdef bint finite, image_finite
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *gys
@@ -672,6 +675,8 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
         dst = partials + b * g.F * K + grp * g.Fg * K
         memset(dst, 0, g.Fg * K * sizeof(floating_t))
         for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            # a finite image needs no per-tile check (its slabs hold x and zeros only)
+            image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
             for i in range(ntiles):
                 tile = tile_of(g, d, i)
                 fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
@@ -685,7 +690,7 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
                 lpad = round_up(tile.npos, vl)
                 for ii in range(g.Fg):
                     memset(gys + ii * d.ldc + tile.npos, 0, (lpad - tile.npos) * sizeof(floating_t))
-                finite = not has_nonfinite(slab, used)
+                finite = image_finite or not has_nonfinite(slab, used)
                 for fb in range((g.Fg + dr - 1) // dr):
                     # rows past the end repeat the last row; their sums are dropped
                     for ii in range(dr):

@@ -215,10 +215,14 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
     """
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
+    # equal reduction blocks of at most KC: C is read and written once per block, so a
+    # short last block would cost as much C traffic as a full one
+    cdef Py_ssize_t nkb = (kdim + KC - 1) // KC
+    cdef Py_ssize_t kstep = (kdim + nkb - 1) // nkb if nkb > 0 else 0
     cdef floating_t *c
-    for kb in range((kdim + KC - 1) // KC):
-        k0 = kb * KC
-        kc = min(<Py_ssize_t> KC, kdim - k0)
+    for kb in range(nkb):
+        k0 = kb * kstep
+        kc = min(kstep, kdim - k0)
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)
