@@ -48,8 +48,10 @@ from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_ro
                    KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets
 
-cdef Kernels KERN
-select_kernels(&KERN)
+# KERN: the wide GEMM blocks; KERN4: 4-row blocks for products with at most 4 rows
+# (the forward pass with up to 4 filters per group).
+cdef Kernels KERN, KERN4
+select_kernels(&KERN, &KERN4)
 
 # Output positions per tile (rounded to the micro-kernel width at run time).
 cdef Py_ssize_t TILE = 256
@@ -72,8 +74,10 @@ def kernel_info():
     """Return the selected micro-kernels: ISA name and block shapes per dtype."""
     return {
         "isa": KERN.s.name.decode(),
-        "float32": {"gemm": (KERN.s.mr, KERN.s.nr), "dot": (KERN.s.dr, KERN.s.dc)},
-        "float64": {"gemm": (KERN.d.mr, KERN.d.nr), "dot": (KERN.d.dr, KERN.d.dc)},
+        "float32": {"gemm": (KERN.s.mr, KERN.s.nr), "gemm_narrow": (KERN4.s.mr, KERN4.s.nr),
+                    "dot": (KERN.s.dr, KERN.s.dc)},
+        "float64": {"gemm": (KERN.d.mr, KERN.d.nr), "gemm_narrow": (KERN4.d.mr, KERN4.d.nr),
+                    "dot": (KERN.d.dr, KERN.d.dc)},
     }
 
 
@@ -138,7 +142,7 @@ cdef struct DirectPlan:
     Py_ssize_t npl, nrb, nseg      # tiles along the planes, rows and columns
     Py_ssize_t slab                # slab elements per thread (with slack for whole slivers)
     Py_ssize_t ldc                 # leading dimension of the tile's output (or grad_y) block
-    Py_ssize_t per_thread          # scratch elements per thread
+    Py_ssize_t per_thread          # scratch elements per thread (correlate_direct)
     bint rowvec                    # vector rows: each micro-kernel vector is one output row
 
 
@@ -214,7 +218,8 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
     d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width), nr)
     if d.rowvec:
         d.ldc = d.planes * d.rows * g.OW
-    d.per_thread = d.slab + g.Fg * d.ldc + CK_MR_MAX * CK_NR_MAX
+    # the output tile holds whole mr-row blocks (up to CK_MR_MAX rows past Fg)
+    d.per_thread = d.slab + (g.Fg + CK_MR_MAX) * d.ldc + CK_MR_MAX * CK_NR_MAX
     return d
 
 
@@ -253,13 +258,14 @@ cdef inline bint direct_fits(const Geom *g) noexcept nogil:
 cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t *wpack,
                            const floating_t *bias, int bias_mode, floating_t *y,
                            const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
-                           int nt) noexcept nogil:
+                           const Kernels *kern, int nt) noexcept nogil:
     """Direct-path correlation y = x * W + bias with the weights packed per group.
 
     x is (N, C, D, H, W) and y is (N, F, OD, OH, OW), both contiguous; wpack holds
-    G blocks of round_up(Fg, mr) x K packed rows.  Tasks are (image, group, tile).
+    G blocks of round_up(Fg, mr) x K packed rows for kern's mr.  Tasks are (image,
+    group, tile).
     """
-    cdef Py_ssize_t mr = block_mr(&KERN, x), K = g.Cg * g.KK
+    cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
@@ -296,12 +302,14 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
             row_len = 0
             pitch = tile.width
             cplane = tile.srows * tile.width
+        # whole mr x nr blocks into the tile (the packed rows past Fg are zero, the slab
+        # and the tile have room for the last sliver): no ragged-edge copies
         for kb in range((K + KC - 1) // KC):
             k0 = kb * KC
             kc = min(<Py_ssize_t> KC, K - k0)
-            gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, slab,
-                       boff + k0, row_len, roff, ncols, ctile, d.ldc,
-                       ctile + g.Fg * d.ldc, k0 > 0)
+            gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, fpad, kc, slab,
+                       boff + k0, row_len, roff, round_up(ncols, nr), ctile, d.ldc,
+                       ctile + fpad * d.ldc, k0 > 0)
         # copy the tile's outputs out, dropping the halo columns, adding the bias
         for f in range(g.Fg):
             for pz in range(tile.planes):
@@ -323,9 +331,9 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
 cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t *wpack,
                            const floating_t *bias, int bias_mode, floating_t *y,
                            Py_ssize_t tw, floating_t *scratch, Py_ssize_t *offsets,
-                           int nt) noexcept nogil:
+                           const Kernels *kern, int nt) noexcept nogil:
     """Any-stride correlation y = x * W + bias on im2col tiles of tw positions."""
-    cdef Py_ssize_t mr = block_mr(&KERN, x), K = g.Cg * g.KK
+    cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
@@ -343,7 +351,7 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
             k0 = kb * KC
             kc = min(<Py_ssize_t> KC, K - k0)
             im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw, 0)
-            gemm_block(&KERN, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
+            gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
                        offsets, 0, NULL, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
                        col + KC * tw, k0 > 0)
         if bias_mode != 0:
@@ -359,15 +367,15 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
 
 cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
                     const floating_t *bias, int bias_mode, floating_t *y,
-                    int nt) except *:
+                    const Kernels *kern, int nt) except *:
     """y = x * W + bias on the best path for the geometry; wpack as in correlate_direct."""
-    cdef Py_ssize_t nr = block_nr(&KERN, x), K = g.Cg * g.KK
+    cdef Py_ssize_t nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t tw = tile_width(g.P, nr)
     cdef DirectPlan d
     cdef floating_t *scratch
     cdef Py_ssize_t *offsets
     if direct_fits(g):
-        d = plan_direct(g, nr, block_vl(&KERN, x), DIRECT_TILE)
+        d = plan_direct(g, nr, block_vl(kern, x), DIRECT_TILE)
         offsets = <Py_ssize_t *> alloc_scratch(nt * (K + d.planes * d.rows) * sizeof(Py_ssize_t))
         try:
             scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
@@ -375,7 +383,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
             free(offsets)
             raise
         with nogil:
-            correlate_direct(x, g, wpack, bias, bias_mode, y, &d, scratch, offsets, nt)
+            correlate_direct(x, g, wpack, bias, bias_mode, y, &d, scratch, offsets, kern, nt)
     else:
         offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
         try:
@@ -386,7 +394,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
             raise
         row_offsets(offsets, KC, tw)
         with nogil:
-            correlate_im2col(x, g, wpack, bias, bias_mode, y, tw, scratch, offsets, nt)
+            correlate_im2col(x, g, wpack, bias, bias_mode, y, tw, scratch, offsets, kern, nt)
     free(scratch)
     free(offsets)
 
@@ -402,7 +410,8 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     pad holds the padding before each axis; the shapes were validated by the caller.
     """
     cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups, stride, pad, dilation)
-    cdef Py_ssize_t mr = block_mr(&KERN, &x[0, 0, 0, 0, 0])
+    cdef const Kernels *kern = &KERN4 if g.Fg <= 4 else &KERN
+    cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
     cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr), gi
     cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * fpad * K * sizeof(floating_t))
     with nogil:
@@ -410,7 +419,7 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
             pack_rows(&weight[gi * g.Fg, 0, 0, 0, 0], K, 1, g.Fg, K, mr, wpack + gi * fpad * K)
     try:
         correlate(&x[0, 0, 0, 0, 0], &g, wpack, &bias[0] if bias.shape[0] else NULL,
-                  bias_mode, &out[0, 0, 0, 0, 0], max(1, num_threads))
+                  bias_mode, &out[0, 0, 0, 0, 0], kern, max(1, num_threads))
     finally:
         free(wpack)
 
@@ -450,7 +459,7 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
                             w[((gi * g.Fg + f) * g.Cg + c) * g.KK + g.KK - 1 - kk]
                             if c < g.Cg else 0)
     try:
-        correlate(gy, &t, wpack, NULL, 0, gx, nt)
+        correlate(gy, &t, wpack, NULL, 0, gx, &KERN, nt)
     finally:
         free(wpack)
 
@@ -535,7 +544,9 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
                             dilation)
     # The flipped correlation multiplies every weight by grad_y's zero padding too, and
     # 0 * inf would put NaN where the true gradient has no term: such weights take col2im.
-    # Its GEMM has only Cg rows, so few input channels also take col2im (K rows).
+    # Its GEMM has only Cg rows, so few input channels also take col2im (K rows): with
+    # so little reuse per input element (Cg * KK), copying the slab costs as much as
+    # the product, even on the narrow kernels.
     if (flip_fits(&g) and g.Cg >= 2 * block_mr(&KERN, &weight[0, 0, 0, 0, 0])
             and not has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size)):
         backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,

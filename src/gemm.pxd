@@ -40,8 +40,8 @@ cdef extern from "ukernel.h":
         ck_dot_d dot
         int mr, nr, vl, dr, dc
         const char *name
-    void ck_select_s(ck_kernels_s *k) noexcept nogil
-    void ck_select_d(ck_kernels_d *k) noexcept nogil
+    void ck_select_s(ck_kernels_s *k, ck_kernels_s *k4) noexcept nogil
+    void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4) noexcept nogil
     enum:
         CK_MR_MAX
         CK_NR_MAX
@@ -55,9 +55,11 @@ cdef struct Kernels:
     ck_kernels_d d
 
 
-cdef inline void select_kernels(Kernels *kern) noexcept nogil:
-    ck_select_s(&kern.s)
-    ck_select_d(&kern.d)
+cdef inline void select_kernels(Kernels *kern, Kernels *narrow) noexcept nogil:
+    """The running CPU's kernels: kern with the wide GEMM block (block_mr rows), narrow
+    with the 4-row block for products with at most 4 rows (same dot kernels)."""
+    ck_select_s(&kern.s, &narrow.s)
+    ck_select_d(&kern.d, &narrow.d)
 
 
 cdef inline Py_ssize_t block_mr(const Kernels *kern, const floating_t *tag) noexcept nogil:

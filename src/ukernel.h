@@ -2,7 +2,8 @@
  *
  * Two kinds, both register-blocked:
  * - GEMM (ukernel_template.h): an MR x NR block of C += A @ B, with A packed (gemm) or
- *   read in place through MR row pointers (gemm_rows);
+ *   read in place through MR row pointers (gemm_rows), in two shapes: wide (MR = 4 to
+ *   8 rows) and narrow (4 rows, more columns) for products with few rows;
  * - dot (ukernel_dot_template.h): a DR x DC block of sums of products of rows that
  *   are both contiguous along the reduction.
  *
@@ -11,8 +12,9 @@
  * __builtin_cpu_supports, so one binary runs on every x86-64 CPU and uses the widest
  * vectors it has.  Compilers without GNU vector extensions (MSVC) get plain C kernels.
  *
- * ck_select_s / ck_select_d fill a ck_kernels_s / ck_kernels_d with the kernels for
- * float / double, their block shapes and a name for show_config().
+ * ck_select_s / ck_select_d fill two ck_kernels_s / ck_kernels_d (the wide and the
+ * narrow GEMM shape) with the kernels for float / double, their block shapes and a name
+ * for show_config(); ukernel_isa.h instantiates one ISA's kernels.
  */
 #ifndef CONVKERN_UKERNEL_H
 #define CONVKERN_UKERNEL_H
@@ -50,191 +52,116 @@ CK_DECLARE_KERNELS(double, d)
 #define CK_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define CK_AVX2 __attribute__((target("avx2,fma")))
 
-#define UK_NAME ck_s_avx512_gemm
-#define UK_T float
-#define UK_VL 16
-#define UK_MR 8
-#define UK_NV 2
-#define UK_ATTR CK_AVX512
-#include "ukernel_template.h"
-#define UK_NAME ck_s_avx512_gemm_rows
-#define UK_T float
-#define UK_VL 16
-#define UK_MR 8
-#define UK_NV 2
-#define UK_ATTR CK_AVX512
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UKD_NAME ck_s_avx512_dot
-#define UK_T float
-#define UK_IT int
-#define UK_VL 16
-#define UKD_R 4
-#define UKD_C 6
-#define UK_ATTR CK_AVX512
-#include "ukernel_dot_template.h"
+/* AVX-512: GEMM 8 x 2 vectors and 4 x 4 vectors (16 of 32 registers), dot 4 x 6. */
+#define CKI_S s
+#define CKI_T float
+#define CKI_IT int
+#define CKI_ISA avx512
+#define CKI_ATTR CK_AVX512
+#define CKI_VL 16
+#define CKI_MR 8
+#define CKI_NV 2
+#define CKI_NV4 4
+#define CKI_DR 4
+#define CKI_DC 6
+#include "ukernel_isa.h"
+#define CKI_S d
+#define CKI_T double
+#define CKI_IT long long
+#define CKI_ISA avx512
+#define CKI_ATTR CK_AVX512
+#define CKI_VL 8
+#define CKI_MR 8
+#define CKI_NV 2
+#define CKI_NV4 4
+#define CKI_DR 4
+#define CKI_DC 6
+#include "ukernel_isa.h"
 
-#define UK_NAME ck_d_avx512_gemm
-#define UK_T double
-#define UK_VL 8
-#define UK_MR 8
-#define UK_NV 2
-#define UK_ATTR CK_AVX512
-#include "ukernel_template.h"
-#define UK_NAME ck_d_avx512_gemm_rows
-#define UK_T double
-#define UK_VL 8
-#define UK_MR 8
-#define UK_NV 2
-#define UK_ATTR CK_AVX512
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UKD_NAME ck_d_avx512_dot
-#define UK_T double
-#define UK_IT long long
-#define UK_VL 8
-#define UKD_R 4
-#define UKD_C 6
-#define UK_ATTR CK_AVX512
-#include "ukernel_dot_template.h"
-
-#define UK_NAME ck_s_avx2_gemm
-#define UK_T float
-#define UK_VL 8
-#define UK_MR 6
-#define UK_NV 2
-#define UK_ATTR CK_AVX2
-#include "ukernel_template.h"
-#define UK_NAME ck_s_avx2_gemm_rows
-#define UK_T float
-#define UK_VL 8
-#define UK_MR 6
-#define UK_NV 2
-#define UK_ATTR CK_AVX2
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UKD_NAME ck_s_avx2_dot
-#define UK_T float
-#define UK_IT int
-#define UK_VL 8
-#define UKD_R 3
-#define UKD_C 4
-#define UK_ATTR CK_AVX2
-#include "ukernel_dot_template.h"
-
-#define UK_NAME ck_d_avx2_gemm
-#define UK_T double
-#define UK_VL 4
-#define UK_MR 6
-#define UK_NV 2
-#define UK_ATTR CK_AVX2
-#include "ukernel_template.h"
-#define UK_NAME ck_d_avx2_gemm_rows
-#define UK_T double
-#define UK_VL 4
-#define UK_MR 6
-#define UK_NV 2
-#define UK_ATTR CK_AVX2
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UKD_NAME ck_d_avx2_dot
-#define UK_T double
-#define UK_IT long long
-#define UK_VL 4
-#define UKD_R 3
-#define UKD_C 4
-#define UK_ATTR CK_AVX2
-#include "ukernel_dot_template.h"
+/* AVX2: GEMM 6 x 2 vectors and 4 x 3 vectors (12 of 16 registers), dot 3 x 4. */
+#define CKI_S s
+#define CKI_T float
+#define CKI_IT int
+#define CKI_ISA avx2
+#define CKI_ATTR CK_AVX2
+#define CKI_VL 8
+#define CKI_MR 6
+#define CKI_NV 2
+#define CKI_NV4 3
+#define CKI_DR 3
+#define CKI_DC 4
+#include "ukernel_isa.h"
+#define CKI_S d
+#define CKI_T double
+#define CKI_IT long long
+#define CKI_ISA avx2
+#define CKI_ATTR CK_AVX2
+#define CKI_VL 4
+#define CKI_MR 6
+#define CKI_NV 2
+#define CKI_NV4 3
+#define CKI_DR 3
+#define CKI_DC 4
+#include "ukernel_isa.h"
 #endif
 
-/* Baseline: 16-byte vectors (SSE2 on x86-64, NEON on aarch64). */
-#define UK_NAME ck_s_base_gemm
-#define UK_T float
-#define UK_VL 4
-#define UK_MR 4
-#define UK_NV 3
-#define UK_ATTR
-#include "ukernel_template.h"
-#define UK_NAME ck_s_base_gemm_rows
-#define UK_T float
-#define UK_VL 4
-#define UK_MR 4
-#define UK_NV 3
-#define UK_ATTR
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UKD_NAME ck_s_base_dot
-#define UK_T float
-#define UK_IT int
-#define UK_VL 4
-#define UKD_R 3
-#define UKD_C 4
-#define UK_ATTR
-#include "ukernel_dot_template.h"
+/* Baseline: 16-byte vectors (SSE2 on x86-64, NEON on aarch64); GEMM 4 x 3 vectors. */
+#define CKI_S s
+#define CKI_T float
+#define CKI_IT int
+#define CKI_ISA baseline
+#define CKI_ATTR
+#define CKI_VL 4
+#define CKI_MR 4
+#define CKI_NV 3
+#define CKI_NV4 3
+#define CKI_DR 3
+#define CKI_DC 4
+#include "ukernel_isa.h"
+#define CKI_S d
+#define CKI_T double
+#define CKI_IT long long
+#define CKI_ISA baseline
+#define CKI_ATTR
+#define CKI_VL 2
+#define CKI_MR 4
+#define CKI_NV 3
+#define CKI_NV4 3
+#define CKI_DR 3
+#define CKI_DC 4
+#include "ukernel_isa.h"
 
-#define UK_NAME ck_d_base_gemm
-#define UK_T double
-#define UK_VL 2
-#define UK_MR 4
-#define UK_NV 3
-#define UK_ATTR
-#include "ukernel_template.h"
-#define UK_NAME ck_d_base_gemm_rows
-#define UK_T double
-#define UK_VL 2
-#define UK_MR 4
-#define UK_NV 3
-#define UK_ATTR
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UKD_NAME ck_d_base_dot
-#define UK_T double
-#define UK_IT long long
-#define UK_VL 2
-#define UKD_R 3
-#define UKD_C 4
-#define UK_ATTR
-#include "ukernel_dot_template.h"
-
-#define CK_SET(K, S, ISA, MR, NR, VL, DR, DC)                                         \
-    do {                                                                             \
-        (K)->gemm = ck_##S##_##ISA##_gemm;                                           \
-        (K)->gemm_rows = ck_##S##_##ISA##_gemm_rows;                                 \
-        (K)->dot = ck_##S##_##ISA##_dot;                                             \
-        (K)->mr = MR; (K)->nr = NR; (K)->vl = VL; (K)->dr = DR; (K)->dc = DC;        \
-        (K)->name = #ISA;                                                            \
-    } while (0)
-
-static void ck_select_s(ck_kernels_s *k)
+/* Fill the wide (block_mr rows) and narrow (4 rows) kernel sets for the running CPU. */
+static void ck_select_s(ck_kernels_s *k, ck_kernels_s *k4)
 {
 #ifdef CK_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
-        CK_SET(k, s, avx512, 8, 32, 16, 4, 6);
+        ck_s_avx512_select(k, k4);
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        CK_SET(k, s, avx2, 6, 16, 8, 3, 4);
+        ck_s_avx2_select(k, k4);
         return;
     }
 #endif
-    CK_SET(k, s, base, 4, 12, 4, 3, 4);
+    ck_s_baseline_select(k, k4);
 }
 
-static void ck_select_d(ck_kernels_d *k)
+static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
 {
 #ifdef CK_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
-        CK_SET(k, d, avx512, 8, 16, 8, 4, 6);
+        ck_d_avx512_select(k, k4);
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        CK_SET(k, d, avx2, 6, 8, 4, 3, 4);
+        ck_d_avx2_select(k, k4);
         return;
     }
 #endif
-    CK_SET(k, d, base, 4, 6, 2, 3, 4);
+    ck_d_baseline_select(k, k4);
 }
 
 #else /* no GNU vector extensions: plain C kernels */
@@ -273,13 +200,14 @@ static void ck_select_d(ck_kernels_d *k)
                 out[i * 2 + j] = s;                                                  \
             }                                                                        \
     }                                                                                \
-    static void ck_select_##S(ck_kernels_##S *k)                                     \
+    static void ck_select_##S(ck_kernels_##S *k, ck_kernels_##S *k4)                 \
     {                                                                                \
         k->gemm = ck_##S##_scalar_gemm;                                              \
         k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
         k->dot = ck_##S##_scalar_dot;                                                \
         k->mr = 4; k->nr = 4; k->vl = 4; k->dr = 2; k->dc = 2;                       \
         k->name = "scalar";                                                          \
+        *k4 = *k; /* the 4 x 4 block already is narrow */                            \
     }
 CK_SCALAR_KERNELS(s, float)
 CK_SCALAR_KERNELS(d, double)

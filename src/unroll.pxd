@@ -164,9 +164,12 @@ cdef inline void fill_slab(const floating_t *xg, const Geom *g, const Tile *t,
                             src = xg + ((c * g.D + id) * g.H + ih) * g.W + iw0
                             for q in range(lo):
                                 dst[q] = 0
-                            if g.sw == 1:
+                            if g.sw == 1 and hi - lo >= 64:
                                 # memcpy moves whole vectors: more of x's misses in flight
                                 memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating_t))
+                            elif g.sw == 1:
+                                for q in range(lo, hi):  # short rows: no call overhead
+                                    dst[q] = src[q]
                             else:
                                 for q in range(lo, hi):
                                     dst[q] = src[q * g.sw]

@@ -40,4 +40,4 @@ def test_every_micro_kernel_matches_plain_loops(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     checked = [line for line in run.stdout.splitlines() if line.startswith("ok ")]
-    assert any("_base_" in line or "_scalar_" in line for line in checked), run.stdout
+    assert any("_baseline_" in line or "_scalar_" in line for line in checked), run.stdout

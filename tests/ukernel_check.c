@@ -36,11 +36,11 @@ static void report(const char *name, double err, double tol)
                                ck_gemm_rows_##S gemm_rows, int mr, int nr, int vl)    \
     {                                                                                 \
         enum { KC = 37, LD = 200 };                                                   \
-        static T A[KC * 16], B[KC * LD], C[16 * 64], R[16 * 64];                      \
+        static T A[KC * 16], B[KC * LD], C[16 * 80], R[16 * 80];                      \
         const T *rows[16];                                                            \
         Py_ssize_t boff[KC];                                                          \
         unsigned st = 7;                                                              \
-        int pass, i, j, k, nv = nr / vl;                                              \
+        int pass, i, j, k;                                                            \
         for (i = 0; i < KC * 16; i++) A[i] = (T) uniform(&st);                        \
         for (i = 0; i < KC * LD; i++) B[i] = (T) uniform(&st);                        \
         for (k = 0; k < KC; k++) boff[k] = (k * 5) % 3 + k * LD / 2;                  \
@@ -101,10 +101,12 @@ static void report(const char *name, double err, double tol)
 CHECKS(float, s, 1e-4)
 CHECKS(double, d, 1e-12)
 
-#define CHECK_ISA(ISA, S, MR, NR, VL, DR, DC)                                         \
+#define CHECK_ISA(ISA, S, MR, NR, NR4, VL, DR, DC)                                    \
     do {                                                                             \
         check_gemm_##S(#S "_" #ISA "_gemm", ck_##S##_##ISA##_gemm,                   \
                        ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                      \
+        check_gemm_##S(#S "_" #ISA "_gemm4", ck_##S##_##ISA##_gemm4,                 \
+                       ck_##S##_##ISA##_gemm4_rows, 4, NR4, VL);                     \
         check_dot_##S(#S "_" #ISA "_dot", ck_##S##_##ISA##_dot, DR, DC);             \
     } while (0)
 
@@ -113,20 +115,22 @@ int main(void)
 #ifdef CK_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) {
-        CHECK_ISA(avx512, s, 8, 32, 16, 4, 6);
-        CHECK_ISA(avx512, d, 8, 16, 8, 4, 6);
+        CHECK_ISA(avx512, s, 8, 32, 64, 16, 4, 6);
+        CHECK_ISA(avx512, d, 8, 16, 32, 8, 4, 6);
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        CHECK_ISA(avx2, s, 6, 16, 8, 3, 4);
-        CHECK_ISA(avx2, d, 6, 8, 4, 3, 4);
+        CHECK_ISA(avx2, s, 6, 16, 24, 8, 3, 4);
+        CHECK_ISA(avx2, d, 6, 8, 12, 4, 3, 4);
     }
 #endif
 #if defined(__GNUC__) || defined(__clang__)
-    CHECK_ISA(base, s, 4, 12, 4, 3, 4);
-    CHECK_ISA(base, d, 4, 6, 2, 3, 4);
+    CHECK_ISA(baseline, s, 4, 12, 12, 4, 3, 4);
+    CHECK_ISA(baseline, d, 4, 6, 6, 2, 3, 4);
 #else
-    CHECK_ISA(scalar, s, 4, 4, 4, 2, 2);
-    CHECK_ISA(scalar, d, 4, 4, 4, 2, 2);
+    check_gemm_s("s_scalar_gemm", ck_s_scalar_gemm, ck_s_scalar_gemm_rows, 4, 4, 4);
+    check_dot_s("s_scalar_dot", ck_s_scalar_dot, 2, 2);
+    check_gemm_d("d_scalar_gemm", ck_d_scalar_gemm, ck_d_scalar_gemm_rows, 4, 4, 4);
+    check_dot_d("d_scalar_dot", ck_d_scalar_dot, 2, 2);
 #endif
     return failures != 0;
 }

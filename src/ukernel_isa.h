@@ -1,0 +1,91 @@
+/* The micro-kernels of one element type on one ISA, instantiated by ukernel.h.
+ *
+ * Parameters (macros): CKI_S (s or d), CKI_T, CKI_ISA (a name: avx512, avx2, baseline),
+ * CKI_ATTR (a target attribute or nothing), CKI_VL (elements per vector), CKI_MR and
+ * CKI_NV (the wide GEMM block, MR x NV vectors), CKI_NV4 (the narrow GEMM block:
+ * 4 x NV4 vectors, for products with at most 4 rows), CKI_DR and CKI_DC (the dot
+ * block).  Defines ck_<S>_<ISA>_{gemm,gemm_rows,gemm4,gemm4_rows,dot} and
+ * ck_<S>_<ISA>_select(wide, narrow), which fills both kernel sets.
+ */
+#define CKI_CAT2(a, b, c, d) a##_##b##_##c##_##d
+#define CKI_CAT(a, b, c, d) CKI_CAT2(a, b, c, d)
+#define CKI_FN(kind) CKI_CAT(ck, CKI_S, CKI_ISA, kind)
+#define CKI_KT2(s) ck_kernels_##s
+#define CKI_KT(s) CKI_KT2(s)
+#define CKI_STR2(x) #x
+#define CKI_STR(x) CKI_STR2(x)
+
+#define UK_NAME CKI_FN(gemm)
+#define UK_T CKI_T
+#define UK_VL CKI_VL
+#define UK_MR CKI_MR
+#define UK_NV CKI_NV
+#define UK_ATTR CKI_ATTR
+#include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm_rows)
+#define UK_T CKI_T
+#define UK_VL CKI_VL
+#define UK_MR CKI_MR
+#define UK_NV CKI_NV
+#define UK_ATTR CKI_ATTR
+#define UK_AROWS 1
+#include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm4)
+#define UK_T CKI_T
+#define UK_VL CKI_VL
+#define UK_MR 4
+#define UK_NV CKI_NV4
+#define UK_ATTR CKI_ATTR
+#include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm4_rows)
+#define UK_T CKI_T
+#define UK_VL CKI_VL
+#define UK_MR 4
+#define UK_NV CKI_NV4
+#define UK_ATTR CKI_ATTR
+#define UK_AROWS 1
+#include "ukernel_template.h"
+#define UKD_NAME CKI_FN(dot)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UKD_R CKI_DR
+#define UKD_C CKI_DC
+#define UK_ATTR CKI_ATTR
+#include "ukernel_dot_template.h"
+
+static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
+{
+    wide->gemm = CKI_FN(gemm);
+    wide->gemm_rows = CKI_FN(gemm_rows);
+    wide->mr = CKI_MR;
+    wide->nr = CKI_NV * CKI_VL;
+    narrow->gemm = CKI_FN(gemm4);
+    narrow->gemm_rows = CKI_FN(gemm4_rows);
+    narrow->mr = 4;
+    narrow->nr = CKI_NV4 * CKI_VL;
+    wide->dot = narrow->dot = CKI_FN(dot);
+    wide->vl = narrow->vl = CKI_VL;
+    wide->dr = narrow->dr = CKI_DR;
+    wide->dc = narrow->dc = CKI_DC;
+    wide->name = narrow->name = CKI_STR(CKI_ISA);
+}
+
+#undef CKI_CAT2
+#undef CKI_CAT
+#undef CKI_FN
+#undef CKI_KT2
+#undef CKI_KT
+#undef CKI_STR2
+#undef CKI_STR
+#undef CKI_S
+#undef CKI_T
+#undef CKI_IT
+#undef CKI_ISA
+#undef CKI_ATTR
+#undef CKI_VL
+#undef CKI_MR
+#undef CKI_NV
+#undef CKI_NV4
+#undef CKI_DR
+#undef CKI_DC
