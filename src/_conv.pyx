@@ -17,9 +17,12 @@ with no synchronisation:
   halos: B is an im2col tile of TW output positions (unroll.im2col) in a per-thread
   KC x TW scratch.  Tasks are (image, group, tile).
 - input gradient, stride 1: a stride-1 forward correlation of grad_y with the flipped,
-  transposed weights (the same direct path).  Other strides: cols = W[g]^T @ gy[n, g],
-  scatter-added into grad_x (col2im); tasks are (image, group, chunk of input
-  channels), and a channel's rows only touch that channel of grad_x.
+  transposed weights (the same direct path).  Stride s: one such correlation per stride
+  phase (the input positions i * s + a - p get only the taps with k * d % s == a),
+  scattered back into grad_x.  Few input channels per group, non-finite weights or
+  strides whose taps skip a phase: cols = W[g]^T @ gy[n, g], scatter-added into grad_x
+  (col2im); tasks are (image, group, chunk of input channels), and a channel's rows
+  only touch that channel of grad_x.
 - weight gradient: grad_w[g] (Fg x K) = sum over images and tiles of
   gy (Fg x TW) . col(x)^T (TW x K).  With many reduction rows K it is a GEMM
   grad_w^T += col(x) @ gy^T whose A rows are read in place (the runs of the input slab
@@ -430,6 +433,14 @@ cdef bint flip_fits(const Geom *g) noexcept nogil:
             and g.pw <= (g.KW - 1) * g.dw)
 
 
+cdef bint phased_fits(const Geom *g) noexcept nogil:
+    """True if a strided input gradient can run phase by phase (backward_input_phased):
+    every stride phase of every axis has taps, and the input is not empty."""
+    return (not unit_stride(g) and taps_cover_phases(g.KD, g.dd, g.sd)
+            and taps_cover_phases(g.KH, g.dh, g.sh) and taps_cover_phases(g.KW, g.dw, g.sw)
+            and g.N * g.C * g.D * g.H * g.W > 0)
+
+
 cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, const Geom *g,
                                  floating_t *gx, int nt) except *:
     """grad_x = grad_y * flip(W)^T, a stride-1 correlation of grad_y (see flip_fits)."""
@@ -535,6 +546,139 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
     free(wpack)
 
 
+cdef struct AxisPhase:
+    # The taps and outputs of one stride phase a of one axis of the input gradient:
+    # grad_x[i * s + a - p] for i = q0 .. q0 + count - 1 gets grad_y[i - m] * w[k] for
+    # the n taps k = kmax, kmax - kstep, ... with k * d % s == a, where m = (k*d - a)/s.
+    # As a stride-1 correlation of grad_y over u = i - q0: tap j (k = kmax - j * kstep)
+    # reads grad_y[u - pad + j * dil], with pad = mmax - q0 and dil = d / gcd(d, s).
+    Py_ssize_t n, kmax, kstep, dil, pad, q0, count
+
+
+cdef inline Py_ssize_t floor_div(Py_ssize_t x, Py_ssize_t s) noexcept nogil:
+    return x // s if x >= 0 else -((-x + s - 1) // s)
+
+
+cdef AxisPhase axis_phase(Py_ssize_t K, Py_ssize_t d, Py_ssize_t s, Py_ssize_t p,
+                          Py_ssize_t size, Py_ssize_t a) noexcept nogil:
+    """Phase a of an axis with kernel K, dilation d, stride s, padding p and input size."""
+    cdef AxisPhase ph
+    cdef Py_ssize_t k
+    ph.n = 0
+    ph.kmax = -1
+    for k in range(K):
+        if k * d % s == a:
+            ph.n += 1
+            ph.kmax = k
+    ph.kstep = s // gcd(d, s)
+    ph.dil = d // gcd(d, s)
+    ph.q0 = -floor_div(a - p, s)                  # first i with i * s + a - p >= 0
+    ph.count = max(0, floor_div(size - 1 + p - a, s) - ph.q0 + 1)
+    ph.pad = (ph.kmax * d - a) // s - ph.q0 if ph.n > 0 else 0
+    return ph
+
+
+cdef inline AxisPhase phase_of(const Geom *g, Py_ssize_t i, int axis) noexcept nogil:
+    """Axis 0, 1 or 2 (D, H, W) of phase i = (a_d * sh + a_h) * sw + a_w."""
+    if axis == 0:
+        return axis_phase(g.KD, g.dd, g.sd, g.pd, g.D, i // (g.sh * g.sw))
+    if axis == 1:
+        return axis_phase(g.KH, g.dh, g.sh, g.ph, g.H, i // g.sw % g.sh)
+    return axis_phase(g.KW, g.dw, g.sw, g.pw, g.W, i % g.sw)
+
+
+cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const Geom *g,
+                                floating_t *gx, int nt) except *:
+    """grad_x of a strided convolution, one stride phase at a time.
+
+    The input positions of one phase (i * s + a - p on every axis) receive only the
+    taps with k * d % s == a, and as a function of i that is a stride-1 correlation of
+    grad_y with those taps flipped (see AxisPhase).  For a chunk of images every phase
+    runs on the direct path into its own scratch block; then each (image, channel)
+    plane of grad_x is filled from the blocks of all phases at once, so grad_x is
+    written once, from cache.  Every position of grad_x belongs to exactly one phase
+    and the caller makes sure every phase has taps (phased_fits): all of it is written.
+    """
+    cdef AxisPhase pd, ph, pw
+    cdef Geom t
+    cdef Py_ssize_t mr = block_mr(&KERN, gy)
+    cdef Py_ssize_t cpad = round_up(g.Cg, mr)
+    cdef Py_ssize_t nph = g.sd * g.sh * g.sw, plane = g.D * g.H * g.W
+    # images per chunk: their grad_x (about 4 MiB) stays in cache between the phases
+    cdef Py_ssize_t chunk = max(1, min(g.N, (4 << 20) // max(1, g.C * plane * <Py_ssize_t> sizeof(floating_t))))
+    cdef Py_ssize_t K, gi, b, k, i, c, f, kk, jd, jh, jw, nc, ud, uh, uw, n0, nb, e, wsize
+    cdef Py_ssize_t *woff = NULL
+    cdef Py_ssize_t *toff = NULL
+    cdef floating_t *wpack = NULL
+    cdef floating_t *tmp = NULL
+    cdef const floating_t *src
+    cdef floating_t *dst
+    try:
+        woff = <Py_ssize_t *> alloc_scratch((nph + 1) * sizeof(Py_ssize_t))
+        toff = <Py_ssize_t *> alloc_scratch((nph + 1) * sizeof(Py_ssize_t))
+        # phase e: packed weights at woff[e], its output block (chunk x C x count) at toff[e]
+        for e in range(nph):
+            pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
+            woff[e + 1] = woff[e] + g.G * cpad * g.Fg * pd.n * ph.n * pw.n
+            toff[e + 1] = toff[e] + chunk * g.C * pd.count * ph.count * pw.count
+        wpack = <floating_t *> alloc_scratch(woff[nph] * sizeof(floating_t))
+        tmp = <floating_t *> alloc_scratch(toff[nph] * sizeof(floating_t))
+        with nogil:
+            # packed A[c, f * KK' + tap j] = W[grp * Fg + f, c, tap k_j], per phase and group
+            for e in range(nph):
+                pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
+                K = g.Fg * pd.n * ph.n * pw.n
+                for gi in range(g.G):
+                    for b in range(cpad // mr):
+                        for k in range(K):
+                            f = k // (pd.n * ph.n * pw.n)
+                            kk = k % (pd.n * ph.n * pw.n)
+                            jd = kk // (ph.n * pw.n)
+                            jh = kk // pw.n % ph.n
+                            jw = kk % pw.n
+                            kk = (((pd.kmax - jd * pd.kstep) * g.KH + ph.kmax - jh * ph.kstep)
+                                  * g.KW + pw.kmax - jw * pw.kstep)
+                            for i in range(mr):
+                                c = b * mr + i
+                                wpack[woff[e] + ((gi * cpad // mr + b) * K + k) * mr + i] = (
+                                    w[((gi * g.Fg + f) * g.Cg + c) * g.KK + kk] if c < g.Cg else 0)
+        for n0 in range(0, g.N, chunk):
+            nb = min(chunk, g.N - n0)
+            for e in range(nph):
+                pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
+                # the correlation reads grad_y and writes this phase of grad_x
+                t = g[0]
+                t.N = nb
+                t.C, t.D, t.H, t.W = g.F, g.OD, g.OH, g.OW
+                t.F, t.Cg, t.Fg = g.C, g.Fg, g.Cg
+                t.KD, t.KH, t.KW = pd.n, ph.n, pw.n
+                t.KK = pd.n * ph.n * pw.n
+                t.OD, t.OH, t.OW = pd.count, ph.count, pw.count
+                t.P = pd.count * ph.count * pw.count
+                t.sd = t.sh = t.sw = 1
+                t.pd, t.ph, t.pw = pd.pad, ph.pad, pw.pad
+                t.dd, t.dh, t.dw = pd.dil, ph.dil, pw.dil
+                correlate(gy + n0 * g.F * g.P, &t, wpack + woff[e], NULL, 0, tmp + toff[e],
+                          &KERN, nt)
+            with nogil:
+                # grad_x[n, c, (q0 + u) * s + a - p] = block e [n, c, u] on every axis
+                for nc in prange(nb * g.C, num_threads=nt, schedule="static"):
+                    for e in range(nph):
+                        pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
+                        for ud in range(pd.count):
+                            for uh in range(ph.count):
+                                src = tmp + toff[e] + ((nc * pd.count + ud) * ph.count + uh) * pw.count
+                                dst = gx + (((n0 * g.C + nc) * g.D + (pd.q0 + ud) * g.sd + e // (g.sh * g.sw) - g.pd) * g.H
+                                            + (ph.q0 + uh) * g.sh + e // g.sw % g.sh - g.ph) * g.W
+                                for uw in range(pw.count):
+                                    dst[(pw.q0 + uw) * g.sw + e % g.sw - g.pw] = src[uw]
+    finally:
+        free(tmp)
+        free(wpack)
+        free(toff)
+        free(woff)
+
+
 def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
                         const floating_t[:, :, :, :, ::1] weight not None,
                         floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
@@ -547,10 +691,16 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     # Its GEMM has only Cg rows, so few input channels also take col2im (K rows): with
     # so little reuse per input element (Cg * KK), copying the slab costs as much as
     # the product, even on the narrow kernels.
-    if (flip_fits(&g) and g.Cg >= 2 * block_mr(&KERN, &weight[0, 0, 0, 0, 0])
+    # Strided layers split into stride phases when every phase has taps.
+    cdef bint wide = g.Cg >= 2 * block_mr(&KERN, &weight[0, 0, 0, 0, 0])
+    if (wide and (flip_fits(&g) or phased_fits(&g))
             and not has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size)):
-        backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                               &out[0, 0, 0, 0, 0], max(1, num_threads))
+        if flip_fits(&g):
+            backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                                   &out[0, 0, 0, 0, 0], max(1, num_threads))
+        else:
+            backward_input_phased(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                                  &out[0, 0, 0, 0, 0], max(1, num_threads))
     else:
         backward_input_col2im(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                               &out[0, 0, 0, 0, 0], max(1, num_threads))

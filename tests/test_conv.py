@@ -237,6 +237,32 @@ def test_output_rows_of_whole_vectors(ow, rows, planes, stride, dtype, rng):
                  ref.conv_backward_input(g, w, x.shape, **kw), dtype)
 
 
+# Strided input gradients with enough channels per group run phase by phase (one
+# stride-1 correlation per stride phase, scattered back); few channels take col2im.
+PHASE_CASES = [
+    (1, (37,), (3,), 2, 1, 1),
+    (1, (40,), (5,), 3, 2, ((3, 1),)),
+    (2, (13, 11), (3, 3), 2, 1, 1),
+    (2, (14, 9), (4, 3), (2, 3), (1, 2), ((2, 0), (1, 3))),
+    (2, (12, 12), (2, 2), 2, 1, 0),
+    (3, (7, 8, 6), (3, 2, 3), (2, 2, 1), 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("case", PHASE_CASES, ids=[f"{c[0]}d-{i}" for i, c in enumerate(PHASE_CASES)])
+def test_strided_input_gradient_by_phases(case, groups, dtype, rng):
+    d, spatial, kernel, stride, dilation, padding = case
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x_shape = (2, 40) + spatial
+    w = rng.standard_normal((6, 40 // groups) + kernel).astype(dtype)
+    out = ref.conv_output_spatial(x_shape, w.shape, **kw)
+    g = rng.standard_normal((2, 6) + out).astype(dtype)
+    assert_close(convkern.conv_backward_input(g, w, x_shape, **kw),
+                 ref.conv_backward_input(g, w, x_shape, **kw), dtype)
+
+
 # --------------------------------------------------------------------------------------
 # Layouts, read-only inputs, no mutation, determinism, empty batch
 # --------------------------------------------------------------------------------------
