@@ -149,6 +149,24 @@ cdef struct DirectPlan:
     bint rowvec                    # vector rows: each micro-kernel vector is one output row
 
 
+cdef struct OutLayout:
+    # Where output (n, f, od, oh, ow) of a correlation goes: y + offset + n * sn +
+    # f * sf + od * sd + oh * sh + ow * sw (a contiguous y, or one stride phase of
+    # grad_x, see backward_input_phased).
+    Py_ssize_t offset, sn, sf, sd, sh, sw
+
+
+cdef inline OutLayout contiguous(const Geom *g) noexcept nogil:
+    cdef OutLayout o
+    o.offset = 0
+    o.sw = 1
+    o.sh = g.OW
+    o.sd = g.OH * g.OW
+    o.sf = g.P
+    o.sn = g.F * g.P
+    return o
+
+
 cdef inline Py_ssize_t tile_npos(Py_ssize_t planes, Py_ssize_t rows, Py_ssize_t srows,
                                  Py_ssize_t width) noexcept nogil:
     return ((planes - 1) * srows + rows) * width
@@ -260,13 +278,13 @@ cdef inline bint direct_fits(const Geom *g) noexcept nogil:
 
 cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t *wpack,
                            const floating_t *bias, int bias_mode, floating_t *y,
-                           const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
-                           const Kernels *kern, int nt) noexcept nogil:
+                           const OutLayout *out, const DirectPlan *d, floating_t *scratch,
+                           Py_ssize_t *offsets, const Kernels *kern, int nt) noexcept nogil:
     """Direct-path correlation y = x * W + bias with the weights packed per group.
 
-    x is (N, C, D, H, W) and y is (N, F, OD, OH, OW), both contiguous; wpack holds
-    G blocks of round_up(Fg, mr) x K packed rows for kern's mr.  Tasks are (image,
-    group, tile).
+    x is (N, C, D, H, W), contiguous; y (N, F, OD, OH, OW) is laid out as out says
+    (contiguous whenever there is a bias); wpack holds G blocks of round_up(Fg, mr) x K
+    packed rows for kern's mr.  Tasks are (image, group, tile).
     """
     cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
@@ -319,8 +337,13 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
                 for r in range(tile.rows):
                     src = ctile + f * d.ldc + pz * cplane + r * pitch
                     p = ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0
-                    dst = y + (n * g.F + grp * g.Fg + f) * g.P + p
-                    if bias_mode == 0:
+                    dst = y + (out.offset + n * out.sn + (grp * g.Fg + f) * out.sf
+                               + (tile.od0 + pz) * out.sd + (tile.oh0 + r) * out.sh
+                               + tile.w0 * out.sw)
+                    if bias_mode == 0 and out.sw != 1:
+                        for q in range(tile.cols):
+                            dst[q * out.sw] = src[q]
+                    elif bias_mode == 0:
                         for q in range(tile.cols):
                             dst[q] = src[q]
                     elif bias_mode == 1:
@@ -370,8 +393,11 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
 
 cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
                     const floating_t *bias, int bias_mode, floating_t *y,
-                    const Kernels *kern, int nt) except *:
-    """y = x * W + bias on the best path for the geometry; wpack as in correlate_direct."""
+                    const OutLayout *out, const Kernels *kern, int nt) except *:
+    """y = x * W + bias on the best path for the geometry; wpack as in correlate_direct.
+
+    y is laid out as out says: a layout other than contiguous(g) needs direct_fits(g).
+    """
     cdef Py_ssize_t nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t tw = tile_width(g.P, nr)
     cdef DirectPlan d
@@ -386,7 +412,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
             free(offsets)
             raise
         with nogil:
-            correlate_direct(x, g, wpack, bias, bias_mode, y, &d, scratch, offsets, kern, nt)
+            correlate_direct(x, g, wpack, bias, bias_mode, y, out, &d, scratch, offsets, kern, nt)
     else:
         offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
         try:
@@ -414,6 +440,7 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     """
     cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups, stride, pad, dilation)
     cdef const Kernels *kern = &KERN4 if g.Fg <= 4 else &KERN
+    cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
     cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr), gi
     cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * fpad * K * sizeof(floating_t))
@@ -421,8 +448,9 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
         for gi in range(g.G):
             pack_rows(&weight[gi * g.Fg, 0, 0, 0, 0], K, 1, g.Fg, K, mr, wpack + gi * fpad * K)
     try:
+        layout = contiguous(&g)
         correlate(&x[0, 0, 0, 0, 0], &g, wpack, &bias[0] if bias.shape[0] else NULL,
-                  bias_mode, &out[0, 0, 0, 0, 0], kern, max(1, num_threads))
+                  bias_mode, &out[0, 0, 0, 0, 0], &layout, kern, max(1, num_threads))
     finally:
         free(wpack)
 
@@ -433,18 +461,11 @@ cdef bint flip_fits(const Geom *g) noexcept nogil:
             and g.pw <= (g.KW - 1) * g.dw)
 
 
-cdef bint phased_fits(const Geom *g) noexcept nogil:
-    """True if a strided input gradient can run phase by phase (backward_input_phased):
-    every stride phase of every axis has taps, and the input is not empty."""
-    return (not unit_stride(g) and taps_cover_phases(g.KD, g.dd, g.sd)
-            and taps_cover_phases(g.KH, g.dh, g.sh) and taps_cover_phases(g.KW, g.dw, g.sw)
-            and g.N * g.C * g.D * g.H * g.W > 0)
-
-
 cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, const Geom *g,
                                  floating_t *gx, int nt) except *:
     """grad_x = grad_y * flip(W)^T, a stride-1 correlation of grad_y (see flip_fits)."""
     cdef Geom t = g[0]
+    cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(&KERN, gy)
     cdef Py_ssize_t K = g.Fg * g.KK, cpad = round_up(g.Cg, mr)
     cdef Py_ssize_t gi, b, k, i, c, f, kk
@@ -470,7 +491,8 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
                             w[((gi * g.Fg + f) * g.Cg + c) * g.KK + g.KK - 1 - kk]
                             if c < g.Cg else 0)
     try:
-        correlate(gy, &t, wpack, NULL, 0, gx, &KERN, nt)
+        layout = contiguous(&t)
+        correlate(gy, &t, wpack, NULL, 0, gx, &layout, &KERN, nt)
     finally:
         free(wpack)
 
@@ -587,42 +609,78 @@ cdef inline AxisPhase phase_of(const Geom *g, Py_ssize_t i, int axis) noexcept n
     return axis_phase(g.KW, g.dw, g.sw, g.pw, g.W, i % g.sw)
 
 
+cdef Geom phase_geom(const Geom *g, Py_ssize_t e, OutLayout *out) noexcept nogil:
+    """Phase e of a strided input gradient as a stride-1 correlation of grad_y (see
+    AxisPhase), and where its outputs go in grad_x."""
+    cdef AxisPhase pd = phase_of(g, e, 0), ph = phase_of(g, e, 1), pw = phase_of(g, e, 2)
+    cdef Geom t = g[0]
+    t.C, t.D, t.H, t.W = g.F, g.OD, g.OH, g.OW
+    t.F, t.Cg, t.Fg = g.C, g.Fg, g.Cg
+    t.KD, t.KH, t.KW = pd.n, ph.n, pw.n
+    t.KK = pd.n * ph.n * pw.n
+    t.OD, t.OH, t.OW = pd.count, ph.count, pw.count
+    t.P = pd.count * ph.count * pw.count
+    t.sd = t.sh = t.sw = 1
+    t.pd, t.ph, t.pw = pd.pad, ph.pad, pw.pad
+    t.dd, t.dh, t.dw = pd.dil, ph.dil, pw.dil
+    # output u of the phase is grad_x position (q0 + u) * s + a - p on every axis
+    out.sw = g.sw
+    out.sh = g.sh * g.W
+    out.sd = g.sd * g.H * g.W
+    out.sf = g.D * g.H * g.W
+    out.sn = g.C * g.D * g.H * g.W
+    out.offset = (((pd.q0 * g.sd + e // (g.sh * g.sw) - g.pd) * g.H
+                   + ph.q0 * g.sh + e // g.sw % g.sh - g.ph) * g.W + pw.q0 * g.sw + e % g.sw - g.pw)
+    return t
+
+
+cdef bint phased_fits(const Geom *g) noexcept nogil:
+    """True if a strided input gradient can run phase by phase (backward_input_phased):
+    every stride phase of every axis has taps, and each phase takes the direct path
+    (which writes its outputs to their strided places in grad_x)."""
+    cdef OutLayout out
+    cdef Geom t
+    cdef Py_ssize_t e
+    if (unit_stride(g) or not taps_cover_phases(g.KD, g.dd, g.sd)
+            or not taps_cover_phases(g.KH, g.dh, g.sh)
+            or not taps_cover_phases(g.KW, g.dw, g.sw)):
+        return False
+    for e in range(g.sd * g.sh * g.sw):
+        t = phase_geom(g, e, &out)
+        if not direct_fits(&t):
+            return False
+    return True
+
+
 cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const Geom *g,
                                 floating_t *gx, int nt) except *:
     """grad_x of a strided convolution, one stride phase at a time.
 
     The input positions of one phase (i * s + a - p on every axis) receive only the
     taps with k * d % s == a, and as a function of i that is a stride-1 correlation of
-    grad_y with those taps flipped (see AxisPhase).  For a chunk of images every phase
-    runs on the direct path into its own scratch block; then each (image, channel)
-    plane of grad_x is filled from the blocks of all phases at once, so grad_x is
-    written once, from cache.  Every position of grad_x belongs to exactly one phase
-    and the caller makes sure every phase has taps (phased_fits): all of it is written.
+    grad_y with those taps flipped (see AxisPhase), which the direct path writes
+    straight to those strided positions.  The phases run over chunks of images (about
+    4 MiB of grad_x) so that the phases of a chunk meet its grad_x in cache.  Every
+    position of grad_x belongs to exactly one phase, and phased_fits makes sure every
+    phase has taps: all of grad_x is written.
     """
     cdef AxisPhase pd, ph, pw
+    cdef OutLayout out
     cdef Geom t
     cdef Py_ssize_t mr = block_mr(&KERN, gy)
     cdef Py_ssize_t cpad = round_up(g.Cg, mr)
     cdef Py_ssize_t nph = g.sd * g.sh * g.sw, plane = g.D * g.H * g.W
-    # images per chunk: their grad_x (about 4 MiB) stays in cache between the phases
     cdef Py_ssize_t chunk = max(1, min(g.N, (4 << 20) // max(1, g.C * plane * <Py_ssize_t> sizeof(floating_t))))
-    cdef Py_ssize_t K, gi, b, k, i, c, f, kk, jd, jh, jw, nc, ud, uh, uw, n0, nb, e, wsize
+    cdef Py_ssize_t K, gi, b, k, i, c, f, kk, jd, jh, jw, n0, e
     cdef Py_ssize_t *woff = NULL
-    cdef Py_ssize_t *toff = NULL
     cdef floating_t *wpack = NULL
-    cdef floating_t *tmp = NULL
-    cdef const floating_t *src
-    cdef floating_t *dst
     try:
         woff = <Py_ssize_t *> alloc_scratch((nph + 1) * sizeof(Py_ssize_t))
-        toff = <Py_ssize_t *> alloc_scratch((nph + 1) * sizeof(Py_ssize_t))
-        # phase e: packed weights at woff[e], its output block (chunk x C x count) at toff[e]
+        # phase e's packed weights start at woff[e]
         for e in range(nph):
             pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
             woff[e + 1] = woff[e] + g.G * cpad * g.Fg * pd.n * ph.n * pw.n
-            toff[e + 1] = toff[e] + chunk * g.C * pd.count * ph.count * pw.count
         wpack = <floating_t *> alloc_scratch(woff[nph] * sizeof(floating_t))
-        tmp = <floating_t *> alloc_scratch(toff[nph] * sizeof(floating_t))
         with nogil:
             # packed A[c, f * KK' + tap j] = W[grp * Fg + f, c, tap k_j], per phase and group
             for e in range(nph):
@@ -643,39 +701,13 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
                                 wpack[woff[e] + ((gi * cpad // mr + b) * K + k) * mr + i] = (
                                     w[((gi * g.Fg + f) * g.Cg + c) * g.KK + kk] if c < g.Cg else 0)
         for n0 in range(0, g.N, chunk):
-            nb = min(chunk, g.N - n0)
             for e in range(nph):
-                pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
-                # the correlation reads grad_y and writes this phase of grad_x
-                t = g[0]
-                t.N = nb
-                t.C, t.D, t.H, t.W = g.F, g.OD, g.OH, g.OW
-                t.F, t.Cg, t.Fg = g.C, g.Fg, g.Cg
-                t.KD, t.KH, t.KW = pd.n, ph.n, pw.n
-                t.KK = pd.n * ph.n * pw.n
-                t.OD, t.OH, t.OW = pd.count, ph.count, pw.count
-                t.P = pd.count * ph.count * pw.count
-                t.sd = t.sh = t.sw = 1
-                t.pd, t.ph, t.pw = pd.pad, ph.pad, pw.pad
-                t.dd, t.dh, t.dw = pd.dil, ph.dil, pw.dil
-                correlate(gy + n0 * g.F * g.P, &t, wpack + woff[e], NULL, 0, tmp + toff[e],
-                          &KERN, nt)
-            with nogil:
-                # grad_x[n, c, (q0 + u) * s + a - p] = block e [n, c, u] on every axis
-                for nc in prange(nb * g.C, num_threads=nt, schedule="static"):
-                    for e in range(nph):
-                        pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
-                        for ud in range(pd.count):
-                            for uh in range(ph.count):
-                                src = tmp + toff[e] + ((nc * pd.count + ud) * ph.count + uh) * pw.count
-                                dst = gx + (((n0 * g.C + nc) * g.D + (pd.q0 + ud) * g.sd + e // (g.sh * g.sw) - g.pd) * g.H
-                                            + (ph.q0 + uh) * g.sh + e // g.sw % g.sh - g.ph) * g.W
-                                for uw in range(pw.count):
-                                    dst[(pw.q0 + uw) * g.sw + e % g.sw - g.pw] = src[uw]
+                t = phase_geom(g, e, &out)
+                t.N = min(chunk, g.N - n0)
+                correlate(gy + n0 * g.F * g.P, &t, wpack + woff[e], NULL, 0,
+                          gx + n0 * g.C * plane, &out, &KERN, nt)
     finally:
-        free(tmp)
         free(wpack)
-        free(toff)
         free(woff)
 
 
