@@ -218,6 +218,9 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
             if eff >= best:
                 best = eff
                 d.rows = r
+        # the same number of row blocks, evened out (no short last block)
+        n = (g.OH + d.rows - 1) // d.rows
+        d.rows = (g.OH + n - 1) // n
         if d.rows == g.OH:
             for n in range(2, g.OD + 1):
                 if tile_npos(n, g.OH, g.OH + hh, width) > max_tile:
