@@ -293,7 +293,7 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
-    cdef Py_ssize_t t, n, grp, kb, k0, kc, f, pz, r, q, p, ncols, row_len, pitch, cplane
+    cdef Py_ssize_t t, n, grp, f, pz, r, q, p, ncols, row_len, pitch, cplane
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *ctile
@@ -328,12 +328,8 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
             cplane = tile.srows * tile.width
         # whole mr x nr blocks into the tile (the packed rows past Fg are zero, the slab
         # and the tile have room for the last sliver): no ragged-edge copies
-        for kb in range((K + KC - 1) // KC):
-            k0 = kb * KC
-            kc = min(<Py_ssize_t> KC, K - k0)
-            gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, fpad, kc, slab,
-                       boff + k0, row_len, roff, round_up(ncols, nr), ctile, d.ldc,
-                       ctile + fpad * d.ldc, k0 > 0)
+        gemm_block(kern, wpack + grp * fpad * K, mr * K, fpad, K, slab, boff, row_len, roff,
+                   round_up(ncols, nr), ctile, d.ldc, ctile + fpad * d.ldc, False)
         # copy the tile's outputs out, dropping the halo columns, adding the bias
         for f in range(g.Fg):
             for pz in range(tile.planes):

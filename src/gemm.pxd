@@ -170,13 +170,16 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
     cdef Py_ssize_t mr = block_mr(kern, A), nr = block_nr(kern, A), vl = block_vl(kern, A)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
     cdef Py_ssize_t vs = vl, row
+    # equal reduction blocks of at most KC (as in gemm_rows_block)
+    cdef Py_ssize_t nkb = (kdim + KC - 1) // KC
+    cdef Py_ssize_t kstep = (kdim + nkb - 1) // nkb if nkb > 0 else 0
     cdef const floating_t *a
     cdef const floating_t *bj
     cdef floating_t *c
     cdef int acc
-    for kb in range((kdim + KC - 1) // KC):
-        k0 = kb * KC
-        kc = min(<Py_ssize_t> KC, kdim - k0)
+    for kb in range(nkb):
+        k0 = kb * kstep
+        kc = min(kstep, kdim - k0)
         acc = accumulate or k0 > 0
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
