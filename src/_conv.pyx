@@ -198,7 +198,7 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
     d.rowvec = False
     # rows per tile must be a multiple of unit for rows * OW to fill whole slivers
     unit = nr // gcd(g.OW, nr) if g.OW > 0 else 1
-    rmax = (max_tile // g.OW) // unit * unit if width <= max_tile else 0
+    rmax = (max_tile // g.OW) // unit * unit if 0 < g.OW and width <= max_tile else 0
     if vl > 0 and (g.OW == vl or g.OW % nr == 0) and g.OH % unit == 0 and rmax > 0:
         d.rowvec = True
         d.seg = g.OW
@@ -702,6 +702,8 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
         for n0 in range(0, g.N, chunk):
             for e in range(nph):
                 t = phase_geom(g, e, &out)
+                if t.P == 0:
+                    continue  # an input smaller than the stride: no position in phase e
                 t.N = min(chunk, g.N - n0)
                 correlate(gy + n0 * g.F * g.P, &t, wpack + woff[e], NULL, 0,
                           gx + n0 * g.C * plane, &out, &KERN, nt)
