@@ -322,6 +322,10 @@ def _conv_geometry(g, extreme=False):
         Cg, Fg, N = g.small(4, 12), g.small(4, 16), g.small(2, 4)
         st = tuple(1 if g.chance(0.7) else s for s in st)
         S = tuple(sp + g.small(4, {1: 200, 2: 30, 3: 8}[d]) for sp in span)
+    elif not extreme and g.chance(0.06):
+        # many channels per group: the input gradient's flipped and per-stride-phase
+        # correlations (at least 2 * mr = 16 channels) on small, odd inputs
+        Cg, Fg = g.small(16, 40), g.small(1, 8)
     form = g.pick(["int", "tuple", "pairs", "valid", "same", "full"])
     if form == "int":
         p = g.small(0, 2)
