@@ -751,6 +751,19 @@ cdef inline void dot_accumulate(const Kernels *kern, Py_ssize_t L, const floatin
             dst[i * ldd + j] += res[i * dc + j]
 
 
+cdef inline Py_ssize_t slab_for_runs(const floating_t *xg, const Geom *g, const DirectPlan *d,
+                                     const Tile *tile, floating_t *slab,
+                                     Py_ssize_t *boff) noexcept nogil:
+    """Fill a weight-gradient tile's slab and its tap offsets (boff), and zero the slack
+    past it that the last taps' runs read (up to the column halo); returns the slab's
+    used size."""
+    cdef Py_ssize_t used = slab_size(g, tile)
+    fill_slab(xg, g, tile, slab)
+    memset(slab + used, 0, (d.slab - used) * sizeof(floating_t))
+    slab_offsets(g, tile, boff)
+    return used
+
+
 cdef inline void stage_grad_y(const floating_t *gyg, const Geom *g, const Tile *tile,
                               floating_t *gys, Py_ssize_t ld) noexcept nogil:
     """gys[f * ld + j] = grad_y at the tile's output column j (see unroll.Tile) for
@@ -810,11 +823,8 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
             image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
             for i in range(ntiles):
                 tile = tile_of(g, d, i)
-                fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
-                used = slab_size(g, &tile)
-                # the runs of the last taps read up to (KW - 1) * dw past the slab
-                memset(slab + used, 0, (d.slab - used) * sizeof(floating_t))
-                slab_offsets(g, &tile, boff)
+                used = slab_for_runs(x + (n * g.C + grp * g.Cg) * plane_in, g, d, &tile,
+                                     slab, boff)
                 for k in range(K):
                     rows[k] = slab + boff[k]
                 # grad_y's rows are copied whole, then transposed from cache into gyt
@@ -873,11 +883,8 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
             image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
             for i in range(ntiles):
                 tile = tile_of(g, d, i)
-                fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
-                used = slab_size(g, &tile)
-                # the runs of the last taps read up to (KW - 1) * dw past the slab
-                memset(slab + used, 0, (d.slab - used) * sizeof(floating_t))
-                slab_offsets(g, &tile, boff)
+                used = slab_for_runs(x + (n * g.C + grp * g.Cg) * plane_in, g, d, &tile,
+                                     slab, boff)
                 stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
                 # whole vectors: the sums run to npos rounded up (d.ldc and the slab's
                 # slack allow it) over zero grad_y columns, which add exact zeros
