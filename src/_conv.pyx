@@ -782,8 +782,9 @@ cdef inline void stage_grad_y(const floating_t *gyg, const Geom *g, const Tile *
 
 cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Geom *g,
                              floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
-                             const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
-                             const Py_ssize_t *gyt_rows, const floating_t **ptrs,
+                             const DirectPlan *d, floating_t *scratch, Py_ssize_t per_thread,
+                             Py_ssize_t *offsets, const Py_ssize_t *gyt_rows,
+                             const floating_t **ptrs,
                              int nt) noexcept nogil:
     """Direct-path weight gradient: grad_w[g]^T (K x Fg) += slab runs (K x L) @ gy^T (L x Fg).
 
@@ -796,7 +797,6 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
     cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
     cdef Py_ssize_t fpad = round_up(g.Fg, nr)
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
-    cdef Py_ssize_t per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
     cdef Py_ssize_t t, b, grp, n, i, k, pz, r, base, used
     cdef bint image_finite
     cdef Tile tile
@@ -843,8 +843,9 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
 
 cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const Geom *g,
                                floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
-                               const DirectPlan *d, floating_t *scratch, Py_ssize_t *offsets,
-                               const floating_t **ptrs, int nt) noexcept nogil:
+                               const DirectPlan *d, floating_t *scratch, Py_ssize_t per_thread,
+                               Py_ssize_t *offsets, const floating_t **ptrs,
+                               int nt) noexcept nogil:
     """Direct-path weight gradient with few reduction rows: grad_w[g] (Fg x K) += gy . runs^T.
 
     Rows of the tile's staged grad_y (zero in the halo columns) against the K runs of
@@ -855,7 +856,6 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
     cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
-    cdef Py_ssize_t per_thread = d.slab + g.Fg * d.ldc + dr * dc
     cdef Py_ssize_t t, b, grp, n, i, used, fb, jb, ii, jj, pz, r, base, lpad
     cdef Py_ssize_t vl = block_vl(&KERN, x)
     cdef bint finite, image_finite
@@ -922,8 +922,9 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
 
 cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const Geom *g,
                                floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
-                               Py_ssize_t tw, floating_t *scratch, const Py_ssize_t *gyt_rows,
-                               const floating_t **ptrs, int nt) noexcept nogil:
+                               Py_ssize_t tw, floating_t *scratch, Py_ssize_t per_thread,
+                               const Py_ssize_t *gyt_rows, const floating_t **ptrs,
+                               int nt) noexcept nogil:
     """Any-stride weight gradient: grad_w[g]^T (K x Fg) += col (K x tw) @ gy^T (tw x Fg).
 
     The rows of a per-thread im2col tile are read in place by the gemm_rows micro-kernel;
@@ -933,7 +934,6 @@ cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const 
     cdef Py_ssize_t nr = block_nr(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
     cdef Py_ssize_t fpad = round_up(g.Fg, nr)
-    cdef Py_ssize_t per_thread = K * tw + tw * fpad + CK_MR_MAX * CK_NR_MAX
     cdef Py_ssize_t t, b, grp, n, tb, p0, pn, k, f, j
     cdef floating_t *col
     cdef floating_t *gyt
@@ -967,7 +967,8 @@ cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const 
 cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Geom *g,
                              floating_t *partials, Py_ssize_t nchunks, Py_ssize_t per_chunk,
                              Py_ssize_t tw, Py_ssize_t rb, floating_t *scratch,
-                             const floating_t **ptrs, int nt) noexcept nogil:
+                             Py_ssize_t per_thread, const floating_t **ptrs,
+                             int nt) noexcept nogil:
     """Any-stride weight gradient: rows of grad_y against rows of an im2col tile.
 
     Tasks are (batch chunk, group, block of rb reduction rows).
@@ -975,7 +976,6 @@ cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Ge
     cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
     cdef Py_ssize_t nkb = (K + rb - 1) // rb
-    cdef Py_ssize_t per_thread = rb * tw + dr * dc
     cdef Py_ssize_t t, b, grp, r0, nb, n, f, tb, p0, pn, fb, jb, i, j
     cdef floating_t *col
     cdef floating_t *res
@@ -1045,6 +1045,10 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef const floating_t **ptrs = NULL
     cdef Py_ssize_t b, f, k
     nchunks = (g.N + per_chunk - 1) // per_chunk
+    # per-thread scratch of each path (the kernels carve it in this order):
+    # direct: slab, transposed grad_y (ldc x fpad), edge block, staged grad_y (Fg x ldc);
+    # slab dot: slab, staged grad_y, dot results; unrolled: im2col tile, transposed
+    # grad_y, edge block; im2col dot: im2col rows, dot results
     if direct:
         d = plan_direct(&g, nr, 0, DIRECT_TILE)
         per_thread = d.slab + d.ldc * fpad + CK_MR_MAX * CK_NR_MAX + g.Fg * d.ldc
@@ -1078,17 +1082,17 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
             # rows of the transposed grad_y tile: offsets j * fpad, shared by the threads
             row_offsets(offsets + nt * K, d.ldc, fpad)
             weight_grad_direct(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
-                               &d, scratch, offsets, offsets + nt * K, ptrs, nt)
+                               &d, scratch, per_thread, offsets, offsets + nt * K, ptrs, nt)
         elif slab_dot:
             weight_grad_slab_dot(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
-                                 &d, scratch, offsets, ptrs, nt)
+                                 &d, scratch, per_thread, offsets, ptrs, nt)
         elif gemm:
             row_offsets(offsets, tw_gemm, fpad)
             weight_grad_unrolled(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
-                                 tw_gemm, scratch, offsets, ptrs, nt)
+                                 tw_gemm, scratch, per_thread, offsets, ptrs, nt)
         else:
             weight_grad_im2col(x0, &grad_y[0, 0, 0, 0, 0], &g, partials, nchunks, per_chunk,
-                               tw, rb, scratch, ptrs, nt)
+                               tw, rb, scratch, per_thread, ptrs, nt)
         # partial[0] += partial[b] for b = 1, 2, ... in chunk order (contiguous adds),
         # then out[f, k] = partial[0] at (f, k): stored G x K x Fg by the GEMM paths
         # and F x K by the dot path
