@@ -3,6 +3,7 @@
 from ._version import __version__
 from ._threads import get_num_threads, set_num_threads
 from .conv import conv_backward_bias, conv_backward_input, conv_backward_weight, conv_forward
+from .plan import ConvPlan, conv_plan
 from .pool import maxpool_backward, maxpool_forward
 from ._config import openmp_enabled, show_config
 from .layers import Conv, Dense, Flatten, Layer, MaxPool, ReLU, Sequential, Sigmoid, Tanh
@@ -16,6 +17,8 @@ __all__ = [
     "conv_backward_input",
     "conv_backward_weight",
     "conv_backward_bias",
+    "conv_plan",
+    "ConvPlan",
     "maxpool_forward",
     "maxpool_backward",
     "set_num_threads",

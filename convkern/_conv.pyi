@@ -11,6 +11,12 @@ from numpy.typing import NDArray
 
 _Float = NDArray[np.float32] | NDArray[np.float64]
 _Ints3 = tuple[int, int, int]
+_Ints5 = tuple[int, int, int, int, int]
+
+# Path names per pass; a path's code is its index (see convkern/_paths.py).
+PATHS: dict[str, tuple[str, ...]]
+# Activations the forward applies in its output tile; the code is the index.
+ACTIVATIONS: tuple[str, ...]
 
 def kernel_info() -> dict[str, Any]:
     """Return the selected micro-kernels: {"isa": name, "float32": {...}, "float64": {...}}."""
@@ -25,6 +31,8 @@ def conv_forward(
     stride: _Ints3,
     pad: _Ints3,
     dilation: _Ints3,
+    path: int,
+    activation: int,
     num_threads: int,
 ) -> None: ...
 def conv_backward_input(
@@ -35,6 +43,7 @@ def conv_backward_input(
     stride: _Ints3,
     pad: _Ints3,
     dilation: _Ints3,
+    path: int,
     num_threads: int,
 ) -> None: ...
 def conv_backward_weight(
@@ -45,6 +54,31 @@ def conv_backward_weight(
     stride: _Ints3,
     pad: _Ints3,
     dilation: _Ints3,
+    path: int,
     num_threads: int,
 ) -> None: ...
 def conv_backward_bias(grad_y: _Float, out: _Float, untied: bool, num_threads: int) -> None: ...
+def geometry_facts(
+    xs: _Ints5,
+    ws: _Ints5,
+    ys: _Ints5,
+    groups: int,
+    stride: _Ints3,
+    pad: _Ints3,
+    dilation: _Ints3,
+) -> dict[str, bool]:
+    """What the path rules need to know: {"direct", "flipped", "flipped_direct", "phased"}."""
+
+def scratch_bytes(
+    pass_name: str,
+    path: int,
+    xs: _Ints5,
+    ws: _Ints5,
+    ys: _Ints5,
+    groups: int,
+    stride: _Ints3,
+    pad: _Ints3,
+    dilation: _Ints3,
+    double: bool,
+) -> int:
+    """Scratch bytes per thread of one call of the pass on the path."""

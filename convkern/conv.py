@@ -4,25 +4,19 @@ Shapes follow PyTorch: ``x`` is ``(N, C, *S)`` (or unbatched ``(C, *S)``), ``wei
 is ``(F, C // groups, *K)`` and the output is ``(N, F, *O)``, with ``d = len(K)`` in
 1, 2, 3 spatial axes.  ``conv_forward`` equals ``torch.nn.functional.conv{d}d`` of the
 zero-padded input (plus the untied bias where one is given).
+
+Each function checks the kinds of its arrays, then runs the :class:`~convkern.plan.ConvPlan`
+of its geometry, kept in a small cache keyed by the shapes, the dtype and the parameters
+exactly as given: a repeated call neither validates the parameters nor plans again.
 """
+
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
-from . import _conv
-from ._lift import lift_params, lift_shape
-from ._work import CONV_GRAIN, POOL_GRAIN, threads_for
-from ._validation import (
-    check_out,
-    check_size,
-    conv_output_shape,
-    float_array,
-    int_tuple,
-    integer,
-    nonzero_dims,
-    padding_pairs,
-    same_dtype,
-    shape_tuple,
-)
+from .plan import ConvPlan, bias_gradient, spatial_dims
+from ._validation import float_array, nonzero_dims, same_dtype, shape_tuple
 
 __all__ = [
     "conv_forward",
@@ -31,92 +25,38 @@ __all__ = [
     "conv_backward_bias",
 ]
 
-
-class _Conv:
-    """A validated convolution geometry.
-
-    Attributes
-    ----------
-    d : int
-        Number of spatial axes.
-    x_shape, w_shape, y_shape : tuple of int
-        Batched shapes ``(N, C, *S)``, ``(F, C // groups, *K)``, ``(N, F, *O)``.
-    batched : bool
-        False when the caller gave an unbatched ``(C, *S)`` input.
-    """
-
-    def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, x_name="x"):
-        d = _spatial_dims(len(w_shape))
-        if len(x_shape) not in (d + 1, d + 2):
-            raise ValueError(
-                f"{x_name} must have {d + 2} dimensions (N, C, *spatial) or {d + 1} (C, *spatial) "
-                f"for a {d}-D weight, got {len(x_shape)}"
-            )
-        self.d = d
-        self.batched = len(x_shape) == d + 2
-        x_shape = tuple(x_shape) if self.batched else (1,) + tuple(x_shape)
-        groups = integer("groups", groups, 1)
-        F, cg = w_shape[:2]
-        kernel = tuple(w_shape[2:])
-        nonzero_dims("weight", w_shape, "filter, channel or kernel")
-        nonzero_dims(x_name, x_shape[1:], "channel or spatial")
-        if F % groups:
-            raise ValueError(f"groups={groups} does not divide the {F} filters of weight")
-        if x_shape[1] != cg * groups:
-            raise ValueError(
-                f"{x_name} has {x_shape[1]} channels but weight expects "
-                f"{cg} per group x {groups} groups = {cg * groups}"
-            )
-        spatial = x_shape[2:]
-        self.stride = int_tuple("stride", stride, d, 1)
-        self.dilation = int_tuple("dilation", dilation, d, 1)
-        self.padding = padding_pairs(padding, spatial, kernel, self.stride, self.dilation)
-        out = conv_output_shape(spatial, kernel, self.stride, self.padding, self.dilation)
-        self.groups = groups
-        self.x_shape = x_shape
-        self.w_shape = tuple(w_shape)
-        self.y_shape = (x_shape[0], F) + out
-        for name, shape in ((x_name, x_shape), ("weight", w_shape), ("output", self.y_shape)):
-            check_size(name, shape)
-        check_size("unrolled input", (cg,) + kernel + out)
-
-    def user_shape(self, shape):
-        """Drop the batch axis again for an unbatched call."""
-        return shape if self.batched else shape[1:]
-
-    def as5d(self, a, batched_shape):
-        """View a batched array as (N, C, D, H, W) (or (F, C, KD, KH, KW))."""
-        return a.reshape(lift_shape(batched_shape, self.d))
-
-    def threads(self):
-        """Threads worth using for one pass: 2 * N * F * C/groups * prod(K) * prod(O) flops."""
-        flops = 2 * self.y_shape[0] * self.w_shape[0] * self.w_shape[1]
-        for n in self.w_shape[2:] + self.y_shape[2:]:
-            flops *= n
-        return threads_for(flops, CONV_GRAIN)
-
-    def params(self):
-        """Stride, padding-before and dilation as 3-tuples for the kernels."""
-        return (
-            lift_params(self.stride, self.d, 1),
-            lift_params((lo for lo, _ in self.padding), self.d, 0),
-            lift_params(self.dilation, self.d, 1),
-        )
+# Plans of recent geometries, most recent last.
+_CACHE_SIZE = 256
+_plans = OrderedDict()
+_lock = threading.Lock()
 
 
-def _spatial_dims(weight_ndim):
-    """Return d = weight.ndim - 2, which must be 1, 2 or 3."""
-    if weight_ndim not in (3, 4, 5):
-        raise ValueError(
-            f"weight must have 3, 4 or 5 dimensions (F, C // groups, *kernel), got {weight_ndim}"
-        )
-    return weight_ndim - 2
+def _frozen(value):
+    """A hashable key for a parameter that tells 1, True, 1.0 and np.int64(1) apart (each
+    is validated, and refused or accepted, on its own)."""
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__,) + tuple(_frozen(v) for v in value)
+    if isinstance(value, (int, float, str, np.integer, np.floating, np.bool_)) or value is None:
+        return (type(value).__name__, value)
+    return (type(value).__name__, id(value))  # anything else: never shared
 
 
-def _check_grad_y(grad_y, conv):
-    expected = conv.user_shape(conv.y_shape)
-    if grad_y.shape != expected:
-        raise ValueError(f"grad_y must have shape {expected} (the forward output), got {grad_y.shape}")
+def _plan(x_shape, w_shape, dtype, stride, padding, dilation, groups, bias, x_name="x"):
+    """The cached plan of a geometry; a new one is validated (raising on bad parameters)."""
+    key = (tuple(x_shape), tuple(w_shape), dtype, bias, x_name,
+           _frozen(stride), _frozen(padding), _frozen(dilation), _frozen(groups))
+    with _lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _plans.move_to_end(key)
+            return plan
+    plan = ConvPlan(x_shape, w_shape, dtype=dtype, stride=stride, padding=padding,
+                    dilation=dilation, groups=groups, bias=bias, _x_name=x_name)
+    with _lock:
+        _plans[key] = plan
+        if len(_plans) > _CACHE_SIZE:
+            _plans.popitem(last=False)
+    return plan
 
 
 def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, out=None):
@@ -145,38 +85,31 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
     y : ndarray of shape (N, F, *O) or (F, *O)
         ``O = floor((S + before + after - dilation * (K - 1) - 1) / stride) + 1``.
     """
-    given = (x, weight, bias)  # out may not overlap these, nor their contiguous copies
+    given = (x, weight, bias)
     weight = float_array("weight", weight)
     x = float_array("x", x)
     bias = None if bias is None else float_array("bias", bias)
     same_dtype(x=x, weight=weight, bias=bias)
-    conv = _Conv(x.shape, weight.shape, stride, padding, dilation, groups)
-    F = conv.w_shape[0]
-    mode = 0
-    if bias is not None:
-        if bias.shape == (F,):
-            mode = 1
-        elif bias.shape == conv.y_shape[1:]:
-            mode = 2
-        else:
-            raise ValueError(
-                f"bias must have shape ({F},) or {conv.y_shape[1:]} (untied), got {bias.shape}"
-            )
-    y = check_out(out, conv.user_shape(conv.y_shape), x.dtype, given + (x, weight, bias))
-    if conv.y_shape[0] == 0:
-        return y
-    flat_bias = bias.reshape(-1) if bias is not None else np.empty(0, dtype=x.dtype)
-    _conv.conv_forward(
-        conv.as5d(x, conv.x_shape),
-        conv.as5d(weight, conv.w_shape),
-        flat_bias,
-        mode,
-        conv.as5d(y, conv.y_shape),
-        conv.groups,
-        *conv.params(),
-        conv.threads(),
-    )
-    return y
+    d = spatial_dims(weight.ndim)
+    mode = None if bias is None else "tied" if bias.shape == weight.shape[:1] else "untied"
+    plan = _plan(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups, mode)
+    untied_shape = plan.y_shape[-(d + 1):]
+    if mode == "untied" and bias.shape != untied_shape:
+        raise ValueError(
+            f"bias must have shape ({weight.shape[0]},) or {untied_shape} (untied), "
+            f"got {bias.shape}"
+        )
+    return plan.forward(x, weight, bias, out=_out(out, given))
+
+
+def _out(out, given):
+    """Refuse an ``out`` that overlaps an array as the caller gave it (its contiguous copy
+    is checked by the plan)."""
+    if isinstance(out, np.ndarray):
+        for a in given:
+            if isinstance(a, np.ndarray) and np.may_share_memory(out, a):
+                raise ValueError("out shares memory with an input")
+    return out
 
 
 def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilation=1, groups=1,
@@ -203,22 +136,12 @@ def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilatio
     weight = float_array("weight", weight)
     grad_y = float_array("grad_y", grad_y)
     same_dtype(grad_y=grad_y, weight=weight)
-    d = _spatial_dims(weight.ndim)
+    d = spatial_dims(weight.ndim)
     x_shape = shape_tuple("x_shape", x_shape, (d + 1, d + 2))
-    conv = _Conv(x_shape, weight.shape, stride, padding, dilation, groups, x_name="x_shape")
-    _check_grad_y(grad_y, conv)
-    gx = check_out(out, conv.user_shape(conv.x_shape), weight.dtype, given + (grad_y, weight))
-    if conv.x_shape[0] == 0:
-        return gx
-    _conv.conv_backward_input(
-        conv.as5d(grad_y, conv.y_shape),
-        conv.as5d(weight, conv.w_shape),
-        conv.as5d(gx, conv.x_shape),
-        conv.groups,
-        *conv.params(),
-        conv.threads(),
-    )
-    return gx
+    plan = _plan(x_shape, weight.shape, weight.dtype, stride, padding, dilation, groups, None,
+                 x_name="x_shape")
+    _check_grad_y(grad_y, plan)
+    return plan.backward_input(grad_y, weight, out=_out(out, given))
 
 
 def conv_backward_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
@@ -247,21 +170,16 @@ def conv_backward_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilati
     grad_y = float_array("grad_y", grad_y)
     same_dtype(x=x, grad_y=grad_y)
     weight_shape = shape_tuple("weight_shape", weight_shape, (3, 4, 5))
-    conv = _Conv(x.shape, weight_shape, stride, padding, dilation, groups)
-    _check_grad_y(grad_y, conv)
-    gw = check_out(out, conv.w_shape, x.dtype, given + (x, grad_y))
-    if conv.x_shape[0] == 0:
-        gw[...] = 0
-        return gw
-    _conv.conv_backward_weight(
-        conv.as5d(x, conv.x_shape),
-        conv.as5d(grad_y, conv.y_shape),
-        conv.as5d(gw, conv.w_shape),
-        conv.groups,
-        *conv.params(),
-        conv.threads(),
-    )
-    return gw
+    plan = _plan(x.shape, weight_shape, x.dtype, stride, padding, dilation, groups, None)
+    _check_grad_y(grad_y, plan)
+    return plan.backward_weight(x, grad_y, out=_out(out, given))
+
+
+def _check_grad_y(grad_y, plan):
+    if grad_y.shape != plan.y_shape:
+        raise ValueError(
+            f"grad_y must have shape {plan.y_shape} (the forward output), got {grad_y.shape}"
+        )
 
 
 def conv_backward_bias(grad_y, *, untied=False, out=None):
@@ -288,12 +206,4 @@ def conv_backward_bias(grad_y, *, untied=False, out=None):
     if grad_y.ndim not in (3, 4, 5):
         raise ValueError(f"grad_y must have 3, 4 or 5 dimensions (N, F, *O), got {grad_y.ndim}")
     nonzero_dims("grad_y", grad_y.shape[1:], "filter or spatial")
-    n, f = grad_y.shape[:2]
-    shape = grad_y.shape[1:] if untied else (f,)
-    gb = check_out(out, shape, grad_y.dtype, (given, grad_y))
-    if n == 0:
-        gb[...] = 0
-        return gb
-    _conv.conv_backward_bias(grad_y.reshape(n, f, -1), gb.reshape(-1), bool(untied),
-                             threads_for(grad_y.size, POOL_GRAIN))
-    return gb
+    return bias_gradient(grad_y, bool(untied), out, given)

@@ -19,50 +19,37 @@ cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
 
 
 cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_ssize_t nk,
-                        Py_ssize_t p0, Py_ssize_t pn, floating_t *dst, Py_ssize_t ld,
-                        Py_ssize_t pack_mr) noexcept nogil:
+                        Py_ssize_t p0, Py_ssize_t pn, floating_t *dst, Py_ssize_t ld) noexcept nogil:
     """Unroll reduction rows k0 .. k0 + nk for output positions p0 .. p0 + pn.
 
-    Writes value (r, j) (zero where the window reads padding) to
-    dst[r * ld + j] when pack_mr == 0 (row-major), or, when pack_mr > 0, straight into
-    the packed mr-row layout of gemm.pxd: dst[((r // mr) * pn + j) * mr + r % mr].
+    Writes value (r, j) (zero where the window reads padding) to dst[r * ld + j].
     xg points at channel 0 of the group in one image.
     """
-    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, es
+    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow
     cdef Py_ssize_t plane = g.D * g.H * g.W
     cdef const floating_t *xc
     cdef floating_t *row
-    es = pack_mr if pack_mr > 0 else 1
     for r in range(nk):
         tap(g, k0 + r, &c, &kd, &kh, &kw)
         xc = xg + c * plane
-        if pack_mr > 0:
-            row = dst + (r // pack_mr) * pn * pack_mr + r % pack_mr
-        else:
-            row = dst + r * ld
+        row = dst + r * ld
         position(g, p0, &od, &oh, &ow)
         j = 0
         while j < pn:
             seg = min(g.OW - ow, pn - j)
             off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
             for q in range(lo):
-                row[(j + q) * es] = 0
-            if g.sw == 1 and es == 1:
+                row[j + q] = 0
+            if g.sw == 1:
                 for q in range(lo, hi):
                     row[j + q] = xc[off + q]
             else:
                 for q in range(lo, hi):
-                    row[(j + q) * es] = xc[off + q * g.sw]
+                    row[j + q] = xc[off + q * g.sw]
             for q in range(hi, seg):
-                row[(j + q) * es] = 0
+                row[j + q] = 0
             j += seg
             next_row(g, &od, &oh, &ow)
-    if pack_mr > 0:
-        # zero the rows that complete the last mr-row block
-        for r in range(nk, (nk + pack_mr - 1) // pack_mr * pack_mr):
-            row = dst + (r // pack_mr) * pn * pack_mr + r % pack_mr
-            for j in range(pn):
-                row[j * pack_mr] = 0
 
 
 cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,

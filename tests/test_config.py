@@ -24,7 +24,7 @@ from convkern import _config
 KERNEL_NAMES = {"avx512", "avx2", "baseline", "scalar"}
 
 # Modules with a .pyi stub next to them, and whether to compare parameter names.
-STUBBED_MODULES = ["_conv", "_pool", "_openmp", "conv", "pool", "_threads"]
+STUBBED_MODULES = ["_conv", "_pool", "_openmp", "conv", "plan", "pool", "_threads"]
 
 
 def _env_flag(name):
@@ -194,6 +194,13 @@ def _stub_functions(module):
     return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
+def _stub_classes(module):
+    """Names of the top-level classes in module's .pyi stub."""
+    with open(os.path.join(_package_dir(), module + ".pyi")) as f:
+        tree = ast.parse(f.read())
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
 def _stub_params(node):
     a = node.args
     params = [(p.arg, "POSITIONAL_OR_KEYWORD") for p in a.posonlyargs + a.args]
@@ -209,6 +216,9 @@ def test_stubs_match_the_implementation(module):
         public = {n for n in mod.__all__ if callable(getattr(mod, n))}
     else:
         public = {n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))}
+    classes = {n for n in public if isinstance(getattr(mod, n), type)}
+    assert _stub_classes(module) >= classes, f"update convkern/{module}.pyi: classes {classes}"
+    public -= classes
     assert set(stub) >= public, f"update convkern/{module}.pyi: missing {public - set(stub)}"
     for name, node in stub.items():
         assert hasattr(mod, name), f"convkern/{module}.pyi declares {name}, module has none"

@@ -120,9 +120,8 @@ def restore_threads(monkeypatch):
     """Reset the thread count afterwards, and make every call use all the threads it is
     given: convkern runs small calls on fewer threads (convkern._work.threads_for), which
     would hide a thread-count dependence on small shapes."""
-    for mod in ("convkern.conv", "convkern.pool"):
-        monkeypatch.setattr(f"{mod}.threads_for", lambda work, grain: ck.get_num_threads(),
-                            raising=False)
+    for mod in ("convkern.plan", "convkern.pool"):
+        monkeypatch.setattr(f"{mod}.threads_for", lambda work, grain: ck.get_num_threads())
     yield
     ck.set_num_threads(None)
 

@@ -1,0 +1,145 @@
+"""The kernel paths of each convolution pass, and the one table of rules that picks them.
+
+Every pass can run on several hand-written paths.  A path is named after where it sits
+on the pass's real axes:
+
+- **forward**: the operand the micro-kernel reads, ``slab`` (runs of a zero-padded input
+  slab read in place) or ``im2col`` (unrolled tiles), times the GEMM block, wide or
+  ``narrow`` (4 rows, for layers with at most 4 filters per group);
+- **backward_input**: the formulation, ``flipped`` (a stride-1 correlation of grad_y with
+  the flipped weights, on the slab or on im2col tiles), ``phased`` (one such correlation
+  per stride phase, on the slab) or ``col2im`` (``W^T @ grad_y`` scattered back);
+- **backward_weight**: the operand, ``slab`` or ``im2col``, times the micro-kernel,
+  ``gemm`` (the operand's rows against the transposed grad_y) or ``dot`` (rows of grad_y
+  against the operand's rows, for short reductions);
+- **backward_bias**: ``sum``.
+
+Each row of :data:`TABLE` says when its path is *valid* (it computes the right answer
+for the geometry) and when it is *preferred*.  A plan takes, per pass, the first row
+that is both; a test may force any valid row instead.  The predicates read the
+geometry's facts (``convkern._conv.geometry_facts``) and the micro-kernels' block
+shapes (``convkern._conv.kernel_info``), which depend on the CPU's vector width.
+"""
+
+from collections import namedtuple
+
+from . import _conv
+
+__all__ = ["PASSES", "TABLE", "Facts", "choose", "valid_paths"]
+
+PASSES = ("forward", "backward_input", "backward_weight", "backward_bias")
+
+Facts = namedtuple(
+    "Facts",
+    [
+        "direct",          # the slab path applies to the correlation (forward, weight gradient)
+        "flipped",         # stride 1: the input gradient is a correlation of grad_y
+        "flipped_direct",  # ... that takes the slab path
+        "phased",          # strided: every stride phase has taps and takes the slab path
+        "filters",         # filters per group, Fg
+        "channels",        # input channels per group, Cg
+        "reduction",       # Cg * prod(K), the weight gradient's reduction rows
+        "mr",              # rows of the wide GEMM block for the dtype
+        "nr",              # columns of the GEMM block for the dtype
+    ],
+)
+
+Path = namedtuple("Path", ["name", "axes", "valid", "preferred"])
+
+
+def _always(f):
+    return True
+
+
+# Few filters per group fill the 4-row block better than the wide one.
+def _few_filters(f):
+    return f.filters <= 4
+
+
+# The flipped and phased input gradients are GEMMs with only Cg rows per group: with
+# fewer than two wide blocks of rows, copying grad_y's slab costs as much as the product
+# and col2im (K = Cg * prod(K) rows) is faster.
+def _channel_rich(f):
+    return f.channels >= 2 * f.mr
+
+
+# The GEMM weight gradient transposes grad_y per tile, which pays off only over enough
+# reduction rows; shorter reductions take the dot products.
+def _long_reduction(f):
+    return f.reduction >= 4 * f.nr
+
+
+TABLE = {
+    "forward": (
+        Path("slab_narrow", {"operand": "slab", "block": "narrow"},
+             lambda f: f.direct, _few_filters),
+        Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct, _always),
+        Path("im2col_narrow", {"operand": "im2col", "block": "narrow"}, _always, _few_filters),
+        Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
+    ),
+    "backward_input": (
+        Path("flipped", {"formulation": "flipped", "operand": "slab"},
+             lambda f: f.flipped_direct, _channel_rich),
+        Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
+             lambda f: f.flipped, _channel_rich),
+        Path("phased", {"formulation": "phased", "operand": "slab"},
+             lambda f: f.phased, _channel_rich),
+        Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
+    ),
+    "backward_weight": (
+        Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
+             lambda f: f.direct, _long_reduction),
+        Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct, _always),
+        Path("im2col_gemm", {"operand": "im2col", "kernel": "gemm"}, _always, _long_reduction),
+        Path("im2col_dot", {"operand": "im2col", "kernel": "dot"}, _always, _always),
+    ),
+    "backward_bias": (
+        Path("sum", {"kernel": "sum"}, _always, _always),
+    ),
+}
+
+# The table and the compiled kernels name the same paths.
+if {p: {row.name for row in rows} for p, rows in TABLE.items()} != {
+    p: set(names) for p, names in _conv.PATHS.items()
+}:
+    raise ImportError("convkern: the path table and the compiled kernels name different paths")
+
+
+def facts(geometry, dtype):
+    """The facts the rules read, for a geometry's 5-D shapes and kernel parameters.
+
+    Parameters
+    ----------
+    geometry : tuple
+        ``(x5, w5, y5, groups, stride3, pad3, dilation3)`` as the kernels take them.
+    dtype : numpy.dtype
+        float32 or float64.
+    """
+    x5, w5, _, groups = geometry[:4]
+    mr, nr = _conv.kernel_info()[dtype.name]["gemm"]
+    return Facts(
+        filters=w5[0] // groups,
+        channels=w5[1],
+        reduction=w5[1] * w5[2] * w5[3] * w5[4],
+        mr=mr,
+        nr=nr,
+        **_conv.geometry_facts(*geometry),
+    )
+
+
+def valid_paths(pass_name, f):
+    """The names of the paths of ``pass_name`` that are valid for facts ``f``, in table order."""
+    return tuple(row.name for row in TABLE[pass_name] if row.valid(f))
+
+
+def choose(pass_name, f):
+    """The first path of ``pass_name`` in the table that is valid and preferred for ``f``."""
+    for row in TABLE[pass_name]:
+        if row.valid(f) and row.preferred(f):
+            return row.name
+    raise RuntimeError(f"no path of {pass_name} applies")  # the last row always does
+
+
+def code(pass_name, name):
+    """The path's code for the compiled kernels."""
+    return _conv.PATHS[pass_name].index(name)

@@ -1,0 +1,72 @@
+# The bias gradient: sums of grad_y per filter (or per filter and position), in double
+# and in a fixed order.  Included by _conv.pyx.
+
+
+cdef enum:
+    LANES = 16       # independent double sums of the bias gradient (a fixed fold order)
+    BIAS_BLOCK = 256  # positions summed at once by the untied bias gradient
+
+
+cdef void bias_sum(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,
+                   floating_t *out) noexcept nogil:
+    """out[0] = sum over n < N, p < P of gy[n * ld + p], in double.
+
+    Position p goes to lane p % LANES; the lanes are folded in halves at the end, so
+    the order of the additions is fixed (and vectorisable).
+    """
+    cdef double acc[LANES]
+    cdef Py_ssize_t n, p, j, w, pv = P - P % LANES
+    cdef const floating_t *row
+    for j in range(<Py_ssize_t> LANES):
+        acc[j] = 0
+    for n in range(N):
+        row = gy + n * ld
+        for p in range(pv // LANES):
+            for j in range(<Py_ssize_t> LANES):
+                acc[j] += row[p * LANES + j]
+        for p in range(pv, P):
+            acc[p - pv] += row[p]
+    w = LANES // 2
+    while w > 0:
+        for j in range(w):
+            acc[j] += acc[j + w]
+        w = w // 2
+    out[0] = <floating_t> acc[0]
+
+
+cdef void bias_sum_untied(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,
+                          floating_t *out) noexcept nogil:
+    """out[p] = sum over n < N of gy[n * ld + p], in double, for p < P."""
+    cdef double acc[BIAS_BLOCK]
+    cdef Py_ssize_t b, n, p0, pn, j
+    for b in range((P + BIAS_BLOCK - 1) // BIAS_BLOCK):
+        p0 = b * BIAS_BLOCK
+        pn = min(<Py_ssize_t> BIAS_BLOCK, P - p0)
+        for j in range(pn):
+            acc[j] = 0
+        for n in range(N):
+            for j in range(pn):
+                acc[j] += gy[n * ld + p0 + j]
+        for j in range(pn):
+            out[p0 + j] = <floating_t> acc[j]
+
+
+def conv_backward_bias(const floating_t[:, :, ::1] grad_y not None,
+                       floating_t[::1] out not None, bint untied, int num_threads):
+    """Fill out with the bias gradient of grad_y viewed as (N, F, P).
+
+    out is (F,) for a bias per filter, or (F * P,) for an untied bias.  Sums over the
+    batch and the positions run in a fixed order, in double precision.
+    """
+    cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1], P = grad_y.shape[2]
+    cdef Py_ssize_t f
+    cdef int nt = max(1, num_threads)
+    if N == 0 or F == 0 or P == 0:
+        out[:] = 0
+        return
+    with nogil:
+        for f in prange(F, num_threads=nt, schedule="static"):
+            if untied:
+                bias_sum_untied(&grad_y[0, f, 0], N, F * P, P, &out[f * P])
+            else:
+                bias_sum(&grad_y[0, f, 0], N, F * P, P, &out[f])

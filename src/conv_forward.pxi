@@ -1,0 +1,215 @@
+# The correlation y = x * W (+ bias, then an activation) on the direct (slab) path or on
+# im2col tiles, and the forward pass.  Included by _conv.pyx.
+
+
+cdef inline floating_t activate(floating_t v, int act) noexcept nogil:
+    """The forward's activation of one output: ReLU keeps NaN (as max(v, 0) does in
+    PyTorch), everything else passes through."""
+    if act == ACT_RELU and v <= 0:
+        return 0
+    return v
+
+
+cdef inline Py_ssize_t im2col_per_thread(Py_ssize_t tw) noexcept nogil:
+    """Scratch elements per thread of correlate_im2col: a KC x tw im2col block and the
+    micro-kernel's edge block."""
+    return KC * tw + CK_MR_MAX * CK_NR_MAX
+
+
+cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t *wpack,
+                           const floating_t *bias, int bias_mode, int act, floating_t *y,
+                           const OutLayout *out, const DirectPlan *d, floating_t *scratch,
+                           Py_ssize_t *offsets, const Kernels *kern, int nt) noexcept nogil:
+    """Direct-path correlation y = act(x * W + bias) with the weights packed per group.
+
+    x is (N, C, D, H, W), contiguous; y (N, F, OD, OH, OW) is laid out as out says
+    (contiguous whenever there is a bias); wpack holds G blocks of round_up(Fg, mr) x K
+    packed rows for kern's mr.  Tasks are (image, group, tile).
+    """
+    cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
+    cdef Py_ssize_t t, n, grp, f, pz, r, q, p, ncols, row_len, pitch, cplane
+    cdef Tile tile
+    cdef floating_t *slab
+    cdef floating_t *ctile
+    cdef floating_t *src
+    cdef floating_t *dst
+    cdef Py_ssize_t *boff
+    cdef Py_ssize_t *roff
+    for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
+        slab = scratch + threadid() * d.per_thread
+        ctile = slab + d.slab
+        boff = offsets + threadid() * (K + d.planes * d.rows)
+        roff = boff + K
+        n = t // (g.G * ntiles)
+        grp = (t // ntiles) % g.G
+        tile = tile_of(g, d, t % ntiles)
+        fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
+        slab_offsets(g, &tile, boff)
+        # output (pz, r, q) is column pz * cplane + r * pitch + q of the tile's matrix:
+        # vector rows are packed, padded-row tiles keep the slab's halo columns
+        if d.rowvec:
+            ncols = tile.planes * tile.rows * tile.cols
+            row_len = tile.cols
+            pitch = tile.cols
+            cplane = tile.rows * tile.cols
+            for pz in range(tile.planes):
+                for r in range(tile.rows):
+                    roff[pz * tile.rows + r] = (pz * tile.srows + r) * tile.width
+        else:
+            ncols = tile.npos
+            row_len = 0
+            pitch = tile.width
+            cplane = tile.srows * tile.width
+        # whole mr x nr blocks into the tile (the packed rows past Fg are zero, the slab
+        # and the tile have room for the last sliver): no ragged-edge copies
+        gemm_block(kern, wpack + grp * fpad * K, mr * K, fpad, K, slab, boff, row_len, roff,
+                   round_up(ncols, nr), ctile, d.ldc, ctile + fpad * d.ldc, False)
+        # copy the tile's outputs out, dropping the halo columns, adding the bias and
+        # applying the activation
+        for f in range(g.Fg):
+            for pz in range(tile.planes):
+                for r in range(tile.rows):
+                    src = ctile + f * d.ldc + pz * cplane + r * pitch
+                    p = ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0
+                    dst = y + (out.offset + n * out.sn + (grp * g.Fg + f) * out.sf
+                               + (tile.od0 + pz) * out.sd + (tile.oh0 + r) * out.sh
+                               + tile.w0 * out.sw)
+                    if bias_mode == 0 and out.sw != 1:
+                        for q in range(tile.cols):
+                            dst[q * out.sw] = activate(src[q], act)
+                    elif bias_mode == 0:
+                        for q in range(tile.cols):
+                            dst[q] = activate(src[q], act)
+                    elif bias_mode == 1:
+                        for q in range(tile.cols):
+                            dst[q] = activate(src[q] + bias[grp * g.Fg + f], act)
+                    else:
+                        for q in range(tile.cols):
+                            dst[q] = activate(src[q] + bias[(grp * g.Fg + f) * g.P + p + q], act)
+
+
+cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t *wpack,
+                           const floating_t *bias, int bias_mode, int act, floating_t *y,
+                           Py_ssize_t tw, floating_t *scratch, Py_ssize_t *offsets,
+                           const Kernels *kern, int nt) noexcept nogil:
+    """Any-stride correlation y = act(x * W + bias) on im2col tiles of tw positions."""
+    cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
+    cdef Py_ssize_t per_thread = im2col_per_thread(tw)
+    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc, f, j
+    cdef floating_t *col
+    cdef floating_t *yrow
+    for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * per_thread
+        n = t // (g.G * ntiles)
+        grp = (t // ntiles) % g.G
+        p0 = (t % ntiles) * tw
+        pn = min(tw, g.P - p0)
+        for kb in range((K + KC - 1) // KC):
+            k0 = kb * KC
+            kc = min(<Py_ssize_t> KC, K - k0)
+            im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw)
+            gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
+                       offsets, 0, NULL, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
+                       col + KC * tw, k0 > 0)
+        if bias_mode != 0 or act != ACT_NONE:
+            for f in range(grp * g.Fg, (grp + 1) * g.Fg):
+                yrow = y + (n * g.F + f) * g.P + p0
+                if bias_mode == 0:
+                    for j in range(pn):
+                        yrow[j] = activate(yrow[j], act)
+                elif bias_mode == 1:
+                    for j in range(pn):
+                        yrow[j] = activate(yrow[j] + bias[f], act)
+                else:
+                    for j in range(pn):
+                        yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
+
+
+cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, bint slab,
+                                  const floating_t *tag) noexcept nogil:
+    """Bytes of scratch per thread of correlate on the slab or the im2col path."""
+    cdef Py_ssize_t nr = block_nr(kern, tag), K = g.Cg * g.KK
+    cdef DirectPlan d
+    if slab:
+        d = plan_direct(g, nr, block_vl(kern, tag), DIRECT_TILE)
+        return d.per_thread * sizeof(floating_t) + (K + d.planes * d.rows) * sizeof(Py_ssize_t)
+    return im2col_per_thread(tile_width(g.P, nr)) * sizeof(floating_t)
+
+
+cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
+                    const floating_t *bias, int bias_mode, int act, floating_t *y,
+                    const OutLayout *out, bint slab, const Kernels *kern, int nt) except *:
+    """y = act(x * W + bias) on the slab path (slab, which needs direct_fits(g)) or on
+    im2col tiles; wpack as in correlate_direct.
+
+    y is laid out as out says: a layout other than contiguous(g) needs the slab path.
+    """
+    cdef Py_ssize_t nr = block_nr(kern, x), K = g.Cg * g.KK
+    cdef Py_ssize_t tw = tile_width(g.P, nr)
+    cdef DirectPlan d
+    cdef floating_t *scratch
+    cdef Py_ssize_t *offsets
+    if slab:
+        d = plan_direct(g, nr, block_vl(kern, x), DIRECT_TILE)
+        offsets = <Py_ssize_t *> alloc_scratch(nt * (K + d.planes * d.rows) * sizeof(Py_ssize_t))
+        try:
+            scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
+        except MemoryError:
+            free(offsets)
+            raise
+        with nogil:
+            correlate_direct(x, g, wpack, bias, bias_mode, act, y, out, &d, scratch, offsets,
+                             kern, nt)
+    else:
+        offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
+        try:
+            scratch = <floating_t *> alloc_scratch(nt * im2col_per_thread(tw) * sizeof(floating_t))
+        except MemoryError:
+            free(offsets)
+            raise
+        row_offsets(offsets, KC, tw)
+        with nogil:
+            correlate_im2col(x, g, wpack, bias, bias_mode, act, y, tw, scratch, offsets, kern,
+                             nt)
+    free(scratch)
+    free(offsets)
+
+
+def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
+                 const floating_t[:, :, :, :, ::1] weight not None,
+                 const floating_t[::1] bias not None, int bias_mode,
+                 floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
+                 tuple stride, tuple pad, tuple dilation, int path, int activation,
+                 int num_threads):
+    """Fill out (N, F, OD, OH, OW) with act(x * weight + bias) on the given path.
+
+    bias_mode 0: no bias; 1: bias (F,); 2: untied bias (F, OD * OH * OW).  activation:
+    an index in ACTIVATIONS.  path: an index in PATHS["forward"] that is valid for the
+    geometry (see geometry_facts).  pad holds the padding before each axis; the shapes
+    were validated by the caller.
+    """
+    cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups, stride, pad, dilation)
+    cdef bint narrow = path == FWD_SLAB_NARROW or path == FWD_IM2COL_NARROW
+    cdef const Kernels *kern = &KERN4 if narrow else &KERN
+    cdef OutLayout layout
+    cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
+    cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr), gi
+    cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * fpad * K * sizeof(floating_t))
+    with nogil:
+        for gi in range(g.G):
+            pack_rows(&weight[gi * g.Fg, 0, 0, 0, 0], K, 1, g.Fg, K, mr, wpack + gi * fpad * K)
+    try:
+        layout = contiguous(&g)
+        correlate(&x[0, 0, 0, 0, 0], &g, wpack, &bias[0] if bias.shape[0] else NULL,
+                  bias_mode, activation, &out[0, 0, 0, 0, 0], &layout,
+                  path == FWD_SLAB or path == FWD_SLAB_NARROW, kern, max(1, num_threads))
+    finally:
+        free(wpack)
+
+

@@ -1,0 +1,199 @@
+# The geometry of a call, the tiling of the direct (slab) path and when it applies, and
+# small helpers shared by the passes.  Included by _conv.pyx.
+
+
+cdef Geom make_geom(const Py_ssize_t *xs, const Py_ssize_t *ws, const Py_ssize_t *ys,
+                    Py_ssize_t groups, tuple stride, tuple pad, tuple dilation):
+    """Describe a call from the shapes of x (N, C, D, H, W), weight (F, Cg, KD, KH, KW)
+    and y (N, F, OD, OH, OW), all as 5-D arrays."""
+    cdef Geom g
+    g.N, g.C, g.D, g.H, g.W = xs[0], xs[1], xs[2], xs[3], xs[4]
+    g.F, g.Cg, g.KD, g.KH, g.KW = ws[0], ws[1], ws[2], ws[3], ws[4]
+    g.OD, g.OH, g.OW = ys[2], ys[3], ys[4]
+    g.G = groups
+    g.Fg = g.F // groups
+    g.KK = g.KD * g.KH * g.KW
+    g.P = g.OD * g.OH * g.OW
+    g.sd, g.sh, g.sw = stride
+    g.pd, g.ph, g.pw = pad
+    g.dd, g.dh, g.dw = dilation
+    return g
+
+
+cdef void *alloc_scratch(Py_ssize_t nbytes) except NULL:
+    cdef void *p = calloc(<size_t> max(nbytes, 1), 1)
+    if p == NULL:
+        raise MemoryError(f"convkern: cannot allocate {nbytes} bytes of scratch")
+    return p
+
+
+cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil:
+    """True if any of v[0 .. n) is NaN or infinite (v - v is then NaN)."""
+    cdef int bad = 0
+    cdef floating_t z
+    cdef Py_ssize_t i
+    for i in range(n):
+        z = v[i] - v[i]
+        bad = bad | (z != z)
+    return bad != 0
+
+
+cdef inline void transpose(const floating_t *src, Py_ssize_t lds, Py_ssize_t rows,
+                           Py_ssize_t cols, floating_t *dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, in 16 x 16 blocks
+    so that both sides stay in L1."""
+    cdef Py_ssize_t i0, j0, i, j
+    for j0 in range(0, cols, 16):
+        for i0 in range(0, rows, 16):
+            for j in range(j0, min(j0 + 16, cols)):
+                for i in range(i0, min(i0 + 16, rows)):
+                    dst[j * ldd + i] = src[i * lds + j]
+
+
+cdef inline Py_ssize_t tile_width(Py_ssize_t P, Py_ssize_t nr) noexcept nogil:
+    return round_up(min(P, TILE), nr)
+
+
+cdef inline bint unit_stride(const Geom *g) noexcept nogil:
+    return g.sd == 1 and g.sh == 1 and g.sw == 1
+
+
+cdef struct DirectPlan:
+    Py_ssize_t planes, rows, seg   # output planes, rows and columns per tile
+    Py_ssize_t npl, nrb, nseg      # tiles along the planes, rows and columns
+    Py_ssize_t slab                # slab elements per thread (with slack for whole slivers)
+    Py_ssize_t ldc                 # leading dimension of the tile's output (or grad_y) block
+    Py_ssize_t per_thread          # scratch elements per thread (correlate_direct)
+    bint rowvec                    # vector rows: each micro-kernel vector is one output row
+
+
+cdef struct OutLayout:
+    # Where output (n, f, od, oh, ow) of a correlation goes: y + offset + n * sn +
+    # f * sf + od * sd + oh * sh + ow * sw (a contiguous y, or one stride phase of
+    # grad_x, see backward_input_phased).
+    Py_ssize_t offset, sn, sf, sd, sh, sw
+
+
+cdef inline OutLayout contiguous(const Geom *g) noexcept nogil:
+    cdef OutLayout o
+    o.offset = 0
+    o.sw = 1
+    o.sh = g.OW
+    o.sd = g.OH * g.OW
+    o.sf = g.P
+    o.sn = g.F * g.P
+    return o
+
+
+cdef inline Py_ssize_t tile_npos(Py_ssize_t planes, Py_ssize_t rows, Py_ssize_t srows,
+                                 Py_ssize_t width) noexcept nogil:
+    return ((planes - 1) * srows + rows) * width
+
+
+cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
+                            Py_ssize_t max_tile) noexcept nogil:
+    """Tile a correlation into padded tiles of at most max_tile columns (direct_fits).
+
+    A tile computes its outputs plus the halo columns (see unroll.Tile) in slivers of nr;
+    the row count (and, when whole planes fit, the plane count) is the one that wastes
+    the fewest columns.  With vl > 0 and output rows of one vl-vector or of whole
+    nr-slivers, tiles use vector rows instead (d.rowvec, see gemm_block): every vector
+    is part of one output row, no halo column is computed, and a tile's rows * OW
+    columns are a whole number of slivers.
+    """
+    cdef DirectPlan d
+    cdef Py_ssize_t halo = (g.KW - 1) * g.dw // g.sw, hh = (g.KH - 1) * g.dh // g.sh
+    cdef Py_ssize_t phases = g.sd * g.sh * g.sw
+    cdef Py_ssize_t width = g.OW + halo, r, n, unit, rmax
+    cdef double eff, best = -1
+    d.planes = 1
+    d.rowvec = False
+    # rows per tile must be a multiple of unit for rows * OW to fill whole slivers
+    unit = nr // gcd(g.OW, nr) if g.OW > 0 else 1
+    rmax = (max_tile // g.OW) // unit * unit if 0 < g.OW and width <= max_tile else 0
+    if vl > 0 and (g.OW == vl or g.OW % nr == 0) and g.OH % unit == 0 and rmax > 0:
+        d.rowvec = True
+        d.seg = g.OW
+        if rmax >= g.OH:
+            # whole planes, as many as fit, spread evenly over the tiles
+            d.rows = g.OH
+            n = (g.OD + rmax // g.OH - 1) // (rmax // g.OH)
+            d.planes = (g.OD + n - 1) // n
+        else:
+            n = (g.OH + rmax - 1) // rmax
+            d.rows = round_up((g.OH + n - 1) // n, unit)
+    elif width <= max_tile:
+        d.seg = g.OW
+        d.rows = 1
+        for r in range(1, min(g.OH, max_tile // width) + 1):
+            eff = <double> (r * g.OW) / round_up(r * width, nr)
+            if eff >= best:
+                best = eff
+                d.rows = r
+        # the same number of row blocks, evened out (no short last block)
+        n = (g.OH + d.rows - 1) // d.rows
+        d.rows = (g.OH + n - 1) // n
+        if d.rows == g.OH:
+            for n in range(2, g.OD + 1):
+                if tile_npos(n, g.OH, g.OH + hh, width) > max_tile:
+                    break
+                eff = <double> (n * g.OH * g.OW) / round_up(tile_npos(n, g.OH, g.OH + hh, width), nr)
+                if eff >= best:
+                    best = eff
+                    d.planes = n
+    else:
+        # one row at a time, in segments whose padded width is a multiple of nr
+        d.rows = 1
+        d.seg = round_up(TILE + halo, nr) - halo
+        width = d.seg + halo
+    d.npl = (g.OD + d.planes - 1) // d.planes
+    d.nrb = (g.OH + d.rows - 1) // d.rows
+    d.nseg = (g.OW + d.seg - 1) // d.seg
+    d.slab = (g.Cg * phases * (d.planes + (g.KD - 1) * g.dd // g.sd) * (d.rows + hh) * width
+              + halo + nr)
+    d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width), nr)
+    if d.rowvec:
+        d.ldc = d.planes * d.rows * g.OW
+    # the output tile holds whole mr-row blocks (up to CK_MR_MAX rows past Fg)
+    d.per_thread = d.slab + (g.Fg + CK_MR_MAX) * d.ldc + CK_MR_MAX * CK_NR_MAX
+    return d
+
+
+cdef inline Tile tile_of(const Geom *g, const DirectPlan *d, Py_ssize_t i) noexcept nogil:
+    """The i-th tile of a plane block / row block / column segment walk."""
+    return make_tile(g, i // (d.nrb * d.nseg) * d.planes, d.planes,
+                     (i // d.nseg) % d.nrb * d.rows, d.rows, i % d.nseg * d.seg, d.seg)
+
+
+cdef inline bint taps_cover_phases(Py_ssize_t k, Py_ssize_t dil, Py_ssize_t s) noexcept nogil:
+    """True if the taps i * dil (i < k) fall in every stride phase 0 .. s - 1."""
+    cdef Py_ssize_t a, i
+    cdef bint hit
+    if k < s or s > MAX_PHASES:
+        return False
+    for a in range(s):
+        hit = False
+        for i in range(min(k, s)):  # i * dil % s repeats with a period dividing s
+            hit = hit or i * dil % s == a
+        if not hit:
+            return False
+    return True
+
+
+cdef inline bint direct_fits(const Geom *g) noexcept nogil:
+    """The slab path applies: every stride phase of the input is read by some tap (the
+    slab copies them all, see unroll.fill_slab), and the halo is small enough that the
+    padded slab stays a small tile."""
+    return (taps_cover_phases(g.KD, g.dd, g.sd) and taps_cover_phases(g.KH, g.dh, g.sh)
+            and taps_cover_phases(g.KW, g.dw, g.sw)
+            and (g.KW - 1) * g.dw // g.sw <= TILE and (g.KH - 1) * g.dh // g.sh <= TILE
+            and (g.KD - 1) * g.dd // g.sd <= TILE
+            and g.Cg * g.sd * g.sh * g.sw * ((g.KD - 1) * g.dd // g.sd + 1) <= SLAB_CHANNELS)
+
+

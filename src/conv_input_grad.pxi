@@ -1,0 +1,310 @@
+# The input gradient: a flipped stride-1 correlation of grad_y, one correlation per stride
+# phase, or W^T @ grad_y scattered back (col2im).  Included by _conv.pyx.
+
+
+cdef bint flip_fits(const Geom *g) noexcept nogil:
+    """True if the input gradient is a stride-1 correlation with non-negative padding."""
+    return (unit_stride(g) and g.pd <= (g.KD - 1) * g.dd and g.ph <= (g.KH - 1) * g.dh
+            and g.pw <= (g.KW - 1) * g.dw)
+
+
+cdef Geom flipped_geom(const Geom *g) noexcept nogil:
+    """The input gradient of a stride-1 layer as a correlation that reads grad_y as its
+    input and writes grad_x as its output (see flip_fits)."""
+    cdef Geom t = g[0]
+    t.C, t.D, t.H, t.W = g.F, g.OD, g.OH, g.OW
+    t.F, t.Cg, t.Fg = g.C, g.Fg, g.Cg
+    t.OD, t.OH, t.OW, t.P = g.D, g.H, g.W, g.D * g.H * g.W
+    t.pd = (g.KD - 1) * g.dd - g.pd
+    t.ph = (g.KH - 1) * g.dh - g.ph
+    t.pw = (g.KW - 1) * g.dw - g.pw
+    return t
+
+
+cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, const Geom *g,
+                                 floating_t *gx, bint slab, int nt) except *:
+    """grad_x = grad_y * flip(W)^T, a stride-1 correlation of grad_y (see flip_fits), on
+    the slab path (slab, which needs direct_fits of flipped_geom) or on im2col tiles."""
+    cdef Geom t = flipped_geom(g)
+    cdef OutLayout layout
+    cdef Py_ssize_t mr = block_mr(&KERN, gy)
+    cdef Py_ssize_t K = g.Fg * g.KK, cpad = round_up(g.Cg, mr)
+    cdef Py_ssize_t gi, b, k, i, c, f, kk
+    cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * cpad * K * sizeof(floating_t))
+    with nogil:
+        # packed A[c, f * KK + kk] = W[grp * Fg + f, c, KK - 1 - kk] per group
+        for gi in range(g.G):
+            for b in range(cpad // mr):
+                for k in range(K):
+                    f = k // g.KK
+                    kk = k % g.KK
+                    for i in range(mr):
+                        c = b * mr + i
+                        wpack[((gi * cpad // mr + b) * K + k) * mr + i] = (
+                            w[((gi * g.Fg + f) * g.Cg + c) * g.KK + g.KK - 1 - kk]
+                            if c < g.Cg else 0)
+    try:
+        layout = contiguous(&t)
+        correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, slab, &KERN, nt)
+    finally:
+        free(wpack)
+
+
+cdef struct Col2imLayout:
+    # Tasks are (image, group, chunk of cch input channels); a thread's scratch holds the
+    # grad_y tile (Fg x tw), then rb rows of cols (rb x tw), then the micro-kernel's edge
+    # block: per_thread elements.
+    Py_ssize_t cch, nchunks, rows_pad, rb, tw, per_thread
+
+
+cdef Col2imLayout col2im_layout(const Geom *g, int nt, const floating_t *tag) noexcept nogil:
+    """Chunking and per-thread scratch of backward_input_col2im for nt threads."""
+    cdef Col2imLayout c
+    cdef Py_ssize_t mr = block_mr(&KERN, tag), nr = block_nr(&KERN, tag)
+    # Channels per chunk: enough chunks to keep every thread busy when the batch is small.
+    # A channel's rows only touch that channel of grad_x, whatever the chunking.
+    cdef Py_ssize_t want = (2 * nt + g.N * g.G - 1) // (g.N * g.G)
+    c.cch = max(1, (g.Cg + want - 1) // want)
+    c.nchunks = (g.Cg + c.cch - 1) // c.cch
+    c.rows_pad = round_up(c.cch * g.KK, mr)
+    c.rb = min(c.rows_pad, ROW_BLOCK // mr * mr)
+    c.tw = tile_width(g.P, nr)
+    c.per_thread = g.Fg * c.tw + c.rb * c.tw + CK_MR_MAX * CK_NR_MAX
+    return c
+
+
+cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const Geom *g,
+                                floating_t *gx, int nt) except *:
+    """grad_x by cols = W^T @ grad_y followed by col2im, for any stride."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy)
+    cdef Py_ssize_t K = g.Cg * g.KK
+    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef Col2imLayout lay = col2im_layout(g, nt, gy)
+    cdef Py_ssize_t cch = lay.cch, nchunks = lay.nchunks, rb = lay.rb
+    cdef Py_ssize_t rows_pad = lay.rows_pad, tw = lay.tw, per_thread = lay.per_thread
+    cdef Py_ssize_t ntasks = g.N * g.G * nchunks
+    cdef floating_t *wpack = <floating_t *> alloc_scratch(
+        g.G * nchunks * rows_pad * g.Fg * sizeof(floating_t))
+    cdef floating_t *scratch = NULL
+    cdef Py_ssize_t *offsets = NULL
+    cdef floating_t *gyt
+    cdef floating_t *cols
+    cdef floating_t *gxc
+    cdef const floating_t *ap
+    cdef Py_ssize_t t, n, grp, ch, c0, c1, nrows, tb, p0, pn, rbi, r0, nb, f, j, gi, ci
+    try:
+        scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
+        offsets = <Py_ssize_t *> alloc_scratch(g.Fg * sizeof(Py_ssize_t))
+    except MemoryError:
+        free(wpack)
+        free(scratch)
+        raise
+    row_offsets(offsets, g.Fg, tw)
+    with nogil:
+        # W[g]^T restricted to a chunk's rows, packed: A[r, f] = W[g*Fg + f, c0*KK + r].
+        for gi in range(g.G):
+            for ci in range(nchunks):
+                c0 = ci * cch
+                nrows = (min(g.Cg, c0 + cch) - c0) * g.KK
+                pack_rows(w + gi * g.Fg * K + c0 * g.KK, 1, K, nrows, g.Fg,
+                          mr, wpack + (gi * nchunks + ci) * rows_pad * g.Fg)
+        for t in prange(ntasks, num_threads=nt, schedule="static"):
+            gyt = scratch + threadid() * per_thread
+            cols = gyt + g.Fg * tw
+            n = t // (g.G * nchunks)
+            grp = (t // nchunks) % g.G
+            ch = t % nchunks
+            c0 = ch * cch
+            c1 = min(g.Cg, c0 + cch)
+            nrows = (c1 - c0) * g.KK
+            ap = wpack + (grp * nchunks + ch) * rows_pad * g.Fg
+            gxc = gx + (n * g.C + grp * g.Cg + c0) * plane
+            memset(gxc, 0, (c1 - c0) * plane * sizeof(floating_t))
+            for tb in range((g.P + tw - 1) // tw):
+                p0 = tb * tw
+                pn = min(tw, g.P - p0)
+                # gy tile (Fg x pn) copied so the micro-kernel may read whole nr slivers
+                for f in range(g.Fg):
+                    for j in range(pn):
+                        gyt[f * tw + j] = gy[(n * g.F + grp * g.Fg + f) * g.P + p0 + j]
+                for rbi in range((nrows + rb - 1) // rb):
+                    r0 = rbi * rb
+                    nb = min(rb, nrows - r0)
+                    gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt, offsets,
+                               0, NULL, pn, cols, tw, cols + rb * tw, False)
+                    col2im_add(cols, tw, g, r0, nb, p0, pn, gxc)
+    free(scratch)
+    free(offsets)
+    free(wpack)
+
+
+cdef struct AxisPhase:
+    # The taps and outputs of one stride phase a of one axis of the input gradient:
+    # grad_x[i * s + a - p] for i = q0 .. q0 + count - 1 gets grad_y[i - m] * w[k] for
+    # the n taps k = kmax, kmax - kstep, ... with k * d % s == a, where m = (k*d - a)/s.
+    # As a stride-1 correlation of grad_y over u = i - q0: tap j (k = kmax - j * kstep)
+    # reads grad_y[u - pad + j * dil], with pad = mmax - q0 and dil = d / gcd(d, s).
+    Py_ssize_t n, kmax, kstep, dil, pad, q0, count
+
+
+cdef inline Py_ssize_t floor_div(Py_ssize_t x, Py_ssize_t s) noexcept nogil:
+    return x // s if x >= 0 else -((-x + s - 1) // s)
+
+
+cdef AxisPhase axis_phase(Py_ssize_t K, Py_ssize_t d, Py_ssize_t s, Py_ssize_t p,
+                          Py_ssize_t size, Py_ssize_t a) noexcept nogil:
+    """Phase a of an axis with kernel K, dilation d, stride s, padding p and input size."""
+    cdef AxisPhase ph
+    cdef Py_ssize_t k
+    ph.n = 0
+    ph.kmax = -1
+    for k in range(K):
+        if k * d % s == a:
+            ph.n += 1
+            ph.kmax = k
+    ph.kstep = s // gcd(d, s)
+    ph.dil = d // gcd(d, s)
+    ph.q0 = -floor_div(a - p, s)                  # first i with i * s + a - p >= 0
+    ph.count = max(0, floor_div(size - 1 + p - a, s) - ph.q0 + 1)
+    ph.pad = (ph.kmax * d - a) // s - ph.q0 if ph.n > 0 else 0
+    return ph
+
+
+cdef inline AxisPhase phase_of(const Geom *g, Py_ssize_t i, int axis) noexcept nogil:
+    """Axis 0, 1 or 2 (D, H, W) of phase i = (a_d * sh + a_h) * sw + a_w."""
+    if axis == 0:
+        return axis_phase(g.KD, g.dd, g.sd, g.pd, g.D, i // (g.sh * g.sw))
+    if axis == 1:
+        return axis_phase(g.KH, g.dh, g.sh, g.ph, g.H, i // g.sw % g.sh)
+    return axis_phase(g.KW, g.dw, g.sw, g.pw, g.W, i % g.sw)
+
+
+cdef Geom phase_geom(const Geom *g, Py_ssize_t e, OutLayout *out) noexcept nogil:
+    """Phase e of a strided input gradient as a stride-1 correlation of grad_y (see
+    AxisPhase), and where its outputs go in grad_x."""
+    cdef AxisPhase pd = phase_of(g, e, 0), ph = phase_of(g, e, 1), pw = phase_of(g, e, 2)
+    cdef Geom t = g[0]
+    t.C, t.D, t.H, t.W = g.F, g.OD, g.OH, g.OW
+    t.F, t.Cg, t.Fg = g.C, g.Fg, g.Cg
+    t.KD, t.KH, t.KW = pd.n, ph.n, pw.n
+    t.KK = pd.n * ph.n * pw.n
+    t.OD, t.OH, t.OW = pd.count, ph.count, pw.count
+    t.P = pd.count * ph.count * pw.count
+    t.sd = t.sh = t.sw = 1
+    t.pd, t.ph, t.pw = pd.pad, ph.pad, pw.pad
+    t.dd, t.dh, t.dw = pd.dil, ph.dil, pw.dil
+    # output u of the phase is grad_x position (q0 + u) * s + a - p on every axis
+    out.sw = g.sw
+    out.sh = g.sh * g.W
+    out.sd = g.sd * g.H * g.W
+    out.sf = g.D * g.H * g.W
+    out.sn = g.C * g.D * g.H * g.W
+    out.offset = (((pd.q0 * g.sd + e // (g.sh * g.sw) - g.pd) * g.H
+                   + ph.q0 * g.sh + e // g.sw % g.sh - g.ph) * g.W + pw.q0 * g.sw + e % g.sw - g.pw)
+    return t
+
+
+cdef bint phased_fits(const Geom *g) noexcept nogil:
+    """True if a strided input gradient can run phase by phase (backward_input_phased):
+    every stride phase of every axis has taps, and each phase takes the direct path
+    (which writes its outputs to their strided places in grad_x)."""
+    cdef OutLayout out
+    cdef Geom t
+    cdef Py_ssize_t e
+    if (unit_stride(g) or not taps_cover_phases(g.KD, g.dd, g.sd)
+            or not taps_cover_phases(g.KH, g.dh, g.sh)
+            or not taps_cover_phases(g.KW, g.dw, g.sw)):
+        return False
+    for e in range(g.sd * g.sh * g.sw):
+        t = phase_geom(g, e, &out)
+        if not direct_fits(&t):
+            return False
+    return True
+
+
+cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const Geom *g,
+                                floating_t *gx, int nt) except *:
+    """grad_x of a strided convolution, one stride phase at a time.
+
+    The input positions of one phase (i * s + a - p on every axis) receive only the
+    taps with k * d % s == a, and as a function of i that is a stride-1 correlation of
+    grad_y with those taps flipped (see AxisPhase), which the direct path writes
+    straight to those strided positions.  The phases run over chunks of images (about
+    4 MiB of grad_x) so that the phases of a chunk meet its grad_x in cache.  Every
+    position of grad_x belongs to exactly one phase, and phased_fits makes sure every
+    phase has taps: all of grad_x is written.
+    """
+    cdef AxisPhase pd, ph, pw
+    cdef OutLayout out
+    cdef Geom t
+    cdef Py_ssize_t mr = block_mr(&KERN, gy)
+    cdef Py_ssize_t cpad = round_up(g.Cg, mr)
+    cdef Py_ssize_t nph = g.sd * g.sh * g.sw, plane = g.D * g.H * g.W
+    cdef Py_ssize_t chunk = max(1, min(g.N, (4 << 20) // max(1, g.C * plane * <Py_ssize_t> sizeof(floating_t))))
+    cdef Py_ssize_t K, gi, b, k, i, c, f, kk, jd, jh, jw, n0, e
+    cdef Py_ssize_t *woff = NULL
+    cdef floating_t *wpack = NULL
+    try:
+        woff = <Py_ssize_t *> alloc_scratch((nph + 1) * sizeof(Py_ssize_t))
+        # phase e's packed weights start at woff[e]
+        for e in range(nph):
+            pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
+            woff[e + 1] = woff[e] + g.G * cpad * g.Fg * pd.n * ph.n * pw.n
+        wpack = <floating_t *> alloc_scratch(woff[nph] * sizeof(floating_t))
+        with nogil:
+            # packed A[c, f * KK' + tap j] = W[grp * Fg + f, c, tap k_j], per phase and group
+            for e in range(nph):
+                pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
+                K = g.Fg * pd.n * ph.n * pw.n
+                for gi in range(g.G):
+                    for b in range(cpad // mr):
+                        for k in range(K):
+                            f = k // (pd.n * ph.n * pw.n)
+                            kk = k % (pd.n * ph.n * pw.n)
+                            jd = kk // (ph.n * pw.n)
+                            jh = kk // pw.n % ph.n
+                            jw = kk % pw.n
+                            kk = (((pd.kmax - jd * pd.kstep) * g.KH + ph.kmax - jh * ph.kstep)
+                                  * g.KW + pw.kmax - jw * pw.kstep)
+                            for i in range(mr):
+                                c = b * mr + i
+                                wpack[woff[e] + ((gi * cpad // mr + b) * K + k) * mr + i] = (
+                                    w[((gi * g.Fg + f) * g.Cg + c) * g.KK + kk] if c < g.Cg else 0)
+        for n0 in range(0, g.N, chunk):
+            for e in range(nph):
+                t = phase_geom(g, e, &out)
+                if t.P == 0:
+                    continue  # an input smaller than the stride: no position in phase e
+                t.N = min(chunk, g.N - n0)
+                correlate(gy + n0 * g.F * g.P, &t, wpack + woff[e], NULL, 0, ACT_NONE,
+                          gx + n0 * g.C * plane, &out, True, &KERN, nt)
+    finally:
+        free(wpack)
+        free(woff)
+
+
+def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
+                        const floating_t[:, :, :, :, ::1] weight not None,
+                        floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
+                        tuple stride, tuple pad, tuple dilation, int path, int num_threads):
+    """Fill out (N, C, D, H, W) with the gradient of conv_forward with respect to x.
+
+    path: an index in PATHS["backward_input"] that is valid for the geometry (see
+    geometry_facts).  The flipped and phased paths multiply every weight by grad_y's
+    zero padding too, and 0 * inf would put NaN where the true gradient has no term:
+    with non-finite weights they take col2im instead.
+    """
+    cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups, stride, pad,
+                            dilation)
+    cdef int nt = max(1, num_threads)
+    if path != BWI_COL2IM and has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
+        path = BWI_COL2IM
+    if path == BWI_FLIPPED or path == BWI_FLIPPED_IM2COL:
+        backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                               &out[0, 0, 0, 0, 0], path == BWI_FLIPPED, nt)
+    elif path == BWI_PHASED:
+        backward_input_phased(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                              &out[0, 0, 0, 0, 0], nt)
+    else:
+        backward_input_col2im(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                              &out[0, 0, 0, 0, 0], nt)

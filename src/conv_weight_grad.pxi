@@ -1,0 +1,411 @@
+# The weight gradient: grad_w summed over batch chunks on the slab or im2col operand, with
+# GEMM or dot micro-kernels, and the per-thread scratch layout the four paths share with
+# their caller.  Included by _conv.pyx.
+
+
+cdef struct WgradLayout:
+    # Everything the caller allocates for one weight-gradient call and the kernels carve,
+    # computed once by wgrad_layout.  A thread's scratch (per_thread elements) starts with
+    # the operand: the input slab (slab paths, tiled as d) or the im2col block (im2col
+    # paths, tw positions wide; rb reduction rows per im2col-dot task); then, at these
+    # element offsets (-1 where a path has none): gyt, the transposed grad_y tile (GEMM
+    # paths); edge, the micro-kernel's edge block; gys, the staged grad_y rows (slab
+    # paths); res, the dot kernels' results.  Per thread there are also thread_offsets
+    # Py_ssize_t tap offsets and thread_ptrs row pointers; shared_offsets more offsets
+    # (rows of gyt) follow all threads' tap offsets.
+    DirectPlan d
+    Py_ssize_t tw, rb
+    Py_ssize_t per_thread, gyt, edge, gys, res
+    Py_ssize_t thread_offsets, shared_offsets, thread_ptrs
+    Py_ssize_t nchunks, per_chunk
+    Py_ssize_t bytes_per_thread
+
+
+cdef WgradLayout wgrad_layout(const Geom *g, int path, const floating_t *tag) noexcept nogil:
+    """The scratch layout and batch chunks of a weight-gradient path (see WgradLayout)."""
+    cdef WgradLayout L
+    cdef Py_ssize_t dr = dot_rows(&KERN, tag), dc = dot_cols(&KERN, tag)
+    cdef Py_ssize_t nr = block_nr(&KERN, tag), K = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, nr), part = g.F * K
+    cdef Py_ssize_t edge = CK_MR_MAX * CK_NR_MAX
+    # Batch chunks: a function of N and the shapes only (bitwise reproducible).
+    cdef Py_ssize_t nchunks = max(1, min(g.N, MAX_CHUNKS,
+                                         PARTIAL_BYTES // max(1, part * <Py_ssize_t> sizeof(floating_t))))
+    L.per_chunk = (g.N + nchunks - 1) // nchunks
+    L.nchunks = (g.N + L.per_chunk - 1) // L.per_chunk
+    L.tw = min(g.P, DOT_TILE)
+    L.rb = dc * 8
+    L.gyt = L.edge = L.gys = L.res = -1
+    L.shared_offsets = 0
+    if path == BWW_SLAB_GEMM:
+        L.d = plan_direct(g, nr, 0, DIRECT_TILE)
+        L.gyt = L.d.slab
+        L.edge = L.gyt + L.d.ldc * fpad
+        L.gys = L.edge + edge
+        L.per_thread = L.gys + g.Fg * L.d.ldc
+        L.thread_offsets = K
+        L.shared_offsets = L.d.ldc
+        L.thread_ptrs = K + CK_MR_MAX
+    elif path == BWW_SLAB_DOT:
+        L.d = plan_direct(g, block_vl(&KERN, tag), 0, DOT_TILE)
+        L.gys = L.d.slab
+        L.res = L.gys + g.Fg * L.d.ldc
+        L.per_thread = L.res + dr * dc
+        L.thread_offsets = K
+        L.thread_ptrs = dr + dc
+    elif path == BWW_IM2COL_GEMM:
+        # positions per im2col tile: the K x tile block stays near 512 KiB
+        L.tw = min(g.P, max(16, min(1024, (512 << 10) // (K * <Py_ssize_t> sizeof(floating_t)) // 16 * 16)))
+        L.gyt = K * L.tw
+        L.edge = L.gyt + L.tw * fpad
+        L.per_thread = L.edge + edge
+        L.thread_offsets = 0
+        L.shared_offsets = L.tw
+        L.thread_ptrs = K + CK_MR_MAX
+    else:
+        L.res = L.rb * L.tw
+        L.per_thread = L.res + dr * dc
+        L.thread_offsets = 0
+        L.thread_ptrs = dr + dc
+    L.bytes_per_thread = (L.per_thread * sizeof(floating_t) + L.thread_offsets * sizeof(Py_ssize_t)
+                          + L.thread_ptrs * sizeof(floating_t *))
+    return L
+
+cdef inline void dot_accumulate(const Kernels *kern, Py_ssize_t L, const floating_t **a,
+                                const floating_t **bp, Py_ssize_t dr, Py_ssize_t dc,
+                                Py_ssize_t ni, Py_ssize_t nj, floating_t *res,
+                                floating_t *dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[i, j] += sum over p < L of a[i][p] * bp[j][p], for i < ni and j < nj."""
+    cdef Py_ssize_t i, j
+    dot_block(kern, L, a, bp, res)
+    for i in range(ni):
+        for j in range(nj):
+            dst[i * ldd + j] += res[i * dc + j]
+
+
+cdef inline Py_ssize_t slab_for_runs(const floating_t *xg, const Geom *g, const DirectPlan *d,
+                                     const Tile *tile, floating_t *slab,
+                                     Py_ssize_t *boff) noexcept nogil:
+    """Fill a weight-gradient tile's slab and its tap offsets (boff), and zero the slack
+    past it that the last taps' runs read (up to the column halo); returns the slab's
+    used size."""
+    cdef Py_ssize_t used = slab_size(g, tile)
+    fill_slab(xg, g, tile, slab)
+    memset(slab + used, 0, (d.slab - used) * sizeof(floating_t))
+    slab_offsets(g, tile, boff)
+    return used
+
+
+cdef inline void stage_grad_y(const floating_t *gyg, const Geom *g, const Tile *tile,
+                              floating_t *gys, Py_ssize_t ld) noexcept nogil:
+    """gys[f * ld + j] = grad_y at the tile's output column j (see unroll.Tile) for
+    f < Fg, and 0 in the halo columns j < npos; gyg points at filter 0 of the group."""
+    cdef Py_ssize_t f, pz, r, base
+    cdef const floating_t *src
+    for f in range(g.Fg):
+        for pz in range(tile.planes):
+            for r in range(tile.rows):
+                src = gyg + f * g.P + ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0
+                base = (pz * tile.srows + r) * tile.width
+                memcpy(gys + f * ld + base, src, tile.cols * sizeof(floating_t))
+                memset(gys + f * ld + base + tile.cols, 0,
+                       (min(base + tile.width, tile.npos) - base - tile.cols) * sizeof(floating_t))
+
+
+cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Geom *g,
+                             floating_t *partials, const WgradLayout *L, floating_t *scratch,
+                             Py_ssize_t *offsets, const floating_t **ptrs,
+                             int nt) noexcept nogil:
+    """Direct-path weight gradient: grad_w[g]^T (K x Fg) += slab runs (K x L) @ gy^T (L x Fg).
+
+    The K rows of A are the taps' runs in the input slab, read in place by the gemm_rows
+    micro-kernel; B is the tile's grad_y transposed, zero in the halo columns.  A tile
+    whose slab holds a NaN or infinity (0 * inf would be NaN) is reduced row by row over
+    the valid columns only.  Tasks are (batch chunk, group); partial[b] is G x K x Fg.
+    """
+    cdef Py_ssize_t nr = block_nr(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t fpad = round_up(g.Fg, nr)
+    cdef const DirectPlan *d = &L.d
+    cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg, per_chunk = L.per_chunk
+    cdef const Py_ssize_t *gyt_rows = offsets + nt * K
+    cdef Py_ssize_t t, b, grp, n, i, k, pz, r, base, used
+    cdef bint image_finite
+    cdef Tile tile
+    cdef floating_t *slab
+    cdef floating_t *gyt
+    cdef floating_t *gys
+    cdef floating_t *edge
+    cdef floating_t *dst
+    cdef Py_ssize_t *boff
+    cdef const floating_t **rows
+    cdef const floating_t **aptr
+    for t in prange(L.nchunks * g.G, num_threads=nt, schedule="static"):
+        slab = scratch + threadid() * L.per_thread
+        gyt = slab + L.gyt
+        edge = slab + L.edge
+        gys = slab + L.gys
+        boff = offsets + threadid() * L.thread_offsets
+        rows = ptrs + threadid() * L.thread_ptrs
+        aptr = rows + K
+        b = t // g.G
+        grp = t % g.G
+        dst = partials + b * g.F * K + grp * K * g.Fg
+        memset(dst, 0, K * g.Fg * sizeof(floating_t))
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            # a finite image needs no per-tile check (its slabs hold x and zeros only)
+            image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
+            for i in range(ntiles):
+                tile = tile_of(g, d, i)
+                used = slab_for_runs(x + (n * g.C + grp * g.Cg) * plane_in, g, d, &tile,
+                                     slab, boff)
+                for k in range(K):
+                    rows[k] = slab + boff[k]
+                # grad_y's rows are copied whole, then transposed from cache into gyt
+                stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
+                transpose(gys, d.ldc, g.Fg, tile.npos, gyt, fpad)
+                if image_finite or not has_nonfinite(slab, used):
+                    gemm_rows_block(&KERN, rows, 0, K, tile.npos, gyt, gyt_rows, g.Fg, dst,
+                                    g.Fg, aptr, edge)
+                    continue
+                for pz in range(tile.planes):
+                    for r in range(tile.rows):
+                        base = (pz * tile.srows + r) * tile.width
+                        gemm_rows_block(&KERN, rows, base, K, tile.cols, gyt + base * fpad,
+                                        gyt_rows, g.Fg, dst, g.Fg, aptr, edge)
+
+
+cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const Geom *g,
+                               floating_t *partials, const WgradLayout *L, floating_t *scratch,
+                               Py_ssize_t *offsets, const floating_t **ptrs,
+                               int nt) noexcept nogil:
+    """Direct-path weight gradient with few reduction rows: grad_w[g] (Fg x K) += gy . runs^T.
+
+    Rows of the tile's staged grad_y (zero in the halo columns) against the K runs of
+    the input slab, on the dot micro-kernels: no im2col and no transposition.  A tile
+    whose slab holds a NaN or infinity is reduced over the valid columns of each row
+    only.  Tasks are (batch chunk, group); partial[b] is F x K.
+    """
+    cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
+    cdef const DirectPlan *d = &L.d
+    cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg, per_chunk = L.per_chunk
+    cdef Py_ssize_t t, b, grp, n, i, used, fb, jb, ii, jj, pz, r, base, lpad
+    cdef Py_ssize_t vl = block_vl(&KERN, x)
+    cdef bint finite, image_finite
+    cdef Tile tile
+    cdef floating_t *slab
+    cdef floating_t *gys
+    cdef floating_t *res
+    cdef floating_t *dst
+    cdef Py_ssize_t *boff
+    cdef const floating_t **a
+    cdef const floating_t **bp
+    for t in prange(L.nchunks * g.G, num_threads=nt, schedule="static"):
+        slab = scratch + threadid() * L.per_thread
+        gys = slab + L.gys
+        res = slab + L.res
+        boff = offsets + threadid() * L.thread_offsets
+        a = ptrs + threadid() * L.thread_ptrs
+        bp = a + dr
+        b = t // g.G
+        grp = t % g.G
+        dst = partials + b * g.F * K + grp * g.Fg * K
+        memset(dst, 0, g.Fg * K * sizeof(floating_t))
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            # a finite image needs no per-tile check (its slabs hold x and zeros only)
+            image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
+            for i in range(ntiles):
+                tile = tile_of(g, d, i)
+                used = slab_for_runs(x + (n * g.C + grp * g.Cg) * plane_in, g, d, &tile,
+                                     slab, boff)
+                stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
+                # whole vectors: the sums run to npos rounded up (d.ldc and the slab's
+                # slack allow it) over zero grad_y columns, which add exact zeros
+                lpad = round_up(tile.npos, vl)
+                for ii in range(g.Fg):
+                    memset(gys + ii * d.ldc + tile.npos, 0, (lpad - tile.npos) * sizeof(floating_t))
+                finite = image_finite or not has_nonfinite(slab, used)
+                for fb in range((g.Fg + dr - 1) // dr):
+                    # rows past the end repeat the last row; their sums are dropped
+                    for ii in range(dr):
+                        a[ii] = gys + min(fb * dr + ii, g.Fg - 1) * d.ldc
+                    for jb in range((K + dc - 1) // dc):
+                        for jj in range(dc):
+                            bp[jj] = slab + boff[min(jb * dc + jj, K - 1)]
+                        if finite:
+                            dot_accumulate(&KERN, lpad, a, bp, dr, dc,
+                                           min(dr, g.Fg - fb * dr), min(dc, K - jb * dc),
+                                           res, dst + fb * dr * K + jb * dc, K)
+                            continue
+                        for pz in range(tile.planes):
+                            for r in range(tile.rows):
+                                base = (pz * tile.srows + r) * tile.width
+                                for ii in range(dr):
+                                    a[ii] += base
+                                for jj in range(dc):
+                                    bp[jj] += base
+                                dot_accumulate(&KERN, tile.cols, a, bp, dr, dc,
+                                               min(dr, g.Fg - fb * dr), min(dc, K - jb * dc),
+                                               res, dst + fb * dr * K + jb * dc, K)
+                                for ii in range(dr):
+                                    a[ii] -= base
+                                for jj in range(dc):
+                                    bp[jj] -= base
+
+
+cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const Geom *g,
+                               floating_t *partials, const WgradLayout *L, floating_t *scratch,
+                               const Py_ssize_t *gyt_rows, const floating_t **ptrs,
+                               int nt) noexcept nogil:
+    """Any-stride weight gradient: grad_w[g]^T (K x Fg) += col (K x tw) @ gy^T (tw x Fg).
+
+    The rows of a per-thread im2col tile are read in place by the gemm_rows micro-kernel;
+    B is the tile's grad_y transposed.  Tasks are (batch chunk, group); partial[b] is
+    G x K x Fg, as in weight_grad_direct.
+    """
+    cdef Py_ssize_t nr = block_nr(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
+    cdef Py_ssize_t fpad = round_up(g.Fg, nr)
+    cdef Py_ssize_t tw = L.tw, per_chunk = L.per_chunk
+    cdef Py_ssize_t t, b, grp, n, tb, p0, pn, k, f, j
+    cdef floating_t *col
+    cdef floating_t *gyt
+    cdef floating_t *edge
+    cdef floating_t *dst
+    cdef const floating_t *src
+    cdef const floating_t **rows
+    for t in prange(L.nchunks * g.G, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * L.per_thread
+        gyt = col + L.gyt
+        edge = col + L.edge
+        rows = ptrs + threadid() * L.thread_ptrs
+        b = t // g.G
+        grp = t % g.G
+        dst = partials + b * g.F * K + grp * K * g.Fg
+        memset(dst, 0, K * g.Fg * sizeof(floating_t))
+        for k in range(K):
+            rows[k] = col + k * tw
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            for tb in range((g.P + tw - 1) // tw):
+                p0 = tb * tw
+                pn = min(tw, g.P - p0)
+                im2col(x + (n * g.C + grp * g.Cg) * plane, g, 0, K, p0, pn, col, tw)
+                # gyt[j, f] = gy[n, grp*Fg + f, p0 + j]
+                for f in range(g.Fg):
+                    src = gy + (n * g.F + grp * g.Fg + f) * g.P + p0
+                    for j in range(pn):
+                        gyt[j * fpad + f] = src[j]
+                gemm_rows_block(&KERN, rows, 0, K, pn, gyt, gyt_rows, g.Fg, dst, g.Fg,
+                                rows + K, edge)
+
+
+cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Geom *g,
+                             floating_t *partials, const WgradLayout *L, floating_t *scratch,
+                             const floating_t **ptrs, int nt) noexcept nogil:
+    """Any-stride weight gradient: rows of grad_y against rows of an im2col tile.
+
+    Tasks are (batch chunk, group, block of rb reduction rows).
+    """
+    cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
+    cdef Py_ssize_t tw = L.tw, rb = L.rb, per_chunk = L.per_chunk
+    cdef Py_ssize_t nkb = (K + rb - 1) // rb
+    cdef Py_ssize_t t, b, grp, r0, nb, n, f, tb, p0, pn, fb, jb, i, j
+    cdef floating_t *col
+    cdef floating_t *res
+    cdef floating_t *dst
+    cdef const floating_t **a
+    cdef const floating_t **bp
+    for t in prange(L.nchunks * g.G * nkb, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * L.per_thread
+        res = col + L.res
+        a = ptrs + threadid() * L.thread_ptrs
+        bp = a + dr
+        b = t // (g.G * nkb)
+        grp = (t // nkb) % g.G
+        r0 = t % nkb * rb
+        nb = min(rb, K - r0)
+        # columns r0 .. r0 + nb of rows grp*Fg .. (grp + 1)*Fg of partial[b], F x K
+        dst = partials + b * g.F * K + grp * g.Fg * K + r0
+        for f in range(g.Fg):
+            memset(dst + f * K, 0, nb * sizeof(floating_t))
+        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
+            for tb in range((g.P + tw - 1) // tw):
+                p0 = tb * tw
+                pn = min(tw, g.P - p0)
+                im2col(x + (n * g.C + grp * g.Cg) * plane, g, r0, nb, p0, pn, col, tw)
+                for fb in range((g.Fg + dr - 1) // dr):
+                    # rows past the end repeat the last row; their sums are dropped
+                    for i in range(dr):
+                        a[i] = gy + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P + p0
+                    for jb in range((nb + dc - 1) // dc):
+                        for j in range(dc):
+                            bp[j] = col + min(jb * dc + j, nb - 1) * tw
+                        dot_accumulate(&KERN, pn, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
+                                       min(dc, nb - jb * dc), res, dst + fb * dr * K + jb * dc, K)
+
+
+def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
+                         const floating_t[:, :, :, :, ::1] grad_y not None,
+                         floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
+                         tuple stride, tuple pad, tuple dilation, int path, int num_threads):
+    """Fill out (F, C // groups, KD, KH, KW) with the gradient of conv_forward w.r.t. weight.
+
+    path: an index in PATHS["backward_weight"] that is valid for the geometry (the slab
+    paths need geometry_facts(...)["direct"]).
+    """
+    cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups, stride, pad, dilation)
+    cdef const floating_t *x0 = &x[0, 0, 0, 0, 0]
+    cdef const floating_t *gy0 = &grad_y[0, 0, 0, 0, 0]
+    cdef floating_t *w0 = &out[0, 0, 0, 0, 0]
+    cdef Py_ssize_t K = g.Cg * g.KK, part = g.F * K
+    cdef int nt = max(1, num_threads)
+    cdef WgradLayout L = wgrad_layout(&g, path, x0)
+    cdef bint gemm = path == BWW_SLAB_GEMM or path == BWW_IM2COL_GEMM
+    cdef floating_t *partials
+    cdef floating_t *scratch = NULL
+    cdef Py_ssize_t *offsets = NULL
+    cdef const floating_t **ptrs = NULL
+    cdef Py_ssize_t b, f, k
+    partials = <floating_t *> alloc_scratch(L.nchunks * part * sizeof(floating_t))
+    try:
+        scratch = <floating_t *> alloc_scratch(nt * L.per_thread * sizeof(floating_t))
+        offsets = <Py_ssize_t *> alloc_scratch(
+            (nt * L.thread_offsets + L.shared_offsets) * sizeof(Py_ssize_t))
+        ptrs = <const floating_t **> alloc_scratch(nt * L.thread_ptrs * sizeof(floating_t *))
+    except MemoryError:
+        free(partials)
+        free(scratch)
+        free(offsets)
+        raise
+    with nogil:
+        if path == BWW_SLAB_GEMM:
+            # rows of the transposed grad_y tile: offsets j * fpad, shared by the threads
+            row_offsets(offsets + nt * K, L.d.ldc, round_up(g.Fg, block_nr(&KERN, x0)))
+            weight_grad_direct(x0, gy0, &g, partials, &L, scratch, offsets, ptrs, nt)
+        elif path == BWW_SLAB_DOT:
+            weight_grad_slab_dot(x0, gy0, &g, partials, &L, scratch, offsets, ptrs, nt)
+        elif path == BWW_IM2COL_GEMM:
+            row_offsets(offsets, L.tw, round_up(g.Fg, block_nr(&KERN, x0)))
+            weight_grad_unrolled(x0, gy0, &g, partials, &L, scratch, offsets, ptrs, nt)
+        else:
+            weight_grad_im2col(x0, gy0, &g, partials, &L, scratch, ptrs, nt)
+        # partial[0] += partial[b] for b = 1, 2, ... in chunk order (contiguous adds),
+        # then out[f, k] = partial[0] at (f, k): stored G x K x Fg by the GEMM paths
+        # and F x K by the dot paths
+        for f in prange(g.F, num_threads=nt, schedule="static"):
+            for b in range(1, L.nchunks):
+                for k in range(K):
+                    partials[f * K + k] += partials[b * part + f * K + k]
+        for f in prange(g.F, num_threads=nt, schedule="static"):
+            if gemm:
+                for k in range(K):
+                    w0[f * K + k] = partials[(f // g.Fg * K + k) * g.Fg + f % g.Fg]
+            else:
+                for k in range(K):
+                    w0[f * K + k] = partials[f * K + k]
+    free(ptrs)
+    free(offsets)
+    free(scratch)
+    free(partials)

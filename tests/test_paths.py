@@ -1,0 +1,165 @@
+"""Every kernel path of every pass, forced, on every geometry where it is valid.
+
+The planner (convkern/_paths.py) picks one path per pass; which one depends on the
+geometry and on the CPU's vector width, so the ordinary test matrix reaches only some
+paths on a given machine.  Here each path is forced with ``ConvPlan.force`` on
+channel-rich geometries (more filters per group than a GEMM block has rows, reductions
+longer than four column blocks) of each kind (stride 1, strided, dilated, grouped,
+depthwise) in 1, 2 and 3-D and both dtypes, and compared with the float64 reference and
+with PyTorch, then run at 1, 2 and 4 threads for identical bits.  A last test fails when
+some path of the table is valid on none of these geometries (so never exercised).
+tests/test_isa_matrix.py runs this file under every ISA the CPU has.
+"""
+
+import numpy as np
+import pytest
+
+import convkern as ck
+import reference as ref
+from conftest import DTYPES, assert_close
+from convkern import _paths
+
+# kind: (channels per group, filters per group, groups, kernel, stride, padding, dilation)
+KINDS = {
+    "stride1": (20, 12, 1, 3, 1, 1, 1),
+    "strided": (18, 10, 1, 3, 2, 1, 1),
+    "dilated": (16, 9, 1, 3, 1, 2, 2),
+    "grouped": (17, 6, 2, 3, 1, 1, 1),
+    "depthwise": (1, 2, 24, 3, 1, 1, 1),
+}
+SPATIAL = {1: (41,), 2: (11, 13), 3: (6, 7, 5)}
+N = 3
+
+GEOMETRIES = [(kind, d, dt) for kind in KINDS for d in (1, 2, 3) for dt in DTYPES]
+
+
+def _ids(g):
+    kind, d, dt = g
+    return f"{kind}-{d}d-{np.dtype(dt).name}"
+
+
+def _geometry(kind, d):
+    cg, fg, groups, k, s, p, dil = KINDS[kind]
+    x_shape = (N, cg * groups) + SPATIAL[d]
+    w_shape = (fg * groups, cg) + (k,) * d
+    return x_shape, w_shape, dict(stride=s, padding=p, dilation=dil, groups=groups)
+
+
+_cache = {}
+
+
+def _case(kind, d, dtype):
+    """Inputs, the plan, and the float64 reference of all passes (computed once)."""
+    key = (kind, d, np.dtype(dtype).name)
+    if key not in _cache:
+        rng = np.random.default_rng(sum(map(ord, "".join(map(str, key)))))
+        x_shape, w_shape, kw = _geometry(kind, d)
+        plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        gy = rng.standard_normal(plan.y_shape).astype(dtype)
+        x64, w64, b64, gy64 = (a.astype(np.float64) for a in (x, w, b, gy))
+        expected = {
+            "forward": ref.conv_forward(x64, w64, b64, **kw),
+            "backward_input": ref.conv_backward_input(gy64, w64, x_shape, **kw),
+            "backward_weight": ref.conv_backward_weight(x64, gy64, w_shape, **kw),
+            "backward_bias": ref.conv_backward_bias(gy64),
+        }
+        _cache[key] = (plan, (x, w, b, gy), expected, kw)
+    return _cache[key]
+
+
+def _run(plan, pass_name, arrays):
+    x, w, b, gy = arrays
+    if pass_name == "forward":
+        return plan.forward(x, w, b)
+    if pass_name == "backward_input":
+        return plan.backward_input(gy, w)
+    if pass_name == "backward_weight":
+        return plan.backward_weight(x, gy)
+    return plan.backward_bias(gy)
+
+
+def _forced_cases():
+    cases = []
+    for g in GEOMETRIES:
+        for pass_name, rows in _paths.TABLE.items():
+            for row in rows:
+                cases.append(pytest.param(g, pass_name, row.name,
+                                          id=f"{_ids(g)}-{pass_name}-{row.name}"))
+    return cases
+
+
+@pytest.fixture
+def all_threads(monkeypatch):
+    """Let every call use all the threads it is given (small calls normally use fewer)."""
+    monkeypatch.setattr("convkern.plan.threads_for", lambda work, grain: ck.get_num_threads())
+    yield
+    ck.set_num_threads(None)
+
+
+@pytest.mark.parametrize("geometry, pass_name, path", _forced_cases())
+def test_forced_path_matches_reference_for_any_thread_count(geometry, pass_name, path,
+                                                            all_threads):
+    kind, d, dtype = geometry
+    plan, arrays, expected, _ = _case(kind, d, dtype)
+    if path not in plan.valid_paths(pass_name):
+        pytest.skip(f"{path} is not valid for this geometry")
+    forced = plan.force(**{pass_name: path})
+    assert forced.paths[pass_name] == path
+    ck.set_num_threads(1)
+    first = _run(forced, pass_name, arrays)
+    assert_close(first, expected[pass_name], dtype, err_msg=f"{pass_name} on {path}")
+    for n in (2, 4):
+        ck.set_num_threads(n)
+        again = _run(forced, pass_name, arrays)
+        assert again.tobytes() == first.tobytes(), f"{path} gives other bits on {n} threads"
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=[_ids(g) for g in GEOMETRIES])
+def test_every_valid_path_matches_torch(geometry, torch):
+    kind, d, dtype = geometry
+    plan, (x, w, b, gy), _, kw = _case(kind, d, dtype)
+    conv = getattr(torch.nn.functional, f"conv{d}d")
+    xt = torch.from_numpy(x).requires_grad_(True)
+    wt = torch.from_numpy(w).requires_grad_(True)
+    bt = torch.from_numpy(b).requires_grad_(True)
+    yt = conv(xt, wt, bt, stride=kw["stride"], padding=kw["padding"], dilation=kw["dilation"],
+              groups=kw["groups"])
+    yt.backward(torch.from_numpy(gy))
+    torch_result = {
+        "forward": yt.detach().numpy(),
+        "backward_input": xt.grad.numpy(),
+        "backward_weight": wt.grad.numpy(),
+        "backward_bias": bt.grad.numpy(),
+    }
+    for pass_name in _paths.PASSES:
+        for path in plan.valid_paths(pass_name):
+            got = _run(plan.force(**{pass_name: path}), pass_name, (x, w, b, gy))
+            assert_close(got, torch_result[pass_name].astype(np.float64), dtype,
+                         err_msg=f"{pass_name} on {path} vs torch")
+
+
+def test_every_path_of_the_table_is_exercised():
+    """Each path of the table is valid on some geometry of this file's matrix, so the
+    forced test above runs it (on every ISA, through tests/test_isa_matrix.py)."""
+    seen = {p: set() for p in _paths.PASSES}
+    for kind, d, dtype in GEOMETRIES:
+        x_shape, w_shape, kw = _geometry(kind, d)
+        plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, **kw)
+        for p in _paths.PASSES:
+            seen[p].update(plan.valid_paths(p))
+    for p, rows in _paths.TABLE.items():
+        missing = {row.name for row in rows} - seen[p]
+        assert not missing, f"{p} paths never valid in the matrix: {sorted(missing)}"
+
+
+def test_the_default_choice_is_the_first_valid_and_preferred_row():
+    for kind, d, dtype in GEOMETRIES:
+        x_shape, w_shape, kw = _geometry(kind, d)
+        plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, **kw)
+        for p in _paths.PASSES:
+            assert plan.paths[p] in plan.valid_paths(p)
+            assert plan.paths[p] == _paths.choose(p, plan._facts)
