@@ -24,13 +24,19 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
 
     x is (N, C, D, H, W), contiguous; y (N, F, OD, OH, OW) is laid out as out says
     (contiguous whenever there is a bias); wpack holds G blocks of round_up(Fg, mr) x K
-    packed rows for kern's mr.  Tasks are (image, group, tile).
+    packed rows for kern's mr.  Tasks are (image, group, tile, block of filters): with
+    fewer (image, group, tile) tasks than a few per thread (a small batch), the filters
+    are split too, and each split fills its own slab.  Every output is computed the same
+    way whatever the split, so the bits do not depend on the thread count.
     """
     cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
-    cdef Py_ssize_t t, n, grp, f, pz, r, q, p, ncols, row_len, pitch, cplane
+    cdef Py_ssize_t ntasks = g.N * g.G * ntiles
+    cdef Py_ssize_t fper = blocks_per_split(ntasks, fpad // mr, nt)
+    cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
+    cdef Py_ssize_t t, n, grp, f, f0, f1, pz, r, q, p, ncols, row_len, pitch, cplane
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *ctile
@@ -38,14 +44,17 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef floating_t *dst
     cdef Py_ssize_t *boff
     cdef Py_ssize_t *roff
-    for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
+    for t in prange(ntasks * nsplit, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * d.per_thread
         ctile = slab + d.slab
         boff = offsets + threadid() * (K + d.planes * d.rows)
         roff = boff + K
-        n = t // (g.G * ntiles)
-        grp = (t // ntiles) % g.G
-        tile = tile_of(g, d, t % ntiles)
+        n = t // (g.G * ntiles * nsplit)
+        grp = (t // (ntiles * nsplit)) % g.G
+        tile = tile_of(g, d, t // nsplit % ntiles)
+        # filter rows f0 .. f1 of the group (whole mr-row blocks; rows past Fg are zero)
+        f0 = t % nsplit * fper * mr
+        f1 = min(fpad, f0 + fper * mr)
         fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
         slab_offsets(g, &tile, boff)
         # output (pz, r, q) is column pz * cplane + r * pitch + q of the tile's matrix:
@@ -65,14 +74,14 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
             cplane = tile.srows * tile.width
         # whole mr x nr blocks into the tile (the packed rows past Fg are zero, the slab
         # and the tile have room for the last sliver): no ragged-edge copies
-        gemm_block(kern, wpack + grp * fpad * K, mr * K, fpad, K, slab, boff, row_len, roff,
-                   round_up(ncols, nr), ctile, d.ldc, ctile + fpad * d.ldc, False)
+        gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, f1 - f0, K, slab, boff,
+                   row_len, roff, round_up(ncols, nr), ctile, d.ldc, ctile + fpad * d.ldc, False)
         # copy the tile's outputs out, dropping the halo columns, adding the bias and
         # applying the activation
-        for f in range(g.Fg):
+        for f in range(f0, min(f1, g.Fg)):
             for pz in range(tile.planes):
                 for r in range(tile.rows):
-                    src = ctile + f * d.ldc + pz * cplane + r * pitch
+                    src = ctile + (f - f0) * d.ldc + pz * cplane + r * pitch
                     p = ((tile.od0 + pz) * g.OH + tile.oh0 + r) * g.OW + tile.w0
                     dst = y + (out.offset + n * out.sn + (grp * g.Fg + f) * out.sf
                                + (tile.od0 + pz) * out.sd + (tile.oh0 + r) * out.sh

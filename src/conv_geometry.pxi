@@ -197,3 +197,14 @@ cdef inline bint direct_fits(const Geom *g) noexcept nogil:
             and g.Cg * g.sd * g.sh * g.sw * ((g.KD - 1) * g.dd // g.sd + 1) <= SLAB_CHANNELS)
 
 
+
+
+cdef inline Py_ssize_t blocks_per_split(Py_ssize_t tasks, Py_ssize_t blocks,
+                                        int nt) noexcept nogil:
+    """How many of a task's blocks (of filters, or of reduction rows) one split takes so
+    that tasks x splits gives every thread several tasks (a small batch has few)."""
+    cdef Py_ssize_t want
+    if tasks >= 4 * nt or blocks <= 1:
+        return max(1, blocks)
+    want = min(blocks, (4 * nt + tasks - 1) // tasks)
+    return (blocks + want - 1) // want

@@ -121,15 +121,19 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
     The K rows of A are the taps' runs in the input slab, read in place by the gemm_rows
     micro-kernel; B is the tile's grad_y transposed, zero in the halo columns.  A tile
     whose slab holds a NaN or infinity (0 * inf would be NaN) is reduced row by row over
-    the valid columns only.  Tasks are (batch chunk, group); partial[b] is G x K x Fg.
+    the valid columns only.  Tasks are (batch chunk, group, block of rows of A): a small
+    batch has few chunks, so the K rows are split too (each split fills its own slab);
+    every sum runs in the same order whatever the split.  partial[b] is G x K x Fg.
     """
-    cdef Py_ssize_t nr = block_nr(&KERN, x)
+    cdef Py_ssize_t nr = block_nr(&KERN, x), mr = block_mr(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
     cdef Py_ssize_t fpad = round_up(g.Fg, nr)
     cdef const DirectPlan *d = &L.d
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg, per_chunk = L.per_chunk
     cdef const Py_ssize_t *gyt_rows = offsets + nt * K
-    cdef Py_ssize_t t, b, grp, n, i, k, pz, r, base, used
+    cdef Py_ssize_t kper = blocks_per_split(L.nchunks * g.G, (K + mr - 1) // mr, nt) * mr
+    cdef Py_ssize_t nsplit = (K + kper - 1) // kper
+    cdef Py_ssize_t t, b, grp, n, i, k, k0, k1, pz, r, base, used
     cdef bint image_finite
     cdef Tile tile
     cdef floating_t *slab
@@ -140,7 +144,7 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
     cdef Py_ssize_t *boff
     cdef const floating_t **rows
     cdef const floating_t **aptr
-    for t in prange(L.nchunks * g.G, num_threads=nt, schedule="static"):
+    for t in prange(L.nchunks * g.G * nsplit, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * L.per_thread
         gyt = slab + L.gyt
         edge = slab + L.edge
@@ -148,10 +152,13 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
         boff = offsets + threadid() * L.thread_offsets
         rows = ptrs + threadid() * L.thread_ptrs
         aptr = rows + K
-        b = t // g.G
-        grp = t % g.G
-        dst = partials + b * g.F * K + grp * K * g.Fg
-        memset(dst, 0, K * g.Fg * sizeof(floating_t))
+        b = t // (g.G * nsplit)
+        grp = t // nsplit % g.G
+        k0 = t % nsplit * kper
+        k1 = min(K, k0 + kper)
+        # rows k0 .. k1 of the group's K x Fg partial
+        dst = partials + b * g.F * K + grp * K * g.Fg + k0 * g.Fg
+        memset(dst, 0, (k1 - k0) * g.Fg * sizeof(floating_t))
         for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
             # a finite image needs no per-tile check (its slabs hold x and zeros only)
             image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
@@ -165,14 +172,14 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                 stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
                 transpose(gys, d.ldc, g.Fg, tile.npos, gyt, fpad)
                 if image_finite or not has_nonfinite(slab, used):
-                    gemm_rows_block(&KERN, rows, 0, K, tile.npos, gyt, gyt_rows, g.Fg, dst,
-                                    g.Fg, aptr, edge)
+                    gemm_rows_block(&KERN, rows + k0, 0, k1 - k0, tile.npos, gyt, gyt_rows,
+                                    g.Fg, dst, g.Fg, aptr, edge)
                     continue
                 for pz in range(tile.planes):
                     for r in range(tile.rows):
                         base = (pz * tile.srows + r) * tile.width
-                        gemm_rows_block(&KERN, rows, base, K, tile.cols, gyt + base * fpad,
-                                        gyt_rows, g.Fg, dst, g.Fg, aptr, edge)
+                        gemm_rows_block(&KERN, rows + k0, base, k1 - k0, tile.cols,
+                                        gyt + base * fpad, gyt_rows, g.Fg, dst, g.Fg, aptr, edge)
 
 
 cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const Geom *g,
@@ -261,42 +268,43 @@ cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const 
     """Any-stride weight gradient: grad_w[g]^T (K x Fg) += col (K x tw) @ gy^T (tw x Fg).
 
     The rows of a per-thread im2col tile are read in place by the gemm_rows micro-kernel;
-    B is the tile's grad_y transposed.  Tasks are (batch chunk, group); partial[b] is
-    G x K x Fg, as in weight_grad_direct.
+    B is the tile's grad_y transposed.  Tasks are (batch chunk, group, block of rows):
+    a small batch splits the K rows too, and a split unrolls only its rows.  partial[b]
+    is G x K x Fg, as in weight_grad_direct.
     """
-    cdef Py_ssize_t nr = block_nr(&KERN, x)
+    cdef Py_ssize_t nr = block_nr(&KERN, x), mr = block_mr(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
     cdef Py_ssize_t fpad = round_up(g.Fg, nr)
     cdef Py_ssize_t tw = L.tw, per_chunk = L.per_chunk
-    cdef Py_ssize_t t, b, grp, n, tb, p0, pn, k, f, j
+    cdef Py_ssize_t kper = blocks_per_split(L.nchunks * g.G, (K + mr - 1) // mr, nt) * mr
+    cdef Py_ssize_t nsplit = (K + kper - 1) // kper
+    cdef Py_ssize_t t, b, grp, n, tb, p0, pn, k, k0, k1
     cdef floating_t *col
     cdef floating_t *gyt
     cdef floating_t *edge
     cdef floating_t *dst
-    cdef const floating_t *src
     cdef const floating_t **rows
-    for t in prange(L.nchunks * g.G, num_threads=nt, schedule="static"):
+    for t in prange(L.nchunks * g.G * nsplit, num_threads=nt, schedule="static"):
         col = scratch + threadid() * L.per_thread
         gyt = col + L.gyt
         edge = col + L.edge
         rows = ptrs + threadid() * L.thread_ptrs
-        b = t // g.G
-        grp = t % g.G
-        dst = partials + b * g.F * K + grp * K * g.Fg
-        memset(dst, 0, K * g.Fg * sizeof(floating_t))
-        for k in range(K):
+        b = t // (g.G * nsplit)
+        grp = t // nsplit % g.G
+        k0 = t % nsplit * kper
+        k1 = min(K, k0 + kper)
+        dst = partials + b * g.F * K + grp * K * g.Fg + k0 * g.Fg
+        memset(dst, 0, (k1 - k0) * g.Fg * sizeof(floating_t))
+        for k in range(k1 - k0):
             rows[k] = col + k * tw
         for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
             for tb in range((g.P + tw - 1) // tw):
                 p0 = tb * tw
                 pn = min(tw, g.P - p0)
-                im2col(x + (n * g.C + grp * g.Cg) * plane, g, 0, K, p0, pn, col, tw)
+                im2col(x + (n * g.C + grp * g.Cg) * plane, g, k0, k1 - k0, p0, pn, col, tw)
                 # gyt[j, f] = gy[n, grp*Fg + f, p0 + j]
-                for f in range(g.Fg):
-                    src = gy + (n * g.F + grp * g.Fg + f) * g.P + p0
-                    for j in range(pn):
-                        gyt[j * fpad + f] = src[j]
-                gemm_rows_block(&KERN, rows, 0, K, pn, gyt, gyt_rows, g.Fg, dst, g.Fg,
+                transpose(gy + (n * g.F + grp * g.Fg) * g.P + p0, g.P, g.Fg, pn, gyt, fpad)
+                gemm_rows_block(&KERN, rows, 0, k1 - k0, pn, gyt, gyt_rows, g.Fg, dst, g.Fg,
                                 rows + K, edge)
 
 
@@ -367,7 +375,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef floating_t *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
     cdef const floating_t **ptrs = NULL
-    cdef Py_ssize_t b, f, k
+    cdef Py_ssize_t b, f, k, t
     partials = <floating_t *> alloc_scratch(L.nchunks * part * sizeof(floating_t))
     try:
         scratch = <floating_t *> alloc_scratch(nt * L.per_thread * sizeof(floating_t))
@@ -398,13 +406,15 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
             for b in range(1, L.nchunks):
                 for k in range(K):
                     partials[f * K + k] += partials[b * part + f * K + k]
-        for f in prange(g.F, num_threads=nt, schedule="static"):
-            if gemm:
-                for k in range(K):
-                    w0[f * K + k] = partials[(f // g.Fg * K + k) * g.Fg + f % g.Fg]
-            else:
-                for k in range(K):
-                    w0[f * K + k] = partials[f * K + k]
+        if gemm:
+            # per group, a K x Fg block transposed in 64-row slices (cache blocked)
+            for t in prange(g.G * ((K + 63) // 64), num_threads=nt, schedule="static"):
+                b = t // ((K + 63) // 64)
+                k = t % ((K + 63) // 64) * 64
+                transpose(partials + (b * K + k) * g.Fg, g.Fg, min(64, K - k), g.Fg,
+                          w0 + b * g.Fg * K + k, K)
+        else:
+            memcpy(w0, partials, part * sizeof(floating_t))
     free(ptrs)
     free(offsets)
     free(scratch)
