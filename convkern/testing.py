@@ -227,14 +227,15 @@ def _check_function(fn, inputs, kwargs, eps, rtol, rng):
                         "(see convkern.testing.register_vjp) and every convkern Layer")
     output, vjp = _RULES[fn]
     args = [_float64(a) for a in inputs]
+    floats = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+    if not floats:
+        raise ValueError("gradcheck: no float array among the positional inputs")
     result = fn(*args, **kwargs)
     g = rng.standard_normal(output(result).shape)
     grads = vjp(g, result, *args, **kwargs)
+    # Float arrays the function is not differentiated in (the VJP gives None) are skipped.
+    checked = [i for i in floats if i < len(grads) and grads[i] is not None]
     params = list(inspect.signature(fn).parameters)
-    checked = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.dtype.kind == "f"
-               and i < len(grads) and grads[i] is not None]
-    if not checked:
-        raise ValueError("gradcheck: no differentiable float array among the positional inputs")
     name = {i: params[i] if i < len(params) else f"input {i}" for i in checked}
 
     def loss():
