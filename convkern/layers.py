@@ -238,7 +238,7 @@ class Layer:
         save_model(self, path)
 
     def state_dict(self):
-        """Return the parameters keyed by PyTorch's names; see :func:`convkern.interop.state_dict`."""
+        """Return the parameters keyed as PyTorch's; see :func:`convkern.interop.state_dict`."""
         # Imported here: interop imports this module.
         from .interop import state_dict
 

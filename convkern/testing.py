@@ -135,6 +135,13 @@ register_vjp(maxpool_forward, _maxpool_forward_vjp, output=lambda result: result
 # Central differences.
 
 
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
 def _error(analytic, numeric):
     """``max|a - n| / max(max|a|, max|n|)``, 0 when both are zero."""
     scale = max(float(np.max(np.abs(analytic), initial=0)),
@@ -287,7 +294,11 @@ def gradcheck(fn_or_layer, *inputs, eps=1e-6, rtol=1e-5, seed=0, kwargs=None):
         Naming every input or parameter whose error exceeds ``rtol``.
     TypeError
         For a function with no registered backward.
+    ValueError
+        If ``eps`` or ``rtol`` is not positive, or no positional input is a float array.
     """
+    _positive("eps", eps)
+    _positive("rtol", rtol)
     rng = np.random.default_rng(seed)
     if isinstance(fn_or_layer, Layer):
         if kwargs:
@@ -331,6 +342,8 @@ def compare_with_torch(model, x, *, tol=None, seed=0):
     GradcheckError
         Naming every array over tolerance.
     """
+    if tol is not None:
+        _positive("tol", tol)
     try:
         import torch
     except ImportError as exc:

@@ -189,6 +189,16 @@ def test_a_broken_input_gradient_fails_naming_x(rng):
     assert info.value.failed == ["x", "0.weight", "0.bias"]
 
 
+def test_eps_and_rtol_must_be_positive():
+    x = np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match="eps must be positive"):
+        gradcheck(ReLU(), x, eps=0.0)
+    with pytest.raises(ValueError, match="rtol must be positive"):
+        gradcheck(convkern.conv_forward, x, x, rtol=-1e-5)
+    with pytest.raises(TypeError, match="eps must be a float"):
+        gradcheck(ReLU(), x, eps="1e-6")
+
+
 def test_layer_gradcheck_arguments():
     with pytest.raises(TypeError, match="one input array"):
         gradcheck(ReLU(), np.ones(3), np.ones(3))
