@@ -194,7 +194,7 @@ def _dtype(path, module):
 
 
 def _numpy(tensor):
-    return tensor.detach().cpu().numpy().copy()
+    return tensor.detach().cpu().numpy()
 
 
 def _from_conv(path, m):

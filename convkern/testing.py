@@ -165,8 +165,9 @@ def _numeric(loss, array, eps):
     return grad
 
 
-def _check(errors, analytic, numeric, rtol):
-    failed = []
+def _check(analytic, numeric, rtol):
+    """Return the error of every name, or raise GradcheckError naming those over rtol."""
+    errors, failed = {}, []
     for name in analytic:
         if analytic[name] is None or analytic[name].shape != numeric[name].shape:
             got = None if analytic[name] is None else analytic[name].shape
@@ -208,8 +209,8 @@ def _as_float64_layer(layer):
 
 
 def _check_layer(layer, inputs, eps, rtol, rng):
-    if len(inputs) != 1 or not isinstance(inputs[0], np.ndarray):
-        raise TypeError("gradcheck of a layer takes one input array")
+    if len(inputs) != 1 or not isinstance(inputs[0], np.ndarray) or inputs[0].dtype.kind != "f":
+        raise TypeError("gradcheck of a layer takes one float input array")
     layer = _as_float64_layer(layer)
     x = _float64(inputs[0])
     g = rng.standard_normal(layer(x).shape)
@@ -220,7 +221,7 @@ def _check_layer(layer, inputs, eps, rtol, rng):
 
     numeric = {"x": _numeric(loss, x, eps)}
     numeric.update((name, _numeric(loss, p, eps)) for name, p in layer.params.items())
-    return _check({}, analytic, numeric, rtol)
+    return _check(analytic, numeric, rtol)
 
 
 def _check_function(fn, inputs, kwargs, eps, rtol, rng):
@@ -250,7 +251,7 @@ def _check_function(fn, inputs, kwargs, eps, rtol, rng):
 
     analytic = {name[i]: grads[i] for i in checked}
     numeric = {name[i]: _numeric(loss, args[i], eps) for i in checked}
-    return _check({}, analytic, numeric, rtol)
+    return _check(analytic, numeric, rtol)
 
 
 def gradcheck(fn_or_layer, *inputs, eps=1e-6, rtol=1e-5, seed=0, kwargs=None):

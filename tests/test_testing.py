@@ -200,8 +200,10 @@ def test_eps_and_rtol_must_be_positive():
 
 
 def test_layer_gradcheck_arguments():
-    with pytest.raises(TypeError, match="one input array"):
+    with pytest.raises(TypeError, match="one float input array"):
         gradcheck(ReLU(), np.ones(3), np.ones(3))
+    with pytest.raises(TypeError, match="one float input array"):
+        gradcheck(ReLU(), np.ones(3, np.int64))
     with pytest.raises(TypeError, match="no kwargs"):
         gradcheck(ReLU(), np.ones(3), kwargs={"stride": 1})
 
