@@ -10,6 +10,8 @@ from .layers import Conv, Dense, Flatten, Layer, MaxPool, ReLU, Sequential, Sigm
 from .losses import MSELoss, SoftmaxCrossEntropyLoss
 from .optim import SGD, Adam
 from .serialization import load_model, save_model
+from .interop import from_torch, to_torch
+from . import testing
 
 __all__ = [
     "__version__",
@@ -40,4 +42,7 @@ __all__ = [
     "Adam",
     "save_model",
     "load_model",
+    "from_torch",
+    "to_torch",
+    "testing",
 ]

@@ -237,6 +237,19 @@ class Layer:
 
         save_model(self, path)
 
+    def state_dict(self):
+        """Return the parameters keyed as PyTorch's; see :func:`convkern.interop.state_dict`."""
+        # Imported here: interop imports this module.
+        from .interop import state_dict
+
+        return state_dict(self)
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy PyTorch-keyed parameters in place; see :func:`convkern.interop.load_state_dict`."""
+        from .interop import load_state_dict
+
+        return load_state_dict(self, state_dict, strict=strict)
+
     def _param(self, name, value):
         self.params[name] = value
         self.grads[name] = np.zeros_like(value)
@@ -744,6 +757,9 @@ class Sequential(Layer):
         self.layers = list(layers)
         self.training = True
         self.needs_input_grad = False
+        # A nested Sequential turned its own first layer's flag off; only ours may be off.
+        for layer in self.layers[1:]:
+            layer.needs_input_grad = True
 
     @property
     def params(self):
