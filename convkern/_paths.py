@@ -4,11 +4,13 @@ Every pass can run on several hand-written paths.  A path is named after where i
 on the pass's real axes:
 
 - **forward**: the operand the micro-kernel reads, ``slab`` (runs of a zero-padded input
-  slab read in place) or ``im2col`` (unrolled tiles), times the GEMM block, wide or
-  ``narrow`` (4 rows, for layers with at most 4 filters per group);
+  slab read in place), ``im2col`` (unrolled tiles) or ``pointwise`` (a 1x1, stride-1,
+  unpadded layer's input read in place, its output written in place), times the GEMM
+  block, wide or ``narrow`` (4 rows, for layers with at most 4 filters per group);
 - **backward_input**: the formulation, ``flipped`` (a stride-1 correlation of grad_y with
-  the flipped weights, on the slab or on im2col tiles), ``phased`` (one such correlation
-  per stride phase, on the slab) or ``col2im`` (``W^T @ grad_y`` scattered back);
+  the flipped weights, on the slab, on im2col tiles or, for a pointwise layer, in
+  place), ``phased`` (one such correlation per stride phase, on the slab) or ``col2im``
+  (``W^T @ grad_y`` scattered back);
 - **backward_weight**: the operand, ``slab`` or ``im2col``, times the micro-kernel,
   ``gemm`` (the operand's rows against the transposed grad_y) or ``dot`` (rows of grad_y
   against the operand's rows, for short reductions);
@@ -36,6 +38,7 @@ Facts = namedtuple(
         "flipped",         # stride 1: the input gradient is a correlation of grad_y
         "flipped_direct",  # ... that takes the slab path
         "phased",          # strided: every stride phase has taps and takes the slab path
+        "pointwise",       # 1x1, stride 1, no padding: a GEMM over the arrays in place
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
         "reduction",       # Cg * prod(K), the weight gradient's reduction rows
@@ -71,6 +74,9 @@ def _long_reduction(f):
 
 TABLE = {
     "forward": (
+        # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
+        Path("pointwise", {"operand": "in place", "block": "wide"},
+             lambda f: f.pointwise, lambda f: not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
              lambda f: f.direct, _few_filters),
         Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct, _always),
@@ -78,6 +84,8 @@ TABLE = {
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
     "backward_input": (
+        Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
+             lambda f: f.pointwise, _channel_rich),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
              lambda f: f.flipped_direct, _channel_rich),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},

@@ -4,7 +4,8 @@
 The module is one compiled unit made of one file per seam:
 
 - ``conv_geometry.pxi``: the call's geometry, tiling of the direct path, scratch helpers;
-- ``conv_forward.pxi``: the correlation (direct and im2col) and ``conv_forward``;
+- ``conv_forward.pxi``: the correlation (slab, im2col or in place) and ``conv_forward``;
+- ``conv_pointwise.pxi``: the 1x1 correlation as a GEMM over the arrays in place;
 - ``conv_input_grad.pxi``: the flipped, phased and col2im input gradients;
 - ``conv_weight_grad.pxi``: the slab/im2col x GEMM/dot weight gradients and their
   per-thread scratch layout;
@@ -105,24 +106,28 @@ def kernel_info():
 # Path codes: the index of a path's name in PATHS[pass].  convkern/_paths.py holds the
 # rules that choose among them; the kernels only run the path they are given.
 PATHS = {
-    "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow"),
-    "backward_input": ("flipped", "flipped_im2col", "phased", "col2im"),
+    "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise"),
+    "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot"),
     "backward_bias": ("sum",),
 }
 cdef enum:
-    FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW
+    FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE
 cdef enum:
-    BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM
+    BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
     ACT_NONE, ACT_RELU
+# Where a correlation's GEMM reads its B operand (see correlate).
+cdef enum:
+    OPERAND_SLAB, OPERAND_IM2COL, OPERAND_IN_PLACE
 
 
 include "conv_geometry.pxi"
+include "conv_pointwise.pxi"
 include "conv_forward.pxi"
 include "conv_input_grad.pxi"
 include "conv_weight_grad.pxi"
@@ -151,7 +156,8 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         ``direct``: the slab path applies to the correlation (forward, weight
         gradient); ``flipped``: the input gradient is a stride-1 correlation of grad_y;
         ``flipped_direct``: that correlation takes the slab path; ``phased``: a strided
-        input gradient runs phase by phase on the slab path.
+        input gradient runs phase by phase on the slab path; ``pointwise``: a 1x1,
+        stride-1, unpadded layer, a plain GEMM per image over the arrays in place.
     """
     cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
     cdef Geom t = flipped_geom(&g)
@@ -160,6 +166,7 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         "flipped": bool(flip_fits(&g)),
         "flipped_direct": bool(flip_fits(&g) and direct_fits(&t)),
         "phased": bool(phased_fits(&g)),
+        "pointwise": bool(pointwise_fits(&g)),
     }
 
 
@@ -182,7 +189,10 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
     cdef Py_ssize_t e, best = 0
     if pass_name == "forward":
         return correlate_scratch(g, &KERN4 if path in (FWD_SLAB_NARROW, FWD_IM2COL_NARROW)
-                                 else &KERN, path in (FWD_SLAB, FWD_SLAB_NARROW), tag)
+                                 else &KERN,
+                                 OPERAND_SLAB if path in (FWD_SLAB, FWD_SLAB_NARROW) else
+                                 OPERAND_IN_PLACE if path == FWD_POINTWISE else OPERAND_IM2COL,
+                                 tag)
     if pass_name == "backward_input":
         if path == BWI_COL2IM:
             return col2im_layout(g, 1, tag).per_thread * sizeof(floating_t)
@@ -190,10 +200,12 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             for e in range(g.sd * g.sh * g.sw):
                 t = phase_geom(g, e, &out)
                 if t.P > 0:  # an input shorter than the stride has empty phases
-                    best = max(best, correlate_scratch(&t, &KERN, True, tag))
+                    best = max(best, correlate_scratch(&t, &KERN, OPERAND_SLAB, tag))
             return best
         t = flipped_geom(g)
-        return correlate_scratch(&t, &KERN, path == BWI_FLIPPED, tag)
+        return correlate_scratch(&t, &KERN, OPERAND_SLAB if path == BWI_FLIPPED else
+                                 OPERAND_IN_PLACE if path == BWI_FLIPPED_POINTWISE else
+                                 OPERAND_IM2COL, tag)
     if pass_name == "backward_weight":
         return wgrad_layout(g, path, tag).bytes_per_thread
     return 0

@@ -140,31 +140,54 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
                         yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
 
 
-cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, bint slab,
+cdef inline bint pointwise_fits(const Geom *g) noexcept nogil:
+    """A 1x1, stride-1, unpadded correlation: a plain GEMM per image (correlate_pointwise)."""
+    return (g.KK == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1
+            and g.pd == 0 and g.ph == 0 and g.pw == 0)
+
+
+cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, int operand,
                                   const floating_t *tag) noexcept nogil:
-    """Bytes of scratch per thread of correlate on the slab or the im2col path."""
+    """Bytes of scratch per thread of correlate on the given operand."""
     cdef Py_ssize_t nr = block_nr(kern, tag), K = g.Cg * g.KK
     cdef DirectPlan d
-    if slab:
+    if operand == OPERAND_SLAB:
         d = plan_direct(g, nr, block_vl(kern, tag), DIRECT_TILE)
         return d.per_thread * sizeof(floating_t) + (K + d.planes * d.rows) * sizeof(Py_ssize_t)
+    if operand == OPERAND_IN_PLACE:
+        return pointwise_per_thread(K, nr) * sizeof(floating_t)
     return im2col_per_thread(tile_width(g.P, nr)) * sizeof(floating_t)
 
 
 cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
                     const floating_t *bias, int bias_mode, int act, floating_t *y,
-                    const OutLayout *out, bint slab, const Kernels *kern, int nt) except *:
-    """y = act(x * W + bias) on the slab path (slab, which needs direct_fits(g)) or on
-    im2col tiles; wpack as in correlate_direct.
+                    const OutLayout *out, int operand, const Kernels *kern, int nt) except *:
+    """y = act(x * W + bias) with the GEMM's B operand read from a padded input slab
+    (OPERAND_SLAB, which needs direct_fits(g)), from im2col tiles (OPERAND_IM2COL) or
+    from x in place (OPERAND_IN_PLACE, which needs pointwise_fits(g)); wpack as in
+    correlate_direct.
 
-    y is laid out as out says: a layout other than contiguous(g) needs the slab path.
+    y is laid out as out says: a layout other than contiguous(g) needs the slab.
     """
     cdef Py_ssize_t nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t tw = tile_width(g.P, nr)
     cdef DirectPlan d
     cdef floating_t *scratch
     cdef Py_ssize_t *offsets
-    if slab:
+    if operand == OPERAND_IN_PLACE:
+        offsets = <Py_ssize_t *> alloc_scratch(2 * K * sizeof(Py_ssize_t))
+        try:
+            scratch = <floating_t *> alloc_scratch(
+                nt * pointwise_per_thread(K, nr) * sizeof(floating_t))
+        except MemoryError:
+            free(offsets)
+            raise
+        row_offsets(offsets, K, g.P)
+        row_offsets(offsets + K, K, nr)
+        with nogil:
+            correlate_pointwise(x, g, wpack, bias, bias_mode, act, y, scratch, offsets, kern,
+                                nt)
+    elif operand == OPERAND_SLAB:
         d = plan_direct(g, nr, block_vl(kern, x), DIRECT_TILE)
         offsets = <Py_ssize_t *> alloc_scratch(nt * (K + d.planes * d.rows) * sizeof(Py_ssize_t))
         try:
@@ -206,6 +229,8 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups, stride, pad, dilation)
     cdef bint narrow = path == FWD_SLAB_NARROW or path == FWD_IM2COL_NARROW
     cdef const Kernels *kern = &KERN4 if narrow else &KERN
+    cdef int operand = (OPERAND_SLAB if path == FWD_SLAB or path == FWD_SLAB_NARROW
+                        else OPERAND_IN_PLACE if path == FWD_POINTWISE else OPERAND_IM2COL)
     cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
     cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr), gi
@@ -216,8 +241,8 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     try:
         layout = contiguous(&g)
         correlate(&x[0, 0, 0, 0, 0], &g, wpack, &bias[0] if bias.shape[0] else NULL,
-                  bias_mode, activation, &out[0, 0, 0, 0, 0], &layout,
-                  path == FWD_SLAB or path == FWD_SLAB_NARROW, kern, max(1, num_threads))
+                  bias_mode, activation, &out[0, 0, 0, 0, 0], &layout, operand, kern,
+                  max(1, num_threads))
     finally:
         free(wpack)
 

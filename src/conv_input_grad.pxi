@@ -22,9 +22,10 @@ cdef Geom flipped_geom(const Geom *g) noexcept nogil:
 
 
 cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, const Geom *g,
-                                 floating_t *gx, bint slab, int nt) except *:
+                                 floating_t *gx, int operand, int nt) except *:
     """grad_x = grad_y * flip(W)^T, a stride-1 correlation of grad_y (see flip_fits), on
-    the slab path (slab, which needs direct_fits of flipped_geom) or on im2col tiles."""
+    the given operand (see correlate; the slab needs direct_fits of flipped_geom, reading
+    grad_y in place a 1x1 unpadded layer)."""
     cdef Geom t = flipped_geom(g)
     cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(&KERN, gy)
@@ -45,7 +46,7 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
                             if c < g.Cg else 0)
     try:
         layout = contiguous(&t)
-        correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, slab, &KERN, nt)
+        correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, operand, &KERN, nt)
     finally:
         free(wpack)
 
@@ -277,7 +278,7 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
                     continue  # an input smaller than the stride: no position in phase e
                 t.N = min(chunk, g.N - n0)
                 correlate(gy + n0 * g.F * g.P, &t, wpack + woff[e], NULL, 0, ACT_NONE,
-                          gx + n0 * g.C * plane, &out, True, &KERN, nt)
+                          gx + n0 * g.C * plane, &out, OPERAND_SLAB, &KERN, nt)
     finally:
         free(wpack)
         free(woff)
@@ -299,9 +300,12 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     cdef int nt = max(1, num_threads)
     if path != BWI_COL2IM and has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
         path = BWI_COL2IM
-    if path == BWI_FLIPPED or path == BWI_FLIPPED_IM2COL:
+    if path == BWI_FLIPPED or path == BWI_FLIPPED_IM2COL or path == BWI_FLIPPED_POINTWISE:
         backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                               &out[0, 0, 0, 0, 0], path == BWI_FLIPPED, nt)
+                               &out[0, 0, 0, 0, 0],
+                               OPERAND_SLAB if path == BWI_FLIPPED else
+                               OPERAND_IN_PLACE if path == BWI_FLIPPED_POINTWISE else
+                               OPERAND_IM2COL, nt)
     elif path == BWI_PHASED:
         backward_input_phased(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                               &out[0, 0, 0, 0, 0], nt)

@@ -1,0 +1,70 @@
+# The correlation of a 1x1, stride-1, unpadded layer as a plain GEMM over the arrays in
+# place: no slab, no im2col, no copy-out.  Included by _conv.pyx.
+
+
+cdef inline Py_ssize_t pointwise_per_thread(Py_ssize_t K, Py_ssize_t nr) noexcept nogil:
+    """Scratch elements per thread of correlate_pointwise: a K x nr block for the ragged
+    end of a plane and the micro-kernel's edge block."""
+    return K * nr + CK_MR_MAX * CK_NR_MAX
+
+
+cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating_t *wpack,
+                              const floating_t *bias, int bias_mode, int act, floating_t *y,
+                              floating_t *scratch, const Py_ssize_t *offsets,
+                              const Kernels *kern, int nt) noexcept nogil:
+    """y = act(W @ x + bias) for a 1x1, stride-1, unpadded correlation (pointwise_fits).
+
+    Per image and group, y[n, g] (Fg x P) = W[g] (Fg x Cg) @ x[n, g] (Cg x P): the GEMM
+    reads x's channel planes in place as its B rows and writes y's filter planes in place
+    as its C rows.  Tiles of whole nr-slivers; the ragged end of a plane is copied into a
+    zero-padded Cg x nr block first, so no read goes past a plane.  offsets holds the B
+    row offsets k * P, then k * nr (for that block).  Tasks are (image, group, tile,
+    block of filters); every output is the same sum as on the slab path (the same
+    micro-kernel over the same reduction blocks), so the bits are the slab path's.
+    """
+    cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr), tw = tile_width(g.P, nr)
+    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw, ntasks = g.N * g.G * ntiles
+    cdef Py_ssize_t fper = blocks_per_split(ntasks, fpad // mr, nt)
+    cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
+    cdef Py_ssize_t t, n, grp, f, f0, f1, p0, pn, full, k, j
+    cdef const floating_t *xg
+    cdef const floating_t *a
+    cdef floating_t *yg
+    cdef floating_t *tail
+    cdef floating_t *row
+    for t in prange(ntasks * nsplit, num_threads=nt, schedule="static"):
+        tail = scratch + threadid() * pointwise_per_thread(K, nr)
+        n = t // (g.G * ntiles * nsplit)
+        grp = (t // (ntiles * nsplit)) % g.G
+        p0 = t // nsplit % ntiles * tw
+        pn = min(tw, g.P - p0)
+        full = pn // nr * nr
+        f0 = t % nsplit * fper * mr
+        f1 = min(g.Fg, f0 + fper * mr)
+        if f0 >= f1:
+            continue
+        xg = x + (n * g.C + grp * g.Cg) * g.P + p0
+        yg = y + (n * g.F + grp * g.Fg) * g.P + p0
+        a = wpack + grp * fpad * K + f0 * K
+        if full > 0:
+            gemm_block(kern, a, mr * K, f1 - f0, K, xg, offsets, 0, NULL, full,
+                       yg + f0 * g.P, g.P, tail + K * nr, False)
+        if pn > full:
+            for k in range(K):
+                memcpy(tail + k * nr, xg + k * g.P + full, (pn - full) * sizeof(floating_t))
+                memset(tail + k * nr + pn - full, 0, (nr - pn + full) * sizeof(floating_t))
+            gemm_block(kern, a, mr * K, f1 - f0, K, tail, offsets + K, 0, NULL, pn - full,
+                       yg + f0 * g.P + full, g.P, tail + K * nr, False)
+        if bias_mode != 0 or act != ACT_NONE:
+            for f in range(f0, f1):
+                row = yg + f * g.P
+                if bias_mode == 0:
+                    for j in range(pn):
+                        row[j] = activate(row[j], act)
+                elif bias_mode == 1:
+                    for j in range(pn):
+                        row[j] = activate(row[j] + bias[grp * g.Fg + f], act)
+                else:
+                    for j in range(pn):
+                        row[j] = activate(row[j] + bias[(grp * g.Fg + f) * g.P + p0 + j], act)
