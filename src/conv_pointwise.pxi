@@ -2,6 +2,11 @@
 # place: no slab, no im2col, no copy-out.  Included by _conv.pyx.
 
 
+# Bytes of x one tile of the pointwise path spans (Cg rows of its positions): every
+# mr-row block of filters sweeps it, so it should stay in the L2 cache.
+cdef Py_ssize_t POINTWISE_TILE_BYTES = 256 << 10
+
+
 cdef inline Py_ssize_t pointwise_per_thread(Py_ssize_t K, Py_ssize_t nr) noexcept nogil:
     """Scratch elements per thread of correlate_pointwise: a K x nr block for the ragged
     end of a plane and the micro-kernel's edge block."""
@@ -18,16 +23,22 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     reads x's channel planes in place as its B rows and writes y's filter planes in place
     as its C rows.  Tiles of whole nr-slivers; the ragged end of a plane is copied into a
     zero-padded Cg x nr block first, so no read goes past a plane.  offsets holds the B
-    row offsets k * P, then k * nr (for that block).  Tasks are (image, group, tile,
+    row offsets k * P, then k * nr (for that block).  Each mr-row block of filters runs
+    along the whole tile before the next starts, so the micro-kernel's stores are mr
+    sequential streams into y rather than mr scattered lines per call (the tile of x,
+    about 256 KiB at most, stays in cache meanwhile).  Tasks are (image, group, tile,
     block of filters); every output is the same sum as on the slab path (the same
     micro-kernel over the same reduction blocks), so the bits are the slab path's.
     """
     cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg
-    cdef Py_ssize_t fpad = round_up(g.Fg, mr), tw = tile_width(g.P, nr)
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t tw = min(round_up(g.P, nr),
+                             max(nr, (POINTWISE_TILE_BYTES // (K * <Py_ssize_t> sizeof(floating_t)))
+                                 // nr * nr))
     cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw, ntasks = g.N * g.G * ntiles
     cdef Py_ssize_t fper = blocks_per_split(ntasks, fpad // mr, nt)
     cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
-    cdef Py_ssize_t t, n, grp, f, f0, f1, p0, pn, full, k, j
+    cdef Py_ssize_t t, n, grp, f, f0, f1, m0, p0, pn, full, k, j
     cdef const floating_t *xg
     cdef const floating_t *a
     cdef floating_t *yg
@@ -46,16 +57,19 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
             continue
         xg = x + (n * g.C + grp * g.Cg) * g.P + p0
         yg = y + (n * g.F + grp * g.Fg) * g.P + p0
-        a = wpack + grp * fpad * K + f0 * K
-        if full > 0:
-            gemm_block(kern, a, mr * K, f1 - f0, K, xg, offsets, 0, NULL, full,
-                       yg + f0 * g.P, g.P, tail + K * nr, False)
         if pn > full:
             for k in range(K):
                 memcpy(tail + k * nr, xg + k * g.P + full, (pn - full) * sizeof(floating_t))
                 memset(tail + k * nr + pn - full, 0, (nr - pn + full) * sizeof(floating_t))
-            gemm_block(kern, a, mr * K, f1 - f0, K, tail, offsets + K, 0, NULL, pn - full,
-                       yg + f0 * g.P + full, g.P, tail + K * nr, False)
+        for j in range((f1 - f0 + mr - 1) // mr):
+            m0 = f0 + j * mr
+            a = wpack + grp * fpad * K + m0 * K
+            if full > 0:
+                gemm_block(kern, a, mr * K, min(mr, f1 - m0), K, xg, offsets, 0, NULL, full,
+                           yg + m0 * g.P, g.P, tail + K * nr, False)
+            if pn > full:
+                gemm_block(kern, a, mr * K, min(mr, f1 - m0), K, tail, offsets + K, 0, NULL,
+                           pn - full, yg + m0 * g.P + full, g.P, tail + K * nr, False)
         if bias_mode != 0 or act != ACT_NONE:
             for f in range(f0, f1):
                 row = yg + f * g.P
