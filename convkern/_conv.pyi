@@ -55,6 +55,7 @@ def conv_backward_weight(
     pad: _Ints3,
     dilation: _Ints3,
     path: int,
+    bias_out: _Float,
     num_threads: int,
 ) -> None: ...
 def conv_backward_bias(grad_y: _Float, out: _Float, untied: bool, num_threads: int) -> None: ...

@@ -375,15 +375,54 @@ class ConvPlan:
         x = self._array("x", x, self.x_shape)
         grad_y = self._array("grad_y", grad_y, self.y_shape)
         gw = check_out(out, g.w_shape, self.dtype, given + (x, grad_y))
+        self._weight_gradient(x, grad_y, gw, np.empty(0, self.dtype))
+        return gw
+
+    def backward_weight_bias(self, x, grad_y, *, out=None, bias_out=None):
+        """The weight and bias gradients, with a tied bias's sums taken in the weight
+        gradient's own pass over ``grad_y`` (one read of it instead of two).
+
+        Parameters
+        ----------
+        x : ndarray of shape x_shape
+        grad_y : ndarray of shape y_shape
+        out : ndarray of shape weight_shape, optional
+        bias_out : ndarray of shape (F,) ('tied') or (F, *O) ('untied'), optional
+
+        Returns
+        -------
+        grad_w : ndarray of shape weight_shape
+            The bits of :meth:`backward_weight`.
+        grad_b : ndarray
+            Equal to :meth:`backward_bias` up to the order of the double-precision sums
+            (fixed for a geometry, whatever the thread count); an untied bias is summed
+            by :meth:`backward_bias` itself.
+        """
+        if self.bias is None:
+            raise ValueError("this plan has no bias (planned with bias=None)")
+        given = (x, grad_y)
+        g = self._geom
+        x = self._array("x", x, self.x_shape)
+        grad_y = self._array("grad_y", grad_y, self.y_shape)
+        gw = check_out(out, g.w_shape, self.dtype, given + (x, grad_y))
+        if self.bias == "untied":
+            self._weight_gradient(x, grad_y, gw, np.empty(0, self.dtype))
+            return gw, self.backward_bias(grad_y, out=bias_out)
+        gb = check_out(bias_out, g.w_shape[:1], self.dtype, given + (x, grad_y, gw))
+        self._weight_gradient(x, grad_y, gw, gb)
+        return gw, gb
+
+    def _weight_gradient(self, x, grad_y, gw, gb):
+        g = self._geom
         if g.x_shape[0] == 0:
             gw[...] = 0
-            return gw
+            gb[...] = 0
+            return
         _conv.conv_backward_weight(
             self._as5d(x, g.x_shape), self._as5d(grad_y, g.y_shape),
             self._as5d(gw, g.w_shape), *self._args[3:], self._codes["backward_weight"],
-            self.num_threads,
+            gb, self.num_threads,
         )
-        return gw
 
     def backward_bias(self, grad_y, *, out=None):
         """Gradient with respect to the plan's bias (:func:`convkern.conv_backward_bias`).

@@ -96,6 +96,19 @@ cdef inline Py_ssize_t slab_for_runs(const floating_t *xg, const Geom *g, const 
     return used
 
 
+cdef inline void add_rows(double *acc, const floating_t *src, Py_ssize_t ld, Py_ssize_t rows,
+                          Py_ssize_t cols) noexcept nogil:
+    """acc[i] += src[i * ld + j] for j = 0, 1, ... cols - 1 in order, for i < rows: the
+    bias gradient's sums, taken while the weight gradient reads grad_y anyway."""
+    cdef Py_ssize_t i, j
+    cdef double s
+    for i in range(rows):
+        s = 0
+        for j in range(cols):
+            s += src[i * ld + j]
+        acc[i] += s
+
+
 cdef inline void stage_grad_y(const floating_t *gyg, const Geom *g, const Tile *tile,
                               floating_t *gys, Py_ssize_t ld) noexcept nogil:
     """gys[f * ld + j] = grad_y at the tile's output column j (see unroll.Tile) for
@@ -113,8 +126,8 @@ cdef inline void stage_grad_y(const floating_t *gyg, const Geom *g, const Tile *
 
 
 cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Geom *g,
-                             floating_t *partials, const WgradLayout *L, floating_t *scratch,
-                             Py_ssize_t *offsets, const floating_t **ptrs,
+                             floating_t *partials, double *bsum, const WgradLayout *L,
+                             floating_t *scratch, Py_ssize_t *offsets, const floating_t **ptrs,
                              int nt) noexcept nogil:
     """Direct-path weight gradient: grad_w[g]^T (K x Fg) += slab runs (K x L) @ gy^T (L x Fg).
 
@@ -170,6 +183,8 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
                     rows[k] = slab + boff[k]
                 # grad_y's rows are copied whole, then transposed from cache into gyt
                 stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
+                if bsum != NULL and k0 == 0:
+                    add_rows(bsum + b * g.F + grp * g.Fg, gys, d.ldc, g.Fg, tile.npos)
                 transpose(gys, d.ldc, g.Fg, tile.npos, gyt, fpad)
                 if image_finite or not has_nonfinite(slab, used):
                     gemm_rows_block(&KERN, rows + k0, 0, k1 - k0, tile.npos, gyt, gyt_rows,
@@ -183,9 +198,9 @@ cdef void weight_grad_direct(const floating_t *x, const floating_t *gy, const Ge
 
 
 cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const Geom *g,
-                               floating_t *partials, const WgradLayout *L, floating_t *scratch,
-                               Py_ssize_t *offsets, const floating_t **ptrs,
-                               int nt) noexcept nogil:
+                               floating_t *partials, double *bsum, const WgradLayout *L,
+                               floating_t *scratch, Py_ssize_t *offsets,
+                               const floating_t **ptrs, int nt) noexcept nogil:
     """Direct-path weight gradient with few reduction rows: grad_w[g] (Fg x K) += gy . runs^T.
 
     Rows of the tile's staged grad_y (zero in the halo columns) against the K runs of
@@ -227,6 +242,8 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
                 used = slab_for_runs(x + (n * g.C + grp * g.Cg) * plane_in, g, d, &tile,
                                      slab, boff)
                 stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
+                if bsum != NULL:
+                    add_rows(bsum + b * g.F + grp * g.Fg, gys, d.ldc, g.Fg, tile.npos)
                 # whole vectors: the sums run to npos rounded up (d.ldc and the slab's
                 # slack allow it) over zero grad_y columns, which add exact zeros
                 lpad = round_up(tile.npos, vl)
@@ -262,9 +279,9 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
 
 
 cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const Geom *g,
-                               floating_t *partials, const WgradLayout *L, floating_t *scratch,
-                               const Py_ssize_t *gyt_rows, const floating_t **ptrs,
-                               int nt) noexcept nogil:
+                               floating_t *partials, double *bsum, const WgradLayout *L,
+                               floating_t *scratch, const Py_ssize_t *gyt_rows,
+                               const floating_t **ptrs, int nt) noexcept nogil:
     """Any-stride weight gradient: grad_w[g]^T (K x Fg) += col (K x tw) @ gy^T (tw x Fg).
 
     The rows of a per-thread im2col tile are read in place by the gemm_rows micro-kernel;
@@ -304,13 +321,17 @@ cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const 
                 im2col(x + (n * g.C + grp * g.Cg) * plane, g, k0, k1 - k0, p0, pn, col, tw)
                 # gyt[j, f] = gy[n, grp*Fg + f, p0 + j]
                 transpose(gy + (n * g.F + grp * g.Fg) * g.P + p0, g.P, g.Fg, pn, gyt, fpad)
+                if bsum != NULL and k0 == 0:
+                    add_rows(bsum + b * g.F + grp * g.Fg, gy + (n * g.F + grp * g.Fg) * g.P + p0,
+                             g.P, g.Fg, pn)
                 gemm_rows_block(&KERN, rows, 0, k1 - k0, pn, gyt, gyt_rows, g.Fg, dst, g.Fg,
                                 rows + K, edge)
 
 
 cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Geom *g,
-                             floating_t *partials, const WgradLayout *L, floating_t *scratch,
-                             const floating_t **ptrs, int nt) noexcept nogil:
+                             floating_t *partials, double *bsum, const WgradLayout *L,
+                             floating_t *scratch, const floating_t **ptrs,
+                             int nt) noexcept nogil:
     """Any-stride weight gradient: rows of grad_y against rows of an im2col tile.
 
     Tasks are (batch chunk, group, block of rb reduction rows).
@@ -343,6 +364,9 @@ cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Ge
                 p0 = tb * tw
                 pn = min(tw, g.P - p0)
                 im2col(x + (n * g.C + grp * g.Cg) * plane, g, r0, nb, p0, pn, col, tw)
+                if bsum != NULL and r0 == 0:
+                    add_rows(bsum + b * g.F + grp * g.Fg, gy + (n * g.F + grp * g.Fg) * g.P + p0,
+                             g.P, g.Fg, pn)
                 for fb in range((g.Fg + dr - 1) // dr):
                     # rows past the end repeat the last row; their sums are dropped
                     for i in range(dr):
@@ -357,11 +381,14 @@ cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Ge
 def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
                          const floating_t[:, :, :, :, ::1] grad_y not None,
                          floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
-                         tuple stride, tuple pad, tuple dilation, int path, int num_threads):
+                         tuple stride, tuple pad, tuple dilation, int path,
+                         floating_t[::1] bias_out not None, int num_threads):
     """Fill out (F, C // groups, KD, KH, KW) with the gradient of conv_forward w.r.t. weight.
 
     path: an index in PATHS["backward_weight"] that is valid for the geometry (the slab
-    paths need geometry_facts(...)["direct"]).
+    paths need geometry_facts(...)["direct"]).  bias_out: empty, or (F,) to fill with
+    the gradient of a tied bias in the same pass over grad_y (sums in double over the
+    batch chunks in order, within a chunk over images, tiles and positions in order).
     """
     cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups, stride, pad, dilation)
     cdef const floating_t *x0 = &x[0, 0, 0, 0, 0]
@@ -376,7 +403,15 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t *offsets = NULL
     cdef const floating_t **ptrs = NULL
     cdef Py_ssize_t b, f, k, t
-    partials = <floating_t *> alloc_scratch(L.nchunks * part * sizeof(floating_t))
+    cdef double *bsum = NULL
+    cdef double acc
+    if bias_out.shape[0] > 0:
+        bsum = <double *> alloc_scratch(L.nchunks * g.F * sizeof(double))
+    try:
+        partials = <floating_t *> alloc_scratch(L.nchunks * part * sizeof(floating_t))
+    except MemoryError:
+        free(bsum)
+        raise
     try:
         scratch = <floating_t *> alloc_scratch(nt * L.per_thread * sizeof(floating_t))
         offsets = <Py_ssize_t *> alloc_scratch(
@@ -386,19 +421,20 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         free(partials)
         free(scratch)
         free(offsets)
+        free(bsum)
         raise
     with nogil:
         if path == BWW_SLAB_GEMM:
             # rows of the transposed grad_y tile: offsets j * fpad, shared by the threads
             row_offsets(offsets + nt * K, L.d.ldc, round_up(g.Fg, block_nr(&KERN, x0)))
-            weight_grad_direct(x0, gy0, &g, partials, &L, scratch, offsets, ptrs, nt)
+            weight_grad_direct(x0, gy0, &g, partials, bsum, &L, scratch, offsets, ptrs, nt)
         elif path == BWW_SLAB_DOT:
-            weight_grad_slab_dot(x0, gy0, &g, partials, &L, scratch, offsets, ptrs, nt)
+            weight_grad_slab_dot(x0, gy0, &g, partials, bsum, &L, scratch, offsets, ptrs, nt)
         elif path == BWW_IM2COL_GEMM:
             row_offsets(offsets, L.tw, round_up(g.Fg, block_nr(&KERN, x0)))
-            weight_grad_unrolled(x0, gy0, &g, partials, &L, scratch, offsets, ptrs, nt)
+            weight_grad_unrolled(x0, gy0, &g, partials, bsum, &L, scratch, offsets, ptrs, nt)
         else:
-            weight_grad_im2col(x0, gy0, &g, partials, &L, scratch, ptrs, nt)
+            weight_grad_im2col(x0, gy0, &g, partials, bsum, &L, scratch, ptrs, nt)
         # partial[0] += partial[b] for b = 1, 2, ... in chunk order (contiguous adds),
         # then out[f, k] = partial[0] at (f, k): stored G x K x Fg by the GEMM paths
         # and F x K by the dot paths
@@ -415,6 +451,13 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
                           w0 + b * g.Fg * K + k, K)
         else:
             memcpy(w0, partials, part * sizeof(floating_t))
+        if bsum != NULL:
+            for f in range(g.F):
+                acc = 0
+                for b in range(L.nchunks):
+                    acc += bsum[b * g.F + f]
+                bias_out[f] = <floating_t> acc
+    free(bsum)
     free(ptrs)
     free(offsets)
     free(scratch)

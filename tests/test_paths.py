@@ -118,6 +118,25 @@ def test_forced_path_matches_reference_for_any_thread_count(geometry, pass_name,
         assert again.tobytes() == first.tobytes(), f"{path} gives other bits on {n} threads"
 
 
+@pytest.mark.parametrize("geometry, path", [
+    pytest.param(g, row.name, id=f"{_ids(g)}-{row.name}")
+    for g in GEOMETRIES for row in _paths.TABLE["backward_weight"]])
+def test_weight_path_fuses_the_bias_gradient(geometry, path, all_threads):
+    kind, d, dtype = geometry
+    plan, (x, w, b, gy), expected, _ = _case(kind, d, dtype)
+    if path not in plan.valid_paths("backward_weight"):
+        pytest.skip(f"{path} is not valid for this geometry")
+    forced = plan.force(backward_weight=path)
+    ck.set_num_threads(1)
+    gw, gb = forced.backward_weight_bias(x, gy)
+    assert gw.tobytes() == forced.backward_weight(x, gy).tobytes()
+    assert_close(gb, expected["backward_bias"], dtype, err_msg=f"fused bias on {path}")
+    for n in (2, 4):
+        ck.set_num_threads(n)
+        gw2, gb2 = forced.backward_weight_bias(x, gy)
+        assert (gw2.tobytes(), gb2.tobytes()) == (gw.tobytes(), gb.tobytes())
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=[_ids(g) for g in GEOMETRIES])
 def test_every_valid_path_matches_torch(geometry, torch):

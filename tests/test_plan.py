@@ -91,6 +91,9 @@ def test_force_accepts_valid_paths_only():
     ("plan.forward(x.tolist(), w)", TypeError, "ndarray"),
     ("plan.backward_input(x, w)", ValueError, "grad_y must have shape"),
     ("nobias.backward_bias(y)", ValueError, "no bias"),
+    ("nobias.backward_weight_bias(x, y)", ValueError, "no bias"),
+    ("plan.backward_weight_bias(x, y, bias_out=np.ones(5, np.float32))", ValueError,
+     "out must have shape"),
     ("nobias.forward(x, w, np.ones(6, np.float32))", ValueError, "no bias"),
     ("ck.conv_plan((2, 3, 5, 5), (6, 3, 3, 3), bias='shared')", ValueError, "bias must be"),
     ("ck.conv_plan((2, 3, 5, 5), (6, 3, 3, 3), dtype=np.int32)", TypeError, "dtype"),
@@ -124,3 +127,16 @@ def test_functions_reuse_cached_plans_but_validate_new_parameter_kinds():
     for i in range(conv_module._CACHE_SIZE + 5):
         ck.conv_forward(np.ones((1, 2, 6 + i % 40, 6), np.float32), w, padding=i // 40)
     assert len(conv_module._plans) <= conv_module._CACHE_SIZE
+
+
+def test_fused_bias_of_an_untied_plan_and_of_an_empty_batch(rng):
+    plan = ck.conv_plan((2, 3, 6, 6), (4, 3, 3, 3), bias="untied")
+    x, w = _arrays(rng, (2, 3, 6, 6), (4, 3, 3, 3))
+    gy = rng.standard_normal(plan.y_shape).astype(np.float32)
+    gw, gb = plan.backward_weight_bias(x, gy)
+    assert gb.tobytes() == plan.backward_bias(gy).tobytes()
+    assert gw.tobytes() == plan.backward_weight(x, gy).tobytes()
+    empty = ck.conv_plan((0, 3, 6, 6), (4, 3, 3, 3))
+    gw, gb = empty.backward_weight_bias(np.ones((0, 3, 6, 6), np.float32),
+                                        np.ones((0, 4, 4, 4), np.float32))
+    assert not gw.any() and not gb.any() and gb.shape == (4,)
