@@ -206,13 +206,16 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
     Rows of the tile's staged grad_y (zero in the halo columns) against the K runs of
     the input slab, on the dot micro-kernels: no im2col and no transposition.  A tile
     whose slab holds a NaN or infinity is reduced over the valid columns of each row
-    only.  Tasks are (batch chunk, group); partial[b] is F x K.
+    only.  Tasks are (batch chunk, group, block of filters): a small batch splits the
+    filters too (each split fills its own slab); partial[b] is F x K.
     """
     cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane_in = g.D * g.H * g.W
     cdef const DirectPlan *d = &L.d
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg, per_chunk = L.per_chunk
-    cdef Py_ssize_t t, b, grp, n, i, used, fb, jb, ii, jj, pz, r, base, lpad
+    cdef Py_ssize_t fper = blocks_per_split(L.nchunks * g.G, (g.Fg + dr - 1) // dr, nt)
+    cdef Py_ssize_t nsplit = ((g.Fg + dr - 1) // dr + fper - 1) // fper
+    cdef Py_ssize_t t, b, grp, n, i, used, fb, f0, f1, jb, ii, jj, pz, r, base, lpad
     cdef Py_ssize_t vl = block_vl(&KERN, x)
     cdef bint finite, image_finite
     cdef Tile tile
@@ -223,17 +226,20 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
     cdef Py_ssize_t *boff
     cdef const floating_t **a
     cdef const floating_t **bp
-    for t in prange(L.nchunks * g.G, num_threads=nt, schedule="static"):
+    for t in prange(L.nchunks * g.G * nsplit, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * L.per_thread
         gys = slab + L.gys
         res = slab + L.res
         boff = offsets + threadid() * L.thread_offsets
         a = ptrs + threadid() * L.thread_ptrs
         bp = a + dr
-        b = t // g.G
-        grp = t % g.G
+        b = t // (g.G * nsplit)
+        grp = t // nsplit % g.G
+        # filter rows f0 .. f1 of the group, in blocks fb of dr rows
+        f0 = t % nsplit * fper * dr
+        f1 = min(g.Fg, f0 + fper * dr)
         dst = partials + b * g.F * K + grp * g.Fg * K
-        memset(dst, 0, g.Fg * K * sizeof(floating_t))
+        memset(dst + f0 * K, 0, (f1 - f0) * K * sizeof(floating_t))
         for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
             # a finite image needs no per-tile check (its slabs hold x and zeros only)
             image_finite = not has_nonfinite(x + (n * g.C + grp * g.Cg) * plane_in, g.Cg * plane_in)
@@ -243,14 +249,15 @@ cdef void weight_grad_slab_dot(const floating_t *x, const floating_t *gy, const 
                                      slab, boff)
                 stage_grad_y(gy + (n * g.F + grp * g.Fg) * g.P, g, &tile, gys, d.ldc)
                 if bsum != NULL:
-                    add_rows(bsum + b * g.F + grp * g.Fg, gys, d.ldc, g.Fg, tile.npos)
+                    add_rows(bsum + b * g.F + grp * g.Fg + f0, gys + f0 * d.ldc, d.ldc,
+                             f1 - f0, tile.npos)
                 # whole vectors: the sums run to npos rounded up (d.ldc and the slab's
                 # slack allow it) over zero grad_y columns, which add exact zeros
                 lpad = round_up(tile.npos, vl)
                 for ii in range(g.Fg):
                     memset(gys + ii * d.ldc + tile.npos, 0, (lpad - tile.npos) * sizeof(floating_t))
                 finite = image_finite or not has_nonfinite(slab, used)
-                for fb in range((g.Fg + dr - 1) // dr):
+                for fb in range(f0 // dr, (f1 + dr - 1) // dr):
                     # rows past the end repeat the last row; their sums are dropped
                     for ii in range(dr):
                         a[ii] = gys + min(fb * dr + ii, g.Fg - 1) * d.ldc
