@@ -455,8 +455,9 @@ class MaxPool(Layer):
         An int applies to every spatial dim of the input (d = x.ndim - 2).
     stride : None, int or tuple of int, default None
         None means ``kernel_size``.
-    padding : int or tuple of int, default 0
-        Implicit -inf padding, at most half the kernel.
+    padding : int, tuple of int, tuple of (before, after) pairs, or {'valid', 'same', 'full'}
+        Implicit -inf padding, as in :func:`convkern.maxpool_forward`: an int at most half
+        the kernel, a pair each side below the dilated kernel extent.
     dilation : int or tuple of int, default 1
     ceil_mode : bool, default False
         As in PyTorch.
@@ -466,7 +467,7 @@ class MaxPool(Layer):
         super().__init__()
         self.kernel_size = self._sizes("kernel_size", kernel_size, 1)
         self.stride = None if stride is None else self._sizes("stride", stride, 1)
-        self.padding = self._sizes("padding", padding, 0)
+        self.padding = self._padding(padding)
         self.dilation = self._sizes("dilation", dilation, 1)
         if not isinstance(ceil_mode, (bool, np.bool_)):
             raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
@@ -482,6 +483,22 @@ class MaxPool(Layer):
         if len(value) not in (1, 2, 3):
             raise ValueError(f"{name} must have 1, 2 or 3 entries, got {value!r}")
         return _int_tuple(name, value, len(value), minimum)
+
+    @classmethod
+    def _padding(cls, padding):
+        """A padding string, an int, or a tuple of 1 to 3 ints or (before, after) pairs."""
+        if isinstance(padding, str):
+            return _conv_padding(padding, 1)
+        if isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in padding):
+            if len(padding) not in (1, 2, 3):
+                raise ValueError(f"padding must have 1, 2 or 3 entries, got {padding!r}")
+            # An int entry stays an int: it keeps PyTorch's half-kernel rule.
+            return tuple(
+                _int_tuple("padding", p, 2, 0) if isinstance(p, (tuple, list))
+                else _int_tuple("padding", p, 1, 0)[0]
+                for p in padding
+            )
+        return cls._sizes("padding", padding, 0)
 
     def forward(self, x):
         """Apply the layer.
