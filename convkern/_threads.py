@@ -11,6 +11,15 @@ convkern makes every fork child serial: an ``os.register_at_fork`` hook marks th
 child, and from then on :func:`get_num_threads` is 1 there, whatever
 ``set_num_threads`` or ``OMP_NUM_THREADS`` say.  Processes started with ``'spawn'`` or
 ``'forkserver'`` (fresh interpreters) use threads as usual.
+
+threadpoolctl
+-------------
+``threadpoolctl.threadpool_limits(n, 'openmp')`` calls ``omp_set_num_threads(n)`` in
+every OpenMP runtime loaded, convkern's included, and restores the old value on exit.
+:func:`get_num_threads` reads ``omp_get_max_threads()`` on every call, so the limit
+applies to convkern's default; a limit below the default seen at import also caps a
+count given to :func:`set_num_threads`.  OpenMP keeps this setting per calling thread,
+so the limit covers calls made from the Python thread that set it.
 """
 
 import os
@@ -27,6 +36,9 @@ MAX_THREADS = 1024
 
 _requested = None
 _in_fork_child = False
+# OpenMP's default thread count when convkern was imported (OMP_NUM_THREADS or the CPUs):
+# a smaller omp_get_max_threads() later means someone (threadpoolctl) set a limit.
+_omp_default = _openmp.max_threads()
 
 
 def set_num_threads(n):
@@ -66,14 +78,20 @@ def set_num_threads(n):
 def get_num_threads():
     """Return the thread count the kernels use.
 
-    The last ``set_num_threads``, else OpenMP's default (capped at ``MAX_THREADS``);
-    always 1 without OpenMP and in a process created by ``fork``.
+    The last ``set_num_threads``, else OpenMP's current ``omp_get_max_threads()``
+    (capped at ``MAX_THREADS``), which follows ``OMP_NUM_THREADS`` and
+    ``threadpoolctl.threadpool_limits(n, 'openmp')``; a limit set that way below OpenMP's
+    default also caps the ``set_num_threads`` count.  Always 1 without OpenMP and in a
+    process created by ``fork``.
     """
     if _in_fork_child or not _openmp.openmp_enabled():
         return 1
-    if _requested is not None:
-        return _requested
-    return max(1, min(_openmp.max_threads(), MAX_THREADS))
+    limit = max(1, min(_openmp.max_threads(), MAX_THREADS))
+    if _requested is None:
+        return limit
+    if limit < _omp_default:
+        return min(_requested, limit)
+    return _requested
 
 
 def _after_fork_in_child():
