@@ -16,10 +16,12 @@ threadpoolctl
 -------------
 ``threadpoolctl.threadpool_limits(n, 'openmp')`` calls ``omp_set_num_threads(n)`` in
 every OpenMP runtime loaded, convkern's included, and restores the old value on exit.
-:func:`get_num_threads` reads ``omp_get_max_threads()`` on every call, so the limit
-applies to convkern's default; a limit below the default seen at import also caps a
-count given to :func:`set_num_threads`.  OpenMP keeps this setting per calling thread,
-so the limit covers calls made from the Python thread that set it.
+Without a :func:`set_num_threads` count, :func:`get_num_threads` reads
+``omp_get_max_threads()`` on every call, so the limit applies.  OpenMP keeps that value
+per calling thread: it covers calls from the Python thread that set it.  A count given
+to :func:`set_num_threads` is explicit and wins (as scikit-learn's ``n_threads`` does):
+otherwise an unrelated ``omp_set_num_threads`` in the same runtime, such as
+``torch.set_num_threads(1)`` when PyTorch loads the same libgomp, would override it.
 """
 
 import os
@@ -36,9 +38,6 @@ MAX_THREADS = 1024
 
 _requested = None
 _in_fork_child = False
-# OpenMP's default thread count when convkern was imported (OMP_NUM_THREADS or the CPUs):
-# a smaller omp_get_max_threads() later means someone (threadpoolctl) set a limit.
-_omp_default = _openmp.max_threads()
 
 
 def set_num_threads(n):
@@ -80,18 +79,14 @@ def get_num_threads():
 
     The last ``set_num_threads``, else OpenMP's current ``omp_get_max_threads()``
     (capped at ``MAX_THREADS``), which follows ``OMP_NUM_THREADS`` and
-    ``threadpoolctl.threadpool_limits(n, 'openmp')``; a limit set that way below OpenMP's
-    default also caps the ``set_num_threads`` count.  Always 1 without OpenMP and in a
+    ``threadpoolctl.threadpool_limits(n, 'openmp')``; always 1 without OpenMP and in a
     process created by ``fork``.
     """
     if _in_fork_child or not _openmp.openmp_enabled():
         return 1
-    limit = max(1, min(_openmp.max_threads(), MAX_THREADS))
-    if _requested is None:
-        return limit
-    if limit < _omp_default:
-        return min(_requested, limit)
-    return _requested
+    if _requested is not None:
+        return _requested
+    return max(1, min(_openmp.max_threads(), MAX_THREADS))
 
 
 def _after_fork_in_child():

@@ -1,10 +1,15 @@
 """threadpoolctl's OpenMP limit reaches convkern's kernels.
 
-``threadpool_limits(1, 'openmp')`` calls ``omp_set_num_threads(1)`` in every OpenMP
-runtime loaded.  convkern reads ``omp_get_max_threads()`` on every call, so its thread
-count follows, also after ``set_num_threads(n)``.  The kernels' real thread use is
-observed in a child interpreter: libgomp keeps the worker threads of a parallel region
-alive, so a call that ran on two threads leaves one more thread in ``/proc/self/task``.
+``threadpool_limits(n, 'openmp')`` calls ``omp_set_num_threads(n)`` in every OpenMP
+runtime loaded.  Without a ``set_num_threads`` count convkern reads
+``omp_get_max_threads()`` on every call, so its thread count follows; an explicit
+``set_num_threads(n)`` wins.  The kernels' real thread use is observed in a child
+interpreter: libgomp keeps the worker threads of a parallel region alive, so a call that
+ran on two threads leaves one more thread in ``/proc/self/task``.
+
+In this process other test modules call ``torch.set_num_threads(1)``, which (when
+PyTorch loads the same libgomp) lowers OpenMP's value, so the tests set a known outer
+limit first.
 """
 
 import os
@@ -35,25 +40,25 @@ def test_threadpoolctl_finds_the_openmp_runtime_convkern_uses():
 
 def test_limit_applies_to_the_default_count():
     ck.set_num_threads(None)
-    before = ck.get_num_threads()
-    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
-        assert ck.get_num_threads() == 1
-    assert ck.get_num_threads() == before
+    with threadpoolctl.threadpool_limits(2, user_api="openmp"):
+        assert ck.get_num_threads() == 2
+        with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+            assert ck.get_num_threads() == 1
+        assert ck.get_num_threads() == 2
 
 
-def test_limit_caps_set_num_threads_and_is_lifted_after():
-    ck.set_num_threads(3)
+def test_an_explicit_set_num_threads_wins_over_the_limit():
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        ck.set_num_threads(2)
+        assert ck.get_num_threads() == 2
+        ck.set_num_threads(None)
         assert ck.get_num_threads() == 1
-        ck.set_num_threads(4)
-        assert ck.get_num_threads() == 1
-    assert ck.get_num_threads() == 4
 
 
 def test_limits_on_blas_only_leave_convkern_alone():
-    ck.set_num_threads(2)
-    with threadpoolctl.threadpool_limits(1, user_api="blas"):
-        assert ck.get_num_threads() == 2
+    with threadpoolctl.threadpool_limits(2, user_api="openmp"):
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            assert ck.get_num_threads() == 2
 
 
 _CHILD = textwrap.dedent("""
@@ -68,7 +73,7 @@ _CHILD = textwrap.dedent("""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 16, 32, 32)).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
-    ck.set_num_threads(2)
+    assert ck.get_num_threads() == 2, ck.get_num_threads()  # OMP_NUM_THREADS=2
     start = tasks()
     if sys.argv[1] == "limited":
         with threadpool_limits(1, user_api="openmp"):
@@ -85,7 +90,7 @@ def _new_threads(mode):
     root = os.path.dirname(os.path.dirname(os.path.abspath(ck.__file__)))
     path = os.environ.get("PYTHONPATH")
     env = dict(os.environ, PYTHONPATH=root + (os.pathsep + path if path else ""))
-    env.pop("OMP_NUM_THREADS", None)
+    env["OMP_NUM_THREADS"] = "2"
     out = subprocess.run([sys.executable, "-c", _CHILD, mode], env=env, capture_output=True,
                          text=True, timeout=120, check=True)
     return int(out.stdout.strip())
@@ -102,8 +107,8 @@ def test_results_do_not_depend_on_the_limit():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((8, 16, 32, 32)).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
-    ck.set_num_threads(2)
-    free = ck.conv_forward(x, w, padding=1)
-    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
-        limited = ck.conv_forward(x, w, padding=1)
+    with threadpoolctl.threadpool_limits(2, user_api="openmp"):
+        free = ck.conv_forward(x, w, padding=1)
+        with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+            limited = ck.conv_forward(x, w, padding=1)
     np.testing.assert_array_equal(free, limited)
