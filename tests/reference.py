@@ -248,18 +248,20 @@ def conv_backward_bias(grad_y, *, untied=False):
 # --------------------------------------------------------------------------------------
 
 
-def resolve_pool_padding(padding, d):
-    """Pool padding: int or d-tuple of ints (symmetric), returned as a d-tuple."""
-    return _tuple(padding, d)
+def resolve_pool_padding(padding, in_spatial, kernel, stride, dilation):
+    """Pool padding as a d-tuple of (before, after) pairs, in the forms of convolution's."""
+    return resolve_conv_padding(padding, in_spatial, kernel, stride, dilation)
 
 
 def pool_out_size(size, kernel, stride, padding, dilation, ceil_mode):
-    """PyTorch's pooling output size for one axis."""
-    num = size + 2 * padding - dilation * (kernel - 1) - 1
+    """PyTorch's pooling output size for one axis; ``padding`` is an int or a
+    (before, after) pair."""
+    before, after = (padding, padding) if isinstance(padding, (int, np.integer)) else padding
+    num = size + before + after - dilation * (kernel - 1) - 1
     if ceil_mode:
         out = -(-num // stride) + 1
-        # The last window must start inside the input or the left padding.
-        if (out - 1) * stride >= size + padding:
+        # The last window must start inside the input or the padding before it.
+        if (out - 1) * stride >= size + before:
             out -= 1
     else:
         out = num // stride + 1
@@ -284,8 +286,8 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1,
     kernel = _tuple(kernel_size, d)
     stride = kernel if stride is None else _tuple(stride, d)
     dilation = _tuple(dilation, d)
-    pads = resolve_pool_padding(padding, d)
     xb, unbatched = _batched(x, d)
+    pads = resolve_pool_padding(padding, xb.shape[2:], kernel, stride, dilation)
     xb = xb.astype(np.float64)
     N, C = xb.shape[:2]
     in_spatial = xb.shape[2:]
@@ -299,7 +301,7 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1,
     # Per axis: the input coordinate of window element k at output o, and the first
     # in-bounds coordinate of each window (PyTorch: start = o*s - p; while start < 0:
     # start += dil).
-    starts = [np.arange(o) * s - p for o, s, p in zip(out, stride, pads)]
+    starts = [np.arange(o) * s - p for o, s, (p, _) in zip(out, stride, pads)]
     first = []
     for st, dl in zip(starts, dilation):
         f = st.copy()

@@ -248,3 +248,32 @@ def test_maxpool_layer_with_pairs_and_same_matches_torch(dtype, rng, tmp_path):
 def test_maxpool_layer_refuses_bad_paddings(padding, error, pattern):
     with pytest.raises(error, match=pattern):
         ck.MaxPool(3, padding=padding)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_ties_and_nan_with_pairs_match_the_reference(d, dtype, rng):
+    import reference as ref
+
+    done = 0
+    for _ in range(30):
+        kernel, stride, dilation, pairs, spatial = _random_case(rng, d)
+        axes = list(zip(spatial, kernel, stride, pairs, dilation))
+        if any(_empty_window(s, k, st, lo, hi, dl, False) for s, k, st, (lo, hi), dl in axes):
+            continue
+        # few distinct values: many ties; and a few NaNs
+        x = rng.integers(-2, 3, (2, 2) + spatial).astype(dtype)
+        x[rng.random(x.shape) < 0.05] = np.nan
+        for padding in (pairs, "same"):
+            try:
+                y, idx = ck.maxpool_forward(x, kernel, stride=stride, padding=padding,
+                                            dilation=dilation)
+            except ValueError as exc:  # 'same' with dilation may leave a window empty
+                assert padding == "same" and "covers only padding" in str(exc)
+                continue
+            ry, ridx = ref.maxpool_forward(x, kernel, stride=stride, padding=padding,
+                                           dilation=dilation)
+            np.testing.assert_array_equal(idx, ridx)
+            np.testing.assert_array_equal(y, ry.astype(dtype))
+            done += 1
+    assert done >= 10

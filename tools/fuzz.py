@@ -454,10 +454,28 @@ def gen_pool(g, name, extreme=False):
     K = tuple(g.small(1, 3 if d == 3 else 4) for _ in range(d))
     dil = tuple(g.pick([1, 1, 1, 2]) for _ in range(d))
     st = tuple(g.pick([1, 1, 2, 3]) for _ in range(d))
-    pad = tuple(g.small(0, k // 2) for k in K)
     ceil = g.chance(0.3)
     span = tuple(dl * (k - 1) + 1 for k, dl in zip(K, dil))
-    S = tuple(max(1, sp - 2 * p + g.small(-1, 6 if d < 3 else 3)) for sp, p in zip(span, pad))
+    # padding forms: ints (at most k // 2), (before, after) pairs (each below the span),
+    # 'same' and 'valid'; `padding` is what the call passes, `pairs` what it means
+    form = g.pick(["int", "int", "pairs", "same", "valid"])
+    if form == "pairs":
+        pairs = tuple((g.small(0, sp - 1), g.small(0, sp - 1)) for sp in span)
+        padding = pairs if g.chance(0.8) else [list(p) for p in pairs]
+    elif form == "int":
+        pad = tuple(g.small(0, k // 2) for k in K)
+        pairs = tuple((p, p) for p in pad)
+        padding = g.param(pad, d)
+    else:
+        padding, pairs = form, ((0, 0),) * d  # 'same' pairs follow from S below
+    S = tuple(max(1, sp - lo - hi + g.small(-1, 6 if d < 3 else 3))
+              for sp, (lo, hi) in zip(span, pairs))
+    if form == "same":
+        pairs = []
+        for s, sp, stv in zip(S, span, st):
+            tot = max((-(-s // stv) - 1) * stv + sp - s, 0)
+            pairs.append((tot // 2, tot - tot // 2))
+        pairs = tuple(pairs)
     if extreme:
         big = [2**31, 2**40, 2**61, 2**62 - 1, 2**62, 2**62 + 2**61, 2**63 - 1]
         K = tuple(g.pick(big + [1, 2, 3]) for _ in range(d))
@@ -469,14 +487,16 @@ def gen_pool(g, name, extreme=False):
         S = tuple(g.small(1, 5) for _ in range(d))
         N, C = 1, 1
         span = tuple(dl * (k - 1) + 1 for k, dl in zip(K, dil))
+        pairs = tuple((p, p) for p in pad)
+        padding = g.param(pad, d)
     O = []
-    for s, k, stv, p, sp in zip(S, K, st, pad, span):
-        if s + 2 * p < sp:
+    for s, k, stv, (lo, hi), sp in zip(S, K, st, pairs, span):
+        if s + lo + hi < sp:
             O = None
             break
-        num = s + 2 * p - sp + (stv - 1 if ceil else 0)
+        num = s + lo + hi - sp + (stv - 1 if ceil else 0)
         o = num // stv + 1
-        if ceil and (o - 1) * stv >= s + p:
+        if ceil and (o - 1) * stv >= s + lo:
             o -= 1
         O.append(o)
     if O is not None:
@@ -495,8 +515,8 @@ def gen_pool(g, name, extreme=False):
         args = [g.array(x_shape, dt), ks]
         if st != K or g.chance(0.3):
             kw["stride"] = None if st == K and g.chance(0.5) else g.param(st, d)
-        if any(pad) or g.chance(0.3):
-            kw["padding"] = g.param(pad, d)
+        if form != "int" or any(lo for lo, _ in pairs) or g.chance(0.3):
+            kw["padding"] = padding
         if any(v != 1 for v in dil) or g.chance(0.3):
             kw["dilation"] = g.param(dil, d)
         if ceil or g.chance(0.3):
@@ -518,7 +538,7 @@ def gen_pool(g, name, extreme=False):
             ck = _ck()
             xv = g.values(x_shape, dt)
             try:
-                yv, iv = ck.maxpool_forward(xv, tuple(K), stride=st, padding=pad,
+                yv, iv = ck.maxpool_forward(xv, tuple(K), stride=st, padding=padding,
                                             dilation=dil, ceil_mode=ceil)
                 idx = iv
             except EXPECTED:
