@@ -34,6 +34,7 @@ __all__ = [
     "conv_backward_input",
     "conv_backward_weight",
     "conv_backward_bias",
+    "conv_transpose",
     "maxpool_forward",
     "maxpool_backward",
     "pad_zeros",
@@ -172,6 +173,43 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
         else:
             assert bias.shape == (F,) + out, (bias.shape, out)
             y += bias[None]
+    return y[0] if unbatched else y
+
+
+def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0,
+                   dilation=1, groups=1):
+    """Reference transposed convolution (PyTorch's conv_transpose{d}d), float64, by scatter.
+
+    Input position i and tap k add ``x[i] * w[k]`` to position ``i * s + k * dil`` of the
+    full output; the result is positions ``p .. p + O - 1`` of it, with
+    ``O = (S - 1) * s - 2 p + dil * (K - 1) + output_padding + 1`` (zeros past the full
+    output).  Weight ``(C, F // groups, *K)``; bias None or ``(F,)``.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    d = weight.ndim - 2
+    xb, unbatched = _batched(x, d)
+    xb = xb.astype(np.float64)
+    stride, padding, output_padding, dilation = (
+        _tuple(v, d) for v in (stride, padding, output_padding, dilation))
+    N, C = xb.shape[:2]
+    S, K = xb.shape[2:], weight.shape[2:]
+    Cg, Fg = C // groups, weight.shape[1]
+    out = tuple((s - 1) * st - 2 * p + dl * (k - 1) + op + 1
+                for s, st, p, dl, k, op in zip(S, stride, padding, dilation, K, output_padding))
+    assert min(out) >= 1, out
+    full = tuple(max((s - 1) * st + dl * (k - 1) + 1, p + o)
+                 for s, st, dl, k, p, o in zip(S, stride, dilation, K, padding, out))
+    y = np.zeros((N, Fg * groups) + full)
+    for kidx in itertools.product(*(range(k) for k in K)):
+        sl = tuple(slice(k * dl, k * dl + (s - 1) * st + 1, st)
+                   for k, dl, s, st in zip(kidx, dilation, S, stride))
+        for g in range(groups):
+            xs = xb[:, g * Cg:(g + 1) * Cg]  # (N, Cg, *S)
+            wk = weight[(slice(g * Cg, (g + 1) * Cg), slice(None)) + kidx]  # (Cg, Fg)
+            y[(slice(None), slice(g * Fg, (g + 1) * Fg)) + sl] += np.einsum("cf,nc...->nf...", wk, xs)
+    y = y[(slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(padding, out))]
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * d)
     return y[0] if unbatched else y
 
 

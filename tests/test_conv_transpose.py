@@ -309,3 +309,14 @@ def test_layer_checks_its_input():
         layer(np.ones((4, 3, 3), np.float32))
     with pytest.raises(ValueError, match="channels"):
         layer(np.ones((1, 3, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_forward_matches_the_scatter_reference(d, dtype, rng):
+    import reference as ref
+
+    for case in _cases(rng, d, 12):
+        _, x, w, b = _arrays(case, dtype, rng)
+        assert_close(ck.conv_transpose(x, w, b, **_kw(case)),
+                     ref.conv_transpose(x, w, b, **_kw(case)), dtype, err_msg=str(case))

@@ -445,6 +445,58 @@ def gen_conv(g, name, extreme=False):
     return call
 
 
+def gen_conv_transpose(g, extreme=False):
+    """conv_transpose: weight (C, F // groups, *K), int paddings, output_padding mostly
+    below max(stride, dilation) (PyTorch's rule; sometimes not, to be refused)."""
+    np = g.np
+    d = g.small(1, 3)
+    G = g.pick([1, 1, 2, 3])
+    Cg, Fg, N = g.small(1, 3), g.small(1, 3), g.pick([0, 1, 1, 2])
+    K = tuple(g.small(1, 3) for _ in range(d))
+    st = tuple(g.pick([1, 1, 2, 3]) for _ in range(d))
+    dil = tuple(g.pick([1, 1, 2, 3]) for _ in range(d))
+    pad = tuple(g.small(0, 2) for _ in range(d))
+    S = tuple(g.small(1, {1: 8, 2: 5, 3: 3}[d]) for _ in range(d))
+    if extreme:
+        big = [2**31, 2**40, 2**61, 2**62 - 1, 2**62, 2**63 - 1]
+        st = tuple(g.pick(big + [1, 2]) for _ in range(d))
+        dil = tuple(g.pick(big + [1, 2]) for _ in range(d))
+        pad = tuple(g.pick(big + [0, 1]) for _ in range(d))
+        N, G, Cg, Fg = 1, 1, 1, 1
+    op = tuple(g.small(0, max(a, dl) - 1 + g.chance(0.1)) if max(a, dl) < 64 else g.pick([0, 1])
+               for a, dl in zip(st, dil))
+    O = tuple((s - 1) * a - 2 * p + dl * (k - 1) + e + 1
+              for s, a, p, dl, k, e in zip(S, st, pad, dil, K, op))
+    valid = min(O) >= 1 and all(e < max(a, dl) for e, a, dl in zip(op, st, dil))
+    total = N * G * Fg
+    for o in O:
+        total *= max(o, 0)
+    if valid and total > 2**20:
+        valid = False  # legal but far too big to allocate: expect a refusal
+    C, F = G * Cg, G * Fg
+    dt = g.dtype()
+    batched = g.chance(0.75)
+    x_shape = ((N,) if batched else ()) + (C,) + S
+    shown = O if valid else tuple(g.small(1, 4) for _ in range(d))
+    kw = {}
+    for key, values, default in (("stride", st, 1), ("padding", pad, 0),
+                                 ("output_padding", op, 0), ("dilation", dil, 1)):
+        if values != (default,) * d or g.chance(0.3):
+            kw[key] = g.param(values, d)
+    if G != 1 or g.chance(0.3):
+        kw["groups"] = G
+    args = [g.array(x_shape, dt), g.array((C, Fg) + K, dt)]
+    if g.chance(0.5):
+        args.append(g.array((F,), dt))
+    call = Call("conv_transpose", args, kw, "conv-extreme" if extreme else "conv")
+    call.out_shape = ((N,) if batched else ()) + (F,) + shown
+    call.dtype = np.dtype(dt)
+    call.d = d
+    call.valid_geometry = valid
+    call.ref_ok = valid and not extreme
+    return call
+
+
 def gen_pool(g, name, extreme=False):
     np = g.np
     d = g.small(1, 3)
@@ -565,11 +617,12 @@ PARAM_KEYS = {
     "conv_backward_input": ["stride", "padding", "dilation", "groups"],
     "conv_backward_weight": ["stride", "padding", "dilation", "groups"],
     "conv_backward_bias": ["untied"],
+    "conv_transpose": ["stride", "padding", "output_padding", "dilation", "groups"],
     "maxpool_forward": ["stride", "padding", "dilation", "ceil_mode"],
     "maxpool_backward": ["spatial_dims"],
 }
 HAS_OUT = {"conv_forward", "conv_backward_input", "conv_backward_weight",
-           "conv_backward_bias", "maxpool_backward"}
+           "conv_backward_bias", "conv_transpose", "maxpool_backward"}
 
 
 def _array_positions(call):
@@ -781,7 +834,7 @@ MUTATIONS = [
 
 
 FUNCS = ["conv_forward", "conv_backward_input", "conv_backward_weight",
-         "conv_backward_bias", "maxpool_forward", "maxpool_backward"]
+         "conv_backward_bias", "conv_transpose", "maxpool_forward", "maxpool_backward"]
 
 
 def make_call(np, seed, index):
@@ -799,7 +852,9 @@ def make_call(np, seed, index):
         return call, g
     name = g.pick(FUNCS)
     extreme = r < 0.12
-    if name.startswith("conv"):
+    if name == "conv_transpose":
+        call = gen_conv_transpose(g, extreme)
+    elif name.startswith("conv"):
         call = gen_conv(g, name, extreme)
     else:
         call = gen_pool(g, name, extreme)
