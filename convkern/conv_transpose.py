@@ -65,7 +65,9 @@ class _Transposed:
         if c_in % groups:
             raise ValueError(f"groups={groups} does not divide the {c_in} input channels of weight")
         if x_shape[1] != c_in:
-            raise ValueError(f"x has {x_shape[1]} channels but weight expects {c_in} (weight.shape[0])")
+            raise ValueError(
+                f"x has {x_shape[1]} channels but weight expects {c_in} (weight.shape[0])"
+            )
         out, extended = [], []
         for i, (s, k, st, p, op, dl) in enumerate(
             zip(x_shape[2:], w_shape[2:], stride, padding, output_padding, dilation)

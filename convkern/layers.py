@@ -491,7 +491,10 @@ class MaxPool(Layer):
         """A padding string, an int, or a tuple of 1 to 3 ints or (before, after) pairs."""
         if isinstance(padding, str):
             return _conv_padding(padding, 1)
-        if isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in padding):
+        pairs = isinstance(padding, (tuple, list)) and any(
+            isinstance(p, (tuple, list)) for p in padding
+        )
+        if pairs:
             if len(padding) not in (1, 2, 3):
                 raise ValueError(f"padding must have 1, 2 or 3 entries, got {padding!r}")
             # An int entry stays an int: it keeps PyTorch's half-kernel rule.

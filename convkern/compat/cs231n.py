@@ -59,7 +59,9 @@ __all__ = [
 def _params(name, params, keys, minimums):
     """Return the values of a cs231n parameter dict, which must have exactly ``keys``."""
     if not isinstance(params, Mapping):
-        raise TypeError(f"{name} must be a dict with keys {list(keys)}, got {type(params).__name__}")
+        raise TypeError(
+            f"{name} must be a dict with keys {list(keys)}, got {type(params).__name__}"
+        )
     missing = [k for k in keys if k not in params]
     unknown = [k for k in params if k not in keys]
     if missing or unknown:
@@ -92,7 +94,9 @@ def _dout(dout, shape, *others):
 
 def _cache(cache, kind, producer):
     if not isinstance(cache, kind):
-        raise TypeError(f"cache must be the cache returned by {producer}, got {type(cache).__name__}")
+        raise TypeError(
+            f"cache must be the cache returned by {producer}, got {type(cache).__name__}"
+        )
     return cache
 
 
