@@ -16,7 +16,15 @@ gradients come from the same convolution: ``grad_x = conv_forward(grad_y, weight
 import numpy as np
 
 from .conv import conv_backward_input, conv_backward_weight, conv_forward
-from ._validation import check_out, float_array, int_tuple, integer, nonzero_dims, same_dtype
+from ._validation import (
+    check_out,
+    check_size,
+    float_array,
+    int_tuple,
+    integer,
+    nonzero_dims,
+    same_dtype,
+)
 
 __all__ = ["conv_transpose"]
 
@@ -89,6 +97,8 @@ class _Transposed:
         self.x_shape = x_shape
         self.y_shape = (x_shape[0], f_per_group * groups) + tuple(out)
         self.extended = x_shape[:2] + tuple(extended)
+        check_size("output", self.y_shape)
+        check_size("x extended by output_padding // stride", self.extended)
 
     def user_shape(self, shape):
         """Drop the batch axis again for an unbatched call."""

@@ -320,3 +320,15 @@ def test_forward_matches_the_scatter_reference(d, dtype, rng):
         _, x, w, b = _arrays(case, dtype, rng)
         assert_close(ck.conv_transpose(x, w, b, **_kw(case)),
                      ref.conv_transpose(x, w, b, **_kw(case)), dtype, err_msg=str(case))
+
+
+def test_sizes_too_large_to_index_are_refused_before_allocating():
+    x, w = np.ones((1, 1, 2)), np.ones((1, 1, 2))
+    with pytest.raises(ValueError, match="output of shape"):
+        ck.conv_transpose(x, w, dilation=2**62, output_padding=2**61)
+    with pytest.raises(ValueError, match="output of shape"):
+        ck.conv_transpose(np.ones((2**20, 1, 2)), w, stride=2**44)
+    # a one-element output whose equivalent convolution needs x extended by 2**61 - 1
+    with pytest.raises(ValueError, match="x extended by output_padding"):
+        ck.conv_transpose(x, np.ones((1, 1, 1)), dilation=2**61, output_padding=2**61 - 1,
+                          padding=2**60)
