@@ -72,6 +72,12 @@ def _params(name, params, keys, minimums):
     return tuple(integer(f"{name}[{k!r}]", params[k], m) for k, m in zip(keys, minimums))
 
 
+def _pool_params(pool_param):
+    """``(pool_height, pool_width, stride)`` of a cs231n ``pool_param``."""
+    keys = ("pool_height", "pool_width", "stride")
+    return _params("pool_param", pool_param, keys, (1, 1, 1))
+
+
 def _promoted(**arrays):
     """Check the float32/float64 arrays and return them in NumPy's promoted dtype."""
     checked = [float_array(name, a) for name, a in arrays.items()]
@@ -198,8 +204,7 @@ def max_pool_forward_fast(x, pool_param):
     cache : object
         For :func:`max_pool_backward_fast`.
     """
-    ph, pw, stride = _params("pool_param", pool_param, ("pool_height", "pool_width", "stride"),
-                             (1, 1, 1))
+    ph, pw, stride = _pool_params(pool_param)
     x = float_array("x", x)
     _ndim("x", x, 4, "(N, C, H, W)")
     out, indices = maxpool_forward(x, (ph, pw), stride=stride)
@@ -258,6 +263,7 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     cache : object
         For :func:`conv_relu_pool_backward`.
     """
+    _pool_params(pool_param)  # a bad pool_param fails before the convolution runs
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
     np.maximum(a, 0, out=a)
     out, pool_cache = max_pool_forward_fast(a, pool_param)
