@@ -277,3 +277,21 @@ def test_ties_and_nan_with_pairs_match_the_reference(d, dtype, rng):
             np.testing.assert_array_equal(y, ry.astype(dtype))
             done += 1
     assert done >= 10
+
+
+def test_onnx_precomputed_maxpool_examples():
+    # ONNX's MaxPool examples on x = 1..25 as a 5x5 image
+    x = np.arange(1, 26, dtype=np.float32).reshape(1, 1, 5, 5)
+    # maxpool_2d_precomputed_same_upper: kernel 3, strides 2, auto_pad SAME_UPPER
+    y, _ = ck.maxpool_forward(x, 3, stride=2, padding="same")
+    np.testing.assert_array_equal(y[0, 0], [[7, 9, 10], [17, 19, 20], [22, 24, 25]])
+    # maxpool_2d_precomputed_pads: kernel 5, pads 2 on every side
+    y, _ = ck.maxpool_forward(x, 5, stride=1, padding=((2, 2), (2, 2)))
+    rows = [[13, 14, 15, 15, 15], [18, 19, 20, 20, 20]] + [[23, 24, 25, 25, 25]] * 3
+    np.testing.assert_array_equal(y[0, 0], rows)
+    # kernel 2, stride 1: SAME_UPPER pads (0, 1), SAME_LOWER (1, 0)
+    upper, _ = ck.maxpool_forward(x, 2, stride=1, padding="same")
+    lower, _ = ck.maxpool_forward(x, 2, stride=1, padding=((1, 0), (1, 0)))
+    shifted = np.minimum(np.arange(5) + 1, 4)  # window (i, i + 1), clipped at the end
+    np.testing.assert_array_equal(upper[0, 0], x[0, 0][np.ix_(shifted, shifted)])
+    np.testing.assert_array_equal(lower[0, 0], x[0, 0])
