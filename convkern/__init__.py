@@ -4,9 +4,11 @@ from ._version import __version__
 from ._threads import get_num_threads, set_num_threads
 from .conv import conv_backward_bias, conv_backward_input, conv_backward_weight, conv_forward
 from .plan import ConvPlan, conv_plan
+from .conv_transpose import conv_transpose
 from .pool import maxpool_backward, maxpool_forward
 from ._config import openmp_enabled, show_config
 from .layers import Conv, Dense, Flatten, Layer, MaxPool, ReLU, Sequential, Sigmoid, Tanh
+from .layers import ConvTranspose
 from .losses import MSELoss, SoftmaxCrossEntropyLoss
 from .optim import SGD, Adam
 from .serialization import load_model, save_model
@@ -21,6 +23,7 @@ __all__ = [
     "conv_backward_bias",
     "conv_plan",
     "ConvPlan",
+    "conv_transpose",
     "maxpool_forward",
     "maxpool_backward",
     "set_num_threads",
@@ -29,6 +32,7 @@ __all__ = [
     "openmp_enabled",
     "Layer",
     "Conv",
+    "ConvTranspose",
     "MaxPool",
     "Dense",
     "Flatten",

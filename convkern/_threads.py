@@ -11,6 +11,17 @@ convkern makes every fork child serial: an ``os.register_at_fork`` hook marks th
 child, and from then on :func:`get_num_threads` is 1 there, whatever
 ``set_num_threads`` or ``OMP_NUM_THREADS`` say.  Processes started with ``'spawn'`` or
 ``'forkserver'`` (fresh interpreters) use threads as usual.
+
+threadpoolctl
+-------------
+``threadpoolctl.threadpool_limits(n, 'openmp')`` calls ``omp_set_num_threads(n)`` in
+every OpenMP runtime loaded, convkern's included, and restores the old value on exit.
+Without a :func:`set_num_threads` count, :func:`get_num_threads` reads
+``omp_get_max_threads()`` on every call, so the limit applies.  OpenMP keeps that value
+per calling thread: it covers calls from the Python thread that set it.  A count given
+to :func:`set_num_threads` is explicit and wins (as scikit-learn's ``n_threads`` does):
+otherwise an unrelated ``omp_set_num_threads`` in the same runtime, such as
+``torch.set_num_threads(1)`` when PyTorch loads the same libgomp, would override it.
 """
 
 import os
@@ -66,8 +77,10 @@ def set_num_threads(n):
 def get_num_threads():
     """Return the thread count the kernels use.
 
-    The last ``set_num_threads``, else OpenMP's default (capped at ``MAX_THREADS``);
-    always 1 without OpenMP and in a process created by ``fork``.
+    The last ``set_num_threads``, else OpenMP's current ``omp_get_max_threads()``
+    (capped at ``MAX_THREADS``), which follows ``OMP_NUM_THREADS`` and
+    ``threadpoolctl.threadpool_limits(n, 'openmp')``; always 1 without OpenMP and in a
+    process created by ``fork``.
     """
     if _in_fork_child or not _openmp.openmp_enabled():
         return 1

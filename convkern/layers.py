@@ -29,6 +29,7 @@ from .conv import (
     conv_backward_weight,
     conv_forward,
 )
+from .conv_transpose import _backward_input, _backward_weight, conv_transpose
 from .init import init_weight, make_rng
 from .pool import maxpool_backward, maxpool_forward
 
@@ -42,6 +43,7 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "Sequential",
+    "ConvTranspose",
 ]
 
 
@@ -468,8 +470,9 @@ class MaxPool(Layer):
         An int applies to every spatial dim of the input (d = x.ndim - 2).
     stride : None, int or tuple of int, default None
         None means ``kernel_size``.
-    padding : int or tuple of int, default 0
-        Implicit -inf padding, at most half the kernel.
+    padding : int, tuple of int, tuple of (before, after) pairs, or {'valid', 'same', 'full'}
+        Implicit -inf padding, as in :func:`convkern.maxpool_forward`: an int at most half
+        the kernel, a pair each side below the dilated kernel extent.
     dilation : int or tuple of int, default 1
     ceil_mode : bool, default False
         As in PyTorch.
@@ -479,7 +482,7 @@ class MaxPool(Layer):
         super().__init__()
         self.kernel_size = self._sizes("kernel_size", kernel_size, 1)
         self.stride = None if stride is None else self._sizes("stride", stride, 1)
-        self.padding = self._sizes("padding", padding, 0)
+        self.padding = self._padding(padding)
         self.dilation = self._sizes("dilation", dilation, 1)
         if not isinstance(ceil_mode, (bool, np.bool_)):
             raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
@@ -495,6 +498,25 @@ class MaxPool(Layer):
         if len(value) not in (1, 2, 3):
             raise ValueError(f"{name} must have 1, 2 or 3 entries, got {value!r}")
         return _int_tuple(name, value, len(value), minimum)
+
+    @classmethod
+    def _padding(cls, padding):
+        """A padding string, an int, or a tuple of 1 to 3 ints or (before, after) pairs."""
+        if isinstance(padding, str):
+            return _conv_padding(padding, 1)
+        pairs = isinstance(padding, (tuple, list)) and any(
+            isinstance(p, (tuple, list)) for p in padding
+        )
+        if pairs:
+            if len(padding) not in (1, 2, 3):
+                raise ValueError(f"padding must have 1, 2 or 3 entries, got {padding!r}")
+            # An int entry stays an int: it keeps PyTorch's half-kernel rule.
+            return tuple(
+                _int_tuple("padding", p, 2, 0) if isinstance(p, (tuple, list))
+                else _int_tuple("padding", p, 1, 0)[0]
+                for p in padding
+            )
+        return cls._sizes("padding", padding, 0)
 
     def forward(self, x):
         """Apply the layer.
@@ -841,3 +863,154 @@ class Sequential(Layer):
     def __repr__(self):
         lines = [f"  ({i}): {layer!r}".replace("\n", "\n  ") for i, layer in enumerate(self.layers)]
         return "Sequential(\n" + "\n".join(lines) + "\n)"
+
+
+class ConvTranspose(Layer):
+    """N-dimensional transposed convolution layer, ``Y = phi(conv_transpose(X, K) + b)``.
+
+    Equal to ``torch.nn.ConvTranspose{d}d`` (followed by phi). The number of spatial dims
+    d (1, 2 or 3) is ``len(kernel_size)``; an int ``kernel_size`` means 2-D.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C_in and F. Both must be divisible by ``groups``.
+    kernel_size : int or tuple of 1, 2 or 3 ints
+        K.
+    stride, dilation : int or d-tuple of int, default 1
+    padding : int or d-tuple of int, default 0
+        Entries removed at both ends of every output axis.
+    output_padding : int or d-tuple of int, default 0
+        Entries added at the end of every output axis, each smaller than the stride or
+        the dilation.
+    groups : int, default 1
+    bias : bool, default True
+    activation : {None, 'relu', 'sigmoid', 'tanh'}, default None
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+    rng : None, int or numpy.random.Generator
+    init : {None, 'he', 'glorot'}, default None
+        None means He for ReLU and Glorot otherwise (fans as PyTorch computes them for
+        this layout). The bias starts at zero.
+
+    Attributes
+    ----------
+    params : dict
+        ``"weight"``: ndarray of shape (C_in, F // groups, *K); ``"bias"``: ndarray of
+        shape (F,) (absent when ``bias=False``).
+    grads : dict
+        Same keys and shapes as ``params``.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        *,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        activation=None,
+        dtype=np.float32,
+        rng=None,
+        init=None,
+    ):
+        super().__init__()
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.kernel_size = _kernel_size(kernel_size)
+        d = len(self.kernel_size)
+        self.stride = _int_tuple("stride", stride, d, 1)
+        self.padding = _int_tuple("padding", padding, d, 0)
+        self.output_padding = _int_tuple("output_padding", output_padding, d, 0)
+        self.dilation = _int_tuple("dilation", dilation, d, 1)
+        for op, st, dl in zip(self.output_padding, self.stride, self.dilation):
+            if op >= max(st, dl):
+                raise ValueError(
+                    f"output_padding {self.output_padding} must be smaller than either "
+                    f"stride {self.stride} or dilation {self.dilation} on every axis"
+                )
+        self.groups = _positive_int("groups", groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide in_channels={self.in_channels} "
+                f"and out_channels={self.out_channels}"
+            )
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        self.bias = bool(bias)
+        self.activation = _activation(activation)
+        self.dtype = _float_dtype(dtype)
+        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        scheme = _init_scheme(init, self.activation)
+        self._param("weight", init_weight(shape, scheme, make_rng(rng), self.dtype))
+        if self.bias:
+            self._param("bias", np.zeros(self.out_channels, self.dtype))
+
+    @property
+    def _geometry(self):
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "output_padding": self.output_padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
+
+    def forward(self, x):
+        """Apply the layer.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C_in, *S)
+            Same dtype as the layer.
+
+        Returns
+        -------
+        y : ndarray of shape (N, F, *O)
+            ``O = (S - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1``.
+        """
+        _check_input(self, x, len(self.kernel_size) + 2, self.dtype)
+        z = conv_transpose(x, self.params["weight"], self.params.get("bias"), **self._geometry)
+        y = ACTIVATIONS[self.activation][0](z) if self.activation else z
+        self._keep(x=x, y=y)
+        return y
+
+    def backward(self, grad_y):
+        """Accumulate the weight and bias gradients and return the input gradient.
+
+        Parameters
+        ----------
+        grad_y : ndarray of shape (N, F, *O)
+
+        Returns
+        -------
+        grad_x : ndarray of shape (N, C_in, *S), or None if ``needs_input_grad`` is False
+        """
+        _check_grad(self, grad_y)
+        grad_z = ACTIVATIONS[self.activation][1](grad_y, self._y) if self.activation else grad_y
+        weight = self.params["weight"]
+        self.grads["weight"] += _backward_weight(self._x, grad_z, weight.shape, **self._geometry)
+        if self.bias:
+            self.grads["bias"] += conv_backward_bias(grad_z)
+        if not self.needs_input_grad:
+            return None
+        return _backward_input(grad_z, weight, self._x.shape, **self._geometry)
+
+    def config(self):
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "output_padding": self.output_padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+            "bias": self.bias,
+            "activation": self.activation,
+            "dtype": self.dtype.name,
+        }

@@ -19,29 +19,58 @@ from ._validation import (
     int_tuple,
     integer,
     nonzero_dims,
+    padding_pairs,
     shape_tuple,
 )
 
 __all__ = ["maxpool_forward", "maxpool_backward"]
 
 
-def _pool_output_size(axis, s, k, st, p, dl, ceil_mode):
-    """Output length of one axis, as PyTorch's pooling_output_shape."""
+def _pool_padding(padding, spatial, kernel, stride, dilation):
+    """Return the pooling padding as ((before, after), ...), checked against the kernel.
+
+    An int (or an int entry of a tuple) pads both sides and may be at most
+    ``kernel_size // 2``, as in PyTorch.  A ``(before, after)`` pair may use each side up
+    to the dilated kernel extent minus one.  The strings are as for convolution ('same'
+    and 'full' stay within that bound by construction).
+    """
+    pairs = padding_pairs(padding, spatial, kernel, stride, dilation)
+    if isinstance(padding, str):
+        return pairs
+    entries = padding if isinstance(padding, (tuple, list)) else (padding,) * len(pairs)
+    for i, (entry, (lo, hi), k, dl) in enumerate(zip(entries, pairs, kernel, dilation)):
+        span = dl * (k - 1) + 1
+        if not isinstance(entry, (tuple, list)) and lo > k // 2:
+            raise ValueError(
+                f"padding {lo} along spatial axis {i} is over half the kernel size {k} "
+                "(a (before, after) pair may go up to the dilated kernel extent minus one)"
+            )
+        if lo >= span or hi >= span:
+            raise ValueError(
+                f"padding {(lo, hi)} along spatial axis {i} must be smaller than the dilated "
+                f"kernel extent {span} on each side (kernel_size {k}, dilation {dl})"
+            )
+    return pairs
+
+
+def _pool_output_size(axis, s, k, st, pads, dl, ceil_mode):
+    """Output length of one axis, as PyTorch's pooling_output_shape with (before, after) pads."""
+    lo, hi = pads
     span = dl * (k - 1) + 1
-    check_extent("padding", s + 2 * p, axis)
+    check_extent("padding", s + lo + hi, axis)
     check_extent("dilation", span, axis)
-    if s + 2 * p < span:
+    if s + lo + hi < span:
         raise ValueError(
             f"kernel_size {k} (dilation {dl}, span {span}) is larger than the padded input "
-            f"({s} + 2 * {p}) along spatial axis {axis}"
+            f"({s} + {lo} + {hi}) along spatial axis {axis}"
         )
-    num = s + 2 * p - span + (st - 1 if ceil_mode else 0)
+    num = s + lo + hi - span + (st - 1 if ceil_mode else 0)
     out = num // st + 1
     # with ceil_mode the last window must start inside the input or its left padding
-    if ceil_mode and (out - 1) * st >= s + p:
+    if ceil_mode and (out - 1) * st >= s + lo:
         out -= 1
     if dl > 1:
-        _check_windows_reach_input(axis, s, k, st, p, dl, out)
+        _check_windows_reach_input(axis, s, k, st, lo, dl, out)
     return out
 
 
@@ -49,10 +78,11 @@ def _check_windows_reach_input(axis, s, k, st, p, dl, out):
     """Raise ValueError if a dilated window has all its taps in the padding.
 
     PyTorch returns -inf and an index outside the plane for such a window (which no
-    backward can use).  Window o reads a + j * dl (j < k) with a = o * st - p.  A window
-    with a >= 0 reads a itself (windows start before s), so only windows with a < 0 can
-    be empty: their first tap that is not left padding is a mod dl (within the k taps,
-    since p <= k // 2), empty when it is >= s.  That needs s < dl, and the residues
+    backward can use).  Window o reads a + j * dl (j < k) with a = o * st - p, p the
+    padding before.  A window with a >= 0 reads a itself (windows start before s, since
+    the padding after is below the span), so only windows with a < 0 can be empty: their
+    first tap that is not left padding is a mod dl (within the k taps, since p is below
+    the span dl * (k - 1) + 1), empty when it is >= s.  That needs s < dl, and the residues
     repeat within dl windows, so the loop is short and independent of the sizes.
     """
     if s >= dl:
@@ -76,8 +106,12 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
         Window size; an int means ``d = x.ndim - 2`` (so an unbatched input needs a tuple).
     stride : None, int or tuple of d ints
         None means ``kernel_size``.
-    padding : int or tuple of d ints
-        Implicit ``-inf`` padding on both sides, at most ``kernel_size // 2``.
+    padding : int, tuple of d ints, tuple of d (before, after) pairs, 'valid', 'same' or 'full'
+        Implicit ``-inf`` padding.  An int pads both sides by at most
+        ``kernel_size // 2`` (PyTorch's rule); a ``(before, after)`` pair pads each side by
+        less than the dilated kernel extent ``dilation * (kernel_size - 1) + 1``.
+        'same' gives ``ceil(S / stride)`` outputs with the odd padding after (ONNX's
+        ``SAME_UPPER``), 'valid' none, 'full' ``dilation * (kernel_size - 1)`` per side.
     dilation : int or tuple of d ints
     ceil_mode : bool
         Round the output size up, as PyTorch (the last window must start inside the
@@ -113,13 +147,8 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
     nonzero_dims("x", xb.shape[1:], "channel or spatial")
     kernel = int_tuple("kernel_size", kernel_size, d, 1)
     stride = kernel if stride is None else int_tuple("stride", stride, d, 1)
-    pad = int_tuple("padding", padding, d, 0)
     dilation = int_tuple("dilation", dilation, d, 1)
-    for i, (p, k) in enumerate(zip(pad, kernel)):
-        if p > k // 2:
-            raise ValueError(
-                f"padding {p} along spatial axis {i} is over half the kernel size {k}"
-            )
+    pad = _pool_padding(padding, xb.shape[2:], kernel, stride, dilation)
     out = tuple(
         _pool_output_size(i, s, k, st, p, dl, bool(ceil_mode))
         for i, (s, k, st, p, dl) in enumerate(zip(xb.shape[2:], kernel, stride, pad, dilation))
@@ -136,7 +165,7 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
             indices.reshape(lift_shape(y_shape, d)),
             lift_params(kernel, d, 1),
             lift_params(stride, d, 1),
-            lift_params(pad, d, 0),
+            lift_params((lo for lo, _ in pad), d, 0),
             lift_params(dilation, d, 1),
             threads_for(y.size * int(np.prod(kernel, dtype=object)), POOL_GRAIN),
         )

@@ -1,7 +1,7 @@
 # Stub for convkern/pool.py: the public max-pool functions.
 # tests/test_config.py checks that these signatures match the implementation.
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -9,13 +9,18 @@ from numpy.typing import NDArray
 _F = TypeVar("_F", np.float32, np.float64)
 
 _IntOrTuple = int | tuple[int, ...]
+_Padding = (
+    int
+    | tuple[int | tuple[int, int], ...]
+    | Literal["valid", "same", "full"]
+)
 
 def maxpool_forward(
     x: NDArray[_F],
     kernel_size: _IntOrTuple,
     *,
     stride: _IntOrTuple | None = None,
-    padding: _IntOrTuple = 0,
+    padding: _Padding = 0,
     dilation: _IntOrTuple = 1,
     ceil_mode: bool = False,
 ) -> tuple[NDArray[_F], NDArray[np.int64]]: ...

@@ -10,14 +10,28 @@ import json
 
 import numpy as np
 
-from .layers import Conv, Dense, Flatten, Layer, MaxPool, ReLU, Sequential, Sigmoid, Tanh
+from .layers import (
+    Conv,
+    ConvTranspose,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
 
 __all__ = ["save_model", "load_model"]
 
 FORMAT = "convkern-model-1"
 HEADER = "__convkern__"
 PREFIX = "param:"
-LAYER_TYPES = {cls.__name__: cls for cls in (Conv, MaxPool, Dense, Flatten, ReLU, Sigmoid, Tanh)}
+LAYER_TYPES = {
+    cls.__name__: cls
+    for cls in (Conv, MaxPool, Dense, Flatten, ReLU, Sigmoid, Tanh, ConvTranspose)
+}
 
 
 def _describe(layer):

@@ -34,6 +34,7 @@ __all__ = [
     "conv_backward_input",
     "conv_backward_weight",
     "conv_backward_bias",
+    "conv_transpose",
     "maxpool_forward",
     "maxpool_backward",
     "pad_zeros",
@@ -175,6 +176,43 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
     return y[0] if unbatched else y
 
 
+def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0,
+                   dilation=1, groups=1):
+    """Reference transposed convolution (PyTorch's conv_transpose{d}d), float64, by scatter.
+
+    Input position i and tap k add ``x[i] * w[k]`` to position ``i * s + k * dil`` of the
+    full output; the result is positions ``p .. p + O - 1`` of it, with
+    ``O = (S - 1) * s - 2 p + dil * (K - 1) + output_padding + 1`` (zeros past the full
+    output).  Weight ``(C, F // groups, *K)``; bias None or ``(F,)``.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    d = weight.ndim - 2
+    xb, unbatched = _batched(x, d)
+    xb = xb.astype(np.float64)
+    stride, padding, output_padding, dilation = (
+        _tuple(v, d) for v in (stride, padding, output_padding, dilation))
+    N, C = xb.shape[:2]
+    S, K = xb.shape[2:], weight.shape[2:]
+    Cg, Fg = C // groups, weight.shape[1]
+    out = tuple((s - 1) * st - 2 * p + dl * (k - 1) + op + 1
+                for s, st, p, dl, k, op in zip(S, stride, padding, dilation, K, output_padding))
+    assert min(out) >= 1, out
+    full = tuple(max((s - 1) * st + dl * (k - 1) + 1, p + o)
+                 for s, st, dl, k, p, o in zip(S, stride, dilation, K, padding, out))
+    y = np.zeros((N, Fg * groups) + full)
+    for kidx in itertools.product(*(range(k) for k in K)):
+        sl = tuple(slice(k * dl, k * dl + (s - 1) * st + 1, st)
+                   for k, dl, s, st in zip(kidx, dilation, S, stride))
+        for g in range(groups):
+            xs = xb[:, g * Cg:(g + 1) * Cg]  # (N, Cg, *S)
+            wk = weight[(slice(g * Cg, (g + 1) * Cg), slice(None)) + kidx]  # (Cg, Fg)
+            y[(slice(None), slice(g * Fg, (g + 1) * Fg)) + sl] += np.einsum("cf,nc...->nf...", wk, xs)
+    y = y[(slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(padding, out))]
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * d)
+    return y[0] if unbatched else y
+
+
 def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilation=1,
                         groups=1):
     """Reference d(sum(y * grad_y))/dx: scatter grad_y back through every kernel offset."""
@@ -248,18 +286,20 @@ def conv_backward_bias(grad_y, *, untied=False):
 # --------------------------------------------------------------------------------------
 
 
-def resolve_pool_padding(padding, d):
-    """Pool padding: int or d-tuple of ints (symmetric), returned as a d-tuple."""
-    return _tuple(padding, d)
+def resolve_pool_padding(padding, in_spatial, kernel, stride, dilation):
+    """Pool padding as a d-tuple of (before, after) pairs, in the forms of convolution's."""
+    return resolve_conv_padding(padding, in_spatial, kernel, stride, dilation)
 
 
 def pool_out_size(size, kernel, stride, padding, dilation, ceil_mode):
-    """PyTorch's pooling output size for one axis."""
-    num = size + 2 * padding - dilation * (kernel - 1) - 1
+    """PyTorch's pooling output size for one axis; ``padding`` is an int or a
+    (before, after) pair."""
+    before, after = (padding, padding) if isinstance(padding, (int, np.integer)) else padding
+    num = size + before + after - dilation * (kernel - 1) - 1
     if ceil_mode:
         out = -(-num // stride) + 1
-        # The last window must start inside the input or the left padding.
-        if (out - 1) * stride >= size + padding:
+        # The last window must start inside the input or the padding before it.
+        if (out - 1) * stride >= size + before:
             out -= 1
     else:
         out = num // stride + 1
@@ -284,8 +324,8 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1,
     kernel = _tuple(kernel_size, d)
     stride = kernel if stride is None else _tuple(stride, d)
     dilation = _tuple(dilation, d)
-    pads = resolve_pool_padding(padding, d)
     xb, unbatched = _batched(x, d)
+    pads = resolve_pool_padding(padding, xb.shape[2:], kernel, stride, dilation)
     xb = xb.astype(np.float64)
     N, C = xb.shape[:2]
     in_spatial = xb.shape[2:]
@@ -299,7 +339,7 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1,
     # Per axis: the input coordinate of window element k at output o, and the first
     # in-bounds coordinate of each window (PyTorch: start = o*s - p; while start < 0:
     # start += dil).
-    starts = [np.arange(o) * s - p for o, s, p in zip(out, stride, pads)]
+    starts = [np.arange(o) * s - p for o, s, (p, _) in zip(out, stride, pads)]
     first = []
     for st, dl in zip(starts, dilation):
         f = st.copy()

@@ -24,7 +24,8 @@ from convkern import _config
 KERNEL_NAMES = {"avx512", "avx2", "baseline", "scalar"}
 
 # Modules with a .pyi stub next to them, and whether to compare parameter names.
-STUBBED_MODULES = ["_conv", "_pool", "_openmp", "conv", "plan", "pool", "_threads"]
+STUBBED_MODULES = ["_conv", "_pool", "_openmp", "conv", "plan", "pool", "_threads",
+                   "conv_transpose"]
 
 
 def _env_flag(name):

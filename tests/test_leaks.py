@@ -91,7 +91,11 @@ def cases():
          lambda: ck.conv_backward_weight(x1, y1, w1.shape, padding="same")),
         ("conv_backward_bias", lambda: ck.conv_backward_bias(gy)),
         ("conv_backward_bias-untied", lambda: ck.conv_backward_bias(gy, untied=True)),
+        ("conv_transpose", lambda: ck.conv_transpose(gy, w, b[:6], output_padding=(0, 1), **kw)),
+        ("conv_transpose-refused",
+         _refused(lambda: ck.conv_transpose(gy, w, stride=2, output_padding=2))),
         ("maxpool_forward", lambda: ck.maxpool_forward(x, 3, stride=2, padding=1)),
+        ("maxpool_forward-pairs", lambda: ck.maxpool_forward(x, 3, stride=2, padding=((2, 0), (0, 2)))),
         ("maxpool_backward", lambda: ck.maxpool_backward(gp, i, x.shape)),
         # refused calls, including one refused after its kernel ran (forged index)
         ("maxpool_backward-forged", _refused(lambda: ck.maxpool_backward(gp, bad_i, x.shape))),

@@ -101,7 +101,7 @@ step "sdist file list: $(basename "$SDIST")"
 tar -tzf "$SDIST" | sed 's|^[^/]*/||' | grep -v '/$' | grep -v '^$' | sort > "$WORK/sdist.txt"
 cat "$WORK/sdist.txt" | sed 's/^/  /'
 missing=()
-required=(pyproject.toml setup.py MANIFEST.in README.md convkern/py.typed
+required=(pyproject.toml setup.py MANIFEST.in README.md CHANGELOG.md convkern/py.typed
           convkern/__init__.py convkern/_version.py convkern/_config.py)
 for f in "$WORK"/src/src/*.pyx "$WORK"/src/src/*.pxd "$WORK"/src/src/*.h \
          "$WORK"/src/convkern/*.pyi "$WORK"/src/tests/*.py "$WORK"/src/tests/*.c "$WORK"/src/tools/*; do

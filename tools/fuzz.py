@@ -445,6 +445,58 @@ def gen_conv(g, name, extreme=False):
     return call
 
 
+def gen_conv_transpose(g, extreme=False):
+    """conv_transpose: weight (C, F // groups, *K), int paddings, output_padding mostly
+    below max(stride, dilation) (PyTorch's rule; sometimes not, to be refused)."""
+    np = g.np
+    d = g.small(1, 3)
+    G = g.pick([1, 1, 2, 3])
+    Cg, Fg, N = g.small(1, 3), g.small(1, 3), g.pick([0, 1, 1, 2])
+    K = tuple(g.small(1, 3) for _ in range(d))
+    st = tuple(g.pick([1, 1, 2, 3]) for _ in range(d))
+    dil = tuple(g.pick([1, 1, 2, 3]) for _ in range(d))
+    pad = tuple(g.small(0, 2) for _ in range(d))
+    S = tuple(g.small(1, {1: 8, 2: 5, 3: 3}[d]) for _ in range(d))
+    if extreme:
+        big = [2**31, 2**40, 2**61, 2**62 - 1, 2**62, 2**63 - 1]
+        st = tuple(g.pick(big + [1, 2]) for _ in range(d))
+        dil = tuple(g.pick(big + [1, 2]) for _ in range(d))
+        pad = tuple(g.pick(big + [0, 1]) for _ in range(d))
+        N, G, Cg, Fg = 1, 1, 1, 1
+    op = tuple(g.small(0, max(a, dl) - 1 + g.chance(0.1)) if max(a, dl) < 64 else g.pick([0, 1])
+               for a, dl in zip(st, dil))
+    O = tuple((s - 1) * a - 2 * p + dl * (k - 1) + e + 1
+              for s, a, p, dl, k, e in zip(S, st, pad, dil, K, op))
+    valid = min(O) >= 1 and all(e < max(a, dl) for e, a, dl in zip(op, st, dil))
+    total = N * G * Fg
+    for o in O:
+        total *= max(o, 0)
+    if valid and total > 2**20:
+        valid = False  # legal but far too big to allocate: expect a refusal
+    C, F = G * Cg, G * Fg
+    dt = g.dtype()
+    batched = g.chance(0.75)
+    x_shape = ((N,) if batched else ()) + (C,) + S
+    shown = O if valid else tuple(g.small(1, 4) for _ in range(d))
+    kw = {}
+    for key, values, default in (("stride", st, 1), ("padding", pad, 0),
+                                 ("output_padding", op, 0), ("dilation", dil, 1)):
+        if values != (default,) * d or g.chance(0.3):
+            kw[key] = g.param(values, d)
+    if G != 1 or g.chance(0.3):
+        kw["groups"] = G
+    args = [g.array(x_shape, dt), g.array((C, Fg) + K, dt)]
+    if g.chance(0.5):
+        args.append(g.array((F,), dt))
+    call = Call("conv_transpose", args, kw, "conv-extreme" if extreme else "conv")
+    call.out_shape = ((N,) if batched else ()) + (F,) + shown
+    call.dtype = np.dtype(dt)
+    call.d = d
+    call.valid_geometry = valid
+    call.ref_ok = valid and not extreme
+    return call
+
+
 def gen_pool(g, name, extreme=False):
     np = g.np
     d = g.small(1, 3)
@@ -454,10 +506,28 @@ def gen_pool(g, name, extreme=False):
     K = tuple(g.small(1, 3 if d == 3 else 4) for _ in range(d))
     dil = tuple(g.pick([1, 1, 1, 2]) for _ in range(d))
     st = tuple(g.pick([1, 1, 2, 3]) for _ in range(d))
-    pad = tuple(g.small(0, k // 2) for k in K)
     ceil = g.chance(0.3)
     span = tuple(dl * (k - 1) + 1 for k, dl in zip(K, dil))
-    S = tuple(max(1, sp - 2 * p + g.small(-1, 6 if d < 3 else 3)) for sp, p in zip(span, pad))
+    # padding forms: ints (at most k // 2), (before, after) pairs (each below the span),
+    # 'same' and 'valid'; `padding` is what the call passes, `pairs` what it means
+    form = g.pick(["int", "int", "pairs", "same", "valid"])
+    if form == "pairs":
+        pairs = tuple((g.small(0, sp - 1), g.small(0, sp - 1)) for sp in span)
+        padding = pairs if g.chance(0.8) else [list(p) for p in pairs]
+    elif form == "int":
+        pad = tuple(g.small(0, k // 2) for k in K)
+        pairs = tuple((p, p) for p in pad)
+        padding = g.param(pad, d)
+    else:
+        padding, pairs = form, ((0, 0),) * d  # 'same' pairs follow from S below
+    S = tuple(max(1, sp - lo - hi + g.small(-1, 6 if d < 3 else 3))
+              for sp, (lo, hi) in zip(span, pairs))
+    if form == "same":
+        pairs = []
+        for s, sp, stv in zip(S, span, st):
+            tot = max((-(-s // stv) - 1) * stv + sp - s, 0)
+            pairs.append((tot // 2, tot - tot // 2))
+        pairs = tuple(pairs)
     if extreme:
         big = [2**31, 2**40, 2**61, 2**62 - 1, 2**62, 2**62 + 2**61, 2**63 - 1]
         K = tuple(g.pick(big + [1, 2, 3]) for _ in range(d))
@@ -469,14 +539,16 @@ def gen_pool(g, name, extreme=False):
         S = tuple(g.small(1, 5) for _ in range(d))
         N, C = 1, 1
         span = tuple(dl * (k - 1) + 1 for k, dl in zip(K, dil))
+        pairs = tuple((p, p) for p in pad)
+        padding = g.param(pad, d)
     O = []
-    for s, k, stv, p, sp in zip(S, K, st, pad, span):
-        if s + 2 * p < sp:
+    for s, k, stv, (lo, hi), sp in zip(S, K, st, pairs, span):
+        if s + lo + hi < sp:
             O = None
             break
-        num = s + 2 * p - sp + (stv - 1 if ceil else 0)
+        num = s + lo + hi - sp + (stv - 1 if ceil else 0)
         o = num // stv + 1
-        if ceil and (o - 1) * stv >= s + p:
+        if ceil and (o - 1) * stv >= s + lo:
             o -= 1
         O.append(o)
     if O is not None:
@@ -495,8 +567,8 @@ def gen_pool(g, name, extreme=False):
         args = [g.array(x_shape, dt), ks]
         if st != K or g.chance(0.3):
             kw["stride"] = None if st == K and g.chance(0.5) else g.param(st, d)
-        if any(pad) or g.chance(0.3):
-            kw["padding"] = g.param(pad, d)
+        if form != "int" or any(lo for lo, _ in pairs) or g.chance(0.3):
+            kw["padding"] = padding
         if any(v != 1 for v in dil) or g.chance(0.3):
             kw["dilation"] = g.param(dil, d)
         if ceil or g.chance(0.3):
@@ -518,7 +590,7 @@ def gen_pool(g, name, extreme=False):
             ck = _ck()
             xv = g.values(x_shape, dt)
             try:
-                yv, iv = ck.maxpool_forward(xv, tuple(K), stride=st, padding=pad,
+                yv, iv = ck.maxpool_forward(xv, tuple(K), stride=st, padding=padding,
                                             dilation=dil, ceil_mode=ceil)
                 idx = iv
             except EXPECTED:
@@ -545,11 +617,12 @@ PARAM_KEYS = {
     "conv_backward_input": ["stride", "padding", "dilation", "groups"],
     "conv_backward_weight": ["stride", "padding", "dilation", "groups"],
     "conv_backward_bias": ["untied"],
+    "conv_transpose": ["stride", "padding", "output_padding", "dilation", "groups"],
     "maxpool_forward": ["stride", "padding", "dilation", "ceil_mode"],
     "maxpool_backward": ["spatial_dims"],
 }
 HAS_OUT = {"conv_forward", "conv_backward_input", "conv_backward_weight",
-           "conv_backward_bias", "maxpool_backward"}
+           "conv_backward_bias", "conv_transpose", "maxpool_backward"}
 
 
 def _array_positions(call):
@@ -761,7 +834,7 @@ MUTATIONS = [
 
 
 FUNCS = ["conv_forward", "conv_backward_input", "conv_backward_weight",
-         "conv_backward_bias", "maxpool_forward", "maxpool_backward"]
+         "conv_backward_bias", "conv_transpose", "maxpool_forward", "maxpool_backward"]
 
 
 def make_call(np, seed, index):
@@ -779,7 +852,9 @@ def make_call(np, seed, index):
         return call, g
     name = g.pick(FUNCS)
     extreme = r < 0.12
-    if name.startswith("conv"):
+    if name == "conv_transpose":
+        call = gen_conv_transpose(g, extreme)
+    elif name.startswith("conv"):
         call = gen_conv(g, name, extreme)
     else:
         call = gen_pool(g, name, extreme)
