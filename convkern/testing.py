@@ -14,6 +14,7 @@ function                    differentiable positional arguments
 ``conv_backward_weight``    ``x``, ``grad_y``
 ``conv_backward_bias``      ``grad_y``
 ``maxpool_forward``         ``x`` (the loss uses the values, not the indices)
+``conv_transpose``          ``x``, ``weight``, ``bias``
 ==========================  ==================================================
 
 :func:`register_vjp` adds a function. The error of one argument or parameter is
@@ -30,6 +31,9 @@ import inspect
 import numpy as np
 
 from .conv import conv_backward_bias, conv_backward_input, conv_backward_weight, conv_forward
+from .conv_transpose import _backward_input as _transpose_backward_input
+from .conv_transpose import _backward_weight as _transpose_backward_weight
+from .conv_transpose import conv_transpose
 from .interop import named_grads, to_torch
 from .layers import Layer, Sequential
 from .pool import maxpool_backward, maxpool_forward
@@ -129,6 +133,26 @@ register_vjp(conv_backward_input, _conv_backward_input_vjp)
 register_vjp(conv_backward_weight, _conv_backward_weight_vjp)
 register_vjp(conv_backward_bias, _conv_backward_bias_vjp)
 register_vjp(maxpool_forward, _maxpool_forward_vjp, output=lambda result: result[0])
+
+
+def _conv_transpose_vjp(g, y, x, weight, bias=None, *, stride=1, padding=0, output_padding=0,
+                        dilation=1, groups=1):
+    # the transposed convolution is the input gradient of a convolution: its gradients
+    # are that convolution's forward and weight gradient (see conv_transpose.py)
+    geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
+                    dilation=dilation, groups=groups)
+    grad_bias = None
+    if bias is not None:
+        batched = g if x.ndim == weight.ndim else g[None]
+        grad_bias = conv_backward_bias(batched)
+    return (
+        _transpose_backward_input(g, weight, x.shape, **geometry),
+        _transpose_backward_weight(x, g, weight.shape, **geometry),
+        grad_bias,
+    )
+
+
+register_vjp(conv_transpose, _conv_transpose_vjp)
 
 
 # ---------------------------------------------------------------------------

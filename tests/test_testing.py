@@ -36,6 +36,17 @@ def test_conv_forward_all_inputs(rng):
     assert max(errors.values()) < 1e-7
 
 
+@pytest.mark.parametrize("kw", [dict(stride=2, padding=1, output_padding=1, groups=2),
+                                dict(stride=1, padding=0, output_padding=2, dilation=3)])
+def test_conv_transpose_all_inputs(kw, rng):
+    x = rng.standard_normal((2, 4, 5, 4))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(3 * kw.get("groups", 1))
+    errors = gradcheck(convkern.conv_transpose, x, w, b, kwargs=kw)
+    assert set(errors) == {"x", "weight", "bias"}
+    assert max(errors.values()) < 1e-7
+
+
 @pytest.mark.parametrize("d", [1, 3])
 def test_conv_forward_untied_bias_and_partial(d, rng):
     x = rng.standard_normal((2, 2) + (4,) * d)
