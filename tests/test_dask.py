@@ -198,3 +198,9 @@ def test_import_convkern_imports_neither_dask_nor_mpi4py():
     code = "import sys, convkern; print(sorted({'dask', 'distributed', 'mpi4py'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_stub_matches_the_implementation():
+    from test_config import test_stubs_match_the_implementation
+
+    test_stubs_match_the_implementation("dask")

@@ -143,3 +143,9 @@ def test_shard_gives_equal_contiguous_shares():
     assert all(np.shares_memory(s, data) for s in shares)
     with pytest.raises(ValueError, match="cannot shard 2 items over 3 ranks"):
         shard(data[:2], Comm(0, 3))
+
+
+def test_stub_matches_the_implementation():
+    from test_config import test_stubs_match_the_implementation
+
+    test_stubs_match_the_implementation("distributed")
