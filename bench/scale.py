@@ -12,8 +12,8 @@
 
 Both use the same small CIFAR-sized CNN. Writes ``bench/results/scale.md`` and ``.json``.
 Needs the ``dask`` and ``mpi`` extras. Each row records how many cores the whole machine
-kept busy meanwhile (this run's processes included): on a shared machine, figures from a
-busy run understate the scaling. A benchmark, not a test.
+kept busy meanwhile and the load average (this run's processes included): on a shared
+machine, figures from a busy run understate the scaling. A benchmark, not a test.
 """
 
 import argparse
@@ -58,6 +58,11 @@ def busy_cores(start, end):
     return round((end[1] - start[1]) / (end[0] - start[0]), 2)
 
 
+def load():
+    """The 1-minute load average: runnable processes, this run's included."""
+    return round(os.getloadavg()[0], 1)
+
+
 def time_dask(workers, kernel_threads, images, repeats):
     """Median seconds of ``predict(...).compute()`` on a LocalCluster; busy cores."""
     import dask.array as da
@@ -81,7 +86,7 @@ def time_dask(workers, kernel_threads, images, repeats):
             t0 = time.perf_counter()
             y.compute()
             times.append(time.perf_counter() - t0)
-        return statistics.median(times), busy_cores(start, cpu_snapshot())
+        return statistics.median(times), busy_cores(start, cpu_snapshot()), load()
 
 
 def time_in_memory(images, repeats):
@@ -98,7 +103,7 @@ def time_in_memory(images, repeats):
             model(x[i:i + CHUNK])
         times.append(time.perf_counter() - t0)
     ck.set_num_threads(None)
-    return statistics.median(times), busy_cores(start, cpu_snapshot())
+    return statistics.median(times), busy_cores(start, cpu_snapshot()), load()
 
 
 def mpi_worker(steps, out):
@@ -133,7 +138,8 @@ def mpi_worker(steps, out):
     seconds = time.perf_counter() - t0
     if comm.rank == 0:
         with open(out, "w") as f:
-            json.dump({"seconds": seconds, "busy_cores": busy_cores(start, cpu_snapshot())}, f)
+            json.dump({"seconds": seconds, "busy_cores": busy_cores(start, cpu_snapshot()),
+                       "load": load()}, f)
 
 
 def time_mpi(ranks, threads, steps, work):
@@ -157,31 +163,32 @@ def markdown(run):
         "Written by `python bench/scale.py`.",
         "",
         "Model: conv(3->32) relu pool, conv(32->64) relu pool, dense(4096->10), float32, "
-        "3x32x32 images. 'busy cores' is the whole machine's CPU use during the timing, "
-        "this run's own processes included: more than the threads the row uses means other "
-        "work was competing for the cores.",
+        "3x32x32 images. 'busy cores' is the whole machine's CPU use during the timing and "
+        "'load' the 1-minute load average after it, this run's own processes included: "
+        "busy cores above the row's threads, or a load above the number of cores, mean "
+        "other work was competing for the cores.",
         "",
         f"## Inference: `convkern.dask.predict`, {run['images']} images in chunks of {CHUNK}",
         "",
-        "| setup | total threads | images/s | speed-up | busy cores |",
-        "|---|---|---|---|---|",
+        "| setup | total threads | images/s | speed-up | busy cores | load |",
+        "|---|---|---|---|---|---|",
     ]
     for row in run["dask_rows"]:
         lines.append(f"| {row['setup']} | {row['threads']} | {row['images_per_s']:,.0f} | "
                      f"{row['images_per_s'] / run['dask_rows'][0]['images_per_s']:.2f}x | "
-                     f"{row['busy_cores']} |")
+                     f"{row['busy_cores']} | {row['load']} |")
     lines += [
         "",
         f"## Training: data-parallel SGD, global batch {GLOBAL_BATCH}, {run['steps']} steps",
         "",
-        "| ranks x threads | total threads | examples/s | speed-up | busy cores (rank 0's view) |",
-        "|---|---|---|---|---|",
+        "| ranks x threads | total threads | examples/s | speed-up | busy cores | load |",
+        "|---|---|---|---|---|---|",
     ]
     for row in run["mpi_rows"]:
         lines.append(f"| {row['ranks']} x {row['threads']} | {row['ranks'] * row['threads']} | "
                      f"{row['examples_per_s']:,.0f} | "
                      f"{row['examples_per_s'] / run['mpi_rows'][0]['examples_per_s']:.2f}x | "
-                     f"{row['busy_cores']} |")
+                     f"{row['busy_cores']} | {row['load']} |")
     lines += ["", run["note"], ""]
     return "\n".join(lines)
 
@@ -209,15 +216,16 @@ def main():
         "mpi": MPI.Get_library_version().splitlines()[0].strip(),
         "images": images, "steps": steps, "dask_rows": [], "mpi_rows": [],
     }
-    seconds, busy = time_in_memory(images, repeats)
+    seconds, busy, avg = time_in_memory(images, repeats)
     run["dask_rows"].append({"setup": "in memory, no dask (reference)", "threads": 1,
-                             "images_per_s": images / seconds, "busy_cores": busy})
+                             "images_per_s": images / seconds, "busy_cores": busy, "load": avg})
     for workers, threads in ((1, 1), (2, 1), (1, 2)):
         time.sleep(1)
-        seconds, busy = time_dask(workers, threads, images, repeats)
+        seconds, busy, avg = time_dask(workers, threads, images, repeats)
         run["dask_rows"].append({
             "setup": f"{workers} worker(s) x 1 thread, kernels on {threads} thread(s)",
-            "threads": workers * threads, "images_per_s": images / seconds, "busy_cores": busy})
+            "threads": workers * threads, "images_per_s": images / seconds, "busy_cores": busy,
+            "load": avg})
         print(run["dask_rows"][-1], flush=True)
     work = os.path.join(HERE, "results")
     for ranks, threads in ((1, 1), (1, 2), (2, 1)):
@@ -226,7 +234,7 @@ def main():
         os.remove(os.path.join(work, f"mpi-{ranks}x{threads}.json"))
         run["mpi_rows"].append({"ranks": ranks, "threads": threads,
                                 "examples_per_s": steps * GLOBAL_BATCH / result["seconds"],
-                                "busy_cores": result["busy_cores"]})
+                                "busy_cores": result["busy_cores"], "load": result["load"]})
         print(run["mpi_rows"][-1], flush=True)
     run["note"] = args.note
     os.makedirs(work, exist_ok=True)
