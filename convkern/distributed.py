@@ -43,10 +43,12 @@ def broadcast_parameters(model, comm, root=0):
     Raises
     ------
     ValueError
-        On every rank, if the ranks' models differ in their parameters' names, shapes or
-        dtypes.
+        If ``root`` is not a rank, or (on every rank) if the ranks' models differ in their
+        parameters' names, shapes or dtypes.
     """
     params = _arrays(model, "params")
+    if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < comm.Get_size():
+        raise ValueError(f"root must be a rank in [0, {comm.Get_size()}), got {root!r}")
     layout = [(name, a.shape, a.dtype.str) for name, a in params]
     layouts = comm.allgather(layout)
     for rank, other in enumerate(layouts):

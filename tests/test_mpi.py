@@ -109,19 +109,25 @@ def test_demo_trains_data_parallel_and_reports_once(tmp_path):
 def test_broadcast_refuses_models_that_differ_on_some_rank(tmp_path):
     script = tmp_path / "mismatch.py"
     script.write_text(
+        "import sys\n"
         "import convkern as ck\n"
         "from mpi4py import MPI\n"
         "from convkern.distributed import broadcast_parameters\n"
         "comm = MPI.COMM_WORLD\n"
         "model = ck.Sequential(ck.Dense(3, 2 + comm.rank))\n"
-        "try:\n"
-        "    broadcast_parameters(model, comm)\n"
-        "except ValueError as exc:\n"
-        "    print(comm.rank, 'refused:', exc)\n"
+        "with open(f'{sys.argv[1]}/rank{comm.rank}.txt', 'w') as out:\n"
+        "    for root in (2, 0):  # not a rank; then models that differ\n"
+        "        try:\n"
+        "            broadcast_parameters(model, comm, root=root)\n"
+        "        except ValueError as exc:\n"
+        "            print(exc, file=out)\n"
     )
-    out = mpiexec(str(script), timeout=60)
-    assert sorted(line.split(":")[0] for line in out.splitlines()) == ["0 refused", "1 refused"]
-    assert "the model on rank 1 has parameters" in out
+    mpiexec(str(script), str(tmp_path), timeout=60)
+    for r in range(RANKS):
+        lines = (tmp_path / f"rank{r}.txt").read_text().splitlines()
+        assert len(lines) == 2, lines
+        assert lines[0] == "root must be a rank in [0, 2), got 2"
+        assert lines[1].startswith("the model on rank 1 has parameters"), lines[1]
 
 
 def test_shard_gives_equal_contiguous_shares():
