@@ -8,11 +8,13 @@ output is per-epoch loss and accuracy, examples per second, a PNG of the trainin
 and of test images with their predicted labels, and a last line ``test accuracy: 0.xxxx``.
 
 Needs the optional ``demo`` extra (scikit-learn, tqdm, matplotlib):
-``pip install "convkern[demo]"``.
+``pip install "convkern[demo]"``.  ``mpiexec -n 2 python -m convkern.demo --mpi`` trains
+data-parallel over MPI ranks (``convkern.distributed``; needs the ``mpi`` extra too).
 """
 
 import argparse
 import copy
+import functools
 import importlib
 import os
 import sys
@@ -56,7 +58,12 @@ def parse_args(argv):
                         help="arrays 'images' (N, H, W) or (N, C, H, W) and 'labels'")
     parser.add_argument("--compare-torch", action="store_true",
                         help="also time the same training step with PyTorch")
+    parser.add_argument("--mpi", action="store_true",
+                        help="data-parallel training under mpiexec: each rank trains on its "
+                             "share of every batch (needs convkern[mpi])")
     args = parser.parse_args(argv)
+    if args.mpi and args.compare_torch:
+        parser.error("--compare-torch does not combine with --mpi")
     for name in ("epochs", "batch_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -136,8 +143,11 @@ def build_model(in_channels, height, width, n_classes, rng):
     )
 
 
-def train_epoch(model, criterion, optimizer, images, labels, batch_size, rng, progress):
-    """One shuffled pass; return (mean loss, accuracy) over the training examples."""
+def train_epoch(model, criterion, optimizer, images, labels, batch_size, rng, progress,
+                sync=None):
+    """One shuffled pass; return (mean loss, accuracy) over the training examples.
+
+    ``sync(model)``, if given, runs between backward and the update (``--mpi``)."""
     order = rng.permutation(len(labels))
     total_loss, correct = 0.0, 0
     for start in progress:
@@ -146,11 +156,40 @@ def train_epoch(model, criterion, optimizer, images, labels, batch_size, rng, pr
         loss = criterion(logits, labels[batch])
         optimizer.zero_grad()
         model.backward(criterion.backward())
+        if sync is not None:
+            sync(model)
         optimizer.step()
         total_loss += loss * len(batch)
         correct += int(np.sum(logits.argmax(axis=1) == labels[batch]))
         progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
     return total_loss / len(labels), correct / len(labels)
+
+
+def data_parallel(model, train_x, train_y, batch_size):
+    """Set up ``--mpi``: the same model on every rank, each with its share of the data.
+
+    Returns
+    -------
+    (train_x, train_y, batch_size, sync, rank, ranks)
+        This rank's share of the training set and of each batch of ``batch_size``, the
+        gradient all-reduce to run before every update, the rank and the number of ranks.
+        Ranks other than 0 print nothing to stdout.
+    """
+    try:
+        from mpi4py import MPI
+
+        from . import distributed
+    except ImportError as exc:
+        raise SystemExit(f"--mpi needs mpi4py and an MPI: pip install 'convkern[mpi]' ({exc})")
+    comm = MPI.COMM_WORLD
+    distributed.broadcast_parameters(model, comm)
+    if comm.rank:
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
+    batch_size = max(1, batch_size // comm.size)
+    print(f"data-parallel over {comm.size} MPI rank(s), each with 1/{comm.size} of the "
+          f"training set and of every batch ({batch_size} images)")
+    return (distributed.shard(train_x, comm), distributed.shard(train_y, comm), batch_size,
+            functools.partial(distributed.allreduce_gradients, comm=comm), comm.rank, comm.size)
 
 
 def predict(model, images, batch_size):
@@ -272,6 +311,12 @@ def main(argv=None):
     model = build_model(channels, height, width, len(names), rng)
     criterion = SoftmaxCrossEntropyLoss()
     optimizer = SGD(model, lr=args.lr, momentum=0.9)
+    batch_size, sync, rank, ranks = args.batch_size, None, 0, 1
+    if args.mpi:
+        train_x, train_y, batch_size, sync, rank, ranks = data_parallel(
+            model, train_x, train_y, batch_size)
+        if rank:
+            tqdm = functools.partial(tqdm, disable=True)
     print(f"{len(train_y)} training and {len(test_y)} test images of shape "
           f"{images.shape[1:]}, {len(names)} classes, {get_num_threads()} thread(s)")
     print(model)
@@ -279,12 +324,12 @@ def main(argv=None):
     history = {"loss": [], "train_acc": [], "test_acc": []}
     train_seconds = 0.0
     for epoch in range(1, args.epochs + 1):
-        starts = range(0, len(train_y), args.batch_size)
+        starts = range(0, len(train_y), batch_size)
         with tqdm(starts, desc=f"epoch {epoch}/{args.epochs}", unit="batch",
                   leave=False, file=sys.stderr) as progress:
             start = time.perf_counter()
             loss, train_acc = train_epoch(model, criterion, optimizer, train_x, train_y,
-                                          args.batch_size, rng, progress)
+                                          batch_size, rng, progress, sync)
             train_seconds += time.perf_counter() - start
         predictions = predict(model, test_x, 256)
         test_acc = float(np.mean(predictions == test_y))
@@ -293,14 +338,15 @@ def main(argv=None):
         print(f"epoch {epoch:2d}/{args.epochs}: loss {loss:.4f}, "
               f"train accuracy {train_acc:.4f}, held-out accuracy {test_acc:.4f}")
 
-    examples = args.epochs * len(train_y)
+    examples = args.epochs * len(train_y) * ranks
     print(f"trained {args.epochs} epochs in {train_seconds:.1f} s "
           f"({examples / train_seconds:,.0f} examples/s)")
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, PNG_NAME)
     grid = slice(0, 24)
-    plot(history, test_x[grid], test_y[grid], predictions[grid], names, png)
-    print(f"wrote {png}")
+    if rank == 0:
+        plot(history, test_x[grid], test_y[grid], predictions[grid], names, png)
+        print(f"wrote {png}")
     if args.compare_torch:
         batch = slice(0, args.batch_size)
         times = compare_torch(model, train_x[batch], train_y[batch], args.lr)

@@ -25,6 +25,7 @@ Comparisons that must be exact (max-pool values and indices, repeated calls, lay
 variants against contiguous copies) use ``np.testing.assert_array_equal`` instead.
 """
 
+import importlib
 import os
 import sys
 
@@ -137,3 +138,16 @@ def pytest_configure(config):
             raise pytest.UsageError(
                 f"CONVKERN_REQUIRE_TORCH is set but torch is not importable: {exc}"
             ) from exc
+
+
+def import_extra(module, extra):
+    """Import the optional dependency ``module`` of the ``extra`` extra, or skip the test
+    module with the install command.  CI sets CONVKERN_REQUIRE_EXTRAS=1 (``.ci/run``
+    installs the extras): there a missing extra fails instead of skipping."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        reason = f'{module} is not installed (pip install -e ".[{extra}]"): {exc}'
+        if os.environ.get("CONVKERN_REQUIRE_EXTRAS", "") not in ("", "0"):
+            pytest.fail(f"CONVKERN_REQUIRE_EXTRAS is set but {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)

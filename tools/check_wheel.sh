@@ -29,9 +29,10 @@
 set -euo pipefail
 
 # This checks the shipped configuration: drop the build and test switches a caller may
-# have exported (.ci/run exports CONVKERN_REQUIRE_TORCH; this script sets it itself).
+# have exported (.ci/run exports CONVKERN_REQUIRE_TORCH, which this script sets itself, and
+# CONVKERN_REQUIRE_EXTRAS: the dask and MPI tests skip in the wheel's [test] venv).
 unset CONVKERN_NO_OPENMP CONVKERN_DEBUG CONVKERN_EXTRA_CFLAGS CONVKERN_ANNOTATE \
-      CONVKERN_EXPECT_SERIAL CONVKERN_REQUIRE_TORCH CONVKERN_LIBOMP_PREFIX
+      CONVKERN_EXPECT_SERIAL CONVKERN_REQUIRE_TORCH CONVKERN_REQUIRE_EXTRAS CONVKERN_LIBOMP_PREFIX
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/tools/copy_checkout.sh"

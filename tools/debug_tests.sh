@@ -45,6 +45,6 @@ assert "site-packages" in convkern.__file__, "not the installed build"
 assert info.get("debug") is True, "not a CONVKERN_DEBUG build"
 EOF
 
-unset CONVKERN_REQUIRE_TORCH   # torch is not installed in this venv
+unset CONVKERN_REQUIRE_TORCH CONVKERN_REQUIRE_EXTRAS   # no torch, dask or mpi4py in this venv
 export CONVKERN_LEAK_CALLS=${CONVKERN_LEAK_CALLS:-300}   # -O0 kernels: a shorter leak loop
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$SRC/tests" "$@"
