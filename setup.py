@@ -35,7 +35,7 @@ from setuptools.command.build_ext import build_ext
 # The .pyx files use typed memoryviews only (no ``cimport numpy``), so neither the build
 # nor the wheel depends on NumPy's C API or ABI.
 
-MODULES = ["_conv", "_pool", "_openmp"]
+MODULES = ["_conv", "_pool", "_openmp", "_eltwise"]
 
 OPENMP_PROBE = r"""
 #include <omp.h>

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import assert_close
 
+from convkern import conv_forward, maxpool_forward
 from convkern.layers import Conv, Dense, Flatten, MaxPool, ReLU, Sequential, Sigmoid, Tanh
 from convkern.losses import MSELoss, SoftmaxCrossEntropyLoss
 from convkern.optim import SGD, Adam
@@ -260,20 +261,21 @@ def test_repr_shows_configuration():
 
 
 BAD_ARGS = [
-    (lambda: Conv(0, 2, 3), ValueError, "in_channels must be positive"),
-    (lambda: Conv(1.0, 2, 3), TypeError, "in_channels must be an int"),
-    (lambda: Conv(True, 2, 3), TypeError, "in_channels must be an int"),
+    (lambda: Conv(0, 2, 3), ValueError, "in_channels must be >= 1, got 0"),
+    (lambda: Conv(1.0, 2, 3), ValueError, "in_channels must be an integer, got float"),
+    (lambda: Conv(True, 2, 3), ValueError, r"in_channels must be an integer, got a bool"),
     (lambda: Conv(3, 4, 3, groups=2), ValueError, "groups=2 must divide"),
     (lambda: Conv(1, 2, (1, 2, 3, 4)), ValueError, "kernel_size must have 1, 2 or 3"),
-    (lambda: Conv(1, 2, "3"), TypeError, "kernel_size must be an int or a tuple"),
-    (lambda: Conv(1, 2, (3, 0)), ValueError, "kernel_size entries must be >= 1"),
-    (lambda: Conv(1, 2, 3, stride=0), ValueError, "stride entries must be >= 1"),
+    (lambda: Conv(1, 2, "3"), ValueError, "kernel_size must be an integer, got str"),
+    (lambda: Conv(1, 2, (3, 0)), ValueError, r"kernel_size\[1\] must be >= 1"),
+    (lambda: Conv(1, 2, 3, stride=0), ValueError, "stride must be >= 1"),
     (lambda: Conv(1, 2, 3, stride=(1, 2, 3)), ValueError, "stride must have 2 entries"),
-    (lambda: Conv(1, 2, 3, dilation=1.5), TypeError, "dilation must be an int"),
-    (lambda: Conv(1, 2, 3, padding=-1), ValueError, "padding entries must be >= 0"),
+    (lambda: Conv(1, 2, 3, dilation=1.5), ValueError, "dilation must be an integer"),
+    (lambda: Conv(1, 2, 3, padding=-1), ValueError, "padding must be >= 0"),
     (lambda: Conv(1, 2, 3, padding="half"), ValueError, "padding must be 'valid'"),
-    (lambda: Conv(1, 2, 3, padding=1.0), TypeError, "padding must be an int"),
-    (lambda: Conv(1, 2, 3, padding=((1, 2, 3), 1)), ValueError, "padding must have 2"),
+    (lambda: Conv(1, 2, 3, padding=1.0), ValueError, "padding must be an integer"),
+    (lambda: Conv(1, 2, 3, padding=((1, 2, 3), 1)), ValueError,
+     r"padding\[0\] must be an int or a \(before, after\) pair"),
     (lambda: Conv(1, 2, 3, bias="shared"), ValueError, "bias must be 'tied'"),
     (lambda: Conv(1, 2, 3, activation="gelu"), ValueError, "activation must be None"),
     (lambda: Conv(1, 2, 3, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
@@ -284,12 +286,14 @@ BAD_ARGS = [
     (lambda: Conv(1, 2, 3, bias="untied", input_shape=(2, 5, 5)), ValueError, "has 2 channels"),
     (lambda: Conv(1, 2, 3, bias="untied", input_shape=(1, 5)), ValueError,
      "input_shape must have 3 entries"),
-    (lambda: MaxPool(0), ValueError, "kernel_size entries must be >= 1"),
+    (lambda: MaxPool(0), ValueError, "kernel_size must be >= 1"),
     (lambda: MaxPool(2, stride=[1, 1, 1, 1]), ValueError, "stride must have 1, 2 or 3"),
-    (lambda: MaxPool(2, padding=-1), ValueError, "padding entries must be >= 0"),
-    (lambda: MaxPool(2, ceil_mode=1), TypeError, "ceil_mode must be a bool"),
-    (lambda: Dense(3, 0), ValueError, "out_features must be positive"),
-    (lambda: Dense(3, 2, bias="yes"), TypeError, "bias must be a bool"),
+    (lambda: MaxPool((2, 2), stride=(1, 1, 1)), ValueError, "stride must have 2 entries"),
+    (lambda: MaxPool(2, padding=-1), ValueError, "padding must be >= 0"),
+    (lambda: MaxPool(2, ceil_mode=1), ValueError, "ceil_mode must be a bool"),
+    (lambda: Dense(3, 0), ValueError, "out_features must be >= 1"),
+    (lambda: Dense(3, 2, bias="yes"), ValueError, "bias must be a bool"),
+    (lambda: Dense(3, 2, dtype=np.int64), TypeError, "dtype must be float32 or float64"),
     (lambda: Sequential(), ValueError, "at least one layer"),
     (lambda: Sequential(Flatten(), "relu"), TypeError, "layer 1 must be a convkern Layer"),
 ]
@@ -299,6 +303,49 @@ BAD_ARGS = [
 def test_bad_constructor_arguments(make, exc, message):
     with pytest.raises(exc, match=message):
         make()
+
+
+# One validation layer: a layer's constructor and the function it calls raise the same
+# exception type with the same message for each bad parameter value.
+BAD_INTS = [0, -1, 1.5, True, "2", None, np.float32(2.0)]
+BAD_CONV_PARAMS = (
+    [("stride", v) for v in BAD_INTS + [(1, 2, 3), (1, 0), (1, 1.0)]]
+    + [("dilation", v) for v in BAD_INTS + [(2,), (0, 1), (True, 1)]]
+    + [("padding", v) for v in [-1, 1.5, True, "half", None, (1, 2, 3), ((1, 2, 3), 1),
+                                ((1, -1), 0), (1, (0, 1.5)), [1.0, 1]]]
+    + [("groups", v) for v in BAD_INTS]
+)
+BAD_POOL_PARAMS = (
+    [("kernel_size", v) for v in BAD_INTS + [(1, 2, 3, 4), (2, 0), (2, 1.5)]]
+    + [("stride", v) for v in BAD_INTS[:-2] + [(1,), (1, 0), (2, False)]]
+    + [("padding", v) for v in [-1, 1.5, True, "1", (1,), (0, 1, 0), (0, -1)]]
+    + [("dilation", v) for v in BAD_INTS + [(1, 2, 3), (0, 1)]]
+    + [("ceil_mode", v) for v in [1, 0, "yes", None, 1.0]]
+)
+
+
+def raised(call):
+    """(type, message) of the TypeError or ValueError that call() raises."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    return type(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("name, value", BAD_CONV_PARAMS)
+def test_conv_layer_and_function_raise_the_same(name, value):
+    x, w = np.zeros((1, 2, 7, 7), np.float32), np.zeros((2, 2, 3, 3), np.float32)
+    layer = raised(lambda: Conv(2, 2, 3, **{name: value}))
+    assert layer == raised(lambda: conv_forward(x, w, **{name: value}))
+    assert layer[0] is ValueError
+
+
+@pytest.mark.parametrize("name, value", BAD_POOL_PARAMS)
+def test_maxpool_layer_and_function_raise_the_same(name, value):
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    kwargs = {"kernel_size": (2, 2), name: value}
+    layer = raised(lambda: MaxPool(**kwargs))
+    assert layer == raised(lambda: maxpool_forward(x, **kwargs))
+    assert layer[0] is ValueError
 
 
 def test_bad_forward_and_backward_inputs(rng):
