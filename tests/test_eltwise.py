@@ -4,9 +4,11 @@
   (``np.where(y > 0, g, 0)``, ``g * y * (1 - y)``, ``g * (1 - y * y)``), and the fused
   bias gradient exactly the bits of ``conv_backward_bias(grad_z)`` (the same double sums
   in the same order), tied and untied.
-- Forward: ReLU has the bits of ``np.maximum(z, 0)``; sigmoid and tanh call the C
-  library's exp/tanh where NumPy has its own vector code, so they are compared with a
-  float64 evaluation within FORWARD_ULPS units of the dtype's epsilon (relative).
+- Forward: ReLU has the bits of ``np.maximum(z, 0)``; sigmoid and tanh use their own
+  exp and tanh in float32 (src/eltwise_math.h) and the C library's in float64, where
+  NumPy has its own vector code, so they are compared with a float64 evaluation within
+  FORWARD_ULPS units of the dtype's epsilon (relative), over the whole range and at
+  the edges (a float32 sigmoid below the smallest normal float may be 0).
 - Against PyTorch autograd (conftest tolerance), with exact zeros in z so that the
   ReLU derivative at 0 is checked (PyTorch: 0).
 - The same bits for 1, 2 and 4 threads.
@@ -38,7 +40,8 @@ def numpy_forward(z, name):
     if name == "relu":
         return np.maximum(z, 0)
     if name == "sigmoid":
-        return 1 / (1 + np.exp(-z64))
+        e = np.exp(-np.abs(z64))
+        return np.where(z64 >= 0, 1 / (1 + e), e / (1 + e))
     return np.tanh(z64)
 
 
@@ -65,6 +68,21 @@ def test_forward_matches_numpy(shape, name, dtype, rng):
     in_place = z.copy()
     assert activation_forward(in_place, name, out=in_place) is in_place
     np.testing.assert_array_equal(in_place, y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_forward_accuracy_over_the_whole_range(name, dtype):
+    edges = [np.inf, -np.inf, 0.0, -0.0, 88.0, -88.0, -87.0, -104.0, 1e-30, -1e-30, 0.625,
+             -0.625, 9.0, -9.0, np.finfo(dtype).max, -np.finfo(dtype).max]
+    z = np.concatenate([np.linspace(-100, 100, 400_001), np.logspace(-30, 2, 20_001),
+                        -np.logspace(-30, 2, 20_001), edges]).astype(dtype)
+    y = activation_forward(z, name)
+    expected = numpy_forward(z, name)
+    np.testing.assert_allclose(y, expected, rtol=FORWARD_ULPS * np.finfo(dtype).eps,
+                               atol=np.finfo(dtype).tiny)
+    nan = activation_forward(np.array([np.nan], dtype), name)
+    assert np.isnan(nan).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
