@@ -144,7 +144,8 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        register_layer(cls)
+        if not cls.__name__.startswith("_"):
+            register_layer(cls)  # so that load_model can rebuild it by name
 
     def __call__(self, x):
         return self.forward(x)
