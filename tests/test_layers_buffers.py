@@ -184,3 +184,31 @@ def test_pool_and_dense_keep_their_buffers(rng):
     out = dense(flat)
     assert dense(flat) is out
     assert dense.backward(np.ones_like(out)) is dense.backward(np.ones_like(out))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 6), (3, 7, 6)], ids=["batched", "unbatched"])
+def test_maxpool_forward_fills_a_given_out_pair(shape, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y, indices = ck.maxpool_forward(x, (3, 2), stride=2, padding=1)
+    out = (np.full_like(y, np.nan), np.full_like(indices, -1))
+    got = ck.maxpool_forward(x, (3, 2), stride=2, padding=1, out=out)
+    assert got[0] is out[0] and got[1] is out[1]
+    np.testing.assert_array_equal(out[0], y)
+    np.testing.assert_array_equal(out[1], indices)
+
+
+def test_maxpool_forward_refuses_a_bad_out_pair(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y, indices = ck.maxpool_forward(x, 2)
+    with pytest.raises(TypeError, match=r"out must be a \(y, indices\) pair"):
+        ck.maxpool_forward(x, 2, out=y)
+    with pytest.raises(TypeError, match="out must have dtype int64"):
+        ck.maxpool_forward(x, 2, out=(y, y.copy()))
+    with pytest.raises(ValueError, match="out must have shape"):
+        ck.maxpool_forward(x, 2, out=(y[:1], indices))
+    with pytest.raises(ValueError, match="out shares memory with an input"):
+        ck.maxpool_forward(x, 2, out=(x.reshape(-1)[:y.size].reshape(y.shape), indices))
+    shared = np.empty(indices.nbytes, np.uint8)
+    y_out = shared[:y.nbytes].view(np.float32).reshape(y.shape)
+    with pytest.raises(ValueError, match="out shares memory with an input"):
+        ck.maxpool_forward(x, 2, out=(y_out, shared.view(np.int64).reshape(indices.shape)))
