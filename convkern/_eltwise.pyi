@@ -12,7 +12,7 @@ _Float = NDArray[np.float32] | NDArray[np.float64]
 ACTIVATIONS: tuple[str, ...]
 
 def activation_forward(x: _Float, out: _Float, kind: int, num_threads: int) -> None:
-    """Fill out (1-D, may be x) with phi(x)."""
+    """Fill out (1-D, may be x) with phi(x) for relu or sigmoid (tanh is np.tanh)."""
 
 def activation_backward(
     grad_y: _Float,

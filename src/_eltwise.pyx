@@ -3,10 +3,11 @@
 
 Design
 ------
-The forward activation is element-wise: it runs in place (``out`` may be ``x``) over
-contiguous chunks of CHUNK elements shared out by prange.  The per-element functions
-live in eltwise_math.h, written so that compilers vectorise the loops (float32 sigmoid
-and tanh there have their own branch-free exp; float64 uses the C library).  The
+The forward ReLU and sigmoid are element-wise: they run in place (``out`` may be ``x``)
+over contiguous chunks of CHUNK elements shared out by prange (the forward tanh is
+NumPy's np.tanh, vectorised for the CPU at run time).  The per-element functions live in
+eltwise_math.h, written so that compilers vectorise the loops (the float32 sigmoid
+there has its own branch-free exp; float64 uses the C library).  The
 backward computes ``grad_z = grad_y * phi'(z)`` from the forward output y (ReLU: y > 0; sigmoid:
 y (1 - y); tanh: 1 - y^2) and, in the same pass over grad_y viewed as (N, F, P), the
 bias gradient: per filter (sum over n and p) or untied (per filter and position, sum
@@ -28,8 +29,6 @@ cdef extern from "eltwise_math.h":
     double ck_relu_d(double z) noexcept nogil
     float ck_sigmoid_f(float z) noexcept nogil
     double ck_sigmoid_d(double z) noexcept nogil
-    float ck_tanh_f(float z) noexcept nogil
-    double ck_tanh_d(double z) noexcept nogil
     float ck_relu_grad_f(float g, float y) noexcept nogil
     double ck_relu_grad_d(double g, double y) noexcept nogil
     float ck_sigmoid_grad_f(float g, float y) noexcept nogil
@@ -60,28 +59,22 @@ cdef enum:
 
 cdef inline void forward_run(const floating_t *x, floating_t *y, Py_ssize_t n,
                              int kind) noexcept nogil:
-    """y[i] = phi(x[i]) for i < n; y may be x."""
+    """y[i] = phi(x[i]) for i < n (RELU or SIGMOID); y may be x."""
     cdef Py_ssize_t i
     if floating_t is float:
         if kind == RELU:
             for i in range(n):
                 y[i] = ck_relu_f(x[i])
-        elif kind == SIGMOID:
-            for i in range(n):
-                y[i] = ck_sigmoid_f(x[i])
         else:
             for i in range(n):
-                y[i] = ck_tanh_f(x[i])
+                y[i] = ck_sigmoid_f(x[i])
     else:
         if kind == RELU:
             for i in range(n):
                 y[i] = ck_relu_d(x[i])
-        elif kind == SIGMOID:
-            for i in range(n):
-                y[i] = ck_sigmoid_d(x[i])
         else:
             for i in range(n):
-                y[i] = ck_tanh_d(x[i])
+                y[i] = ck_sigmoid_d(x[i])
 
 
 cdef inline void backward_run(const floating_t *gy, const floating_t *y, floating_t *gz,
@@ -168,7 +161,7 @@ cdef void backward_untied(const floating_t *gy, const floating_t *y, floating_t 
 
 def activation_forward(const floating_t[::1] x not None, floating_t[::1] out not None,
                        int kind, int num_threads):
-    """Fill out with phi(x) (ACTIVATIONS[kind]); out may be x."""
+    """Fill out with phi(x) for kind RELU or SIGMOID (ACTIVATIONS[kind]); out may be x."""
     cdef Py_ssize_t n = x.shape[0], t, lo
     cdef Py_ssize_t tasks = (n + CHUNK - 1) // CHUNK
     if n == 0:

@@ -4,16 +4,13 @@
  * expression loads only the chosen operand, and Cython writes 0 and 1 as double
  * constants, which makes float code convert to double and back).
  *
- * The float32 exp and tanh are branch-free (the C library's expf and tanhf are scalar
- * calls of 20-50 ns); float64 uses the C library.
+ * The float32 exp of the sigmoid is branch-free (the C library's expf is a scalar call
+ * of about 20 ns); float64 uses the C library.
  *
  * ck_exp_neg_f(x) = exp(x) for x <= 0 (NaN propagates; below -87.3, where exp(x) is
  * under the smallest normal float, it returns 0): Cephes' expf, x = n ln2 + r with
  * |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, 2^n built in the exponent bits.
  * About 1 ulp.
- *
- * ck_tanh_f(x): Cephes' tanhf: x + x^3 P(x^2) for |x| < 0.625, otherwise
- * sign(x) (1 - e) / (1 + e) with e = exp(-2|x|). About 2 ulp.
  */
 #ifndef CK_ELTWISE_MATH_H
 #define CK_ELTWISE_MATH_H
@@ -48,24 +45,6 @@ static inline float ck_exp_neg_f(float x)
     return x < lo ? 0.0f : e;
 }
 
-static inline float ck_tanh_f(float x)
-{
-    float a = x < 0 ? -x : x;
-    /* small |x|: the odd polynomial */
-    float z = x * x;
-    float q = -5.70498872745e-3f;
-    q = q * z + 2.06390887954e-2f;
-    q = q * z - 5.37397155531e-2f;
-    q = q * z + 1.33314422036e-1f;
-    q = q * z - 3.33332819422e-1f;
-    float small = q * z * x + x;
-    /* larger |x|: through exp(-2|x|) <= exp(-1.25), no cancellation */
-    float e = ck_exp_neg_f(-2.0f * a);
-    float t = (1.0f - e) / (1.0f + e);
-    float large = x < 0 ? -t : t;
-    return a < 0.625f ? small : large;
-}
-
 /* ReLU as np.maximum(z, 0): NaN and -0.0 pass through. */
 static inline float ck_relu_f(float z) { return z < 0.0f ? 0.0f : z; }
 static inline double ck_relu_d(double z) { return z < 0.0 ? 0.0 : z; }
@@ -84,8 +63,6 @@ static inline double ck_sigmoid_d(double z)
     double r = 1.0 / (1.0 + e);
     return z >= 0.0 ? r : e * r;
 }
-
-static inline double ck_tanh_d(double z) { return tanh(z); }
 
 /* grad_y * phi'(z) through y = phi(z), as the NumPy expressions
  * np.where(y > 0, g, 0), g * y * (1 - y) and g * (1 - y * y) (the same bits). */
