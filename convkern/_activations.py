@@ -37,6 +37,20 @@ def activation_name(value):
     return choice("activation", value, (None, *NAMES))
 
 
+def activate_in_place(y, name):
+    """Apply the activation ``name`` to ``y`` in place, without checks.
+
+    For the layers' own outputs: ``y`` is a C-contiguous float32/float64 array the caller
+    allocated, and ``name`` a validated activation name.
+    """
+    if name == "tanh":
+        np.tanh(y, out=y)
+    else:
+        flat = y.reshape(-1)
+        _eltwise.activation_forward(flat, flat, NAMES.index(name),
+                                    threads_for(flat.size, POOL_GRAIN))
+
+
 def activation_forward(x, name, *, out=None):
     """Apply the activation ``name`` element-wise.
 

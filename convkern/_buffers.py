@@ -12,6 +12,13 @@ import numpy as np
 MAX_SHAPES = 4
 
 
+def _overlaps(a, others):
+    for b in others:
+        if b is not None and np.may_share_memory(a, b):
+            return True
+    return False
+
+
 class Entry:
     """The plan and the owned arrays of one input shape.
 
@@ -36,7 +43,7 @@ class Entry:
         caller that hands the layer its own output back as an input).
         """
         a = self.arrays.get(name)
-        if a is None or any(b is not None and np.may_share_memory(a, b) for b in avoid):
+        if a is None or _overlaps(a, avoid):
             a = self.arrays[name] = np.empty(shape, dtype)
         return a
 

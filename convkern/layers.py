@@ -29,7 +29,12 @@ import inspect
 
 import numpy as np
 
-from ._activations import activation_backward, activation_forward, activation_name
+from ._activations import (
+    activate_in_place,
+    activation_backward,
+    activation_forward,
+    activation_name,
+)
 from ._buffers import ShapeCache
 from ._validation import boolean, choice, float_dtype, int_tuple, integer, padding_pairs
 from .conv import (
@@ -384,7 +389,7 @@ class Conv(Layer):
         y = entry.array("y", entry.plan.y_shape, self.dtype, x)
         entry.plan.forward(x, self.params["weight"], self.params.get("bias"), out=y)
         if self.activation:
-            activation_forward(y, self.activation, out=y)
+            activate_in_place(y, self.activation)
         self._keep(x=x, y=y, entry=entry)
         return y
 
@@ -597,7 +602,7 @@ class Dense(Layer):
         if self.bias:
             y += self.params["bias"]
         if self.activation:
-            activation_forward(y, self.activation, out=y)
+            activate_in_place(y, self.activation)
         self._keep(x=x, y=y, entry=entry)
         return y
 
