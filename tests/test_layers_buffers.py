@@ -9,6 +9,7 @@
   the fused kernel computes the same expressions and the same double sums in the same
   order (see test_eltwise.py). Dense bias gradients are conv_backward_bias of the
   (N, F, 1) view there too.
+- The same steps equal PyTorch's (conftest tolerance).
 - The returned arrays follow the ownership contract: the next forward of the same shape
   overwrites them, other shapes keep their own, and a layer fed its own output back is
   still right.
@@ -18,6 +19,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import convkern as ck
 from convkern import (
@@ -212,3 +214,37 @@ def test_maxpool_forward_refuses_a_bad_out_pair(rng):
     y_out = shared[:y.nbytes].view(np.float32).reshape(y.shape)
     with pytest.raises(ValueError, match="out shares memory with an input"):
         ck.maxpool_forward(x, 2, out=(y_out, shared.view(np.int64).reshape(indices.shape)))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_three_steps_equal_torch(dtype):
+    """The same network and steps in PyTorch 2.13 (conftest tolerance, by dtype)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    model = vgg_ish(dtype)
+    reference = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, CLASSES),
+    ).to(getattr(torch, np.dtype(dtype).name))
+    pairs = {"0": 0, "2": 3, "5": 7, "6": 9}  # convkern layer index -> torch module index
+    theirs = {f"{i}.{name}": getattr(reference[j], name)
+              for i, j in pairs.items() for name in ("weight", "bias")}
+    with torch.no_grad():
+        for name, param in model.params.items():
+            theirs[name].copy_(torch.from_numpy(param))
+    criterion = SoftmaxCrossEntropyLoss()
+    optimizer = SGD(model, lr=LR, momentum=MOMENTUM)
+    torch_optimizer = torch.optim.SGD(list(theirs.values()), lr=LR, momentum=MOMENTUM)
+    for step, n in enumerate((8, 5, 8)):
+        x, labels = batch(n, dtype, step)
+        loss = layer_step(model, criterion, optimizer, x, labels)
+        torch_optimizer.zero_grad()
+        torch_loss = torch.nn.functional.cross_entropy(reference(torch.from_numpy(x)),
+                                                       torch.from_numpy(labels))
+        torch_loss.backward()
+        torch_optimizer.step()
+        assert loss == pytest.approx(torch_loss.item(), rel=float(10 * np.finfo(dtype).eps))
+        for name, value in model.params.items():
+            assert_close(value, theirs[name].detach().numpy(), dtype, f"step {step} {name}")
