@@ -534,3 +534,19 @@ def test_load_refuses_other_files(tmp_path):
         load_model(tmp_path / "data.npz")
     with pytest.raises(TypeError, match="model must be a convkern Layer"):
         save_model("model", tmp_path / "x.npz")
+
+
+def test_serialization_does_not_import_the_layers():
+    """One direction only: layers import serialization, which finds them by registry."""
+    import ast
+
+    import convkern.serialization as serialization
+
+    with open(serialization.__file__) as f:
+        tree = ast.parse(f.read())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for a in node.names}
+    assert not any(name and name.split(".")[-1] == "layers" for name in imported), imported
+    assert serialization.LAYER_TYPES["Conv"] is Conv
+    assert "_Activation" not in serialization.LAYER_TYPES
