@@ -35,7 +35,11 @@ from setuptools.command.build_ext import build_ext
 # The .pyx files use typed memoryviews only (no ``cimport numpy``), so neither the build
 # nor the wheel depends on NumPy's C API or ABI.
 
-MODULES = ["_conv", "_pool", "_openmp"]
+MODULES = ["_conv", "_pool", "_openmp", "_eltwise"]
+# Per-module flags for gcc/clang. _eltwise: its loops select between two computed
+# values (sigmoid, tanh); with floating-point traps assumed possible gcc will not
+# compute both arms, so it leaves the loops scalar. No value changes.
+MODULE_CFLAGS = {"_eltwise": ["-fno-trapping-math"]}
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -166,6 +170,8 @@ class BuildExt(build_ext):
         ldflags = strip + extra + (omp[1] if omp else [])
         for ext in self.extensions:
             ext.extra_compile_args = list(cflags)
+            if ctype != "msvc":
+                ext.extra_compile_args += MODULE_CFLAGS.get(ext.name.rsplit(".", 1)[-1], [])
             ext.extra_link_args = list(ldflags)
         cc = getattr(self.compiler, "compiler_so", None) or [getattr(self.compiler, "cc", ctype)]
         info = {

@@ -77,6 +77,37 @@ def integer(name, value, minimum, maximum=MAX_EXTENT):
     return v
 
 
+def boolean(name, value):
+    """Return ``value`` as a bool; anything but a bool (or numpy.bool_) is a ValueError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def choice(name, value, options):
+    """Return ``value`` if it is one of ``options`` (strings or None), else ValueError."""
+    for option in options:
+        if value is option or (isinstance(value, str) and value == option):
+            return option
+    names = [repr(o) for o in options]
+    raise ValueError(f"{name} must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
+
+
+def float_dtype(name, dtype):
+    """Return ``dtype`` as numpy.dtype float32 or float64; any other dtype is a TypeError.
+
+    A dtype names the kind of array a call makes, so a wrong one is a TypeError as a
+    wrong array dtype is.
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
 def int_tuple(name, value, d, minimum):
     """Return an int or a length-d sequence of ints as a d-tuple of ints >= minimum."""
     if isinstance(value, (tuple, list)):

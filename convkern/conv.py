@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .plan import ConvPlan, bias_gradient, spatial_dims
-from ._validation import float_array, nonzero_dims, same_dtype, shape_tuple
+from ._validation import boolean, float_array, nonzero_dims, same_dtype, shape_tuple
 
 __all__ = [
     "conv_forward",
@@ -201,8 +201,7 @@ def conv_backward_bias(grad_y, *, untied=False, out=None):
     """
     given = grad_y
     grad_y = float_array("grad_y", grad_y)
-    if not isinstance(untied, (bool, np.bool_)):
-        raise TypeError(f"untied must be a bool, got {type(untied).__name__}")
+    untied = boolean("untied", untied)
     if grad_y.ndim not in (3, 4, 5):
         raise ValueError(f"grad_y must have 3, 4 or 5 dimensions (N, F, *O), got {grad_y.ndim}")
     nonzero_dims("grad_y", grad_y.shape[1:], "filter or spatial")

@@ -218,7 +218,8 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
 
 
 def _predict_block(block, model):
-    return model(block)
+    # a layer owns the array it returns and overwrites it on its next call of that shape
+    return model(block).copy()
 
 
 def predict(model, x):

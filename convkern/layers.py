@@ -14,24 +14,35 @@ Conventions
 - ``needs_input_grad``: when False, ``backward`` computes only the parameter gradients and
   returns None. ``Sequential`` sets it to False on its first layer (nothing upstream
   needs that gradient); set ``model.needs_input_grad = True`` to get the input gradient.
-- Conv and MaxPool call only the public functions of :mod:`convkern.conv` and
-  :mod:`convkern.pool`; Dense uses NumPy's matmul.
+- Buffers: a layer owns its outputs, its input gradients and its scratch arrays, one set
+  per input ``(shape, dtype)``, and reuses them on every call, so that a training step
+  allocates no large array after the first. The array ``forward`` returns is
+  overwritten by the layer's next ``forward`` of the same input shape (and
+  ``backward``'s by the next ``backward``): copy it to keep it.
+- Conv and Dense apply their activation in place on their output and compute its
+  derivative and the bias gradient in one pass over ``grad_y``
+  (:mod:`convkern._activations`). Conv calls the convolution through one plan per input
+  shape; MaxPool calls :mod:`convkern.pool`; Dense uses NumPy's matmul.
 """
 
 import inspect
-import numbers
 
 import numpy as np
 
-from .conv import (
-    conv_backward_bias,
-    conv_backward_input,
-    conv_backward_weight,
-    conv_forward,
+from ._activations import (
+    activate_in_place,
+    activation_backward,
+    activation_forward,
+    activation_name,
 )
+from ._buffers import ShapeCache
+from ._validation import boolean, choice, float_dtype, int_tuple, integer, padding_pairs
+from .conv import conv_backward_bias
 from .conv_transpose import _backward_input, _backward_weight, conv_transpose
 from .init import init_weight, make_rng
+from .plan import conv_plan
 from .pool import maxpool_backward, maxpool_forward
+from .serialization import register_layer, save_model
 
 __all__ = [
     "Layer",
@@ -48,120 +59,50 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------
-# Activations: phi(z) and the backward rule written in terms of y = phi(z).
+# Constructor arguments: the rules (and messages) of convkern._validation, as the
+# functions apply them: TypeError only for the dtype, ValueError for every wrong value.
 
 
-def _relu(z):
-    return np.maximum(z, 0)
-
-
-def _relu_backward(grad_y, y):
-    return np.where(y > 0, grad_y, 0)
-
-
-def _sigmoid(z):
-    # exp(-|z|) never overflows: sigma(z) = 1 / (1 + e) for z >= 0, e / (1 + e) below.
-    e = np.exp(-np.abs(z))
-    r = 1 / (1 + e)
-    return np.where(z >= 0, r, e * r)
-
-
-def _sigmoid_backward(grad_y, y):
-    return grad_y * y * (1 - y)
-
-
-def _tanh_backward(grad_y, y):
-    return grad_y * (1 - y * y)
-
-
-ACTIVATIONS = {
-    "relu": (_relu, _relu_backward),
-    "sigmoid": (_sigmoid, _sigmoid_backward),
-    "tanh": (np.tanh, _tanh_backward),
-}
-
-
-# ---------------------------------------------------------------------------
-# Argument checks (TypeError for kinds, ValueError for values).
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _positive_int(name, value):
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
-
-
-def _int_tuple(name, value, d, minimum):
-    """Return ``value`` (an int or a d-sequence of ints >= minimum) as a d-tuple."""
-    items = [value] * d if _is_int(value) else value
-    if not isinstance(items, (tuple, list)) or not all(_is_int(v) for v in items):
-        raise TypeError(f"{name} must be an int or a tuple of {d} ints, got {value!r}")
-    if len(items) != d:
-        raise ValueError(f"{name} must have {d} entries (one per spatial dim), got {value!r}")
-    if any(v < minimum for v in items):
-        raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
-    return tuple(int(v) for v in items)
-
-
-def _conv_padding(padding, d):
-    """Normalise a Conv padding to a string, a d-tuple of ints or a d-tuple of pairs."""
-    if isinstance(padding, str):
-        if padding not in ("valid", "same", "full"):
-            raise ValueError(
-                f"padding must be 'valid', 'same', 'full', an int or a tuple, got {padding!r}"
-            )
-        return padding
-    if not (_is_int(padding) or isinstance(padding, (tuple, list))):
-        raise TypeError(f"padding must be an int, a tuple or a string, got {padding!r}")
-    if _is_int(padding) or not any(isinstance(p, (tuple, list)) for p in padding):
-        return _int_tuple("padding", padding, d, 0)
-    if len(padding) != d:
-        raise ValueError(f"padding must have {d} entries (one per spatial dim), got {padding!r}")
-    # Mixed entries: an int p means the pair (p, p).
-    return tuple(_int_tuple("padding", p, 2, 0) for p in padding)
-
-
-def _kernel_size(kernel_size, name="kernel_size"):
+def _kernel_size(kernel_size):
     """Return a conv kernel size as a tuple of 1, 2 or 3 positive ints (an int means 2-D)."""
-    if _is_int(kernel_size):
-        return _int_tuple(name, kernel_size, 2, 1)
     if not isinstance(kernel_size, (tuple, list)):
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {kernel_size!r}")
+        return int_tuple("kernel_size", kernel_size, 2, 1)
     if len(kernel_size) not in (1, 2, 3):
-        raise ValueError(f"{name} must have 1, 2 or 3 entries, got {kernel_size!r}")
-    return _int_tuple(name, kernel_size, len(kernel_size), 1)
+        raise ValueError(f"kernel_size must have 1, 2 or 3 entries, got {len(kernel_size)}")
+    return int_tuple("kernel_size", kernel_size, len(kernel_size), 1)
 
 
-def _activation(activation):
-    if activation is not None and activation not in ACTIVATIONS:
-        raise ValueError(
-            f"activation must be None, 'relu', 'sigmoid' or 'tanh', got {activation!r}"
-        )
-    return activation
+def _conv_padding(padding, kernel, stride, dilation):
+    """Return a Conv padding as 'valid', 'same' or 'full', or as (before, after) pairs."""
+    # 'same' depends on the input size; any size checks the argument itself.
+    pairs = padding_pairs(padding, (1,) * len(kernel), kernel, stride, dilation)
+    return padding if isinstance(padding, str) else pairs
 
 
-def _float_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
+def _compact_padding(padding):
+    """A padding as the shortest equivalent argument: a string, ints, or pairs."""
+    if isinstance(padding, str) or any(lo != hi for lo, hi in padding):
+        return padding
+    return tuple(lo for lo, _ in padding)
+
+
+def _pool_sizes(name, value, minimum, d):
+    """An int (kept: it applies to every spatial dim) or a tuple of d ints >= minimum.
+
+    ``d`` is None until a tuple argument has fixed it; then 1, 2 or 3 entries.
+    """
+    if not isinstance(value, (tuple, list)):
+        return integer(name, value, minimum)
+    if d is None and len(value) not in (1, 2, 3):
+        raise ValueError(f"{name} must have 1, 2 or 3 entries, got {len(value)}")
+    return int_tuple(name, value, len(value) if d is None else d, minimum)
 
 
 def _init_scheme(init, activation):
     """``init=None`` picks He for ReLU layers and Glorot otherwise."""
+    init = choice("init", init, (None, "he", "glorot"))
     if init is None:
         return "he" if activation == "relu" else "glorot"
-    if init not in ("he", "glorot"):
-        raise ValueError(f"init must be None, 'he' or 'glorot', got {init!r}")
     return init
 
 
@@ -202,6 +143,12 @@ class Layer:
         self.grads = {}
         self.training = True
         self.needs_input_grad = True
+        self._shapes = ShapeCache(self._plan)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            register_layer(cls)  # so that load_model can rebuild it by name
 
     def __call__(self, x):
         return self.forward(x)
@@ -234,9 +181,6 @@ class Layer:
 
     def save(self, path):
         """Save the architecture and parameters to ``path`` (.npz); see ``load_model``."""
-        # Imported here: serialization imports this module to rebuild layers.
-        from .serialization import save_model
-
         save_model(self, path)
 
     def state_dict(self):
@@ -251,6 +195,10 @@ class Layer:
         from .interop import load_state_dict
 
         return load_state_dict(self, state_dict, strict=strict)
+
+    def _plan(self, x_shape, dtype):
+        """What the layer needs per input shape besides its arrays (None by default)."""
+        return None
 
     def _param(self, name, value):
         self.params[name] = value
@@ -272,17 +220,23 @@ class Layer:
                 continue
             if key == "dtype":
                 default = np.dtype(default).name
-            repeats = _is_int(default) and isinstance(value, tuple) and set(value) == {default}
+            repeats = (isinstance(default, int) and not isinstance(default, bool)
+                       and isinstance(value, tuple) and set(value) == {default})
             if value != default and not repeats:
                 args.append(f"{key}={value!r}")
         return f"{type(self).__name__}({', '.join(args)})"
+
+
+register_layer(Layer)
 
 
 class Conv(Layer):
     """N-dimensional convolution layer, ``Y = phi(X * K + b)``.
 
     The number of spatial dims d (1, 2 or 3) is ``len(kernel_size)``; an int
-    ``kernel_size`` means a 2-D square kernel.
+    ``kernel_size`` means a 2-D square kernel. The activation runs in place on the
+    layer's output; backward computes ``phi'`` and the bias gradient in one pass over
+    ``grad_y``, then the weight and input gradients of the convolution.
 
     Parameters
     ----------
@@ -315,6 +269,8 @@ class Conv(Layer):
         (F,) or (F, *O) (absent when ``bias=None``).
     grads : dict
         Same keys and shapes as ``params``.
+    padding : str or tuple of (before, after) pairs
+        The validated padding.
     """
 
     def __init__(
@@ -335,24 +291,22 @@ class Conv(Layer):
         init=None,
     ):
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
+        self.in_channels = integer("in_channels", in_channels, 1)
+        self.out_channels = integer("out_channels", out_channels, 1)
         self.kernel_size = _kernel_size(kernel_size)
         d = len(self.kernel_size)
-        self.stride = _int_tuple("stride", stride, d, 1)
-        self.padding = _conv_padding(padding, d)
-        self.dilation = _int_tuple("dilation", dilation, d, 1)
-        self.groups = _positive_int("groups", groups)
+        self.groups = integer("groups", groups, 1)
+        self.stride = int_tuple("stride", stride, d, 1)
+        self.dilation = int_tuple("dilation", dilation, d, 1)
+        self.padding = _conv_padding(padding, self.kernel_size, self.stride, self.dilation)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
                 f"groups={self.groups} must divide in_channels={self.in_channels} "
                 f"and out_channels={self.out_channels}"
             )
-        if bias not in ("tied", "untied", None):
-            raise ValueError(f"bias must be 'tied', 'untied' or None, got {bias!r}")
-        self.bias = bias
-        self.activation = _activation(activation)
-        self.dtype = _float_dtype(dtype)
+        self.bias = choice("bias", bias, ("tied", "untied", None))
+        self.activation = activation_name(activation)
+        self.dtype = float_dtype("dtype", dtype)
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         scheme = _init_scheme(init, self.activation)
         self._param("weight", init_weight(shape, scheme, make_rng(rng), self.dtype))
@@ -364,14 +318,11 @@ class Conv(Layer):
                 raise ValueError("input_shape is only used with bias='untied'")
             self.build(input_shape)
 
-    @property
-    def _geometry(self):
-        return {
-            "stride": self.stride,
-            "padding": self.padding,
-            "dilation": self.dilation,
-            "groups": self.groups,
-        }
+    def _plan(self, x_shape, dtype):
+        # The one place that makes a plan: validated once per input shape.
+        return conv_plan(x_shape, self.params["weight"].shape, dtype=dtype, stride=self.stride,
+                         padding=self.padding, dilation=self.dilation, groups=self.groups,
+                         bias=self.bias)
 
     def build(self, input_shape):
         """Fix the sample shape ``(C, *S)`` and allocate the untied bias ``(F, *O)``.
@@ -383,16 +334,13 @@ class Conv(Layer):
         """
         if self.bias != "untied":
             raise ValueError("build(input_shape) is only used with bias='untied'")
-        shape = _int_tuple("input_shape", input_shape, len(self.kernel_size) + 1, 1)
+        shape = int_tuple("input_shape", input_shape, len(self.kernel_size) + 1, 1)
         if shape[0] != self.in_channels:
             raise ValueError(
                 f"input_shape {shape} has {shape[0]} channels, expected {self.in_channels}"
             )
-        # An empty batch gives the output shape from the kernel core's own size rules.
-        probe = conv_forward(
-            np.zeros((0, *shape), self.dtype), self.params["weight"], **self._geometry
-        )
-        self._param("bias", np.zeros((self.out_channels, *probe.shape[2:]), self.dtype))
+        y_shape = self._plan((1, *shape), self.dtype).y_shape
+        self._param("bias", np.zeros(y_shape[1:], self.dtype))
         self.input_shape = shape
 
     def forward(self, x):
@@ -406,6 +354,7 @@ class Conv(Layer):
         Returns
         -------
         y : ndarray of shape (N, F, *O)
+            Owned by the layer: the next forward of the same input shape overwrites it.
         """
         _check_input(self, x, len(self.kernel_size) + 2, self.dtype)
         if self.bias == "untied":
@@ -416,9 +365,15 @@ class Conv(Layer):
                     f"Conv with an untied bias was built for samples of shape "
                     f"{self.input_shape}, got x of shape {x.shape}"
                 )
-        z = conv_forward(x, self.params["weight"], self.params.get("bias"), **self._geometry)
-        y = ACTIVATIONS[self.activation][0](z) if self.activation else z
-        self._keep(x=x, y=y)
+        entry = self._shapes.entry(x)
+        y = entry.array("y", entry.plan.y_shape, self.dtype, x)
+        # ReLU runs in the kernel's output tile; the others in place afterwards
+        fused = self.activation if self.activation == "relu" else None
+        entry.plan.forward(x, self.params["weight"], self.params.get("bias"), out=y,
+                           activation=fused)
+        if self.activation and not fused:
+            activate_in_place(y, self.activation)
+        self._keep(x=x, y=y, entry=entry)
         return y
 
     def backward(self, grad_y):
@@ -432,18 +387,33 @@ class Conv(Layer):
         Returns
         -------
         grad_x : ndarray of shape (N, C, *S), or None if ``needs_input_grad`` is False
+            Owned by the layer: the next backward of the same shape overwrites it.
         """
         _check_grad(self, grad_y)
-        grad_z = ACTIVATIONS[self.activation][1](grad_y, self._y) if self.activation else grad_y
+        entry, x, y = self._entry, self._x, self._y
         weight = self.params["weight"]
-        self.grads["weight"] += conv_backward_weight(
-            self._x, grad_z, weight.shape, **self._geometry
-        )
+        grad_b = None
         if "bias" in self.params:
-            self.grads["bias"] += conv_backward_bias(grad_z, untied=self.bias == "untied")
+            grad_b = entry.array("grad_b", self.params["bias"].shape, self.dtype)
+        if self.activation:
+            grad_z = entry.array("grad_z", y.shape, self.dtype, grad_y, y)
+            activation_backward(grad_y, y, self.activation, bias=self.bias, out=grad_z,
+                                bias_out=grad_b)
+        else:
+            grad_z = grad_y
+        grad_w = entry.array("grad_w", weight.shape, self.dtype)
+        if grad_b is not None and not self.activation:
+            # the bias gradient in the weight gradient's pass over grad_y
+            entry.plan.backward_weight_bias(x, grad_z, out=grad_w, bias_out=grad_b)
+        else:
+            entry.plan.backward_weight(x, grad_z, out=grad_w)
+        self.grads["weight"] += grad_w
+        if grad_b is not None:
+            self.grads["bias"] += grad_b
         if not self.needs_input_grad:
             return None
-        return conv_backward_input(grad_z, weight, self._x.shape, **self._geometry)
+        grad_x = entry.array("grad_x", x.shape, self.dtype, grad_z)
+        return entry.plan.backward_input(grad_z, weight, out=grad_x)
 
     def config(self):
         return {
@@ -451,7 +421,7 @@ class Conv(Layer):
             "out_channels": self.out_channels,
             "kernel_size": self.kernel_size,
             "stride": self.stride,
-            "padding": self.padding,
+            "padding": _compact_padding(self.padding),
             "dilation": self.dilation,
             "groups": self.groups,
             "bias": self.bias,
@@ -480,43 +450,43 @@ class MaxPool(Layer):
 
     def __init__(self, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
-        self.kernel_size = self._sizes("kernel_size", kernel_size, 1)
-        self.stride = None if stride is None else self._sizes("stride", stride, 1)
-        self.padding = self._padding(padding)
-        self.dilation = self._sizes("dilation", dilation, 1)
-        if not isinstance(ceil_mode, (bool, np.bool_)):
-            raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
-        self.ceil_mode = bool(ceil_mode)
+        # Tuples must agree on d with the first tuple given, as the function requires.
+        d = None
+        sizes = []
+        for name, value, minimum in (("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                                     ("padding", padding, 0), ("dilation", dilation, 1)):
+            if name == "stride" and value is None:  # None means kernel_size
+                sizes.append(None)
+                continue
+            if name == "padding":
+                size = self._padding(value, d)
+            else:
+                size = _pool_sizes(name, value, minimum, d)
+            if isinstance(size, tuple):
+                d = len(size)
+            sizes.append(size)
+        self.kernel_size, self.stride, self.padding, self.dilation = sizes
+        self.ceil_mode = boolean("ceil_mode", ceil_mode)
 
     @staticmethod
-    def _sizes(name, value, minimum):
-        """An int (kept, it applies to every dim) or a tuple of 1 to 3 ints >= minimum."""
-        if _is_int(value):
-            return _int_tuple(name, value, 1, minimum)[0]
-        if not isinstance(value, (tuple, list)):
-            raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}")
-        if len(value) not in (1, 2, 3):
-            raise ValueError(f"{name} must have 1, 2 or 3 entries, got {value!r}")
-        return _int_tuple(name, value, len(value), minimum)
-
-    @classmethod
-    def _padding(cls, padding):
-        """A padding string, an int, or a tuple of 1 to 3 ints or (before, after) pairs."""
+    def _padding(padding, d):
+        """A padding string, an int, or a tuple of d (1 to 3) ints or (before, after) pairs."""
         if isinstance(padding, str):
-            return _conv_padding(padding, 1)
+            padding_pairs(padding, (1,), (1,), (1,), (1,))  # the functions' check and message
+            return padding
         pairs = isinstance(padding, (tuple, list)) and any(
             isinstance(p, (tuple, list)) for p in padding
         )
-        if pairs:
-            if len(padding) not in (1, 2, 3):
-                raise ValueError(f"padding must have 1, 2 or 3 entries, got {padding!r}")
-            # An int entry stays an int: it keeps PyTorch's half-kernel rule.
-            return tuple(
-                _int_tuple("padding", p, 2, 0) if isinstance(p, (tuple, list))
-                else _int_tuple("padding", p, 1, 0)[0]
-                for p in padding
-            )
-        return cls._sizes("padding", padding, 0)
+        if not pairs:
+            return _pool_sizes("padding", padding, 0, d)
+        if len(padding) not in ((1, 2, 3) if d is None else (d,)):
+            raise ValueError(f"padding must have {d or '1, 2 or 3'} entries, got {len(padding)}")
+        # An int entry stays an int: it keeps PyTorch's half-kernel rule.
+        return tuple(
+            int_tuple("padding", p, 2, 0) if isinstance(p, (tuple, list))
+            else integer("padding", p, 0)
+            for p in padding
+        )
 
     def forward(self, x):
         """Apply the layer.
@@ -528,17 +498,20 @@ class MaxPool(Layer):
         Returns
         -------
         y : ndarray of shape (N, C, *O)
+            Owned by the layer: the next forward of the same input shape overwrites it.
         """
         _check_input(self, x)
-        y, indices = maxpool_forward(
-            x,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            ceil_mode=self.ceil_mode,
-        )
-        self._keep(y=y, indices=indices, x_shape=x.shape)
+        entry = self._shapes.entry(x)
+        geometry = {"stride": self.stride, "padding": self.padding,
+                    "dilation": self.dilation, "ceil_mode": self.ceil_mode}
+        out = entry.arrays.get("y"), entry.arrays.get("indices")
+        if out[0] is None or np.may_share_memory(out[0], x):
+            out = maxpool_forward(x, self.kernel_size, **geometry)
+            entry.arrays.update(y=out[0], indices=out[1])
+        else:
+            maxpool_forward(x, self.kernel_size, **geometry, out=out)
+        y, indices = out
+        self._keep(y=y, indices=indices, x_shape=x.shape, entry=entry)
         return y
 
     def backward(self, grad_y):
@@ -551,11 +524,13 @@ class MaxPool(Layer):
         Returns
         -------
         grad_x : ndarray of shape (N, C, *S), or None if ``needs_input_grad`` is False
+            Owned by the layer: the next backward of the same shape overwrites it.
         """
         _check_grad(self, grad_y)
         if not self.needs_input_grad:
             return None
-        return maxpool_backward(grad_y, self._indices, self._x_shape)
+        grad_x = self._entry.array("grad_x", self._x_shape, self._y.dtype, grad_y)
+        return maxpool_backward(grad_y, self._indices, self._x_shape, out=grad_x)
 
     def config(self):
         return {
@@ -569,6 +544,9 @@ class MaxPool(Layer):
 
 class Dense(Layer):
     """Fully connected layer, ``y = phi(x W^T + b)``.
+
+    The activation runs in place on the layer's output; backward computes ``phi'`` and
+    the bias gradient (summed in double) in one pass over ``grad_y``.
 
     Parameters
     ----------
@@ -601,13 +579,11 @@ class Dense(Layer):
         init=None,
     ):
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        self.bias = bool(bias)
-        self.activation = _activation(activation)
-        self.dtype = _float_dtype(dtype)
+        self.in_features = integer("in_features", in_features, 1)
+        self.out_features = integer("out_features", out_features, 1)
+        self.bias = boolean("bias", bias)
+        self.activation = activation_name(activation)
+        self.dtype = float_dtype("dtype", dtype)
         shape = (self.out_features, self.in_features)
         scheme = _init_scheme(init, self.activation)
         self._param("weight", init_weight(shape, scheme, make_rng(rng), self.dtype))
@@ -625,15 +601,19 @@ class Dense(Layer):
         Returns
         -------
         y : ndarray of shape (N, out_features)
+            Owned by the layer: the next forward of the same input shape overwrites it.
         """
         _check_input(self, x, 2, self.dtype)
         if x.shape[1] != self.in_features:
             raise ValueError(f"Dense expects {self.in_features} features, got shape {x.shape}")
-        z = x @ self.params["weight"].T
+        entry = self._shapes.entry(x)
+        y = entry.array("y", (x.shape[0], self.out_features), self.dtype, x)
+        np.matmul(x, self.params["weight"].T, out=y)
         if self.bias:
-            z += self.params["bias"]
-        y = ACTIVATIONS[self.activation][0](z) if self.activation else z
-        self._keep(x=x, y=y)
+            y += self.params["bias"]
+        if self.activation:
+            activate_in_place(y, self.activation)
+        self._keep(x=x, y=y, entry=entry)
         return y
 
     def backward(self, grad_y):
@@ -646,15 +626,28 @@ class Dense(Layer):
         Returns
         -------
         grad_x : ndarray of shape (N, in_features), or None if ``needs_input_grad`` is False
+            Owned by the layer: the next backward of the same shape overwrites it.
         """
         _check_grad(self, grad_y)
-        grad_z = ACTIVATIONS[self.activation][1](grad_y, self._y) if self.activation else grad_y
-        self.grads["weight"] += grad_z.T @ self._x
+        entry, x, y = self._entry, self._x, self._y
+        grad_b = entry.array("grad_b", (self.out_features,), self.dtype) if self.bias else None
+        if self.activation:
+            grad_z = entry.array("grad_z", y.shape, self.dtype, grad_y, y)
+            activation_backward(grad_y, y, self.activation, bias="tied" if self.bias else None,
+                                out=grad_z, bias_out=grad_b)
+        else:
+            grad_z = grad_y
+            if self.bias:
+                # The same double, fixed-order sum as the fused kernel, over (N, F, 1).
+                conv_backward_bias(grad_z.reshape(*grad_z.shape, 1), out=grad_b)
+        grad_w = entry.array("grad_w", self.params["weight"].shape, self.dtype)
+        self.grads["weight"] += np.matmul(grad_z.T, x, out=grad_w)
         if self.bias:
-            self.grads["bias"] += grad_z.sum(axis=0)
+            self.grads["bias"] += grad_b
         if not self.needs_input_grad:
             return None
-        return grad_z @ self.params["weight"]
+        grad_x = entry.array("grad_x", x.shape, self.dtype, grad_z)
+        return np.matmul(grad_z, self.params["weight"], out=grad_x)
 
     def config(self):
         return {
@@ -667,7 +660,10 @@ class Dense(Layer):
 
 
 class Flatten(Layer):
-    """Flatten every dim after the batch dim: ``(N, *S) -> (N, prod(S))``."""
+    """Flatten every dim after the batch dim: ``(N, *S) -> (N, prod(S))``.
+
+    The output is a view of the input when the input is C-contiguous.
+    """
 
     def forward(self, x):
         """Apply the layer.
@@ -713,14 +709,17 @@ class _Activation(Layer):
         Parameters
         ----------
         x : ndarray of any shape
+            float32 or float64.
 
         Returns
         -------
         y : ndarray of the same shape
+            Owned by the layer: the next forward of the same input shape overwrites it.
         """
         _check_input(self, x)
-        y = ACTIVATIONS[self.name][0](x)
-        self._keep(y=y)
+        entry = self._shapes.entry(x)
+        y = activation_forward(x, self.name, out=entry.array("y", x.shape, x.dtype, x))
+        self._keep(y=y, entry=entry)
         return y
 
     def backward(self, grad_y):
@@ -733,9 +732,13 @@ class _Activation(Layer):
         Returns
         -------
         grad_x : ndarray of the same shape, or None if ``needs_input_grad`` is False
+            Owned by the layer: the next backward of the same shape overwrites it.
         """
         _check_grad(self, grad_y)
-        return ACTIVATIONS[self.name][1](grad_y, self._y) if self.needs_input_grad else None
+        if not self.needs_input_grad:
+            return None
+        grad_x = self._entry.array("grad_x", grad_y.shape, grad_y.dtype, grad_y, self._y)
+        return activation_backward(grad_y, self._y, self.name, out=grad_x)[0]
 
 
 class ReLU(_Activation):
@@ -762,7 +765,8 @@ class Sequential(Layer):
     ``params`` and ``grads`` are flat dicts keyed ``"<index>.<name>"`` (``"0.weight"``),
     built on each access from the layers' own arrays, so in-place updates reach the
     layers. The first layer skips its input gradient (``backward`` returns None) unless
-    ``needs_input_grad`` is set to True.
+    ``needs_input_grad`` is set to True. ``forward`` returns the last layer's output
+    array (owned by that layer, see the module notes).
 
     Parameters
     ----------
@@ -919,31 +923,29 @@ class ConvTranspose(Layer):
         init=None,
     ):
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
+        self.in_channels = integer("in_channels", in_channels, 1)
+        self.out_channels = integer("out_channels", out_channels, 1)
         self.kernel_size = _kernel_size(kernel_size)
         d = len(self.kernel_size)
-        self.stride = _int_tuple("stride", stride, d, 1)
-        self.padding = _int_tuple("padding", padding, d, 0)
-        self.output_padding = _int_tuple("output_padding", output_padding, d, 0)
-        self.dilation = _int_tuple("dilation", dilation, d, 1)
+        self.stride = int_tuple("stride", stride, d, 1)
+        self.padding = int_tuple("padding", padding, d, 0)
+        self.output_padding = int_tuple("output_padding", output_padding, d, 0)
+        self.dilation = int_tuple("dilation", dilation, d, 1)
         for op, st, dl in zip(self.output_padding, self.stride, self.dilation):
             if op >= max(st, dl):
                 raise ValueError(
                     f"output_padding {self.output_padding} must be smaller than either "
                     f"stride {self.stride} or dilation {self.dilation} on every axis"
                 )
-        self.groups = _positive_int("groups", groups)
+        self.groups = integer("groups", groups, 1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
                 f"groups={self.groups} must divide in_channels={self.in_channels} "
                 f"and out_channels={self.out_channels}"
             )
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        self.bias = bool(bias)
-        self.activation = _activation(activation)
-        self.dtype = _float_dtype(dtype)
+        self.bias = boolean("bias", bias)
+        self.activation = activation_name(activation)
+        self.dtype = float_dtype("dtype", dtype)
         shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         scheme = _init_scheme(init, self.activation)
         self._param("weight", init_weight(shape, scheme, make_rng(rng), self.dtype))
@@ -974,8 +976,9 @@ class ConvTranspose(Layer):
             ``O = (S - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1``.
         """
         _check_input(self, x, len(self.kernel_size) + 2, self.dtype)
-        z = conv_transpose(x, self.params["weight"], self.params.get("bias"), **self._geometry)
-        y = ACTIVATIONS[self.activation][0](z) if self.activation else z
+        y = conv_transpose(x, self.params["weight"], self.params.get("bias"), **self._geometry)
+        if self.activation:
+            activate_in_place(y, self.activation)
         self._keep(x=x, y=y)
         return y
 
@@ -991,11 +994,16 @@ class ConvTranspose(Layer):
         grad_x : ndarray of shape (N, C_in, *S), or None if ``needs_input_grad`` is False
         """
         _check_grad(self, grad_y)
-        grad_z = ACTIVATIONS[self.activation][1](grad_y, self._y) if self.activation else grad_y
         weight = self.params["weight"]
+        if self.activation:
+            grad_z, grad_b = activation_backward(grad_y, self._y, self.activation,
+                                                 bias="tied" if self.bias else None)
+        else:
+            grad_z = grad_y
+            grad_b = conv_backward_bias(grad_z) if self.bias else None
         self.grads["weight"] += _backward_weight(self._x, grad_z, weight.shape, **self._geometry)
         if self.bias:
-            self.grads["bias"] += conv_backward_bias(grad_z)
+            self.grads["bias"] += grad_b
         if not self.needs_input_grad:
             return None
         return _backward_input(grad_z, weight, self._x.shape, **self._geometry)

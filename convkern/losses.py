@@ -1,10 +1,14 @@
 """Loss functions: ``forward(pred, target) -> float`` and ``backward() -> grad_pred``.
 
 Both average over the batch (the first dim of ``pred``), so their gradients match
-PyTorch's for the corresponding mean-reduced loss.
+PyTorch's for the corresponding mean-reduced loss. A loss computes in arrays it owns,
+one set per ``pred`` shape and dtype, reused on every call: the gradient ``backward``
+returns is overwritten by the next ``forward`` of the same shape.
 """
 
 import numpy as np
+
+from ._buffers import ShapeCache
 
 __all__ = ["MSELoss", "SoftmaxCrossEntropyLoss"]
 
@@ -24,6 +28,9 @@ class _Loss:
     """Call protocol and the check that backward follows forward."""
 
     _grad = None
+
+    def __init__(self):
+        self._shapes = ShapeCache()
 
     def __call__(self, pred, target):
         return self.forward(pred, target)
@@ -69,9 +76,12 @@ class MSELoss(_Loss):
             raise ValueError(f"target must have pred's shape {pred.shape}, got {target.shape}")
         if target.dtype.kind not in "biuf":
             raise TypeError(f"target must be numeric, got {target.dtype}")
-        diff = pred - target.astype(pred.dtype, copy=False)
+        entry = self._shapes.entry(pred)
+        diff = entry.array("diff", pred.shape, pred.dtype)
+        # target is cast to pred's dtype first, then subtracted (as target.astype would).
+        np.subtract(pred, target, out=diff, dtype=pred.dtype, casting="unsafe")
         n = pred.shape[0]
-        self._grad = diff / n
+        self._grad = np.divide(diff, n, out=entry.array("grad", pred.shape, pred.dtype))
         return float(np.vdot(diff, diff)) / (2 * n)
 
 
@@ -107,10 +117,16 @@ class SoftmaxCrossEntropyLoss(_Loss):
             raise ValueError(
                 f"target labels must be in [0, {k}), got {target.min()}..{target.max()}"
             )
-        shifted = pred - pred.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        entry = self._shapes.entry(pred)
+        log_probs = entry.array("log_probs", pred.shape, pred.dtype)
+        grad = entry.array("grad", pred.shape, pred.dtype)
+        row = entry.array("row", (n, 1), pred.dtype)
+        # log_softmax with the max shift, in place: pred - max, then minus log sum exp.
+        np.subtract(pred, np.max(pred, axis=1, keepdims=True, out=row), out=log_probs)
+        np.sum(np.exp(log_probs, out=grad), axis=1, keepdims=True, out=row)
+        log_probs -= np.log(row, out=row)
         rows = np.arange(n)
-        grad = np.exp(log_probs)
+        np.exp(log_probs, out=grad)
         grad[rows, target] -= 1
         grad /= n
         self._grad = grad

@@ -2,7 +2,14 @@
 
 An optimiser reads ``model.params`` and ``model.grads`` on every ``step()`` and updates
 the parameter arrays in place; its state is keyed by parameter name, so a parameter that
-appears later (an untied bias fixed on the first call) is picked up.
+appears later (an untied bias fixed on the first call) is picked up. A step computes
+in scratch arrays the optimiser keeps per parameter (the same operations, in the same
+order, as the textbook expressions, so the same bits), so it allocates nothing after
+the first step.
+
+Hyper-parameters follow convkern's one rule: a wrong value, including one of the wrong
+Python type (a string for a number), is a ValueError; only a model that is not a layer
+is a TypeError.
 """
 
 import math
@@ -14,8 +21,8 @@ __all__ = ["SGD", "Adam"]
 
 
 def _non_negative(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     if not value >= 0 or math.isinf(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return float(value)
@@ -34,6 +41,7 @@ class _Optimizer:
         self.lr = _non_negative("lr", lr)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self.state = {}
+        self._scratch = {}
 
     def zero_grad(self):
         """Set every gradient of the model to zero, in place."""
@@ -46,8 +54,19 @@ class _Optimizer:
         for name, param in self.model.params.items():
             grad = grads[name]
             if self.weight_decay:
-                grad = grad + self.weight_decay * param
+                # grad + weight_decay * param, in the first scratch array.
+                decayed = np.multiply(param, self.weight_decay, out=self._work(name, param, 0))
+                grad = np.add(grad, decayed, out=decayed)
             self._update(name, param, grad)
+
+    def _work(self, name, param, i):
+        """Scratch array ``i`` of parameter ``name`` (param's shape and dtype)."""
+        arrays = self._scratch.setdefault(name, [])
+        while len(arrays) <= i:
+            arrays.append(np.empty_like(param))
+        if arrays[i].shape != param.shape or arrays[i].dtype != param.dtype:
+            arrays[i] = np.empty_like(param)
+        return arrays[i]
 
     def _update(self, name, param, grad):
         raise NotImplementedError
@@ -82,7 +101,8 @@ class SGD(_Optimizer):
                 buf *= self.momentum
                 buf += grad
             grad = buf
-        param -= self.lr * grad
+        # param -= lr * grad; grad may be the first scratch array (weight decay).
+        param -= np.multiply(grad, self.lr, out=self._work(name, param, 0))
 
     def __repr__(self):
         return (
@@ -109,7 +129,7 @@ class Adam(_Optimizer):
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair of floats, got {betas!r}")
+            raise ValueError(f"betas must be a pair of floats, got {betas!r}")
         self.betas = tuple(_non_negative("betas", beta) for beta in betas)
         if any(beta >= 1 for beta in self.betas):
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")
@@ -123,11 +143,20 @@ class Adam(_Optimizer):
             self.state[name] = state
         state["step"] += 1
         m, v, t = state["m"], state["v"], state["step"]
-        m += (1 - beta1) * (grad - m)
+        # Scratch 1 and 2; scratch 0 may hold grad (weight decay) until v is updated.
+        s1, s2 = self._work(name, param, 1), self._work(name, param, 2)
+        # m += (1 - beta1) * (grad - m)
+        m += np.multiply(np.subtract(grad, m, out=s1), 1 - beta1, out=s1)
+        # v = beta2 * v + (1 - beta2) * grad * grad
         v *= beta2
-        v += (1 - beta2) * grad * grad
-        denom = v**0.5 / math.sqrt(1 - beta2**t) + self.eps
-        param -= self.lr / (1 - beta1**t) * m / denom
+        v += np.multiply(np.multiply(grad, 1 - beta2, out=s1), grad, out=s1)
+        # denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+        denom = np.sqrt(v, out=s1)
+        denom /= math.sqrt(1 - beta2**t)
+        denom += self.eps
+        # param -= lr / (1 - beta1^t) * m / denom
+        step = np.multiply(m, self.lr / (1 - beta1**t), out=s2)
+        param -= np.divide(step, denom, out=s2)
 
     def __repr__(self):
         return (

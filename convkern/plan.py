@@ -13,11 +13,11 @@ import numpy as np
 from . import _conv, _paths
 from ._lift import lift_params, lift_shape
 from ._validation import (
-    FLOAT_DTYPES,
     check_out,
     check_size,
     conv_output_shape,
     float_array,
+    float_dtype,
     int_tuple,
     integer,
     nonzero_dims,
@@ -38,17 +38,6 @@ def spatial_dims(weight_ndim):
             f"weight must have 3, 4 or 5 dimensions (F, C // groups, *kernel), got {weight_ndim}"
         )
     return weight_ndim - 2
-
-
-def plan_dtype(dtype):
-    """Return ``dtype`` as float32 or float64, or raise TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in FLOAT_DTYPES or not dt.isnative:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 class Geometry:
@@ -186,7 +175,7 @@ class ConvPlan:
         x_shape = tuple(integer(f"x_shape[{i}]", v, 0) for i, v in enumerate(x_shape))
         if not (bias is None or (isinstance(bias, str) and bias in BIAS_MODES)):
             raise ValueError(f"bias must be 'tied', 'untied' or None, got {bias!r}")
-        self.dtype = plan_dtype(dtype)
+        self.dtype = float_dtype("dtype", dtype)
         self._geom = Geometry(x_shape, w_shape, stride, padding, dilation, groups,
                               x_name=_x_name)
         g = self._geom

@@ -12,7 +12,6 @@ BIAS_MODES: tuple[_Bias, ...]
 ACTIVATIONS: tuple[str | None, ...]
 
 def spatial_dims(weight_ndim: int) -> int: ...
-def plan_dtype(dtype: DTypeLike) -> np.dtype[Any]: ...
 def conv_plan(
     x_shape: tuple[int, ...],
     weight_shape: tuple[int, ...],

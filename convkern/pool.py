@@ -11,6 +11,7 @@ from . import _pool
 from ._lift import lift_params, lift_shape
 from ._work import POOL_GRAIN, threads_for
 from ._validation import (
+    boolean,
     check_extent,
     check_out,
     check_size,
@@ -95,7 +96,8 @@ def _check_windows_reach_input(axis, s, k, st, p, dl, out):
             )
 
 
-def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
+def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+                    out=None):
     """Max-pool ``x`` and return the values and the argmax of every window.
 
     Parameters
@@ -116,6 +118,9 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
     ceil_mode : bool
         Round the output size up, as PyTorch (the last window must start inside the
         input or its left padding).
+    out : (ndarray, ndarray), optional
+        Preallocated C-contiguous ``(y, indices)`` to fill, of the shapes and dtypes
+        returned.
 
     Returns
     -------
@@ -124,6 +129,7 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
     indices : ndarray of int64, same shape as y
         Flat position of each maximum within its ``(n, c)`` plane of the unpadded input.
     """
+    given, out_pair = x, out
     x = float_array("x", x)
     if isinstance(kernel_size, (tuple, list)):
         d = len(kernel_size)
@@ -140,8 +146,7 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
             f"x must have {d + 2} dimensions (N, C, *spatial) or {d + 1} (C, *spatial) "
             f"for a {d}-D kernel_size, got {x.ndim}"
         )
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    ceil_mode = boolean("ceil_mode", ceil_mode)
     batched = x.ndim == d + 2
     xb = x if batched else x[None]
     nonzero_dims("x", xb.shape[1:], "channel or spatial")
@@ -156,8 +161,12 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
     y_shape = xb.shape[:2] + out
     check_size("x", xb.shape)
     check_size("output", y_shape)
-    y = np.empty(y_shape, dtype=x.dtype)
-    indices = np.empty(y_shape, dtype=np.int64)
+    if out_pair is not None and not (isinstance(out_pair, tuple) and len(out_pair) == 2):
+        raise TypeError(f"out must be a (y, indices) pair of arrays, got {out_pair!r}")
+    out_y, out_indices = (None, None) if out_pair is None else out_pair
+    user_shape = y_shape if batched else y_shape[1:]
+    y = check_out(out_y, user_shape, x.dtype, (given, x))
+    indices = check_out(out_indices, user_shape, np.dtype(np.int64), (given, x, y))
     if y_shape[0] > 0:
         _pool.maxpool_forward(
             xb.reshape(lift_shape(xb.shape, d)),
@@ -169,8 +178,6 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
             lift_params(dilation, d, 1),
             threads_for(y.size * int(np.prod(kernel, dtype=object)), POOL_GRAIN),
         )
-    if not batched:
-        return y[0], indices[0]
     return y, indices
 
 

@@ -23,6 +23,7 @@ def maxpool_forward(
     padding: _Padding = 0,
     dilation: _IntOrTuple = 1,
     ceil_mode: bool = False,
+    out: tuple[NDArray[_F], NDArray[np.int64]] | None = None,
 ) -> tuple[NDArray[_F], NDArray[np.int64]]: ...
 def maxpool_backward(
     grad_y: NDArray[_F],

@@ -4,40 +4,39 @@ The file holds one entry ``__convkern__`` (a JSON string: format tag and the
 architecture, i.e. each layer's type and constructor arguments) and one entry
 ``param:<name>`` per parameter, named as in ``model.params``. Loading into an existing
 model refuses a file whose architecture, parameter names, shapes or dtypes differ.
+
+This module does not import the layers: every subclass of ``convkern.Layer`` registers
+itself here (``register_layer``) when it is defined, so that ``load_model`` can rebuild
+it by name. A layer with a ``layers`` list (``Sequential``) is stored as its children.
 """
 
 import json
 
 import numpy as np
 
-from .layers import (
-    Conv,
-    ConvTranspose,
-    Dense,
-    Flatten,
-    Layer,
-    MaxPool,
-    ReLU,
-    Sequential,
-    Sigmoid,
-    Tanh,
-)
-
 __all__ = ["save_model", "load_model"]
 
 FORMAT = "convkern-model-1"
 HEADER = "__convkern__"
 PREFIX = "param:"
-LAYER_TYPES = {
-    cls.__name__: cls
-    for cls in (Conv, MaxPool, Dense, Flatten, ReLU, Sigmoid, Tanh, ConvTranspose)
-}
+# Layer classes by name, filled by register_layer; "Layer" is the base class.
+LAYER_TYPES = {}
+
+
+def register_layer(cls):
+    """Make ``cls`` loadable by its name (the first class of a name keeps it)."""
+    LAYER_TYPES.setdefault(cls.__name__, cls)
+    return cls
+
+
+def _is_layer(model):
+    return "Layer" in LAYER_TYPES and isinstance(model, LAYER_TYPES["Layer"])
 
 
 def _describe(layer):
-    """Return the JSON-compatible architecture of a layer (recursing into Sequential)."""
-    if isinstance(layer, Sequential):
-        return {"type": "Sequential", "layers": [_describe(sub) for sub in layer.layers]}
+    """Return the JSON-compatible architecture of a layer (recursing into containers)."""
+    if hasattr(layer, "layers"):
+        return {"type": type(layer).__name__, "layers": [_describe(sub) for sub in layer.layers]}
     # The JSON round trip turns tuples into lists, as they come back from a file.
     return {"type": type(layer).__name__, "config": json.loads(json.dumps(layer.config()))}
 
@@ -45,10 +44,10 @@ def _describe(layer):
 def _build(spec):
     """Construct a layer from its architecture description."""
     kind = spec.get("type")
-    if kind == "Sequential":
-        return Sequential(*(_build(sub) for sub in spec["layers"]))
-    if kind not in LAYER_TYPES:
+    if kind not in LAYER_TYPES or kind == "Layer":
         raise ValueError(f"unknown layer type {kind!r} in the model file")
+    if "layers" in spec:
+        return LAYER_TYPES[kind](*(_build(sub) for sub in spec["layers"]))
     return LAYER_TYPES[kind](**spec["config"])
 
 
@@ -57,7 +56,7 @@ def _match(layer, spec, where):
     kind = type(layer).__name__
     if spec.get("type") != kind:
         raise ValueError(f"{where}: the file has a {spec.get('type')} layer, the model a {kind}")
-    if isinstance(layer, Sequential):
+    if hasattr(layer, "layers"):
         if len(spec["layers"]) != len(layer.layers):
             raise ValueError(
                 f"{where}: the file has {len(spec['layers'])} layers, "
@@ -68,7 +67,7 @@ def _match(layer, spec, where):
         return
     theirs = spec["config"]
     # An untied Conv bias not yet shaped by a first call takes its shape from the file.
-    unshaped = isinstance(layer, Conv) and layer.bias == "untied" and layer.input_shape is None
+    unshaped = getattr(layer, "bias", None) == "untied" and layer.input_shape is None
     if unshaped and theirs.get("input_shape") is not None:
         layer.build(tuple(theirs["input_shape"]))
     ours = _describe(layer)["config"]
@@ -90,7 +89,7 @@ def save_model(model, path):
     path : str or os.PathLike
         Destination; NumPy appends ``.npz`` if it is missing.
     """
-    if not isinstance(model, Layer):
+    if not _is_layer(model):
         raise TypeError(f"model must be a convkern Layer, got {type(model).__name__}")
     header = json.dumps({"format": FORMAT, "architecture": _describe(model)})
     arrays = {PREFIX + name: value for name, value in model.params.items()}
@@ -119,7 +118,7 @@ def load_model(path, model=None):
         If the file is not a convkern model file, or its architecture, parameter names,
         shapes or dtypes differ from ``model``'s.
     """
-    if model is not None and not isinstance(model, Layer):
+    if model is not None and not _is_layer(model):
         raise TypeError(f"model must be a convkern Layer or None, got {type(model).__name__}")
     with np.load(path, allow_pickle=False) as data:
         if HEADER not in data.files:

@@ -24,7 +24,7 @@ from convkern import _config
 KERNEL_NAMES = {"avx512", "avx2", "baseline", "scalar"}
 
 # Modules with a .pyi stub next to them, and whether to compare parameter names.
-STUBBED_MODULES = ["_conv", "_pool", "_openmp", "conv", "plan", "pool", "_threads",
+STUBBED_MODULES = ["_conv", "_pool", "_openmp", "_eltwise", "conv", "plan", "pool", "_threads",
                    "conv_transpose"]
 
 
@@ -170,7 +170,7 @@ def _elf_section_names(path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or sys.maxsize < 2**32,
                     reason="ELF64 check")
-@pytest.mark.parametrize("module", ["_conv", "_pool", "_openmp"])
+@pytest.mark.parametrize("module", ["_conv", "_pool", "_openmp", "_eltwise"])
 def test_release_build_is_stripped(module):
     info = _config.BUILD_INFO
     if not info or info.get("debug") or "-g" in info.get("extra_cflags", "").split():

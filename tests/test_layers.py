@@ -10,10 +10,13 @@ truncation error of about H^2 and a rounding error of about eps * |L| / H ~ 1e-9
 measured relative to max|expected| with FD_TOL = 1e-6.
 """
 
+import math
+
 import numpy as np
 import pytest
 from conftest import assert_close
 
+from convkern import conv_forward, maxpool_forward
 from convkern.layers import Conv, Dense, Flatten, MaxPool, ReLU, Sequential, Sigmoid, Tanh
 from convkern.losses import MSELoss, SoftmaxCrossEntropyLoss
 from convkern.optim import SGD, Adam
@@ -201,7 +204,7 @@ def test_gradients_accumulate_until_zero_grad(rng):
 def test_eval_mode_keeps_nothing_for_backward(rng):
     model = small_network(rng)
     x = rng.standard_normal((2, 2, 6, 6))
-    y_train = model(x)
+    y_train = model(x).copy()  # the output array is the model's: the next call reuses it
     model.eval()
     assert not model.training and not model[0].training
     np.testing.assert_array_equal(model(x), y_train)
@@ -260,20 +263,21 @@ def test_repr_shows_configuration():
 
 
 BAD_ARGS = [
-    (lambda: Conv(0, 2, 3), ValueError, "in_channels must be positive"),
-    (lambda: Conv(1.0, 2, 3), TypeError, "in_channels must be an int"),
-    (lambda: Conv(True, 2, 3), TypeError, "in_channels must be an int"),
+    (lambda: Conv(0, 2, 3), ValueError, "in_channels must be >= 1, got 0"),
+    (lambda: Conv(1.0, 2, 3), ValueError, "in_channels must be an integer, got float"),
+    (lambda: Conv(True, 2, 3), ValueError, r"in_channels must be an integer, got a bool"),
     (lambda: Conv(3, 4, 3, groups=2), ValueError, "groups=2 must divide"),
     (lambda: Conv(1, 2, (1, 2, 3, 4)), ValueError, "kernel_size must have 1, 2 or 3"),
-    (lambda: Conv(1, 2, "3"), TypeError, "kernel_size must be an int or a tuple"),
-    (lambda: Conv(1, 2, (3, 0)), ValueError, "kernel_size entries must be >= 1"),
-    (lambda: Conv(1, 2, 3, stride=0), ValueError, "stride entries must be >= 1"),
+    (lambda: Conv(1, 2, "3"), ValueError, "kernel_size must be an integer, got str"),
+    (lambda: Conv(1, 2, (3, 0)), ValueError, r"kernel_size\[1\] must be >= 1"),
+    (lambda: Conv(1, 2, 3, stride=0), ValueError, "stride must be >= 1"),
     (lambda: Conv(1, 2, 3, stride=(1, 2, 3)), ValueError, "stride must have 2 entries"),
-    (lambda: Conv(1, 2, 3, dilation=1.5), TypeError, "dilation must be an int"),
-    (lambda: Conv(1, 2, 3, padding=-1), ValueError, "padding entries must be >= 0"),
+    (lambda: Conv(1, 2, 3, dilation=1.5), ValueError, "dilation must be an integer"),
+    (lambda: Conv(1, 2, 3, padding=-1), ValueError, "padding must be >= 0"),
     (lambda: Conv(1, 2, 3, padding="half"), ValueError, "padding must be 'valid'"),
-    (lambda: Conv(1, 2, 3, padding=1.0), TypeError, "padding must be an int"),
-    (lambda: Conv(1, 2, 3, padding=((1, 2, 3), 1)), ValueError, "padding must have 2"),
+    (lambda: Conv(1, 2, 3, padding=1.0), ValueError, "padding must be an integer"),
+    (lambda: Conv(1, 2, 3, padding=((1, 2, 3), 1)), ValueError,
+     r"padding\[0\] must be an int or a \(before, after\) pair"),
     (lambda: Conv(1, 2, 3, bias="shared"), ValueError, "bias must be 'tied'"),
     (lambda: Conv(1, 2, 3, activation="gelu"), ValueError, "activation must be None"),
     (lambda: Conv(1, 2, 3, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
@@ -284,12 +288,14 @@ BAD_ARGS = [
     (lambda: Conv(1, 2, 3, bias="untied", input_shape=(2, 5, 5)), ValueError, "has 2 channels"),
     (lambda: Conv(1, 2, 3, bias="untied", input_shape=(1, 5)), ValueError,
      "input_shape must have 3 entries"),
-    (lambda: MaxPool(0), ValueError, "kernel_size entries must be >= 1"),
+    (lambda: MaxPool(0), ValueError, "kernel_size must be >= 1"),
     (lambda: MaxPool(2, stride=[1, 1, 1, 1]), ValueError, "stride must have 1, 2 or 3"),
-    (lambda: MaxPool(2, padding=-1), ValueError, "padding entries must be >= 0"),
-    (lambda: MaxPool(2, ceil_mode=1), TypeError, "ceil_mode must be a bool"),
-    (lambda: Dense(3, 0), ValueError, "out_features must be positive"),
-    (lambda: Dense(3, 2, bias="yes"), TypeError, "bias must be a bool"),
+    (lambda: MaxPool((2, 2), stride=(1, 1, 1)), ValueError, "stride must have 2 entries"),
+    (lambda: MaxPool(2, padding=-1), ValueError, "padding must be >= 0"),
+    (lambda: MaxPool(2, ceil_mode=1), ValueError, "ceil_mode must be a bool"),
+    (lambda: Dense(3, 0), ValueError, "out_features must be >= 1"),
+    (lambda: Dense(3, 2, bias="yes"), ValueError, "bias must be a bool"),
+    (lambda: Dense(3, 2, dtype=np.int64), TypeError, "dtype must be float32 or float64"),
     (lambda: Sequential(), ValueError, "at least one layer"),
     (lambda: Sequential(Flatten(), "relu"), TypeError, "layer 1 must be a convkern Layer"),
 ]
@@ -299,6 +305,49 @@ BAD_ARGS = [
 def test_bad_constructor_arguments(make, exc, message):
     with pytest.raises(exc, match=message):
         make()
+
+
+# One validation layer: a layer's constructor and the function it calls raise the same
+# exception type with the same message for each bad parameter value.
+BAD_INTS = [0, -1, 1.5, True, "2", None, np.float32(2.0)]
+BAD_CONV_PARAMS = (
+    [("stride", v) for v in BAD_INTS + [(1, 2, 3), (1, 0), (1, 1.0)]]
+    + [("dilation", v) for v in BAD_INTS + [(2,), (0, 1), (True, 1)]]
+    + [("padding", v) for v in [-1, 1.5, True, "half", None, (1, 2, 3), ((1, 2, 3), 1),
+                                ((1, -1), 0), (1, (0, 1.5)), [1.0, 1]]]
+    + [("groups", v) for v in BAD_INTS]
+)
+BAD_POOL_PARAMS = (
+    [("kernel_size", v) for v in BAD_INTS + [(1, 2, 3, 4), (2, 0), (2, 1.5)]]
+    + [("stride", v) for v in BAD_INTS[:-2] + [(1,), (1, 0), (2, False)]]
+    + [("padding", v) for v in [-1, 1.5, True, "1", (1,), (0, 1, 0), (0, -1)]]
+    + [("dilation", v) for v in BAD_INTS + [(1, 2, 3), (0, 1)]]
+    + [("ceil_mode", v) for v in [1, 0, "yes", None, 1.0]]
+)
+
+
+def raised(call):
+    """(type, message) of the TypeError or ValueError that call() raises."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    return type(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("name, value", BAD_CONV_PARAMS)
+def test_conv_layer_and_function_raise_the_same(name, value):
+    x, w = np.zeros((1, 2, 7, 7), np.float32), np.zeros((2, 2, 3, 3), np.float32)
+    layer = raised(lambda: Conv(2, 2, 3, **{name: value}))
+    assert layer == raised(lambda: conv_forward(x, w, **{name: value}))
+    assert layer[0] is ValueError
+
+
+@pytest.mark.parametrize("name, value", BAD_POOL_PARAMS)
+def test_maxpool_layer_and_function_raise_the_same(name, value):
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    kwargs = {"kernel_size": (2, 2), name: value}
+    layer = raised(lambda: MaxPool(**kwargs))
+    assert layer == raised(lambda: maxpool_forward(x, **kwargs))
+    assert layer[0] is ValueError
 
 
 def test_bad_forward_and_backward_inputs(rng):
@@ -380,14 +429,50 @@ def test_optimisers_update_in_place_and_keep_dtype(rng):
         assert all(a.dtype == np.float32 for a in model.params.values())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_optimiser_steps_have_the_bits_of_the_textbook_expressions(weight_decay, dtype, rng):
+    """The in-place steps (scratch arrays, no temporaries) compute the same expressions."""
+    layer = Dense(6, 5, dtype=dtype, rng=rng)
+    sgd_params = {k: v.copy() for k, v in layer.params.items()}
+    adam_layer = Dense(6, 5, dtype=dtype, rng=0)
+    adam_params = {k: v.copy() for k, v in adam_layer.params.items()}
+    sgd = SGD(layer, lr=0.1, momentum=0.9, weight_decay=weight_decay)
+    adam = Adam(adam_layer, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay)
+    b1, b2 = 0.8, 0.99
+    buf, m, v = {}, {}, {}
+    for t in range(1, 4):
+        for name in layer.params:
+            g = rng.standard_normal(layer.params[name].shape).astype(dtype)
+            layer.grads[name][...] = g
+            adam_layer.grads[name][...] = g
+            gs = g + weight_decay * sgd_params[name] if weight_decay else g
+            buf[name] = buf[name] * 0.9 + gs if name in buf else gs.copy()
+            sgd_params[name] -= 0.1 * buf[name]
+            ga = g + weight_decay * adam_params[name] if weight_decay else g
+            m[name] = m.get(name, np.zeros_like(g))
+            v[name] = v.get(name, np.zeros_like(g))
+            m[name] += (1 - b1) * (ga - m[name])
+            v[name] *= b2
+            v[name] += (1 - b2) * ga * ga
+            denom = v[name] ** 0.5 / math.sqrt(1 - b2**t) + 1e-6
+            adam_params[name] -= 0.01 / (1 - b1**t) * m[name] / denom
+        sgd.step()
+        adam.step()
+        for name in layer.params:
+            np.testing.assert_array_equal(layer.params[name], sgd_params[name])
+            np.testing.assert_array_equal(adam_layer.params[name], adam_params[name])
+
+
 BAD_OPTIM_ARGS = [
     (lambda m: SGD(m, lr=-1), ValueError, "lr must be a finite number >= 0"),
-    (lambda m: SGD(m, lr="0.1"), TypeError, "lr must be a real number"),
+    (lambda m: SGD(m, lr="0.1"), ValueError, "lr must be a real number"),
+    (lambda m: SGD(m, lr=True), ValueError, "lr must be a real number"),
     (lambda m: SGD(m, lr=0.1, momentum=-0.5), ValueError, "momentum must be"),
     (lambda m: SGD(m, lr=0.1, weight_decay=float("nan")), ValueError, "weight_decay must be"),
     (lambda m: SGD(object(), lr=0.1), TypeError, "model must be a convkern layer"),
     (lambda m: Adam(m, betas=(0.9, 1.0)), ValueError, r"betas must be in \[0, 1\)"),
-    (lambda m: Adam(m, betas=0.9), TypeError, "betas must be a pair"),
+    (lambda m: Adam(m, betas=0.9), ValueError, "betas must be a pair"),
     (lambda m: Adam(m, eps=-1e-8), ValueError, "eps must be"),
 ]
 
@@ -449,3 +534,19 @@ def test_load_refuses_other_files(tmp_path):
         load_model(tmp_path / "data.npz")
     with pytest.raises(TypeError, match="model must be a convkern Layer"):
         save_model("model", tmp_path / "x.npz")
+
+
+def test_serialization_does_not_import_the_layers():
+    """One direction only: layers import serialization, which finds them by registry."""
+    import ast
+
+    import convkern.serialization as serialization
+
+    with open(serialization.__file__) as f:
+        tree = ast.parse(f.read())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for a in node.names}
+    assert not any(name and name.split(".")[-1] == "layers" for name in imported), imported
+    assert serialization.LAYER_TYPES["Conv"] is Conv
+    assert "_Activation" not in serialization.LAYER_TYPES

@@ -242,8 +242,8 @@ def test_maxpool_layer_with_pairs_and_same_matches_torch(dtype, rng, tmp_path):
     (((1, 2, 3),), ValueError, r"padding"),
     (((0, 1), (0, 1), (0, 1), (0, 1)), ValueError, r"1, 2 or 3 entries"),
     ("bogus", ValueError, r"padding must be"),
-    (((0, -1),), ValueError, r"padding entries must be >= 0"),
-    (1.5, TypeError, r"padding"),
+    (((0, -1),), ValueError, r"padding\[1\] must be >= 0"),
+    (1.5, ValueError, r"padding must be an integer"),
 ])
 def test_maxpool_layer_refuses_bad_paddings(padding, error, pattern):
     with pytest.raises(error, match=pattern):
