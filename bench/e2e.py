@@ -9,7 +9,8 @@ gradients, parameters after one SGD step, batch-1 eval output), times
 - batch-1 inference: convkern in eval mode, PyTorch in eval mode under
   ``torch.inference_mode()``.
 
-See :func:`e2e_nets.check_twins` for what is compared before timing. The two
+See :func:`e2e_nets.check_twins` for what is compared before timing (once, before
+the first thread count). The two
 libraries are interleaved (calibrated batches of calls, a pause before each
 switch) and the median is reported, at each thread count (``convkern.set_num_threads``,
 ``torch.set_num_threads`` and, with threadpoolctl, NumPy's BLAS, which convkern's Dense
@@ -84,12 +85,14 @@ def _time(fns, repeats, pause):
                    "calls": jobs[name][1]} for name, t in times.items()}
 
 
-def measure_net(peers, net, threads, repeats, pause):
-    """Check the twins, then time both modes of one network at one thread count."""
+def measure_net(peers, net, threads, repeats, pause, check):
+    """Time both modes of one network at one thread count (checking the twins first
+    if `check`)."""
     ck, torch = peers[0].lib, peers[1].torch
     model = net.build(ck, 0, np.float32)
     twin = e2e_nets.torch_twin(model, len(net.sample) - 1)
-    e2e_nets.check_twins(net, model, twin)
+    if check:
+        e2e_nets.check_twins(net, model, twin)
     steps = _steps(ck, torch, net, model, twin)
     result = {}
     for mode in MODES:
@@ -105,14 +108,15 @@ def measure_net(peers, net, threads, repeats, pause):
     return result
 
 
-def measure_block(peers, nets, threads, repeats, pause, blas):
-    """All networks at one thread count."""
+def measure_block(peers, nets, threads, repeats, pause, blas, check):
+    """All networks at one thread count (checking the twins first if `check`)."""
     for peer in peers:
         peer.set_threads(threads)
     if blas is not None:
         blas.limit(limits=threads)
     start = cpu_snapshot()
-    results = {net.key: measure_net(peers, net, threads, repeats, pause) for net in nets}
+    results = {net.key: measure_net(peers, net, threads, repeats, pause, check)
+               for net in nets}
     return {"threads": threads, "foreign_load": foreign_load(start, cpu_snapshot()),
             "networks": results}
 
@@ -223,10 +227,12 @@ def markdown_report(run):
 def run_e2e(args, argv):
     """Run the end-to-end benchmark with run.py's parsed options; return the exit status."""
     try:
+        if args.no_torch:
+            raise ImportError
         peers = [ConvkernPeer(), TorchPeer()]
     except ImportError:
-        print("the end-to-end benchmark compares against PyTorch: install torch",
-              file=sys.stderr)
+        print("the end-to-end benchmark compares against PyTorch: install torch (and do "
+              "not pass --no-torch)", file=sys.stderr)
         return 1
     nets = e2e_nets.NETS
     if args.only:
@@ -243,7 +249,8 @@ def run_e2e(args, argv):
     print(f"convkern e2e: {', '.join(n.key for n in nets)}; threads {args.threads}",
           flush=True)
     try:
-        blocks = [measure_block(peers, nets, n, repeats, pause, blas) for n in args.threads]
+        blocks = [measure_block(peers, nets, n, repeats, pause, blas, check=i == 0)
+                  for i, n in enumerate(args.threads)]
     except measure.MismatchError as err:
         print(f"VERIFICATION FAILED: {err}", file=sys.stderr)
         return 1

@@ -167,9 +167,9 @@ class TorchPeer:
 
                 return run
             idx = t["idx"]
-            backward = getattr(aten, f"max_pool{d}d_with_indices_backward")
+            pool_backward = getattr(aten, f"max_pool{d}d_with_indices_backward")
             return lambda: (
-                backward(gy, x, [k] * d, [s] * d, [p] * d, [1] * d, False, idx).numpy(),
+                pool_backward(gy, x, [k] * d, [s] * d, [p] * d, [1] * d, False, idx).numpy(),
             )
         w, b = t["w"], t["b"]
         stride, padding, dilation = workload.stride, workload.padding, workload.dilation

@@ -47,9 +47,12 @@ def select_layers(args):
 def run_zoo(args, argv):
     """Run the zoo benchmark with run.py's parsed options; return the exit status."""
     try:
+        if args.no_torch:
+            raise ImportError
         peers = [ConvkernPeer(), TorchPeer()]
     except ImportError:
-        print("the zoo benchmark compares against PyTorch: install torch", file=sys.stderr)
+        print("the zoo benchmark compares against PyTorch: install torch (and do not "
+              "pass --no-torch)", file=sys.stderr)
         return 1
     layers = select_layers(args)
     expanded = zoo.workloads(layers)

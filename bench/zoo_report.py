@@ -5,11 +5,9 @@ import json
 from machine import machine_line
 from report import format_ms
 from targets import format_check
+from workloads import CONV_PASSES, POOL_PASSES
 from zoo import BY_KEY
 from zoo_summary import ENTRY_MIN, SCALING_MIN
-
-CONV_PASSES = ("fwd", "bwd_input", "bwd_weight")
-POOL_PASSES = ("fwd", "bwd")
 
 
 def _x(value):
