@@ -20,7 +20,8 @@ def _speedup_axis(ax, ticker, ylabel="peer time / convkern time"):
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(ticker.LogLocator(base=2))
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}x"))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(
+        lambda v, _: f"{v:g}x" if v >= 1 else f"{v:.3g}x"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(axis="y", linewidth=0.3)
     ax.set_ylabel(ylabel)
@@ -109,7 +110,8 @@ def write_zoo_chart(run, path):
         for level in (0.8, 1.2):
             ax.axhline(level, color="grey", linewidth=0.6, linestyle="--")
         _speedup_axis(ax, ticker, "torch time / convkern time")
-        ax.set_xticks([starts[n] + counts[n] / 2 for n in nets], nets, fontsize=8)
+        ax.set_xticks([starts[n] + counts[n] / 2 for n in nets], nets, fontsize=8,
+                      rotation=15)
         ax.set_title(f"{block['threads']} thread(s), {run['date']}", fontsize=9)
         ax.legend(fontsize=8)
     fig.suptitle(f"convkern speed-up over PyTorch, model zoo (>1: convkern faster; dashed: "

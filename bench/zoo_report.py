@@ -172,10 +172,22 @@ def markdown_report(run, chart_name):
     return "\n".join(out) + "\n"
 
 
+def _rounded(value):
+    """`value` with every float rounded to 4 significant digits (a smaller JSON)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def write_reports(run, out_dir, stem, chart_name):
-    """Write ``<stem>.json`` and ``<stem>.md`` into `out_dir`; return their paths."""
+    """Write ``<stem>.json`` (compact, 4 significant digits) and ``<stem>.md`` into
+    `out_dir`; return their paths."""
     json_path = out_dir / f"{stem}.json"
     md_path = out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(run, indent=1) + "\n")
+    json_path.write_text(json.dumps(_rounded(run), separators=(",", ":")) + "\n")
     md_path.write_text(markdown_report(run, chart_name))
     return json_path, md_path
