@@ -25,9 +25,9 @@ import memory
 import report
 import startup
 import targets
+from e2e import run_e2e
 from machine import machine_info
 from peers import make_peers, numpy_blas_controller
-from e2e import run_e2e
 from workloads import BY_NAME, QUICK, SUITE
 from zoo_bench import QUICK_STEP, run_zoo
 
