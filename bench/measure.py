@@ -59,7 +59,8 @@ def verify(label, ref, got):
             )
 
 
-def measure_pass(peers, workload, pass_, inputs, repeats, pause):
+def measure_pass(peers, workload, pass_, inputs, repeats, pause,
+                 batch_seconds=timing.BATCH_SECONDS):
     """Verify, warm up and time all peers on one pass.
 
     Parameters
@@ -71,10 +72,13 @@ def measure_pass(peers, workload, pass_, inputs, repeats, pause):
         One of ``workload.passes``.
     inputs : dict of str to ndarray
         From :func:`workloads.make_inputs`.
-    repeats : int
-        Timed batches per peer.
+    repeats : int or callable
+        Timed batches per peer, or a function of the slowest peer's seconds per
+        call that returns it (fewer repeats for slow calls).
     pause : float
         Seconds to pause before each switch of library.
+    batch_seconds : float
+        Target length of one timed batch of calls.
 
     Returns
     -------
@@ -83,6 +87,7 @@ def measure_pass(peers, workload, pass_, inputs, repeats, pause):
     """
     jobs = {}
     ref = None
+    slowest = 0.0
     for peer in peers:
         fn = peer.bind(workload, pass_, inputs)
         time.sleep(pause)
@@ -92,7 +97,11 @@ def measure_pass(peers, workload, pass_, inputs, repeats, pause):
         else:
             verify(f"{peer.name} {workload.name} {pass_}", ref, out)
         del out
-        jobs[peer.name] = (fn, timing.batch_size(fn))
+        calls, single = timing.batch_size(fn, batch_seconds)
+        slowest = max(slowest, single)
+        jobs[peer.name] = (fn, calls)
+    if callable(repeats):
+        repeats = repeats(slowest)
     times = timing.interleave(jobs, repeats, pause)
     return {
         name: {
@@ -104,7 +113,8 @@ def measure_pass(peers, workload, pass_, inputs, repeats, pause):
     }
 
 
-def measure_block(peers, workloads, threads, repeats, pause):
+def measure_block(peers, workloads, threads, repeats, pause, peak=None,
+                  batch_seconds=timing.BATCH_SECONDS):
     """Measure all workloads at one thread count.
 
     Parameters
@@ -113,28 +123,37 @@ def measure_block(peers, workloads, threads, repeats, pause):
         convkern first; it is the reference for verification and speed-ups.
     workloads : sequence of ConvWorkload or PoolWorkload
     threads : int
-    repeats : int
-        Timed batches per peer and pass (the median is reported).
+    repeats : int or callable
+        Timed batches per peer and pass (the median is reported); see
+        :func:`measure_pass`.
     pause : float
         Seconds to pause before each switch of library.
+    peak : (str, callable), optional
+        Name and zero-argument function returning the GFLOP/s behind the "% peak"
+        figures, measured at the start and end of the block. Default: ``"sgemm"``,
+        a float32 NumPy matmul (:func:`timing.sgemm_gflops`).
+    batch_seconds : float
+        Target length of one timed batch of calls.
 
     Returns
     -------
     dict
-        ``threads``, ``sgemm`` (GFLOP/s at the start and end of the block and
+        ``threads``, the peak's name (GFLOP/s at the start and end of the block and
         their maximum ``peak``), ``foreign_load`` (cores used by other processes
         meanwhile, see :func:`machine.foreign_load`) and ``entries`` (one dict per
         workload pass).
     """
+    peak_name, peak_fn = peak or ("sgemm", lambda: timing.sgemm_gflops(SGEMM_REPEATS, pause))
     for peer in peers:
         peer.set_threads(threads)
     cpu_start = cpu_snapshot()
-    sgemm_start = timing.sgemm_gflops(SGEMM_REPEATS, pause)
+    peak_start = peak_fn()
     entries = []
     for workload in workloads:
         inputs = make_inputs(workload)
         for pass_ in workload.passes:
-            stats = measure_pass(peers, workload, pass_, inputs, repeats, pause)
+            stats = measure_pass(peers, workload, pass_, inputs, repeats, pause,
+                                 batch_seconds)
             entries.append(
                 {
                     "workload": workload.name,
@@ -147,21 +166,22 @@ def measure_block(peers, workloads, threads, repeats, pause):
             )
             line = "  ".join(f"{n} {s['median_ms']:.3g} ms" for n, s in stats.items())
             print(f"  [{threads}T] {workload.name:4} {pass_:10} {line}", flush=True)
-    sgemm_end = timing.sgemm_gflops(SGEMM_REPEATS, pause)
+    peak_end = peak_fn()
     other = foreign_load(cpu_start, cpu_snapshot())
-    peak = max(sgemm_start, sgemm_end)
+    best = max(peak_start, peak_end)
     for entry in entries:
-        _add_rates(entry, peak, conv=entry["unit"] == ConvWorkload.unit)
+        add_rates(entry, best, conv=entry["unit"] == ConvWorkload.unit)
     return {
         "threads": threads,
-        "sgemm": {"start": sgemm_start, "end": sgemm_end, "peak": peak},
+        peak_name: {"start": peak_start, "end": peak_end, "peak": best},
         "foreign_load": other,
         "entries": entries,
     }
 
 
-def _add_rates(entry, peak, conv):
-    """Add ``rate`` (GFLOP/s or GB/s), ``pct_peak`` and convkern ``speedup``."""
+def add_rates(entry, peak, conv):
+    """Add ``rate`` (GFLOP/s or GB/s), ``pct_peak`` (of `peak` GFLOP/s, convolutions
+    only) and convkern's ``speedup`` over each other peer to a measured entry."""
     stats = entry["peers"]
     for s in stats.values():
         s["rate"] = entry["work"] / s["median_ms"] / 1e6

@@ -113,6 +113,8 @@ class NumpyPeer:
         """Return a callable running `pass_` of `workload` on `inputs`."""
         x, gy = inputs["x"], inputs["gy"]
         if isinstance(workload, PoolWorkload):
+            if len(workload.spatial) != 2:
+                raise ValueError("the NumPy peer supports 2-D max-pools only")
             k, s, p = workload.kernel, workload.stride, workload.padding
             if pass_ == "fwd":
                 return lambda: numpy_peer.maxpool_forward(x, k, s, p)
@@ -153,8 +155,11 @@ class TorchPeer:
         x, gy = t["x"], t["gy"]
         if isinstance(workload, PoolWorkload):
             k, s, p = workload.kernel, workload.stride, workload.padding
+            d = len(workload.spatial)
+            if d not in (2, 3):
+                raise ValueError("the torch peer times 2-D and 3-D max-pools only")
             if pass_ == "fwd":
-                pool = torch.nn.functional.max_pool2d
+                pool = getattr(torch.nn.functional, f"max_pool{d}d")
 
                 def run():
                     y, idx = pool(x, k, s, p, return_indices=True)
@@ -162,10 +167,9 @@ class TorchPeer:
 
                 return run
             idx = t["idx"]
+            pool_backward = getattr(aten, f"max_pool{d}d_with_indices_backward")
             return lambda: (
-                aten.max_pool2d_with_indices_backward(
-                    gy, x, [k, k], [s, s], [p, p], [1, 1], False, idx
-                ).numpy(),
+                pool_backward(gy, x, [k] * d, [s] * d, [p] * d, [1] * d, False, idx).numpy(),
             )
         w, b = t["w"], t["b"]
         stride, padding, dilation = workload.stride, workload.padding, workload.dilation

@@ -6,7 +6,7 @@ from machine import machine_line
 from targets import format_check
 
 
-def _ms(value):
+def format_ms(value):
     """Format milliseconds with about four significant digits."""
     return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
 
@@ -18,7 +18,7 @@ def _cells(entry, names):
     for name in names:
         s = entry["peers"][name]
         pct = "-" if s["pct_peak"] is None else f"{s['pct_peak']:.0f}"
-        cells += [_ms(s["median_ms"]), f"{s['rate']:.1f}" + ("*" if pool else ""), pct]
+        cells += [format_ms(s["median_ms"]), f"{s['rate']:.1f}" + ("*" if pool else ""), pct]
     cells += [f"{entry['speedup'][n]:.2f}x" for n in names[1:]]
     return cells
 

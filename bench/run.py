@@ -4,6 +4,8 @@ Times every workload pass of :mod:`workloads` at each thread count, measures the
 memory of one call on shape C and the import time, prints a table and the issue-3
 target checklist, and writes ``<out>/latest.{json,md,png}`` (``partial.*`` for
 ``--quick`` or ``--only`` runs, so a smoke run never replaces the full results).
+``--suite zoo`` runs the model-zoo benchmark instead (:mod:`zoo_bench`) and
+``--suite e2e`` the end-to-end training-step benchmark (:mod:`e2e`).
 
 NumPy's BLAS threads are limited with threadpoolctl; without it, each thread
 count is measured in a child process started with ``OPENBLAS_NUM_THREADS=n``.
@@ -23,9 +25,11 @@ import memory
 import report
 import startup
 import targets
+from e2e import run_e2e
 from machine import machine_info
 from peers import make_peers, numpy_blas_controller
 from workloads import BY_NAME, QUICK, SUITE
+from zoo_bench import QUICK_STEP, run_zoo
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,25 +37,35 @@ HERE = Path(__file__).resolve().parent
 def parse_args(argv):
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", choices=("default", "zoo", "e2e"), default="default",
+                   help="default: workloads A-E, 1D, 3D, pool; zoo: layers of published "
+                        "networks; e2e: training steps of whole networks")
     p.add_argument("--threads", default="1,2",
                    help="comma-separated thread counts (default 1,2)")
     p.add_argument("--repeats", type=int,
                    help="timed batches per peer and pass; the median is reported "
-                        "(default 7, or 2 with --quick)")
+                        "(default 7, or 2 with --quick; zoo: 5, or 3 for calls of 50 ms "
+                        "or more; e2e: 5)")
     p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: 2 repeats on {','.join(QUICK)}")
-    p.add_argument("--only", help="comma-separated workloads, e.g. A,C,1D,pool")
+                   help=f"smoke run: 2 repeats on {','.join(QUICK)} (zoo: on one layer in "
+                        f"{QUICK_STEP}; e2e: 2 repeats)")
+    p.add_argument("--only", help="comma-separated workloads, e.g. A,C,1D,pool (zoo: "
+                                   "networks, e.g. lenet5,mobilenetv2; e2e: networks)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
-    p.add_argument("--pause", type=float, default=0.25,
-                   help="seconds to pause when switching library (default 0.25)")
+    p.add_argument("--pause", type=float,
+                   help="seconds to pause when switching library (default 0.25; zoo: "
+                        "0.01)")
     p.add_argument("--out", type=Path, default=HERE / "results",
                    help="output directory (default bench/results)")
     p.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.threads = [int(t) for t in args.threads.split(",")]
-    if args.repeats is None:
-        args.repeats = 2 if args.quick else 7
+    if args.suite == "default":
+        if args.repeats is None:
+            args.repeats = 2 if args.quick else 7
+        if args.pause is None:
+            args.pause = 0.25
     return args
 
 
@@ -88,7 +102,12 @@ def run_blocks(args, peers, workloads):
 
 def main(argv=None):
     """Run the benchmark; return the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.suite == "zoo":
+        return run_zoo(args, argv)
+    if args.suite == "e2e":
+        return run_e2e(args, argv)
     workloads = select_workloads(args)
     peers = make_peers(not args.no_torch)
     try:
@@ -110,7 +129,7 @@ def main(argv=None):
     imports = startup.import_times(peers[0].lib, 3 if args.quick else 7)
     run = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/run.py"] + (argv or sys.argv[1:])),
+        "command": " ".join(["python", "bench/run.py"] + argv),
         "options": {"threads": args.threads, "repeats": args.repeats,
                     "pause": args.pause, "workloads": [w.name for w in workloads]},
         "machine": info,

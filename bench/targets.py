@@ -25,7 +25,13 @@ IMPORT_MAX_S = 0.3
 N_ENTRIES = sum(len(w.passes) for w in SUITE)
 
 
-def _check(target, value, op, threshold, unit):
+def geomean(values):
+    """Geometric mean of positive numbers; None for an empty sequence."""
+    values = list(values)
+    return exp(sum(map(log, values)) / len(values)) if values else None
+
+
+def check(target, value, op, threshold, unit):
     """Build one check; ``ok`` is None when `value` is None (not measured)."""
     ok = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
     return {"target": target, "value": value, "op": op, "threshold": threshold,
@@ -58,12 +64,12 @@ def checklist(blocks, memory, imports):
     checks = []
     for w in SUITE:
         for pass_ in w.passes:
-            checks.append(_check(f"{w.name} {pass_} vs torch", vs_torch(w.name, pass_),
+            checks.append(check(f"{w.name} {pass_} vs torch", vs_torch(w.name, pass_),
                                  ">=", SPEEDUP_MIN[w.name][pass_], "x"))
     speedups = [c["value"] for c in checks if c["value"] is not None]
-    checks.append(_check(
+    checks.append(check(
         f"geometric mean vs torch ({len(speedups)} of {N_ENTRIES} entries)",
-        exp(sum(map(log, speedups)) / len(speedups)) if speedups else None,
+        geomean(speedups),
         ">=", GEOMEAN_MIN, "x",
     ))
     for name in SCALING:
@@ -71,13 +77,13 @@ def checklist(blocks, memory, imports):
             one, two = entries.get((1, name, pass_)), entries.get((2, name, pass_))
             ratio = (one["peers"]["convkern"]["median_ms"] / two["peers"]["convkern"]["median_ms"]
                      if one and two else None)
-            checks.append(_check(f"{name} {pass_} convkern 2T over 1T", ratio,
+            checks.append(check(f"{name} {pass_} convkern 2T over 1T", ratio,
                                  ">=", SCALING_MIN, "x"))
     mem = {r["pass"]: r["peak_extra_mib"] for r in memory if r["peer"] == "convkern"}
     for pass_ in CONV_PASSES:
-        checks.append(_check(f"C {pass_} convkern peak extra memory", mem.get(pass_),
+        checks.append(check(f"C {pass_} convkern peak extra memory", mem.get(pass_),
                              "<=", MEMORY_MAX_MIB, "MiB"))
-    checks.append(_check("import convkern", imports["convkern"],
+    checks.append(check("import convkern", imports["convkern"],
                          "<=", IMPORT_MAX_S, "s"))
     return checks
 

@@ -15,15 +15,16 @@ BATCH_SECONDS = 0.05
 MAX_BATCH = 1000
 
 
-def batch_size(fn):
-    """Return how many calls of `fn` make a batch of about ``BATCH_SECONDS``.
+def batch_size(fn, seconds=BATCH_SECONDS):
+    """Return ``(calls, single)``: calls of `fn` that make a batch of about `seconds`,
+    and the seconds of one call.
 
     Times one (already warmed-up) call.
     """
     t0 = time.perf_counter()
     fn()
     single = time.perf_counter() - t0
-    return max(1, min(MAX_BATCH, ceil(BATCH_SECONDS / max(single, 1e-9))))
+    return max(1, min(MAX_BATCH, ceil(seconds / max(single, 1e-9)))), single
 
 
 def time_batch(fn, calls):

@@ -103,9 +103,11 @@ class ConvWorkload:
         """str: a one-line human-readable shape description."""
         dims = "x".join(map(str, self.spatial))
         ker = "x".join(map(str, self.kernel))
+        extra = (f" d={self.dilation[0]}" if max(self.dilation) > 1 else "") + (
+            f" g={self.groups}" if self.groups > 1 else "")
         return (
             f"N={self.n} C={self.c} {dims} F={self.f} k={ker} "
-            f"s={self.stride[0]} p={self.padding[0]}"
+            f"s={self.stride[0]} p={self.padding[0]}{extra}"
         )
 
     def scaled_down(self):
@@ -119,23 +121,24 @@ class ConvWorkload:
 
 @dataclass(frozen=True)
 class PoolWorkload:
-    """One 2-D max-pool shape (with indices).
+    """One max-pool shape (with indices), 1-, 2- or 3-D.
 
     Parameters
     ----------
     name : str
         Short label.
-    n, c, h, w : int
-        Input shape.
+    n, c : int
+        Batch size and channels.
+    spatial : tuple of int
+        Input spatial size.
     kernel, stride, padding : int
-        Square window geometry.
+        Cubic window geometry (the same on every axis).
     """
 
     name: str
     n: int
     c: int
-    h: int
-    w: int
+    spatial: tuple
     kernel: int
     stride: int
     padding: int = 0
@@ -145,15 +148,15 @@ class PoolWorkload:
 
     @property
     def x_shape(self):
-        """tuple of int: input shape ``(N, C, H, W)``."""
-        return (self.n, self.c, self.h, self.w)
+        """tuple of int: input shape ``(N, C, *spatial)``."""
+        return (self.n, self.c) + self.spatial
 
     @property
     def y_shape(self):
-        """tuple of int: output shape ``(N, C, OH, OW)``."""
-        oh = (self.h + 2 * self.padding - self.kernel) // self.stride + 1
-        ow = (self.w + 2 * self.padding - self.kernel) // self.stride + 1
-        return (self.n, self.c, oh, ow)
+        """tuple of int: output shape ``(N, C, *O)``."""
+        out = tuple((s + 2 * self.padding - self.kernel) // self.stride + 1
+                    for s in self.spatial)
+        return (self.n, self.c) + out
 
     @property
     def work(self):
@@ -168,10 +171,10 @@ class PoolWorkload:
 
     def describe(self):
         """str: a one-line human-readable shape description."""
-        return (
-            f"N={self.n} C={self.c} {self.h}x{self.w} "
-            f"{self.kernel}x{self.kernel} s={self.stride}"
-        )
+        dims = "x".join(map(str, self.spatial))
+        win = "x".join([str(self.kernel)] * len(self.spatial))
+        pad = f" p={self.padding}" if self.padding else ""
+        return f"N={self.n} C={self.c} {dims} {win} s={self.stride}{pad}"
 
 
 def _conv(name, n, c, f, spatial, k, stride=1, padding=1):
@@ -190,7 +193,7 @@ SUITE = (
     _conv("E", 16, 64, 64, (64, 64), 3, stride=2),
     _conv("1D", 32, 64, 64, (1024,), 7, padding=3),
     _conv("3D", 4, 16, 32, (16, 16, 16), 3),
-    PoolWorkload("pool", 32, 64, 32, 32, 2, 2),
+    PoolWorkload("pool", 32, 64, (32, 32), 2, 2),
 )
 BY_NAME = {w.name: w for w in SUITE}
 QUICK = ("A", "1D", "3D", "pool")
@@ -209,8 +212,8 @@ def make_inputs(workload, seed=0):
     -------
     dict of str to ndarray
         Convolution: ``x``, ``w``, ``b``, ``gy``. Max-pool: ``x``, ``gy`` and
-        ``idx`` (the int64 argmax indices of ``x``, from the NumPy peer, used by
-        the backward pass of every library).
+        ``idx`` (the int64 argmax indices of ``x``, from the NumPy peer, or from
+        convkern for 1-D and 3-D pools, used by the backward pass of every library).
     """
     rng = np.random.default_rng(seed)
 
@@ -218,10 +221,16 @@ def make_inputs(workload, seed=0):
         return rng.standard_normal(shape, dtype=np.float32)
 
     if isinstance(workload, PoolWorkload):
-        from numpy_peer import maxpool_forward
-
         x = normal(workload.x_shape)
-        _, idx = maxpool_forward(x, workload.kernel, workload.stride, workload.padding)
+        k, s, p = workload.kernel, workload.stride, workload.padding
+        if len(workload.spatial) == 2:
+            from numpy_peer import maxpool_forward
+
+            _, idx = maxpool_forward(x, k, s, p)
+        else:  # the NumPy peer is 2-D only
+            from peers import import_convkern
+
+            _, idx = import_convkern().maxpool_forward(x, k, stride=s, padding=p)
         return {"x": x, "gy": normal(workload.y_shape), "idx": idx}
     return {
         "x": normal(workload.x_shape),
