@@ -10,11 +10,9 @@ of its geometry, kept in a small cache keyed by the shapes, the dtype and the pa
 exactly as given: a repeated call neither validates the parameters nor plans again.
 """
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
+from ._plan_cache import PlanCache, frozen
 from .plan import ConvPlan, bias_gradient, spatial_dims
 from ._validation import boolean, float_array, nonzero_dims, same_dtype, shape_tuple
 
@@ -25,38 +23,16 @@ __all__ = [
     "conv_backward_bias",
 ]
 
-# Plans of recent geometries, most recent last.
-_CACHE_SIZE = 256
-_plans = OrderedDict()
-_lock = threading.Lock()
-
-
-def _frozen(value):
-    """A hashable key for a parameter that tells 1, True, 1.0 and np.int64(1) apart (each
-    is validated, and refused or accepted, on its own)."""
-    if isinstance(value, (tuple, list)):
-        return (type(value).__name__,) + tuple(_frozen(v) for v in value)
-    if isinstance(value, (int, float, str, np.integer, np.floating, np.bool_)) or value is None:
-        return (type(value).__name__, value)
-    return (type(value).__name__, id(value))  # anything else: never shared
+_plans = PlanCache()
 
 
 def _plan(x_shape, w_shape, dtype, stride, padding, dilation, groups, bias, x_name="x"):
     """The cached plan of a geometry; a new one is validated (raising on bad parameters)."""
     key = (tuple(x_shape), tuple(w_shape), dtype, bias, x_name,
-           _frozen(stride), _frozen(padding), _frozen(dilation), _frozen(groups))
-    with _lock:
-        plan = _plans.get(key)
-        if plan is not None:
-            _plans.move_to_end(key)
-            return plan
-    plan = ConvPlan(x_shape, w_shape, dtype=dtype, stride=stride, padding=padding,
-                    dilation=dilation, groups=groups, bias=bias, _x_name=x_name)
-    with _lock:
-        _plans[key] = plan
-        if len(_plans) > _CACHE_SIZE:
-            _plans.popitem(last=False)
-    return plan
+           frozen(stride), frozen(padding), frozen(dilation), frozen(groups))
+    return _plans.get(key, lambda: ConvPlan(
+        x_shape, w_shape, dtype=dtype, stride=stride, padding=padding, dilation=dilation,
+        groups=groups, bias=bias, _x_name=x_name))
 
 
 def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, out=None):

@@ -124,9 +124,9 @@ def test_functions_reuse_cached_plans_but_validate_new_parameter_kinds():
         ck.conv_forward(x, w, stride=True)
     with pytest.raises(ValueError, match="stride"):
         ck.conv_forward(x, w, stride=1.0)
-    for i in range(conv_module._CACHE_SIZE + 5):
+    for i in range(conv_module._plans.size + 5):
         ck.conv_forward(np.ones((1, 2, 6 + i % 40, 6), np.float32), w, padding=i // 40)
-    assert len(conv_module._plans) <= conv_module._CACHE_SIZE
+    assert len(conv_module._plans) <= conv_module._plans.size
 
 
 def test_fused_bias_of_an_untied_plan_and_of_an_empty_batch(rng):
