@@ -6,6 +6,7 @@ from .conv import conv_backward_bias, conv_backward_input, conv_backward_weight,
 from .plan import ConvPlan, conv_plan
 from .conv_transpose import conv_transpose
 from .pool import maxpool_backward, maxpool_forward
+from .pool_plan import PoolPlan, pool_plan
 from ._config import openmp_enabled, show_config
 from .layers import Conv, Dense, Flatten, Layer, MaxPool, ReLU, Sequential, Sigmoid, Tanh
 from .layers import ConvTranspose
@@ -26,6 +27,8 @@ __all__ = [
     "conv_transpose",
     "maxpool_forward",
     "maxpool_backward",
+    "pool_plan",
+    "PoolPlan",
     "set_num_threads",
     "get_num_threads",
     "show_config",

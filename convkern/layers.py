@@ -41,7 +41,7 @@ from .conv import conv_backward_bias
 from .conv_transpose import _backward_input, _backward_weight, conv_transpose
 from .init import init_weight, make_rng
 from .plan import conv_plan
-from .pool import maxpool_backward, maxpool_forward
+from .pool_plan import pool_plan
 from .serialization import register_layer, save_model
 
 __all__ = [
@@ -488,6 +488,12 @@ class MaxPool(Layer):
             for p in padding
         )
 
+    def _plan(self, x_shape, dtype):
+        # The one place that makes a pool plan: validated once per input shape.
+        return pool_plan(x_shape, self.kernel_size, dtype=float_dtype("x", dtype),
+                         stride=self.stride, padding=self.padding, dilation=self.dilation,
+                         ceil_mode=self.ceil_mode)
+
     def forward(self, x):
         """Apply the layer.
 
@@ -502,14 +508,10 @@ class MaxPool(Layer):
         """
         _check_input(self, x)
         entry = self._shapes.entry(x)
-        geometry = {"stride": self.stride, "padding": self.padding,
-                    "dilation": self.dilation, "ceil_mode": self.ceil_mode}
-        out = entry.arrays.get("y"), entry.arrays.get("indices")
-        if out[0] is None or np.may_share_memory(out[0], x):
-            out = maxpool_forward(x, self.kernel_size, **geometry)
-            entry.arrays.update(y=out[0], indices=out[1])
-        else:
-            maxpool_forward(x, self.kernel_size, **geometry, out=out)
+        plan = entry.plan
+        out = (entry.array("y", plan.y_shape, plan.dtype, x),
+               entry.array("indices", plan.y_shape, np.int64, x))
+        plan.forward(x, out=out)
         y, indices = out
         self._keep(y=y, indices=indices, x_shape=x.shape, entry=entry)
         return y
@@ -530,7 +532,7 @@ class MaxPool(Layer):
         if not self.needs_input_grad:
             return None
         grad_x = self._entry.array("grad_x", self._x_shape, self._y.dtype, grad_y)
-        return maxpool_backward(grad_y, self._indices, self._x_shape, out=grad_x)
+        return self._entry.plan.backward(grad_y, self._indices, out=grad_x)
 
     def config(self):
         return {

@@ -24,7 +24,7 @@ from convkern import _config
 KERNEL_NAMES = {"avx512", "avx2", "baseline", "scalar"}
 
 # Modules with a .pyi stub next to them, and whether to compare parameter names.
-STUBBED_MODULES = ["_conv", "_pool", "_openmp", "_eltwise", "conv", "plan", "pool", "_threads",
+STUBBED_MODULES = ["_conv", "_pool", "_openmp", "_eltwise", "conv", "plan", "pool", "pool_plan", "_threads",
                    "conv_transpose"]
 
 
