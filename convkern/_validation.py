@@ -190,20 +190,28 @@ def padding_pairs(padding, spatial, kernel, stride, dilation):
     return ((v, v),) * d
 
 
+def window_span(axis, s, k, lo, hi, dl, name="kernel size"):
+    """Return the dilated window span ``dl * (k - 1) + 1`` along one spatial axis, or raise
+    ValueError (naming the window ``name``) if it does not fit in the padded input
+    ``lo + s + hi``."""
+    span = dl * (k - 1) + 1
+    check_extent("padding", s + lo + hi, axis)
+    check_extent("dilation", span, axis)
+    if s + lo + hi < span:
+        raise ValueError(
+            f"{name} {k} (dilation {dl}, span {span}) is larger than the padded "
+            f"input ({s} + {lo} + {hi}) along spatial axis {axis}"
+        )
+    return span
+
+
 def conv_output_shape(spatial, kernel, stride, padding, dilation):
     """Return the output spatial shape of a convolution, or raise ValueError if it is empty."""
-    out = []
-    for i, (s, k, st, (lo, hi), dl) in enumerate(zip(spatial, kernel, stride, padding, dilation)):
-        span = dl * (k - 1) + 1
-        check_extent("padding", s + lo + hi, i)
-        check_extent("dilation", span, i)
-        if s + lo + hi < span:
-            raise ValueError(
-                f"kernel size {k} (dilation {dl}, span {span}) is larger than the padded "
-                f"input ({s} + {lo} + {hi}) along spatial axis {i}"
-            )
-        out.append((s + lo + hi - span) // st + 1)
-    return tuple(out)
+    return tuple(
+        (s + lo + hi - window_span(i, s, k, lo, hi, dl)) // st + 1
+        for i, (s, k, st, (lo, hi), dl) in enumerate(zip(spatial, kernel, stride, padding,
+                                                         dilation))
+    )
 
 
 def check_out(out, shape, dtype, inputs):

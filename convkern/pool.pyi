@@ -1,19 +1,10 @@
 # Stub for convkern/pool.py: the public max-pool functions.
 # tests/test_config.py checks that these signatures match the implementation.
 
-from typing import Literal, TypeVar
-
 import numpy as np
 from numpy.typing import NDArray
 
-_F = TypeVar("_F", np.float32, np.float64)
-
-_IntOrTuple = int | tuple[int, ...]
-_Padding = (
-    int
-    | tuple[int | tuple[int, int], ...]
-    | Literal["valid", "same", "full"]
-)
+from .pool_plan import _F, _IntOrTuple, _Padding
 
 def maxpool_forward(
     x: NDArray[_F],

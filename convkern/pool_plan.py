@@ -14,7 +14,6 @@ from . import _pool
 from ._lift import lift_params, lift_shape
 from ._validation import (
     boolean,
-    check_extent,
     check_out,
     check_size,
     float_array,
@@ -24,6 +23,7 @@ from ._validation import (
     integer,
     nonzero_dims,
     padding_pairs,
+    window_span,
 )
 from ._work import POOL_GRAIN, threads_for
 
@@ -243,14 +243,7 @@ def _pool_padding(padding, spatial, kernel, stride, dilation):
 def _pool_output_size(axis, s, k, st, pads, dl, ceil_mode):
     """Output length of one axis, as PyTorch's pooling_output_shape with (before, after) pads."""
     lo, hi = pads
-    span = dl * (k - 1) + 1
-    check_extent("padding", s + lo + hi, axis)
-    check_extent("dilation", span, axis)
-    if s + lo + hi < span:
-        raise ValueError(
-            f"kernel_size {k} (dilation {dl}, span {span}) is larger than the padded input "
-            f"({s} + {lo} + {hi}) along spatial axis {axis}"
-        )
+    span = window_span(axis, s, k, lo, hi, dl, "kernel_size")
     num = s + lo + hi - span + (st - 1 if ceil_mode else 0)
     out = num // st + 1
     # with ceil_mode the last window must start inside the input or its left padding
