@@ -14,7 +14,7 @@ import platform
 import sys
 from typing import Any, TextIO
 
-from . import _conv, _openmp
+from . import _conv, _isa, _openmp
 from ._threads import get_num_threads
 from ._version import __version__
 
@@ -51,27 +51,14 @@ def _openmp_runtime() -> list[str]:
 
 
 def _kernel() -> tuple[str, str]:
-    """(ISA name, block shapes as text) of the micro-kernels the running CPU selected."""
-    info = _conv.kernel_info()
-    if isinstance(info, dict):  # {"isa": name, "float32": {"gemm": (mr, nr), ...}, ...}
-        name = str(info.get("isa", info.get("name", "unknown")))
-        parts = []
-        for key, value in info.items():
-            if key in ("isa", "name"):
-                continue
-            if isinstance(value, dict):
-                shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" if isinstance(v, tuple)
-                                   else f"{k} {v}" for k, v in value.items())
-                parts.append(f"{key}: {shapes}")
-            else:
-                parts.append(f"{key}: {value}")
-        return name, "; ".join(parts)
-    # (name, mr_float, nr_float, mr_double, nr_double)
-    name, *blocks = info
-    if len(blocks) == 4:
-        return str(name), (f"float32: {blocks[0]}x{blocks[1]}; "
-                           f"float64: {blocks[2]}x{blocks[3]}")
-    return str(name), " ".join(map(str, blocks))
+    """(ISA name, block shapes as text) of the micro-kernels the kernels selected."""
+    info = _conv.kernel_info()  # {"isa": name, "float32": {"gemm": (mr, nr), ...}, ...}
+    parts = []
+    for key, value in info.items():
+        if key != "isa":
+            shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in value.items())
+            parts.append(f"{key}: {shapes}")
+    return info["isa"], "; ".join(parts)
 
 
 def get_config() -> dict[str, Any]:
@@ -98,6 +85,8 @@ def get_config() -> dict[str, Any]:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpu_count": os.cpu_count(),
         "kernel": name,
+        "cpu_isa": _isa.cpu_isa(),
+        "forced_isa": _isa.FORCED,
         "kernel_blocks": blocks,
         "blas": None,
     }
@@ -146,6 +135,9 @@ def show_config(file: TextIO | None = None) -> None:
         ("threads", f"{c['num_threads']} (OMP_NUM_THREADS {threads_note}; "
                     f"{c['cpu_count']} CPUs)"),
         ("micro-kernel", f"{c['kernel']} ({c['kernel_blocks']})"),
+        ("instruction set", f"{c['kernel']}, " + (
+            f"forced by CONVKERN_ISA (CPU has {c['cpu_isa']})" if c["forced_isa"]
+            else "the CPU's widest (set CONVKERN_ISA to lower it)")),
         ("BLAS", "none (own GEMM micro-kernels)"),
     ]
     if c["macosx_deployment_target"]:

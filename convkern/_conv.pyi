@@ -18,6 +18,9 @@ PATHS: dict[str, tuple[str, ...]]
 # Activations the forward applies in its output tile; the code is the index.
 ACTIVATIONS: tuple[str, ...]
 
+def cpu_isa() -> str:
+    """Return the widest instruction-set level of the running CPU: 'baseline', 'avx2' or 'avx512'."""
+
 def kernel_info() -> dict[str, Any]:
     """Return the selected micro-kernels: {"isa": name, "float32": {...}, "float64": {...}}."""
 

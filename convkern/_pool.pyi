@@ -8,6 +8,9 @@ from numpy.typing import NDArray
 _Float = NDArray[np.float32] | NDArray[np.float64]
 _Ints3 = tuple[int, int, int]
 
+def kernel_isa() -> str:
+    """The instruction-set level of the vectorised rows ('scalar' without vector extensions)."""
+
 def maxpool_forward(
     x: _Float,
     out: _Float,

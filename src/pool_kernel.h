@@ -1,6 +1,6 @@
 /* Vectorised max-pool rows (stride 2 along the row), selected once at run time.
  *
- * ck_pool_select_s / _d return the widest kernel this CPU runs (see
+ * ck_pool_select_s / _d return the kernel of the level cpu_isa.h picks (see
  * pool_kernel_template.h), or NULL where GNU vector extensions are missing; the
  * caller then uses its scalar path for every window.
  */
@@ -11,6 +11,8 @@
 #include <string.h>
 #include <Python.h>
 
+#include "cpu_isa.h"
+
 typedef Py_ssize_t (*ck_pool_s)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const Py_ssize_t *, Py_ssize_t, float *, int64_t *);
 typedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -18,42 +20,39 @@ typedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize
 
 #if (defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)
 
-#if defined(__x86_64__) && !defined(__clang__)
-#define CK_POOL_X86 1
-#endif
+/* The even lanes of two vectors, as a constant index list (both compilers' shuffles). */
+#define CK_EVEN2 0, 2
+#define CK_EVEN4 0, 2, 4, 6
+#define CK_EVEN8 0, 2, 4, 6, 8, 10, 12, 14
+#define CK_EVEN16 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
 
-#define CK_EVEN2 {0, 2}
-#define CK_EVEN4 {0, 2, 4, 6}
-#define CK_EVEN8 {0, 2, 4, 6, 8, 10, 12, 14}
-#define CK_EVEN16 {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}
-
-#ifdef CK_POOL_X86
+#ifdef CK_X86_DISPATCH
 #define PK_NAME ck_pool_s_avx512
 #define PK_T float
 #define PK_I int32_t
 #define PK_VL 16
-#define PK_EVEN ((ivec_t)CK_EVEN16)
+#define PK_EVEN CK_EVEN16
 #define PK_ATTR __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2")))
 #include "pool_kernel_template.h"
 #define PK_NAME ck_pool_d_avx512
 #define PK_T double
 #define PK_I int64_t
 #define PK_VL 8
-#define PK_EVEN ((ivec_t)CK_EVEN8)
+#define PK_EVEN CK_EVEN8
 #define PK_ATTR __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2")))
 #include "pool_kernel_template.h"
 #define PK_NAME ck_pool_s_avx2
 #define PK_T float
 #define PK_I int32_t
 #define PK_VL 8
-#define PK_EVEN ((ivec_t)CK_EVEN8)
+#define PK_EVEN CK_EVEN8
 #define PK_ATTR __attribute__((target("avx2")))
 #include "pool_kernel_template.h"
 #define PK_NAME ck_pool_d_avx2
 #define PK_T double
 #define PK_I int64_t
 #define PK_VL 4
-#define PK_EVEN ((ivec_t)CK_EVEN4)
+#define PK_EVEN CK_EVEN4
 #define PK_ATTR __attribute__((target("avx2")))
 #include "pool_kernel_template.h"
 #endif
@@ -62,41 +61,43 @@ typedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize
 #define PK_T float
 #define PK_I int32_t
 #define PK_VL 4
-#define PK_EVEN ((ivec_t)CK_EVEN4)
+#define PK_EVEN CK_EVEN4
 #define PK_ATTR
 #include "pool_kernel_template.h"
 #define PK_NAME ck_pool_d_base
 #define PK_T double
 #define PK_I int64_t
 #define PK_VL 2
-#define PK_EVEN ((ivec_t)CK_EVEN2)
+#define PK_EVEN CK_EVEN2
 #define PK_ATTR
 #include "pool_kernel_template.h"
 
 static ck_pool_s ck_pool_select_s(void)
 {
-#ifdef CK_POOL_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    switch (ck_isa_level()) {
+#ifdef CK_X86_DISPATCH
+    case CK_ISA_AVX512:
         return ck_pool_s_avx512;
-    if (__builtin_cpu_supports("avx2"))
+    case CK_ISA_AVX2:
         return ck_pool_s_avx2;
 #endif
-    return ck_pool_s_base;
+    default:
+        return ck_pool_s_base;
+    }
 }
 
 static ck_pool_d ck_pool_select_d(void)
 {
-#ifdef CK_POOL_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    switch (ck_isa_level()) {
+#ifdef CK_X86_DISPATCH
+    case CK_ISA_AVX512:
         return ck_pool_d_avx512;
-    if (__builtin_cpu_supports("avx2"))
+    case CK_ISA_AVX2:
         return ck_pool_d_avx2;
 #endif
-    return ck_pool_d_base;
+    default:
+        return ck_pool_d_base;
+    }
 }
 
 #else

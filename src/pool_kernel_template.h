@@ -19,6 +19,11 @@ static PK_ATTR Py_ssize_t PK_NAME(const PK_T *xp, Py_ssize_t end, Py_ssize_t bas
     typedef int32_t i32v_t __attribute__((vector_size(PK_VL * 4)));
     typedef int64_t i64v_t __attribute__((vector_size(PK_VL * 8)));
     i32v_t lane2;
+#ifdef __clang__
+#define PK_EVEN_LANES(a, b) __builtin_shufflevector(a, b, PK_EVEN)
+#else
+#define PK_EVEN_LANES(a, b) __builtin_shuffle(a, b, (ivec_t){PK_EVEN})
+#endif
     Py_ssize_t j, t;
     int l;
     for (l = 0; l < PK_VL; l++)
@@ -33,13 +38,13 @@ static PK_ATTR Py_ssize_t PK_NAME(const PK_T *xp, Py_ssize_t end, Py_ssize_t bas
            is tap 0's anyway */
         memcpy(&lo, xp + start + taps[0], sizeof(vec_t));
         memcpy(&hi, xp + start + taps[0] + PK_VL, sizeof(vec_t));
-        m = __builtin_shuffle(lo, hi, PK_EVEN);
+        m = PK_EVEN_LANES(lo, hi);
         arg = (int32_t)(start + taps[0]) + lane2;
         for (t = 1; t < ntaps; t++) {
             const PK_T *p = xp + start + taps[t];
             memcpy(&lo, p, sizeof(vec_t));
             memcpy(&hi, p + PK_VL, sizeof(vec_t));
-            v = __builtin_shuffle(lo, hi, PK_EVEN);
+            v = PK_EVEN_LANES(lo, hi);
             cand = (int32_t)(start + taps[t]) + lane2;
             mask = (v > m) | (v != v);
             m = (vec_t)(((ivec_t)v & mask) | ((ivec_t)m & ~mask));
@@ -55,6 +60,7 @@ static PK_ATTR Py_ssize_t PK_NAME(const PK_T *xp, Py_ssize_t end, Py_ssize_t bas
     return j;
 }
 
+#undef PK_EVEN_LANES
 #undef PK_NAME
 #undef PK_T
 #undef PK_I

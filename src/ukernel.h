@@ -8,9 +8,10 @@
  *   are both contiguous along the reduction.
  *
  * Wheels are compiled for the baseline ISA (no -march=native); the x86-64 kernels for
- * AVX2+FMA and AVX-512 are compiled with per-function target attributes and chosen by
- * __builtin_cpu_supports, so one binary runs on every x86-64 CPU and uses the widest
- * vectors it has.  Compilers without GNU vector extensions (MSVC) get plain C kernels.
+ * AVX2+FMA and AVX-512 are compiled with per-function target attributes, under gcc and
+ * clang, and chosen by the level of cpu_isa.h (the CPU's widest, or CONVKERN_ISA), so
+ * one binary runs on every x86-64 CPU and uses the widest vectors it has.  Compilers
+ * without GNU vector extensions (MSVC) get plain C kernels.
  *
  * ck_select_s / ck_select_d fill two ck_kernels_s / ck_kernels_d (the wide and the
  * narrow GEMM shape) with the kernels for float / double, their block shapes and a name
@@ -21,6 +22,8 @@
 
 #include <string.h>
 #include <Python.h>
+
+#include "cpu_isa.h"
 
 #define CK_MR_MAX 16
 #define CK_NR_MAX 64
@@ -43,10 +46,6 @@ CK_DECLARE_KERNELS(float, s)
 CK_DECLARE_KERNELS(double, d)
 
 #if defined(__GNUC__) || defined(__clang__)
-
-#if defined(__x86_64__) && !defined(__clang__)
-#define CK_X86_DISPATCH 1
-#endif
 
 #ifdef CK_X86_DISPATCH
 #define CK_AVX512 __attribute__((target("avx512f,avx2,fma")))
@@ -131,37 +130,37 @@ CK_DECLARE_KERNELS(double, d)
 #define CKI_DC 4
 #include "ukernel_isa.h"
 
-/* Fill the wide (block_mr rows) and narrow (4 rows) kernel sets for the running CPU. */
+/* Fill the wide (block_mr rows) and narrow (4 rows) kernel sets for ck_isa_level(). */
 static void ck_select_s(ck_kernels_s *k, ck_kernels_s *k4)
 {
+    switch (ck_isa_level()) {
 #ifdef CK_X86_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) {
+    case CK_ISA_AVX512:
         ck_s_avx512_select(k, k4);
         return;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    case CK_ISA_AVX2:
         ck_s_avx2_select(k, k4);
         return;
-    }
 #endif
-    ck_s_baseline_select(k, k4);
+    default:
+        ck_s_baseline_select(k, k4);
+    }
 }
 
 static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
 {
+    switch (ck_isa_level()) {
 #ifdef CK_X86_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) {
+    case CK_ISA_AVX512:
         ck_d_avx512_select(k, k4);
         return;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    case CK_ISA_AVX2:
         ck_d_avx2_select(k, k4);
         return;
-    }
 #endif
-    ck_d_baseline_select(k, k4);
+    default:
+        ck_d_baseline_select(k, k4);
+    }
 }
 
 #else /* no GNU vector extensions: plain C kernels */

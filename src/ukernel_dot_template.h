@@ -1,11 +1,14 @@
 /* One dot-product micro-kernel, instantiated by ukernel.h once per type and ISA.
  *
- * out[i * DR + j] = sum over p < L of a[i][p] * b[j][p], for i < DR rows of A and j < DC
+ * out[i * DC + j] = sum over p < L of a[i][p] * b[j][p], for i < DR rows of A and j < DC
  * rows of B, both contiguous along p (the weight gradient: rows of grad_y against
  * rows of an im2col tile, reduced over output positions).  Each of the DR * DC sums
  * runs in vector lanes p = 0, VL, 2 VL, ..., then folds the lanes in halves (a fixed
  * tree) and adds the scalar tail last, so the result does not depend on the caller's
- * threads.
+ * threads.  gcc folds with variable shuffles (__builtin_shuffle); clang, whose
+ * shuffles take constant lanes only, folds each sum's lanes in memory by the same tree
+ * (lane l += lane l + w / 2 for width w = VL, VL / 2, ... 2): the same additions in the
+ * same order, so the same bits.
  *
  * Parameters (macros): UKD_NAME, UK_T, UK_IT (the integer type of UK_T's size, for
  * shuffle masks), UK_VL, UKD_R (DR), UKD_C (DC), UK_ATTR.
@@ -37,6 +40,21 @@ static UK_ATTR void UKD_NAME(Py_ssize_t L, const UK_T *const *a, const UK_T *con
                 acc[i][j] += va[i] * vb;
         }
     }
+#ifdef __clang__
+    for (i = 0; i < UKD_R; i++) {
+        for (j = 0; j < UKD_C; j++) {
+            UK_T lanes[UK_VL];
+            int w, l;
+            memcpy(lanes, &acc[i][j], sizeof(lanes));
+            for (w = UK_VL; w > 1; w /= 2)
+                for (l = 0; l < w / 2; l++)
+                    lanes[l] = lanes[l] + lanes[l + w / 2];
+            for (p = Lv; p < L; p++)
+                lanes[0] += a[i][p] * b[j][p];
+            out[i * UKD_C + j] = lanes[0];
+        }
+    }
+#else
     {
         /* Fold the DR * DC accumulators (padded with zero vectors to a multiple of VL)
          * into one lane each.  Each level pairs vectors u[2m], u[2m+1] that hold n sums
@@ -79,6 +97,7 @@ static UK_ATTR void UKD_NAME(Py_ssize_t L, const UK_T *const *a, const UK_T *con
             }
         }
     }
+#endif
 }
 
 #undef UKD_NAME

@@ -24,7 +24,7 @@ from convkern import _config
 KERNEL_NAMES = {"avx512", "avx2", "baseline", "scalar"}
 
 # Modules with a .pyi stub next to them, and whether to compare parameter names.
-STUBBED_MODULES = ["_conv", "_pool", "_openmp", "_eltwise", "conv", "plan", "pool", "pool_plan", "_threads",
+STUBBED_MODULES = ["_conv", "_pool", "_openmp", "_eltwise", "conv", "plan", "pool", "pool_plans", "_threads",
                    "conv_transpose"]
 
 
@@ -107,16 +107,16 @@ def test_thread_count_is_reported():
         convkern.set_num_threads(None)
 
 
-def _expected_x86_kernel():
-    """The micro-kernel a gcc x86-64 build must pick on this CPU (Linux only)."""
+def _widest_x86_isa():
+    """The widest kernel level /proc/cpuinfo lists (Linux, x86-64)."""
     with open("/proc/cpuinfo") as f:
         flags = next((line.split(":", 1)[1].split() for line in f
                       if line.startswith("flags")), [])
-    if "avx512f" in flags:
+    if "avx2" not in flags or "fma" not in flags:
+        return "baseline"
+    if all(f"avx512{x}" in flags for x in ("f", "bw", "dq", "vl")):
         return "avx512"
-    if "avx2" in flags and "fma" in flags:
-        return "avx2"
-    return "baseline"
+    return "avx2"
 
 
 def _ints(value):
@@ -133,15 +133,12 @@ def test_micro_kernel_selected_at_run_time():
     assert name in KERNEL_NAMES
     blocks = _ints(convkern._conv.kernel_info())
     assert blocks and all(v > 0 for v in blocks)
-    info = _config.BUILD_INFO
-    gcc_x86_linux = (
-        sys.platform.startswith("linux")
-        and platform.machine() in ("x86_64", "AMD64")
-        and "gcc" in info.get("compiler_version", "").lower()
-        and "clang" not in info.get("compiler_version", "").lower()
-    )
-    if gcc_x86_linux and os.path.exists("/proc/cpuinfo"):
-        assert name == _expected_x86_kernel()
+    x86_linux = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+    if x86_linux and os.path.exists("/proc/cpuinfo"):  # gcc and clang builds alike
+        widest = _widest_x86_isa()
+        assert _config.get_config()["cpu_isa"] == widest
+        assert name == (os.environ.get("CONVKERN_ISA") or widest)
+        assert convkern._pool.kernel_isa() == name
 
 
 def test_no_native_cpu_flags_unless_asked_for():

@@ -1,0 +1,71 @@
+"""The kernels under every instruction-set level this CPU has, and CONVKERN_ISA's errors.
+
+The suite itself runs at the CPU's widest level; each narrower one (here, on an AVX-512
+CPU: avx2 and baseline) runs the convolution and pooling test matrix, every path of
+every pass against the float64 reference and PyTorch, in a subprocess with
+``CONVKERN_ISA`` set.  ``.ci/run`` also runs the whole suite under each narrower level.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convkern import _isa
+
+TESTS = Path(__file__).parent
+MATRIX = ["test_paths.py", "test_conv.py", "test_pool.py", "test_pool_plans.py", "test_plan.py",
+          "test_config.py"]
+NARROWER = _isa.LEVELS[: _isa.LEVELS.index(_isa.cpu_isa())]
+
+
+def _run(code_or_args, isa, **kw):
+    env = dict(os.environ, CONVKERN_ISA=isa)
+    return subprocess.run([sys.executable, *code_or_args], env=env, capture_output=True,
+                          text=True, **kw)
+
+
+@pytest.mark.skipif(not NARROWER, reason="the CPU has only the baseline level")
+@pytest.mark.parametrize("isa", NARROWER)
+def test_conv_and_pool_matrix_under_a_narrower_isa(isa):
+    result = _run(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                   *[str(TESTS / f) for f in MATRIX]], isa, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
+
+
+@pytest.mark.parametrize("isa", _isa.LEVELS)
+def test_forcing_an_isa_selects_it_or_refuses_clearly(isa):
+    code = ("import convkern, convkern._pool as p, convkern._config as c; "
+            "print(convkern._conv.kernel_info()['isa'], p.kernel_isa(), "
+            "c.get_config()['forced_isa'])")
+    result = _run(["-c", code], isa, timeout=120)
+    if isa in NARROWER + (_isa.cpu_isa(),):
+        assert result.returncode == 0, result.stderr
+        conv, pool, forced = result.stdout.split()
+        assert conv == isa and pool in (isa, "scalar") and forced == isa
+    else:
+        assert result.returncode != 0
+        assert f"CONVKERN_ISA='{isa}', but this CPU supports only" in result.stderr
+        assert "ImportError" in result.stderr
+
+
+def test_show_config_says_the_isa_is_forced():
+    result = _run(["-c", "import convkern; convkern.show_config()"], "baseline", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "instruction set baseline, forced by CONVKERN_ISA" in result.stdout
+
+
+@pytest.mark.parametrize("value", ["sse2", "AVX2", "avx512f"])
+def test_an_unknown_isa_name_is_an_import_error(value):
+    result = _run(["-c", "import convkern"], value, timeout=120)
+    assert result.returncode != 0
+    assert "is not an instruction-set level: use one of baseline, avx2, avx512" in result.stderr
+
+
+def test_an_empty_value_means_unset():
+    result = _run(["-c", "import convkern; print(convkern._conv.kernel_info()['isa'])"], "",
+                  timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == _isa.cpu_isa()
