@@ -41,7 +41,7 @@ from .conv import conv_backward_bias
 from .conv_transpose import _backward_input, _backward_weight, conv_transpose
 from .init import init_weight, make_rng
 from .plan import conv_plan
-from .pool_plan import pool_plan
+from .pool_plans import pool_plan
 from .serialization import register_layer, save_model
 
 __all__ = [

@@ -19,7 +19,7 @@ from ._validation import (
     nonzero_dims,
     shape_tuple,
 )
-from .pool_plan import PoolPlan, scatter_to_argmax
+from .pool_plans import PoolPlan, scatter_to_argmax
 
 __all__ = ["maxpool_forward", "maxpool_backward"]
 

@@ -4,7 +4,7 @@
 import numpy as np
 from numpy.typing import NDArray
 
-from .pool_plan import _F, _IntOrTuple, _Padding
+from .pool_plans import _F, _IntOrTuple, _Padding
 
 def maxpool_forward(
     x: NDArray[_F],

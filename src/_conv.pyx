@@ -91,6 +91,17 @@ cdef Py_ssize_t PARTIAL_BYTES = 32 << 20
 cdef Py_ssize_t MAX_CHUNKS = 8
 
 
+cdef extern from "cpu_isa.h":
+    int ck_cpu_isa() noexcept nogil
+    const char *ck_isa_names[]
+
+
+def cpu_isa():
+    """Return the widest instruction-set level the running CPU supports: 'baseline',
+    'avx2' or 'avx512' (see src/cpu_isa.h)."""
+    return ck_isa_names[ck_cpu_isa()].decode()
+
+
 def kernel_info():
     """Return the selected micro-kernels: ISA name and block shapes per dtype."""
     return {
@@ -100,7 +111,6 @@ def kernel_info():
         "float64": {"gemm": (KERN.d.mr, KERN.d.nr), "gemm_narrow": (KERN4.d.mr, KERN4.d.nr),
                     "dot": (KERN.d.dr, KERN.d.dc)},
     }
-
 
 
 # Path codes: the index of a path's name in PATHS[pass].  convkern/_paths.py holds the

@@ -35,9 +35,19 @@ cdef extern from "pool_kernel.h":
     ck_pool_s ck_pool_select_s() noexcept nogil
     ck_pool_d ck_pool_select_d() noexcept nogil
 
+cdef extern from "cpu_isa.h":
+    int ck_isa_level() noexcept nogil
+    const char *ck_isa_names[]
+
 # Vectorised rows for stride 2 along W (NULL without GNU vector extensions).
 cdef ck_pool_s POOL_ROW_S = ck_pool_select_s()
 cdef ck_pool_d POOL_ROW_D = ck_pool_select_d()
+
+
+def kernel_isa():
+    """The instruction-set level of the vectorised rows ('scalar' without GNU vector
+    extensions)."""
+    return ck_isa_names[ck_isa_level()].decode() if POOL_ROW_S != NULL else "scalar"
 
 
 cdef inline Py_ssize_t first_tap(Py_ssize_t start, Py_ssize_t dil) noexcept nogil:
@@ -147,7 +157,8 @@ cdef inline void pool_plane(const floating_t *xp, const Geom *g, floating_t *yp,
     cdef Py_ssize_t span_w = (g.KW - 1) * g.dw + 1
     # output columns whose windows lie inside the row: ow_lo <= ow < ow_hi
     cdef Py_ssize_t ow_lo = (g.pw + g.sw - 1) // g.sw
-    cdef Py_ssize_t ow_hi = max(ow_lo, min(g.OW, (g.W - span_w + g.pw) // g.sw + 1)) if g.W >= span_w else ow_lo
+    cdef Py_ssize_t ow_hi = (max(ow_lo, min(g.OW, (g.W - span_w + g.pw) // g.sw + 1))
+                             if g.W >= span_w else ow_lo)
     cdef bint inside_d, inside_dh
     for od in range(g.OD):
         # first in-bounds tap of the window, and one past the last tap

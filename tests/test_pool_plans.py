@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+import reference as ref
 
 import convkern as ck
 from convkern import pool as pool_module
-import reference as ref
 
 GEOMETRIES = [
     # x_shape, kernel_size, options

@@ -1,4 +1,4 @@
-# Stub for convkern/pool_plan.py: max-pool plans.
+# Stub for convkern/pool_plans.py: max-pool plans.
 # tests/test_config.py checks that these signatures match the implementation.
 
 from typing import Literal, TypeVar
