@@ -38,71 +38,79 @@ def _cases():
     rng = np.random.default_rng(1234)
     out = []
     for dt in (np.float32, np.float64):
-        n = np.dtype(dt).name
+        out += _dtype_cases(rng, dt)
+    return out
 
-        def r(*shape, dt=dt):
-            return rng.standard_normal(shape).astype(dt)
-        # 2-D strided (im2col path): groups, asymmetric padding, dilation, tied bias
-        x2, w2, b2 = r(8, 16, 40, 36), r(16, 8, 3, 2), r(16)
-        kw2 = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2)
-        g2 = r(*ck.conv_forward(x2, w2, b2, **kw2).shape)
-        # 2-D stride 1 (direct slab path), several tiles per image
-        xs, ws = r(4, 16, 33, 29), r(24, 8, 3, 3)
-        kws = dict(padding=1, groups=2)
-        gs = r(*ck.conv_forward(xs, ws, **kws).shape)
-        # 1-D long batch: the weight gradient splits the batch into chunks
-        x1, w1 = r(64, 8, 300), r(8, 8, 5)
-        g1 = r(*ck.conv_forward(x1, w1, padding="same").shape)
-        # 3-D, untied bias, 'full' padding
-        x3, w3 = r(4, 8, 14, 12, 10), r(8, 4, 3, 3, 2)
-        kw3 = dict(padding="full", groups=2)
-        y3 = ck.conv_forward(x3, w3, **kw3)
-        b3, g3 = r(*y3.shape[1:]), r(*y3.shape)
-        # unbatched 2-D
-        xu, wu = r(8, 30, 30), r(8, 8, 3, 3)
-        gu = r(*ck.conv_forward(xu, wu, padding="same").shape)
-        # pooling with overlapping windows and ties
-        xp = rng.integers(-3, 4, (8, 32, 64, 64)).astype(dt)
-        pkw = dict(stride=1, padding=1, ceil_mode=True)
-        yp, ip = ck.maxpool_forward(xp, 3, **pkw)
-        gp = r(*yp.shape)
-        xp3 = r(4, 8, 20, 18, 16)
-        pkw3 = dict(stride=1, dilation=(2, 1, 2))
-        yp3, ip3 = ck.maxpool_forward(xp3, (2, 3, 2), **pkw3)
-        gp3 = r(*yp3.shape)
-        out += [
-            (f"conv_forward-2d-strided-{n}", lambda: ck.conv_forward(x2, w2, b2, **kw2)),
-            (f"conv_forward-2d-stride1-{n}", lambda: ck.conv_forward(xs, ws, **kws)),
-            (f"conv_forward-1d-{n}", lambda: ck.conv_forward(x1, w1, padding="same")),
-            (f"conv_forward-3d-untied-{n}", lambda: ck.conv_forward(x3, w3, b3, **kw3)),
-            (f"conv_forward-unbatched-{n}", lambda: ck.conv_forward(xu, wu, padding="same")),
-            (f"conv_backward_input-2d-strided-{n}",
-             lambda: ck.conv_backward_input(g2, w2, x2.shape, **kw2)),
-            (f"conv_backward_input-2d-stride1-{n}",
-             lambda: ck.conv_backward_input(gs, ws, xs.shape, **kws)),
-            (f"conv_backward_input-1d-{n}",
-             lambda: ck.conv_backward_input(g1, w1, x1.shape, padding="same")),
-            (f"conv_backward_input-3d-{n}",
-             lambda: ck.conv_backward_input(g3, w3, x3.shape, **kw3)),
-            (f"conv_backward_input-unbatched-{n}",
-             lambda: ck.conv_backward_input(gu, wu, xu.shape, padding="same")),
-            (f"conv_backward_weight-2d-strided-{n}",
-             lambda: ck.conv_backward_weight(x2, g2, w2.shape, **kw2)),
-            (f"conv_backward_weight-2d-stride1-{n}",
-             lambda: ck.conv_backward_weight(xs, gs, ws.shape, **kws)),
-            (f"conv_backward_weight-1d-batch64-{n}",
-             lambda: ck.conv_backward_weight(x1, g1, w1.shape, padding="same")),
-            (f"conv_backward_weight-3d-{n}",
-             lambda: ck.conv_backward_weight(x3, g3, w3.shape, **kw3)),
-            (f"conv_backward_weight-unbatched-{n}",
-             lambda: ck.conv_backward_weight(xu, gu, wu.shape, padding="same")),
-            (f"conv_backward_bias-{n}", lambda: ck.conv_backward_bias(g1)),
-            (f"conv_backward_bias-untied-{n}", lambda: ck.conv_backward_bias(g3, untied=True)),
-            (f"maxpool_forward-2d-{n}", lambda: ck.maxpool_forward(xp, 3, **pkw)),
-            (f"maxpool_forward-3d-{n}", lambda: ck.maxpool_forward(xp3, (2, 3, 2), **pkw3)),
-            (f"maxpool_backward-2d-{n}", lambda: ck.maxpool_backward(gp, ip, xp.shape)),
-            (f"maxpool_backward-3d-{n}", lambda: ck.maxpool_backward(gp3, ip3, xp3.shape)),
-        ]
+
+def _dtype_cases(rng, dt):
+    """The cases of one dtype (a function of its own, so that each closure binds this
+    dtype's arrays)."""
+    out = []
+    n = np.dtype(dt).name
+
+    def r(*shape, dt=dt):
+        return rng.standard_normal(shape).astype(dt)
+    # 2-D strided (im2col path): groups, asymmetric padding, dilation, tied bias
+    x2, w2, b2 = r(8, 16, 40, 36), r(16, 8, 3, 2), r(16)
+    kw2 = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2)
+    g2 = r(*ck.conv_forward(x2, w2, b2, **kw2).shape)
+    # 2-D stride 1 (direct slab path), several tiles per image
+    xs, ws = r(4, 16, 33, 29), r(24, 8, 3, 3)
+    kws = dict(padding=1, groups=2)
+    gs = r(*ck.conv_forward(xs, ws, **kws).shape)
+    # 1-D long batch: the weight gradient splits the batch into chunks
+    x1, w1 = r(64, 8, 300), r(8, 8, 5)
+    g1 = r(*ck.conv_forward(x1, w1, padding="same").shape)
+    # 3-D, untied bias, 'full' padding
+    x3, w3 = r(4, 8, 14, 12, 10), r(8, 4, 3, 3, 2)
+    kw3 = dict(padding="full", groups=2)
+    y3 = ck.conv_forward(x3, w3, **kw3)
+    b3, g3 = r(*y3.shape[1:]), r(*y3.shape)
+    # unbatched 2-D
+    xu, wu = r(8, 30, 30), r(8, 8, 3, 3)
+    gu = r(*ck.conv_forward(xu, wu, padding="same").shape)
+    # pooling with overlapping windows and ties
+    xp = rng.integers(-3, 4, (8, 32, 64, 64)).astype(dt)
+    pkw = dict(stride=1, padding=1, ceil_mode=True)
+    yp, ip = ck.maxpool_forward(xp, 3, **pkw)
+    gp = r(*yp.shape)
+    xp3 = r(4, 8, 20, 18, 16)
+    pkw3 = dict(stride=1, dilation=(2, 1, 2))
+    yp3, ip3 = ck.maxpool_forward(xp3, (2, 3, 2), **pkw3)
+    gp3 = r(*yp3.shape)
+    out += [
+        (f"conv_forward-2d-strided-{n}", lambda: ck.conv_forward(x2, w2, b2, **kw2)),
+        (f"conv_forward-2d-stride1-{n}", lambda: ck.conv_forward(xs, ws, **kws)),
+        (f"conv_forward-1d-{n}", lambda: ck.conv_forward(x1, w1, padding="same")),
+        (f"conv_forward-3d-untied-{n}", lambda: ck.conv_forward(x3, w3, b3, **kw3)),
+        (f"conv_forward-unbatched-{n}", lambda: ck.conv_forward(xu, wu, padding="same")),
+        (f"conv_backward_input-2d-strided-{n}",
+         lambda: ck.conv_backward_input(g2, w2, x2.shape, **kw2)),
+        (f"conv_backward_input-2d-stride1-{n}",
+         lambda: ck.conv_backward_input(gs, ws, xs.shape, **kws)),
+        (f"conv_backward_input-1d-{n}",
+         lambda: ck.conv_backward_input(g1, w1, x1.shape, padding="same")),
+        (f"conv_backward_input-3d-{n}",
+         lambda: ck.conv_backward_input(g3, w3, x3.shape, **kw3)),
+        (f"conv_backward_input-unbatched-{n}",
+         lambda: ck.conv_backward_input(gu, wu, xu.shape, padding="same")),
+        (f"conv_backward_weight-2d-strided-{n}",
+         lambda: ck.conv_backward_weight(x2, g2, w2.shape, **kw2)),
+        (f"conv_backward_weight-2d-stride1-{n}",
+         lambda: ck.conv_backward_weight(xs, gs, ws.shape, **kws)),
+        (f"conv_backward_weight-1d-batch64-{n}",
+         lambda: ck.conv_backward_weight(x1, g1, w1.shape, padding="same")),
+        (f"conv_backward_weight-3d-{n}",
+         lambda: ck.conv_backward_weight(x3, g3, w3.shape, **kw3)),
+        (f"conv_backward_weight-unbatched-{n}",
+         lambda: ck.conv_backward_weight(xu, gu, wu.shape, padding="same")),
+        (f"conv_backward_bias-{n}", lambda: ck.conv_backward_bias(g1)),
+        (f"conv_backward_bias-untied-{n}", lambda: ck.conv_backward_bias(g3, untied=True)),
+        (f"maxpool_forward-2d-{n}", lambda: ck.maxpool_forward(xp, 3, **pkw)),
+        (f"maxpool_forward-3d-{n}", lambda: ck.maxpool_forward(xp3, (2, 3, 2), **pkw3)),
+        (f"maxpool_backward-2d-{n}", lambda: ck.maxpool_backward(gp, ip, xp.shape)),
+        (f"maxpool_backward-3d-{n}", lambda: ck.maxpool_backward(gp3, ip3, xp3.shape)),
+    ]
     return out
 
 
@@ -120,7 +128,7 @@ def restore_threads(monkeypatch):
     """Reset the thread count afterwards, and make every call use all the threads it is
     given: convkern runs small calls on fewer threads (convkern._work.threads_for), which
     would hide a thread-count dependence on small shapes."""
-    for mod in ("convkern.plan", "convkern.pool"):
+    for mod in ("convkern.plan", "convkern.pool_plans"):
         monkeypatch.setattr(f"{mod}.threads_for", lambda work, grain: ck.get_num_threads())
     yield
     ck.set_num_threads(None)
