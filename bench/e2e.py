@@ -24,10 +24,9 @@ import sys
 from pathlib import Path
 from statistics import median
 
-import numpy as np
-
 import e2e_nets
 import measure
+import numpy as np
 import timing
 from machine import cpu_snapshot, foreign_load, machine_info, machine_line
 from peers import ConvkernPeer, TorchPeer, numpy_blas_controller

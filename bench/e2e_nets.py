@@ -9,7 +9,6 @@ Each :class:`Net` builds a ``convkern.Sequential`` from the public constructors 
 from dataclasses import dataclass
 
 import numpy as np
-
 from measure import MismatchError
 from peers import import_convkern
 

@@ -75,7 +75,7 @@ class FmaPeak:
             barrier = threading.Barrier(threads + 1)
             flops = [0] * threads
 
-            def work(i):
+            def work(i, barrier=barrier, flops=flops):
                 barrier.wait()
                 flops[i] = self._lib.fma_run(self._iters)
 

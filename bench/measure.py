@@ -10,7 +10,6 @@ import time
 from statistics import median
 
 import numpy as np
-
 import timing
 from machine import cpu_snapshot, foreign_load
 from workloads import ConvWorkload, make_inputs

@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 from workloads import BY_NAME, CONV_PASSES, MEMORY_WORKLOAD, make_inputs
 
 MIB = 2**20

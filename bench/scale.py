@@ -31,8 +31,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-import convkern as ck  # noqa: E402
 from machine import _cpu_model, cpu_snapshot  # noqa: E402
+
+import convkern as ck  # noqa: E402
 
 IMAGE = (3, 32, 32)
 CHUNK = 128

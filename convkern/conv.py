@@ -13,8 +13,8 @@ exactly as given: a repeated call neither validates the parameters nor plans aga
 import numpy as np
 
 from ._plan_cache import PlanCache, frozen
-from .plan import ConvPlan, bias_gradient, spatial_dims
 from ._validation import boolean, float_array, nonzero_dims, same_dtype, shape_tuple
+from .plan import ConvPlan, bias_gradient, spatial_dims
 
 __all__ = [
     "conv_forward",

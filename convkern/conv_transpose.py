@@ -15,7 +15,6 @@ gradients come from the same convolution: ``grad_x = conv_forward(grad_y, weight
 
 import numpy as np
 
-from .conv import conv_backward_input, conv_backward_weight, conv_forward
 from ._validation import (
     check_out,
     check_size,
@@ -25,6 +24,7 @@ from ._validation import (
     nonzero_dims,
     same_dtype,
 )
+from .conv import conv_backward_input, conv_backward_weight, conv_forward
 
 __all__ = ["conv_transpose"]
 

@@ -37,11 +37,11 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .conv import conv_forward as _conv_forward
-from .plan import Geometry
-from .layers import Layer
-from .pool import maxpool_forward as _maxpool_forward
 from ._validation import float_array, int_tuple
+from .conv import conv_forward as _conv_forward
+from .layers import Layer
+from .plan import Geometry
+from .pool import maxpool_forward as _maxpool_forward
 
 __all__ = ["conv_forward", "maxpool_forward", "predict"]
 

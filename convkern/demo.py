@@ -180,7 +180,9 @@ def data_parallel(model, train_x, train_y, batch_size):
 
         from . import distributed
     except ImportError as exc:
-        raise SystemExit(f"--mpi needs mpi4py and an MPI: pip install 'convkern[mpi]' ({exc})")
+        raise SystemExit(
+            f"--mpi needs mpi4py and an MPI: pip install 'convkern[mpi]' ({exc})"
+        ) from exc
     comm = MPI.COMM_WORLD
     distributed.broadcast_parameters(model, comm)
     if comm.rank:

@@ -245,5 +245,3 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
                   max(1, num_threads))
     finally:
         free(wpack)
-
-

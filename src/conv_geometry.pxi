@@ -197,8 +197,6 @@ cdef inline bint direct_fits(const Geom *g) noexcept nogil:
             and g.Cg * g.sd * g.sh * g.sw * ((g.KD - 1) * g.dd // g.sd + 1) <= SLAB_CHANNELS)
 
 
-
-
 cdef inline Py_ssize_t blocks_per_split(Py_ssize_t tasks, Py_ssize_t blocks,
                                         int nt) noexcept nogil:
     """How many of a task's blocks (of filters, or of reduction rows) one split takes so

@@ -241,7 +241,8 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
     cdef Py_ssize_t mr = block_mr(&KERN, gy)
     cdef Py_ssize_t cpad = round_up(g.Cg, mr)
     cdef Py_ssize_t nph = g.sd * g.sh * g.sw, plane = g.D * g.H * g.W
-    cdef Py_ssize_t chunk = max(1, min(g.N, (4 << 20) // max(1, g.C * plane * <Py_ssize_t> sizeof(floating_t))))
+    cdef Py_ssize_t chunk = max(1, min(g.N, (4 << 20)
+                                       // max(1, g.C * plane * <Py_ssize_t> sizeof(floating_t))))
     cdef Py_ssize_t K, gi, b, k, i, c, f, kk, jd, jh, jw, n0, e
     cdef Py_ssize_t *woff = NULL
     cdef floating_t *wpack = NULL

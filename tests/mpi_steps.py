@@ -14,6 +14,7 @@ from mpi4py import MPI
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import training  # noqa: E402
+
 from convkern.distributed import allreduce_gradients, broadcast_parameters, shard  # noqa: E402
 
 

@@ -15,9 +15,9 @@ FD_TOLERANCE relative to the largest element.
 
 import numpy as np
 import pytest
+from conftest import DTYPES, FD_TOLERANCE, assert_close
 
 import convkern.compat.cs231n as cs
-from conftest import DTYPES, FD_TOLERANCE, assert_close
 
 # ---------------------------------------------------------------------------
 # The assignment's helpers and naive layers, written out in float64.
@@ -206,6 +206,14 @@ def test_conv_relu_and_conv_relu_pool_match_the_naive_composition(dtype, rng):
         assert_close(got, exp, dtype)
 
 
+
+def _numeric_gradients(forward, arrays, params, dout):
+    """Central-difference gradients of ``forward(*arrays, *params)[0]`` against ``dout``,
+    one per array."""
+    def perturbed(i):
+        return lambda v: forward(*arrays[:i], v, *arrays[i + 1:], *params)[0]
+    return [eval_numerical_gradient_array(perturbed(i), a, dout) for i, a in enumerate(arrays)]
+
 def test_conv_relu_and_conv_relu_pool_pass_the_numeric_gradient_check(rng):
     conv_param = {"stride": 1, "pad": 1}
     pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
@@ -219,9 +227,8 @@ def test_conv_relu_and_conv_relu_pool_pass_the_numeric_gradient_check(rng):
         out, cache = forward(x, w, b, conv_param, *extra)
         dout = rng.standard_normal(out.shape)
         dx, dw, db = backward(dout, cache)
-        dx_num = eval_numerical_gradient_array(lambda v: forward(v, w, b, conv_param, *extra)[0], x, dout)
-        dw_num = eval_numerical_gradient_array(lambda v: forward(x, v, b, conv_param, *extra)[0], w, dout)
-        db_num = eval_numerical_gradient_array(lambda v: forward(x, w, v, conv_param, *extra)[0], b, dout)
+        dx_num, dw_num, db_num = _numeric_gradients(forward, (x, w, b), (conv_param, *extra),
+                                                    dout)
         check_numeric(dx, dx_num)
         check_numeric(dw, dw_num)
         check_numeric(db, db_num)

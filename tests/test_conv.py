@@ -11,10 +11,10 @@ import sys
 
 import numpy as np
 import pytest
-
-import convkern
 import reference as ref
 from conftest import DTYPES, LAYOUTS, assert_close, layout
+
+import convkern
 
 # --------------------------------------------------------------------------------------
 # The matrix

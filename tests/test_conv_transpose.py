@@ -11,9 +11,9 @@
 
 import numpy as np
 import pytest
+from conftest import DTYPES, LAYOUTS, assert_close, layout
 
 import convkern as ck
-from conftest import DTYPES, LAYOUTS, assert_close, layout
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402

@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import assert_close, import_extra
 
 dask = import_extra("dask", "dask")

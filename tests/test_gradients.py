@@ -7,12 +7,12 @@ exactly what the backward functions return for grad_y = g.
 
 import numpy as np
 import pytest
-
-import convkern
 from conftest import DTYPES, FD_TOLERANCE, TOLERANCE, assert_close
+from reference import numerical_gradient  # noqa: E402
 from test_conv import CONV_CASES, conv_kwargs, make_conv_inputs
 from test_pool import POOL_CASES, make_pool_input, pool_kwargs
-from reference import numerical_gradient  # noqa: E402
+
+import convkern
 
 H = 1e-3
 

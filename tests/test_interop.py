@@ -16,7 +16,6 @@ import convkern
 from convkern import Conv, Dense, Flatten, Layer, MaxPool, ReLU, Sequential, Tanh
 from convkern.testing import compare_with_torch
 
-
 torch = pytest.importorskip("torch")
 nn = torch.nn
 pytestmark = pytest.mark.torch

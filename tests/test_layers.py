@@ -15,13 +15,13 @@ import math
 import numpy as np
 import pytest
 from conftest import assert_close
+from reference import numerical_gradient  # noqa: E402
 
 from convkern import conv_forward, maxpool_forward
 from convkern.layers import Conv, Dense, Flatten, MaxPool, ReLU, Sequential, Sigmoid, Tanh
 from convkern.losses import MSELoss, SoftmaxCrossEntropyLoss
 from convkern.optim import SGD, Adam
 from convkern.serialization import load_model, save_model
-from reference import numerical_gradient  # noqa: E402
 
 H = 1e-6
 FD_TOL = 1e-6

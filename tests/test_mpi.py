@@ -23,7 +23,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import training
 from conftest import import_extra
 

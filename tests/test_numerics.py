@@ -22,10 +22,10 @@ import textwrap
 
 import numpy as np
 import pytest
-
-import convkern as ck
 import reference as ref
 from conftest import assert_close
+
+import convkern as ck
 
 try:
     import torch

@@ -13,10 +13,10 @@ tests/test_isa_matrix.py runs this file under every ISA the CPU has.
 
 import numpy as np
 import pytest
-
-import convkern as ck
 import reference as ref
 from conftest import DTYPES, assert_close
+
+import convkern as ck
 from convkern import _paths
 
 # kind: (channels per group, filters per group, groups, kernel, stride, padding, dilation)

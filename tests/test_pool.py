@@ -10,10 +10,10 @@ import random
 
 import numpy as np
 import pytest
-
-import convkern
 import reference as ref
 from conftest import DTYPES, LAYOUTS, assert_close, layout
+
+import convkern
 
 SPATIAL = {1: (13,), 2: (9, 8), 3: (6, 7, 5)}
 

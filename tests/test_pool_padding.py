@@ -13,9 +13,9 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close
 
 import convkern as ck
-from conftest import DTYPES, assert_close
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402

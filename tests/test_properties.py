@@ -15,12 +15,12 @@ no refusal may be anything but TypeError or ValueError.
 
 import numpy as np
 import pytest
+import reference as ref
+from conftest import LAYOUTS, assert_close, layout
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import convkern as ck
-import reference as ref
-from conftest import LAYOUTS, assert_close, layout
 
 SETTINGS = dict(deadline=None, max_examples=150,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,

@@ -176,7 +176,7 @@ class BrokenInputGrad(Dense):
     """A Dense whose input gradient forgets the activation's derivative."""
 
     def backward(self, grad_y):
-        grad_x = super().backward(grad_y)
+        super().backward(grad_y)  # the parameter gradients, right
         return grad_y @ self.params["weight"]
 
 

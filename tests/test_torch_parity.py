@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
-
-import convkern  # noqa: E402
 import reference as ref  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from conftest import DTYPES, assert_close  # noqa: E402
 from test_conv import CONV_CASES, CONV_IDS, conv_kwargs, make_conv_inputs  # noqa: E402
 from test_pool import DATA, POOL_CASES, POOL_IDS, make_pool_input, pool_kwargs  # noqa: E402
+
+import convkern  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -542,7 +542,7 @@ def gen_pool(g, name, extreme=False):
         pairs = tuple((p, p) for p in pad)
         padding = g.param(pad, d)
     O = []
-    for s, k, stv, (lo, hi), sp in zip(S, K, st, pairs, span):
+    for s, _k, stv, (lo, hi), sp in zip(S, K, st, pairs, span):
         if s + lo + hi < sp:
             O = None
             break

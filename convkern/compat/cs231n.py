@@ -32,9 +32,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._validation import float_array, integer
 from ..conv import conv_backward_bias, conv_backward_input, conv_backward_weight, conv_forward
 from ..pool import maxpool_backward, maxpool_forward
-from .._validation import float_array, integer
 
 __all__ = [
     "conv_forward_fast",
