@@ -102,7 +102,8 @@ cdef inline void pool_run(const floating_t *xp, const Geom *g, Py_ssize_t base,
 
     base is the first tap of the first window; window j starts at base + j * sw.  Without
     branches on the data: the maximum first, then the first tap equal to it (taps scanned
-    backwards with selects).  A window holding a NaN takes the scan of pool_window.
+    backwards with selects).  A window holding a NaN takes scan_window instead (PyTorch's
+    scan, in which every NaN replaces the running maximum).
     """
     cdef Py_ssize_t kd, kh, kw, j, start, idx, done = 0
     cdef floating_t v, m
