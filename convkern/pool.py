@@ -24,6 +24,7 @@ from .pool_plans import PoolPlan, scatter_to_argmax
 __all__ = ["maxpool_forward", "maxpool_backward"]
 
 _plans = PlanCache()
+_scatters = PlanCache()  # maxpool_backward: validated shapes
 
 
 def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -97,24 +98,34 @@ def maxpool_backward(grad_y, indices, x_shape, *, spatial_dims=None, out=None):
     given = (grad_y, indices)
     grad_y = float_array("grad_y", grad_y)
     indices = index_array("indices", indices)
+    key = (grad_y.shape, indices.shape, frozen(x_shape), frozen(spatial_dims))
+    x_shape, planes, plane = _scatters.get(key, lambda: _scatter_geometry(
+        grad_y.shape, indices.shape, x_shape, spatial_dims))
+    gx = check_out(out, x_shape, grad_y.dtype, given + (grad_y, indices))
+    return scatter_to_argmax(grad_y, indices, planes, plane, gx)
+
+
+def _scatter_geometry(grad_y_shape, indices_shape, x_shape, spatial_dims):
+    """Validate maxpool_backward's shapes; return ``(x_shape, planes, plane)``."""
     x_shape = shape_tuple("x_shape", x_shape, (2, 3, 4, 5))
     d = len(x_shape) - 2 if spatial_dims is None else integer("spatial_dims", spatial_dims, 1)
     if d not in (1, 2, 3) or len(x_shape) not in (d + 1, d + 2):
         raise ValueError(f"x_shape {x_shape} does not have {'d' if spatial_dims is None else d} "
                          "spatial axes after (N, C) or (C,), with d in 1, 2, 3")
     lead_axes = len(x_shape) - d
-    if grad_y.ndim != len(x_shape):
-        raise ValueError(f"grad_y must have {len(x_shape)} dimensions like x_shape, got {grad_y.ndim}")
-    if grad_y.shape[:lead_axes] != x_shape[:lead_axes]:
+    if len(grad_y_shape) != len(x_shape):
+        raise ValueError(f"grad_y must have {len(x_shape)} dimensions like x_shape, "
+                         f"got {len(grad_y_shape)}")
+    if grad_y_shape[:lead_axes] != x_shape[:lead_axes]:
         raise ValueError(
-            f"grad_y has leading (batch, channel) shape {grad_y.shape[:lead_axes]} but x_shape "
+            f"grad_y has leading (batch, channel) shape {grad_y_shape[:lead_axes]} but x_shape "
             f"has {x_shape[:lead_axes]}"
         )
-    if indices.shape != grad_y.shape:
-        raise ValueError(f"indices must have the shape of grad_y {grad_y.shape}, got {indices.shape}")
+    if indices_shape != grad_y_shape:
+        raise ValueError(f"indices must have the shape of grad_y {grad_y_shape}, "
+                         f"got {indices_shape}")
     nonzero_dims("x_shape", x_shape[lead_axes - 1:], "channel or spatial")
     check_size("x_shape", x_shape)
     planes = int(np.prod(x_shape[:lead_axes], dtype=object))
     plane = int(np.prod(x_shape[lead_axes:], dtype=object))
-    gx = check_out(out, x_shape, grad_y.dtype, given + (grad_y, indices))
-    return scatter_to_argmax(grad_y, indices, planes, plane, gx)
+    return x_shape, planes, plane
