@@ -5,7 +5,7 @@
 #
 #   tools/clang_check.sh [extra pytest arguments]
 #
-# Installs Debian's clang and libomp-dev when clang is missing (CI runs as root).  The
+# Installs Debian's clang and libomp-dev when clang is missing (as root, or with sudo).  The
 # build is a non-editable install of a copy of the checkout into its own venv in a
 # temporary directory (CONVKERN_CLANG_DIR=dir keeps it there), compiled with CC=clang.
 set -euo pipefail
@@ -15,7 +15,8 @@ source "$ROOT/tools/copy_checkout.sh"
 PYTHON=${PYTHON:-python3}
 if ! command -v clang >/dev/null; then
     echo "clang_check: installing clang and libomp-dev"
-    apt-get update -qq && apt-get install -y -qq clang libomp-dev >/dev/null
+    SUDO=$([[ $(id -u) -eq 0 ]] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq clang libomp-dev >/dev/null
 fi
 if [[ -n "${CONVKERN_CLANG_DIR:-}" ]]; then
     WORK=$CONVKERN_CLANG_DIR
