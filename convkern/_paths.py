@@ -13,9 +13,11 @@ on the pass's real axes:
   the flipped weights, on the slab, on im2col tiles, on im2col tiles spanning images
   or, for a pointwise layer, in place), ``phased`` (one such correlation per stride phase, on the slab) or ``col2im``
   (``W^T @ grad_y`` scattered back);
-- **backward_weight**: the operand, ``slab`` or ``im2col``, times the micro-kernel,
-  ``gemm`` (the operand's rows against the transposed grad_y) or ``dot`` (rows of grad_y
-  against the operand's rows, for short reductions);
+- **backward_weight**: the operand, ``slab``, ``im2col`` or ``im2col`` tiles over
+  several images (``im2col_gemm_images``, reduced block of rows by block of rows over a
+  batch chunk), times the micro-kernel, ``gemm`` (the operand's rows against the
+  transposed grad_y) or ``dot`` (rows of grad_y against the operand's rows, for short
+  reductions);
 - **backward_bias**: ``sum``.
 
 Each row of :data:`TABLE` says when its path is *valid* (it computes the right answer
@@ -111,6 +113,8 @@ TABLE = {
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
+        Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
+             _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
              lambda f: f.direct, _long_reduction),
         Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct, _always),

@@ -109,7 +109,8 @@ PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
                        "flipped_im2col_images"),
-    "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot"),
+    "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
+                        "im2col_gemm_images"),
     "backward_bias": ("sum",),
 }
 cdef enum:
@@ -118,7 +119,7 @@ cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
     BWI_FLIPPED_IM2COL_IMAGES
 cdef enum:
-    BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT
+    BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
