@@ -11,8 +11,8 @@ on the pass's real axes:
   layers with at most 4 filters per group);
 - **backward_input**: the formulation, ``flipped`` (a stride-1 correlation of grad_y with
   the flipped weights, on the slab, on im2col tiles, on im2col tiles spanning images
-  or, for a pointwise layer, in place), ``phased`` (one such correlation per stride phase, on the slab) or ``col2im``
-  (``W^T @ grad_y`` scattered back);
+  or, for a pointwise layer, in place), ``phased`` (one such correlation per stride
+  phase, on the slab) or ``col2im`` (``W^T @ grad_y`` scattered back);
 - **backward_weight**: the operand, ``slab``, ``im2col`` or ``im2col`` tiles over
   several images (``im2col_gemm_images``, reduced block of rows by block of rows over a
   batch chunk), times the micro-kernel, ``gemm`` (the operand's rows against the
