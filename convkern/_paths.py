@@ -4,16 +4,20 @@ Every pass can run on several hand-written paths.  A path is named after where i
 on the pass's real axes:
 
 - **forward**: the operand the micro-kernel reads, ``slab`` (runs of a zero-padded input
-  slab read in place), ``im2col`` (unrolled tiles) or ``pointwise`` (a 1x1, stride-1,
-  unpadded layer's input read in place, its output written in place), times the GEMM
-  block, wide or ``narrow`` (4 rows, for layers with at most 4 filters per group);
+  slab read in place), ``im2col`` (unrolled tiles of one image's positions),
+  ``im2col_images`` (unrolled tiles whose columns run over several images, for small
+  images) or ``pointwise`` (a 1x1, stride-1, unpadded layer's input read in place, its
+  output written in place), times the GEMM block, wide or ``narrow`` (4 rows, for
+  layers with at most 4 filters per group);
 - **backward_input**: the formulation, ``flipped`` (a stride-1 correlation of grad_y with
-  the flipped weights, on the slab, on im2col tiles or, for a pointwise layer, in
-  place), ``phased`` (one such correlation per stride phase, on the slab) or ``col2im``
-  (``W^T @ grad_y`` scattered back);
-- **backward_weight**: the operand, ``slab`` or ``im2col``, times the micro-kernel,
-  ``gemm`` (the operand's rows against the transposed grad_y) or ``dot`` (rows of grad_y
-  against the operand's rows, for short reductions);
+  the flipped weights, on the slab, on im2col tiles, on im2col tiles spanning images
+  or, for a pointwise layer, in place), ``phased`` (one such correlation per stride
+  phase, on the slab) or ``col2im`` (``W^T @ grad_y`` scattered back);
+- **backward_weight**: the operand, ``slab``, ``im2col`` or ``im2col`` tiles over
+  several images (``im2col_gemm_images``, reduced block of rows by block of rows over a
+  batch chunk), times the micro-kernel, ``gemm`` (the operand's rows against the
+  transposed grad_y) or ``dot`` (rows of grad_y against the operand's rows, for short
+  reductions);
 - **backward_bias**: ``sum``.
 
 Each row of :data:`TABLE` says when its path is *valid* (it computes the right answer
@@ -44,6 +48,8 @@ Facts = namedtuple(
         "reduction",       # Cg * prod(K), the weight gradient's reduction rows
         "mr",              # rows of the wide GEMM block for the dtype
         "nr",              # columns of the GEMM block for the dtype
+        "images",          # N, the batch
+        "positions",       # output positions per image, prod(O)
     ],
 )
 
@@ -72,11 +78,21 @@ def _long_reduction(f):
     return f.reduction >= 4 * f.nr
 
 
+# A small image gives a GEMM tile only a few nr-slivers of columns (and the slab path
+# adds its halo columns, a 2x2 output computes 2 x 4 columns): with a batch, tiles whose
+# columns run over several images keep the micro-kernel on whole slivers and amortise
+# each sweep over the packed weights.  Few slivers: fewer than 4 per image.
+def _small_images(f):
+    return f.images >= 2 and f.positions < 4 * f.nr
+
+
 TABLE = {
     "forward": (
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise, lambda f: not _few_filters(f)),
+        Path("im2col_images", {"operand": "im2col over images", "block": "wide"}, _always,
+             lambda f: _small_images(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
              lambda f: f.direct, _few_filters),
         Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct, _always),
@@ -86,6 +102,8 @@ TABLE = {
     "backward_input": (
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise, _channel_rich),
+        Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
+             lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
              lambda f: f.flipped_direct, _channel_rich),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
@@ -95,6 +113,8 @@ TABLE = {
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
+        Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
+             _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
              lambda f: f.direct, _long_reduction),
         Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct, _always),
@@ -123,7 +143,7 @@ def facts(geometry, dtype):
     dtype : numpy.dtype
         float32 or float64.
     """
-    x5, w5, _, groups = geometry[:4]
+    x5, w5, y5, groups = geometry[:4]
     mr, nr = _conv.kernel_info()[dtype.name]["gemm"]
     return Facts(
         filters=w5[0] // groups,
@@ -131,6 +151,8 @@ def facts(geometry, dtype):
         reduction=w5[1] * w5[2] * w5[3] * w5[4],
         mr=mr,
         nr=nr,
+        images=x5[0],
+        positions=y5[2] * y5[3] * y5[4],
         **_conv.geometry_facts(*geometry),
     )
 

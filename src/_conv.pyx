@@ -116,24 +116,27 @@ def kernel_info():
 # Path codes: the index of a path's name in PATHS[pass].  convkern/_paths.py holds the
 # rules that choose among them; the kernels only run the path they are given.
 PATHS = {
-    "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise"),
-    "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise"),
-    "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot"),
+    "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images"),
+    "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
+                       "flipped_im2col_images"),
+    "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
+                        "im2col_gemm_images"),
     "backward_bias": ("sum",),
 }
 cdef enum:
-    FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE
+    FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE, FWD_IM2COL_IMAGES
 cdef enum:
-    BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE
+    BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
+    BWI_FLIPPED_IM2COL_IMAGES
 cdef enum:
-    BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT
+    BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
     ACT_NONE, ACT_RELU
 # Where a correlation's GEMM reads its B operand (see correlate).
 cdef enum:
-    OPERAND_SLAB, OPERAND_IM2COL, OPERAND_IN_PLACE
+    OPERAND_SLAB, OPERAND_IM2COL, OPERAND_IN_PLACE, OPERAND_IM2COL_IMAGES
 
 
 include "conv_geometry.pxi"
@@ -201,7 +204,9 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
         return correlate_scratch(g, &KERN4 if path in (FWD_SLAB_NARROW, FWD_IM2COL_NARROW)
                                  else &KERN,
                                  OPERAND_SLAB if path in (FWD_SLAB, FWD_SLAB_NARROW) else
-                                 OPERAND_IN_PLACE if path == FWD_POINTWISE else OPERAND_IM2COL,
+                                 OPERAND_IN_PLACE if path == FWD_POINTWISE else
+                                 OPERAND_IM2COL_IMAGES if path == FWD_IM2COL_IMAGES else
+                                 OPERAND_IM2COL,
                                  tag)
     if pass_name == "backward_input":
         if path == BWI_COL2IM:
@@ -215,6 +220,7 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
         t = flipped_geom(g)
         return correlate_scratch(&t, &KERN, OPERAND_SLAB if path == BWI_FLIPPED else
                                  OPERAND_IN_PLACE if path == BWI_FLIPPED_POINTWISE else
+                                 OPERAND_IM2COL_IMAGES if path == BWI_FLIPPED_IM2COL_IMAGES else
                                  OPERAND_IM2COL, tag)
     if pass_name == "backward_weight":
         return wgrad_layout(g, path, tag).bytes_per_thread

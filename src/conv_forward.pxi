@@ -140,6 +140,79 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
                         yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
 
 
+cdef inline Py_ssize_t images_tile_width(const Geom *g, Py_ssize_t nr, int nt) noexcept nogil:
+    """Columns per tile of correlate_im2col_images: the N * P (image, position) columns
+    of a group in about 2 * nt tiles (so every thread has work), at most TILE and at
+    least one nr-sliver (so at most tile_width(N * P, nr), which sizes the scratch).  A
+    column's sums do not depend on the tile it lands in, so the width may depend on nt."""
+    cdef Py_ssize_t want = max(1, (2 * nt + g.G - 1) // g.G)
+    return max(nr, min(<Py_ssize_t> TILE, round_up((g.N * g.P + want - 1) // want, nr)))
+
+
+cdef inline Py_ssize_t im2col_images_per_thread(Py_ssize_t tw, Py_ssize_t fpad) noexcept nogil:
+    """Scratch elements per thread of correlate_im2col_images: the im2col block, the
+    tile's output block (fpad rows) and the micro-kernel's edge block."""
+    return KC * tw + fpad * tw + CK_MR_MAX * CK_NR_MAX
+
+
+cdef void correlate_im2col_images(const floating_t *x, const Geom *g, const floating_t *wpack,
+                                  const floating_t *bias, int bias_mode, int act, floating_t *y,
+                                  Py_ssize_t tw, floating_t *scratch, Py_ssize_t per_thread,
+                                  Py_ssize_t *offsets, const Kernels *kern, int nt) noexcept nogil:
+    """Any-stride correlation y = act(x * W + bias) on im2col tiles whose tw columns run
+    over (image, output position) pairs, n * P + p, of a group: small images give each
+    GEMM sweep several images' columns instead of one short image (no halo columns, no
+    per-image ragged sliver).  Each column is the same sum over k, in the same order, as
+    in correlate_im2col; the tile's outputs go through a tw-wide block, then out."""
+    cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W, NP = g.N * g.P
+    cdef Py_ssize_t ntiles = (NP + tw - 1) // tw
+    cdef Py_ssize_t t, grp, c0, cn, kb, k0, kc, f, j, j0, n, p0, seg
+    cdef floating_t *col
+    cdef floating_t *ctile
+    cdef floating_t *src
+    cdef floating_t *yrow
+    for t in prange(g.G * ntiles, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * per_thread
+        ctile = col + KC * tw
+        grp = t // ntiles
+        c0 = (t % ntiles) * tw
+        cn = min(tw, NP - c0)
+        for kb in range((K + KC - 1) // KC):
+            k0 = kb * KC
+            kc = min(<Py_ssize_t> KC, K - k0)
+            # the tile's columns, one image's run of positions at a time
+            j0 = 0
+            while j0 < cn:
+                n = (c0 + j0) // g.P
+                p0 = (c0 + j0) % g.P
+                seg = min(g.P - p0, cn - j0)
+                im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, seg, col + j0, tw)
+                j0 = j0 + seg
+            gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
+                       offsets, 0, NULL, cn, ctile, tw, ctile + fpad * tw, k0 > 0)
+        # copy out per image, adding the bias and applying the activation
+        j0 = 0
+        while j0 < cn:
+            n = (c0 + j0) // g.P
+            p0 = (c0 + j0) % g.P
+            seg = min(g.P - p0, cn - j0)
+            for f in range(grp * g.Fg, (grp + 1) * g.Fg):
+                src = ctile + (f - grp * g.Fg) * tw + j0
+                yrow = y + (n * g.F + f) * g.P + p0
+                if bias_mode == 0:
+                    for j in range(seg):
+                        yrow[j] = activate(src[j], act)
+                elif bias_mode == 1:
+                    for j in range(seg):
+                        yrow[j] = activate(src[j] + bias[f], act)
+                else:
+                    for j in range(seg):
+                        yrow[j] = activate(src[j] + bias[f * g.P + p0 + j], act)
+            j0 = j0 + seg
+
+
 cdef inline bint pointwise_fits(const Geom *g) noexcept nogil:
     """A 1x1, stride-1, unpadded correlation: a plain GEMM per image (correlate_pointwise)."""
     return (g.KK == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1
@@ -156,6 +229,9 @@ cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, int operan
         return d.per_thread * sizeof(floating_t) + (K + d.planes * d.rows) * sizeof(Py_ssize_t)
     if operand == OPERAND_IN_PLACE:
         return pointwise_per_thread(K, nr) * sizeof(floating_t)
+    if operand == OPERAND_IM2COL_IMAGES:
+        return im2col_images_per_thread(tile_width(g.N * g.P, nr),
+                                        round_up(g.Fg, block_mr(kern, tag))) * sizeof(floating_t)
     return im2col_per_thread(tile_width(g.P, nr)) * sizeof(floating_t)
 
 
@@ -163,7 +239,8 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
                     const floating_t *bias, int bias_mode, int act, floating_t *y,
                     const OutLayout *out, int operand, const Kernels *kern, int nt) except *:
     """y = act(x * W + bias) with the GEMM's B operand read from a padded input slab
-    (OPERAND_SLAB, which needs direct_fits(g)), from im2col tiles (OPERAND_IM2COL) or
+    (OPERAND_SLAB, which needs direct_fits(g)), from im2col tiles (OPERAND_IM2COL, or
+    OPERAND_IM2COL_IMAGES with tiles spanning images, which needs a contiguous y) or
     from x in place (OPERAND_IN_PLACE, which needs pointwise_fits(g)); wpack as in
     correlate_direct.
 
@@ -198,6 +275,19 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
         with nogil:
             correlate_direct(x, g, wpack, bias, bias_mode, act, y, out, &d, scratch, offsets,
                              kern, nt)
+    elif operand == OPERAND_IM2COL_IMAGES:
+        tw = images_tile_width(g, nr, nt)
+        offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
+        try:
+            scratch = <floating_t *> alloc_scratch(nt * correlate_scratch(g, kern, operand, x))
+        except MemoryError:
+            free(offsets)
+            raise
+        row_offsets(offsets, KC, tw)
+        with nogil:
+            correlate_im2col_images(x, g, wpack, bias, bias_mode, act, y, tw, scratch,
+                                    correlate_scratch(g, kern, operand, x) // sizeof(floating_t),
+                                    offsets, kern, nt)
     else:
         offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
         try:
@@ -230,7 +320,9 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     cdef bint narrow = path == FWD_SLAB_NARROW or path == FWD_IM2COL_NARROW
     cdef const Kernels *kern = &KERN4 if narrow else &KERN
     cdef int operand = (OPERAND_SLAB if path == FWD_SLAB or path == FWD_SLAB_NARROW
-                        else OPERAND_IN_PLACE if path == FWD_POINTWISE else OPERAND_IM2COL)
+                        else OPERAND_IN_PLACE if path == FWD_POINTWISE
+                        else OPERAND_IM2COL_IMAGES if path == FWD_IM2COL_IMAGES
+                        else OPERAND_IM2COL)
     cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
     cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr), gi

@@ -301,11 +301,13 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     cdef int nt = max(1, num_threads)
     if path != BWI_COL2IM and has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
         path = BWI_COL2IM
-    if path == BWI_FLIPPED or path == BWI_FLIPPED_IM2COL or path == BWI_FLIPPED_POINTWISE:
+    if path in (BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_FLIPPED_POINTWISE,
+                BWI_FLIPPED_IM2COL_IMAGES):
         backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                                &out[0, 0, 0, 0, 0],
                                OPERAND_SLAB if path == BWI_FLIPPED else
                                OPERAND_IN_PLACE if path == BWI_FLIPPED_POINTWISE else
+                               OPERAND_IM2COL_IMAGES if path == BWI_FLIPPED_IM2COL_IMAGES else
                                OPERAND_IM2COL, nt)
     elif path == BWI_PHASED:
         backward_input_phased(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,

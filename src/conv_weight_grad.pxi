@@ -7,7 +7,8 @@ cdef struct WgradLayout:
     # Everything the caller allocates for one weight-gradient call and the kernels carve,
     # computed once by wgrad_layout.  A thread's scratch (per_thread elements) starts with
     # the operand: the input slab (slab paths, tiled as d) or the im2col block (im2col
-    # paths, tw positions wide; rb reduction rows per im2col-dot task); then, at these
+    # paths, tw positions wide; rb reduction rows per im2col-dot task, or per block of
+    # the images path); then, at these
     # element offsets (-1 where a path has none): gyt, the transposed grad_y tile (GEMM
     # paths); edge, the micro-kernel's edge block; gys, the staged grad_y rows (slab
     # paths); res, the dot kernels' results.  Per thread there are also thread_offsets
@@ -62,6 +63,21 @@ cdef WgradLayout wgrad_layout(const Geom *g, int path, const floating_t *tag) no
         L.thread_offsets = 0
         L.shared_offsets = L.tw
         L.thread_ptrs = K + CK_MR_MAX
+    elif path == BWW_IM2COL_GEMM_IMAGES:
+        # blocks of rb reduction rows whose rb x Fg partial block stays in cache (256 KiB)
+        # while every image of the chunk streams through it; tiles of tw (image,
+        # position) columns whose im2col block and transposed grad_y stay near 512 KiB
+        L.rb = max(<Py_ssize_t> CK_MR_MAX, (256 << 10) // (g.Fg * <Py_ssize_t> sizeof(floating_t))
+                   // CK_MR_MAX * CK_MR_MAX)
+        L.rb = min(L.rb, round_up(K, CK_MR_MAX))
+        L.tw = max(16, min(1024, (512 << 10) // (max(L.rb, fpad) * <Py_ssize_t> sizeof(floating_t))
+                           // 16 * 16))
+        L.gyt = L.rb * L.tw
+        L.edge = L.gyt + L.tw * fpad
+        L.per_thread = L.edge + edge
+        L.thread_offsets = 0
+        L.shared_offsets = L.tw
+        L.thread_ptrs = L.rb + CK_MR_MAX
     else:
         L.res = L.rb * L.tw
         L.per_thread = L.res + dr * dc
@@ -335,6 +351,69 @@ cdef void weight_grad_unrolled(const floating_t *x, const floating_t *gy, const 
                                 rows + K, edge)
 
 
+cdef void weight_grad_unrolled_images(const floating_t *x, const floating_t *gy, const Geom *g,
+                                      floating_t *partials, double *bsum, const WgradLayout *L,
+                                      floating_t *scratch, const Py_ssize_t *gyt_rows,
+                                      const floating_t **ptrs, int nt) noexcept nogil:
+    """Any-stride weight gradient on im2col tiles whose tw columns run over the (image,
+    position) pairs of a batch chunk: grad_w[g]^T (rb-row block of K x Fg) += col
+    (rb x tw) @ gy^T (tw x Fg), block by block of rb rows, each block reduced over the
+    whole chunk while it stays in cache.  Small images give weight_grad_unrolled a
+    few columns per image, and each image then streams the whole K x Fg partial.
+
+    Tasks as in weight_grad_unrolled; a (k, f) sum runs over the chunk's columns in
+    order, in tiles of tw that depend on the shapes only (not on the split).
+    """
+    cdef Py_ssize_t nr = block_nr(&KERN, x), mr = block_mr(&KERN, x)
+    cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
+    cdef Py_ssize_t fpad = round_up(g.Fg, nr)
+    cdef Py_ssize_t tw = L.tw, rb = L.rb, per_chunk = L.per_chunk
+    cdef Py_ssize_t kper = blocks_per_split(L.nchunks * g.G, (K + mr - 1) // mr, nt) * mr
+    cdef Py_ssize_t nsplit = (K + kper - 1) // kper
+    cdef Py_ssize_t t, b, grp, n, k, k0, k1, kb, kb0, kn, tb, c0, c1, cn, j0, p0, seg
+    cdef floating_t *col
+    cdef floating_t *gyt
+    cdef floating_t *edge
+    cdef floating_t *dst
+    cdef const floating_t *gyn
+    cdef const floating_t **rows
+    for t in prange(L.nchunks * g.G * nsplit, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * L.per_thread
+        gyt = col + L.gyt
+        edge = col + L.edge
+        rows = ptrs + threadid() * L.thread_ptrs
+        b = t // (g.G * nsplit)
+        grp = t // nsplit % g.G
+        k0 = t % nsplit * kper
+        k1 = min(K, k0 + kper)
+        dst = partials + b * g.F * K + grp * K * g.Fg + k0 * g.Fg
+        memset(dst, 0, (k1 - k0) * g.Fg * sizeof(floating_t))
+        for k in range(rb):
+            rows[k] = col + k * tw
+        # the chunk's columns n * P + p
+        c1 = min(g.N, (b + 1) * per_chunk) * g.P
+        for kb in range((k1 - k0 + rb - 1) // rb):
+            kb0 = k0 + kb * rb
+            kn = min(rb, k1 - kb0)
+            for tb in range((c1 - b * per_chunk * g.P + tw - 1) // tw):
+                c0 = b * per_chunk * g.P + tb * tw
+                cn = min(tw, c1 - c0)
+                j0 = 0
+                while j0 < cn:
+                    n = (c0 + j0) // g.P
+                    p0 = (c0 + j0) % g.P
+                    seg = min(g.P - p0, cn - j0)
+                    gyn = gy + (n * g.F + grp * g.Fg) * g.P + p0
+                    im2col(x + (n * g.C + grp * g.Cg) * plane, g, kb0, kn, p0, seg, col + j0, tw)
+                    # gyt[j, f] = gy[n, grp*Fg + f, p0 + j - j0]
+                    transpose(gyn, g.P, g.Fg, seg, gyt + j0 * fpad, fpad)
+                    if bsum != NULL and kb0 == 0:
+                        add_rows(bsum + b * g.F + grp * g.Fg, gyn, g.P, g.Fg, seg)
+                    j0 = j0 + seg
+                gemm_rows_block(&KERN, rows, 0, kn, cn, gyt, gyt_rows, g.Fg,
+                                dst + (kb0 - k0) * g.Fg, g.Fg, rows + rb, edge)
+
+
 cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Geom *g,
                              floating_t *partials, double *bsum, const WgradLayout *L,
                              floating_t *scratch, const floating_t **ptrs,
@@ -404,7 +483,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t K = g.Cg * g.KK, part = g.F * K
     cdef int nt = max(1, num_threads)
     cdef WgradLayout L = wgrad_layout(&g, path, x0)
-    cdef bint gemm = path == BWW_SLAB_GEMM or path == BWW_IM2COL_GEMM
+    cdef bint gemm = path in (BWW_SLAB_GEMM, BWW_IM2COL_GEMM, BWW_IM2COL_GEMM_IMAGES)
     cdef floating_t *partials
     cdef floating_t *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
@@ -440,6 +519,10 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         elif path == BWW_IM2COL_GEMM:
             row_offsets(offsets, L.tw, round_up(g.Fg, block_nr(&KERN, x0)))
             weight_grad_unrolled(x0, gy0, &g, partials, bsum, &L, scratch, offsets, ptrs, nt)
+        elif path == BWW_IM2COL_GEMM_IMAGES:
+            row_offsets(offsets, L.tw, round_up(g.Fg, block_nr(&KERN, x0)))
+            weight_grad_unrolled_images(x0, gy0, &g, partials, bsum, &L, scratch, offsets,
+                                        ptrs, nt)
         else:
             weight_grad_im2col(x0, gy0, &g, partials, bsum, &L, scratch, ptrs, nt)
         # partial[0] += partial[b] for b = 1, 2, ... in chunk order (contiguous adds),

@@ -183,3 +183,47 @@ def test_the_default_choice_is_the_first_valid_and_preferred_row():
         for p in _paths.PASSES:
             assert plan.paths[p] in plan.valid_paths(p)
             assert plan.paths[p] == _paths.choose(p, plan._facts)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spatial, filters", [((2, 2), 36), ((4, 4), 36), ((3,), 36),
+                                              ((2, 2), 600)])
+def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dtype,
+                                                            all_threads):
+    """Channel-rich small images in a batch plan the image-spanning im2col tiles in all
+    three passes (a batch of one does not); they match PyTorch's float64 result within
+    the dtype's tolerance, with the same bits at 1, 2 and 4 threads.  A batch of 11
+    puts 2 images in each weight-gradient chunk, and 600 filters split its reduction
+    rows into several cache blocks."""
+    torch = pytest.importorskip("torch")
+    k = len(spatial)
+    x_shape, w_shape = (11, 48) + spatial, (filters, 48) + (3,) * k
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
+    assert plan.paths["forward"] == "im2col_images"
+    assert plan.paths["backward_input"] == "flipped_im2col_images"
+    assert plan.paths["backward_weight"] == "im2col_gemm_images"
+    single = ck.conv_plan((1,) + x_shape[1:], w_shape, dtype=dtype, padding=1)
+    assert single.paths["forward"] != "im2col_images"
+    rng = np.random.default_rng(len(spatial) + spatial[0])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    conv = (torch.nn.functional.conv1d, torch.nn.functional.conv2d)[k - 1]
+    grad_in = (torch.nn.grad.conv1d_input, torch.nn.grad.conv2d_input)[k - 1]
+    grad_w = (torch.nn.grad.conv1d_weight, torch.nn.grad.conv2d_weight)[k - 1]
+    tx, tw, tgy = (torch.from_numpy(a.astype(np.float64)) for a in (x, w, gy))
+    want_y = conv(tx, tw, None, 1, 1).numpy()
+    want_gx = grad_in(x_shape, tw, tgy, 1, 1).numpy()
+    want_gw = grad_w(tx, w_shape, tgy, 1, 1).numpy()
+    results = []
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        results.append((plan.forward(x, w), plan.backward_input(gy, w),
+                        plan.backward_weight(x, gy)))
+    for y, gx, gw in results:
+        assert_close(y, want_y, dtype, err_msg="forward vs torch")
+        assert_close(gx, want_gx, dtype, err_msg="backward_input vs torch")
+        np.testing.assert_array_equal(y, results[0][0])
+        assert_close(gw, want_gw, dtype, err_msg="backward_weight vs torch")
+        np.testing.assert_array_equal(gx, results[0][1])
+        np.testing.assert_array_equal(gw, results[0][2])
