@@ -55,7 +55,10 @@ CC="$CC" CONVKERN_EXTRA_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" \
     "$VENV/bin/python" -m pip install --quiet --no-cache-dir "$SRC[test]"
 
 cd "$WORK"   # not the copy: `import convkern` must find the installed ASan build
-if ! ldd "$VENV"/lib/python*/site-packages/convkern/_conv*.so | grep -q libasan; then
+# (ldd's output is read whole: `ldd | grep -q` under pipefail fails at random when grep
+# exits at its first match and ldd, still writing, dies of SIGPIPE)
+deps=$(ldd "$VENV"/lib/python*/site-packages/convkern/_conv*.so)
+if [[ $deps != *libasan* ]]; then
     echo "asan: the installed kernels are not linked against libasan" >&2
     exit 2
 fi
