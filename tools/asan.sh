@@ -66,7 +66,7 @@ fi
 export LD_PRELOAD=$LIBASAN
 export PYTHONMALLOC=malloc
 export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:log_path=$LOGS/asan:${ASAN_OPTIONS:-}"
-unset CONVKERN_REQUIRE_TORCH   # torch is not installed in this venv (and not instrumented)
+unset CONVKERN_REQUIRE_TORCH CONVKERN_REQUIRE_EXTRAS   # no torch (not instrumented), dask or mpi4py in this venv
 status=0
 "$VENV/bin/python" -c "import convkern; print('asan: testing', convkern.__file__)"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$SRC/tests" "$@" || status=$?
