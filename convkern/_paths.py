@@ -90,7 +90,7 @@ TABLE = {
     "forward": (
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
-             lambda f: f.pointwise, lambda f: not _few_filters(f)),
+             lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
         Path("im2col_images", {"operand": "im2col over images", "block": "wide"}, _always,
              lambda f: _small_images(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
@@ -101,7 +101,7 @@ TABLE = {
     ),
     "backward_input": (
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
-             lambda f: f.pointwise, _channel_rich),
+             lambda f: f.pointwise, lambda f: _channel_rich(f) and not _small_images(f)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
              lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},

@@ -547,8 +547,10 @@ class MaxPool(Layer):
 class Dense(Layer):
     """Fully connected layer, ``y = phi(x W^T + b)``.
 
-    The activation runs in place on the layer's output; backward computes ``phi'`` and
-    the bias gradient (summed in double) in one pass over ``grad_y``.
+    The products run on convkern's kernels (the layer is a 1-D convolution of N
+    one-position images), never on NumPy's BLAS; ReLU is applied in the output tile, other
+    activations in place on the output; backward computes ``phi'`` and the bias gradient
+    (summed in double) in one pass over ``grad_y``.
 
     Parameters
     ----------
@@ -592,6 +594,13 @@ class Dense(Layer):
         if self.bias:
             self._param("bias", np.zeros(self.out_features, self.dtype))
 
+    def _plan(self, x_shape, dtype):
+        # A dense layer is a 1-D convolution of N one-position images (weight (F, C, 1)):
+        # its products run on convkern's OpenMP kernels, whose tiles span the images, and
+        # never on NumPy's BLAS threads, which would spin against them on the same cores.
+        return conv_plan((*x_shape, 1), (*self.params["weight"].shape, 1), dtype=dtype,
+                         bias="tied" if self.bias else None)
+
     def forward(self, x):
         """Apply the layer.
 
@@ -610,10 +619,10 @@ class Dense(Layer):
             raise ValueError(f"Dense expects {self.in_features} features, got shape {x.shape}")
         entry = self._shapes.entry(x)
         y = entry.array("y", (x.shape[0], self.out_features), self.dtype, x)
-        np.matmul(x, self.params["weight"].T, out=y)
-        if self.bias:
-            y += self.params["bias"]
-        if self.activation:
+        fused = "relu" if self.activation == "relu" else None
+        entry.plan.forward(x[:, :, None], self.params["weight"][:, :, None],
+                           self.params.get("bias"), out=y[:, :, None], activation=fused)
+        if self.activation and not fused:
             activate_in_place(y, self.activation)
         self._keep(x=x, y=y, entry=entry)
         return y
@@ -643,13 +652,16 @@ class Dense(Layer):
                 # The same double, fixed-order sum as the fused kernel, over (N, F, 1).
                 conv_backward_bias(grad_z.reshape(*grad_z.shape, 1), out=grad_b)
         grad_w = entry.array("grad_w", self.params["weight"].shape, self.dtype)
-        self.grads["weight"] += np.matmul(grad_z.T, x, out=grad_w)
+        entry.plan.backward_weight(x[:, :, None], grad_z[:, :, None], out=grad_w[:, :, None])
+        self.grads["weight"] += grad_w
         if self.bias:
             self.grads["bias"] += grad_b
         if not self.needs_input_grad:
             return None
         grad_x = entry.array("grad_x", x.shape, self.dtype, grad_z)
-        return np.matmul(grad_z, self.params["weight"], out=grad_x)
+        entry.plan.backward_input(grad_z[:, :, None], self.params["weight"][:, :, None],
+                                  out=grad_x[:, :, None])
+        return grad_x
 
     def config(self):
         return {

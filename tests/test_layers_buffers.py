@@ -73,6 +73,19 @@ def layer_step(model, criterion, optimizer, x, labels):
     return loss
 
 
+# Dense layers are 1-D convolutions of one-position images (see convkern.layers.Dense).
+def dense(x, w, b):
+    return ck.conv_forward(x[:, :, None], w[:, :, None], b)[:, :, 0]
+
+
+def dense_input_grad(g, w):
+    return ck.conv_backward_input(g[:, :, None], w[:, :, None], (g.shape[0], w.shape[1], 1))[:, :, 0]
+
+
+def dense_weight_grad(x, g):
+    return ck.conv_backward_weight(x[:, :, None], g[:, :, None], (g.shape[1], x.shape[1], 1))[:, :, 0]
+
+
 def functional_step(params, momentum, x, labels):
     """The same training step with the functional API and NumPy; updates params."""
     w0, b0, w2, b2 = params["0.weight"], params["0.bias"], params["2.weight"], params["2.bias"]
@@ -83,11 +96,8 @@ def functional_step(params, momentum, x, labels):
     a2 = np.maximum(ck.conv_forward(p1, w2, b2, padding=1), 0)
     p2, i2 = ck.maxpool_forward(a2, 2)
     f = p2.reshape(n, -1)
-    z5 = f @ w5.T
-    z5 += b5
-    a5 = np.maximum(z5, 0)
-    z6 = a5 @ w6.T
-    z6 += b6
+    a5 = np.maximum(dense(f, w5, b5), 0)
+    z6 = dense(a5, w6, b6)
     shifted = z6 - z6.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(n)
@@ -95,10 +105,11 @@ def functional_step(params, momentum, x, labels):
     g6 = np.exp(log_probs)
     g6[rows, labels] -= 1
     g6 /= n
-    grads = {"6.weight": g6.T @ a5, "6.bias": ck.conv_backward_bias(g6[:, :, None])}
-    g5 = np.where(a5 > 0, g6 @ w6, 0)
-    grads |= {"5.weight": g5.T @ f, "5.bias": ck.conv_backward_bias(g5[:, :, None])}
-    g2 = np.where(a2 > 0, ck.maxpool_backward((g5 @ w5).reshape(p2.shape), i2, a2.shape), 0)
+    grads = {"6.weight": dense_weight_grad(a5, g6), "6.bias": ck.conv_backward_bias(g6[:, :, None])}
+    g5 = np.where(a5 > 0, dense_input_grad(g6, w6), 0)
+    grads |= {"5.weight": dense_weight_grad(f, g5), "5.bias": ck.conv_backward_bias(g5[:, :, None])}
+    g_f = dense_input_grad(g5, w5)
+    g2 = np.where(a2 > 0, ck.maxpool_backward(g_f.reshape(p2.shape), i2, a2.shape), 0)
     grads |= {"2.weight": ck.conv_backward_weight(p1, g2, w2.shape, padding=1),
               "2.bias": ck.conv_backward_bias(g2)}
     g_p1 = ck.conv_backward_input(g2, w2, p1.shape, padding=1)
