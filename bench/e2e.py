@@ -191,7 +191,7 @@ def markdown_report(run):
         f"- Date: {run['date']}",
         f"- Command: `{run['command']}`",
         f"- Machine: {machine_line(run['machine'])}",
-        f"- NumPy BLAS threads (convkern's Dense layers): {o['blas']}",
+        f"- NumPy BLAS threads (NumPy's own products; convkern's layers do not use BLAS): {o['blas']}",
         f"- Timing: median of {o['repeats']} interleaved batches (about "
         f"{1e3 * BATCH_SECONDS:.0f} ms, at least one call) per library, pause "
         f"{o['pause']} s before each switch.",
