@@ -17,15 +17,13 @@
 #include <Python.h>
 
 typedef void (*ck_dw_fwd_s)(float *, Py_ssize_t, const float **, Py_ssize_t, const float *,
-                            Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);
+                            Py_ssize_t, Py_ssize_t, Py_ssize_t);
 typedef void (*ck_dw_fwd_d)(double *, Py_ssize_t, const double **, Py_ssize_t,
-                            const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);
+                            const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t);
 typedef void (*ck_dw_wgrad_s)(const float *, Py_ssize_t, const float **, Py_ssize_t,
-                              Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *,
-                              double *);
+                              Py_ssize_t, Py_ssize_t, Py_ssize_t, float *, double *);
 typedef void (*ck_dw_wgrad_d)(const double *, Py_ssize_t, const double **, Py_ssize_t,
-                              Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *,
-                              double *);
+                              Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, double *);
 typedef void (*ck_dw_zip_s)(float *, const float *, const float *, Py_ssize_t);
 typedef void (*ck_dw_zip_d)(double *, const double *, const double *, Py_ssize_t);
 

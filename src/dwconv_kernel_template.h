@@ -6,13 +6,12 @@
  * (lane masks, for DW_VL > 1), DW_ATTR (a target attribute or nothing).
  *
  * A row operation reads R input rows with KW taps of dilation d at stride s: output q
- * of the row meets rows[r][q * s + k * d] for k < KW, and the caller makes sure every
- * such element exists.  Whole vectors of outputs run for s = 1 and s = 2 (a tap's
- * elements are then the even lanes of two loads, which read one element past the
- * last one used: those vectors stop where that element would pass avail, the number of
- * elements readable from every row's start); the rest, and other strides, run scalar.
- * Every output sums its terms in the same order, row by row and tap by tap, whether a
- * vector or the scalar loop computes it, so the results depend only on the row's shape.
+ * of the row meets rows[r][q * s + k * d] for k < KW.  Strides 1 and 2 run on whole
+ * vectors of outputs (a stride-2 tap's elements are the even lanes of two loads): the
+ * caller gives rows padded so that every vector's loads stay inside them, up to element
+ * (round_up(n, VL) - 1) * s + (KW - 1) * d + 1.  Other strides (and DW_VL = 1) run
+ * scalar and read only the elements they use.  Every output sums its terms in the same
+ * order, row by row and tap by tap, so the results depend only on the row's shape.
  */
 #define DW_CAT2(a, b) a##_##b
 #define DW_CAT(a, b) DW_CAT2(a, b)
@@ -20,28 +19,6 @@
 #define DW_INLINE static DW_ATTR inline __attribute__((always_inline))
 
 static const Py_ssize_t DW_FN(vl) = DW_VL;
-
-/* How many outputs (a multiple of DW_VL) of a row of n run as whole vectors. */
-static DW_ATTR Py_ssize_t DW_FN(nvec)(Py_ssize_t n, Py_ssize_t KW, Py_ssize_t s,
-                                      Py_ssize_t d, Py_ssize_t avail)
-{
-#if DW_VL > 1
-    Py_ssize_t lim;
-    if (s == 1)
-        return n / DW_VL * DW_VL;
-    if (s != 2)
-        return 0;
-    /* the block at q loads up to element 2 q + (KW - 1) d + 2 VL - 1 */
-    lim = avail - (KW - 1) * d - 2 * DW_VL;
-    if (lim < 0)
-        return 0;
-    lim = lim / (2 * DW_VL) + 1;
-    return (n / DW_VL < lim ? n / DW_VL : lim) * DW_VL;
-#else
-    (void)n, (void)KW, (void)s, (void)d, (void)avail;
-    return 0;
-#endif
-}
 
 #if DW_VL > 1
 #define DW_V DW_FN(vec_t)
@@ -118,22 +95,34 @@ DW_INLINE void DW_FN(fwd1)(DW_T *y, Py_ssize_t nv, const DW_T *a, const DW_T *w,
     }
 }
 
-/* One vector step of wg3: grad_y g against the 3 x 3 taps of rows a, b, c. */
-#define DW_WG3_STEP                                                                   \
+/* One vector step of wg3 (M masks the products of a last, partial vector). */
+#define DW_WG3_STEP(M)                                                                \
     const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;                     \
     DW_V gv = DW_FN(ld)(g + q);                                                        \
-    s0 += gv * DW_FN(lds)(pa, s);                                                      \
-    s1 += gv * DW_FN(lds)(pa + d, s);                                                  \
-    s2 += gv * DW_FN(lds)(pa + 2 * d, s);                                              \
-    s3 += gv * DW_FN(lds)(pb, s);                                                      \
-    s4 += gv * DW_FN(lds)(pb + d, s);                                                  \
-    s5 += gv * DW_FN(lds)(pb + 2 * d, s);                                              \
-    s6 += gv * DW_FN(lds)(pc, s);                                                      \
-    s7 += gv * DW_FN(lds)(pc + d, s);                                                  \
-    s8 += gv * DW_FN(lds)(pc + 2 * d, s);
+    s0 += M(gv * DW_FN(lds)(pa, s));                                                   \
+    s1 += M(gv * DW_FN(lds)(pa + d, s));                                               \
+    s2 += M(gv * DW_FN(lds)(pa + 2 * d, s));                                           \
+    s3 += M(gv * DW_FN(lds)(pb, s));                                                   \
+    s4 += M(gv * DW_FN(lds)(pb + d, s));                                               \
+    s5 += M(gv * DW_FN(lds)(pb + 2 * d, s));                                           \
+    s6 += M(gv * DW_FN(lds)(pc, s));                                                   \
+    s7 += M(gv * DW_FN(lds)(pc + d, s));                                               \
+    s8 += M(gv * DW_FN(lds)(pc + 2 * d, s));
+#define DW_ALL(v) (v)
+#define DW_KEEP(v) ((DW_V)((DW_IV)(v) & keep))
+
+/* keep: all ones in the lanes l < m, zero in the others */
+DW_INLINE DW_IV DW_FN(keep)(Py_ssize_t m)
+{
+    DW_IV keep;
+    int l;
+    for (l = 0; l < DW_VL; l++)
+        keep[l] = l < m ? -1 : 0;
+    return keep;
+}
 
 /* The lane sums of wgrad for KW = 3 and rows a, b, c (and, with blanes, grad_y's) */
-DW_INLINE void DW_FN(wg3)(const DW_T *g, Py_ssize_t nv, const DW_T *a, const DW_T *b,
+DW_INLINE void DW_FN(wg3)(const DW_T *g, Py_ssize_t n, const DW_T *a, const DW_T *b,
                           const DW_T *c, DW_T *lanes, double *blanes, Py_ssize_t d,
                           const int s)
 {
@@ -142,18 +131,27 @@ DW_INLINE void DW_FN(wg3)(const DW_T *g, Py_ssize_t nv, const DW_T *a, const DW_
     DW_V s4 = DW_FN(ld)(lanes + 4 * DW_VL), s5 = DW_FN(ld)(lanes + 5 * DW_VL);
     DW_V s6 = DW_FN(ld)(lanes + 6 * DW_VL), s7 = DW_FN(ld)(lanes + 7 * DW_VL);
     DW_V s8 = DW_FN(ld)(lanes + 8 * DW_VL);
-    Py_ssize_t q;
+    Py_ssize_t q, nv = n / DW_VL * DW_VL;
     if (blanes != NULL) {
         DW_DV bl;
         memcpy(&bl, blanes, sizeof(bl));
         for (q = 0; q < nv; q += DW_VL) {
-            DW_WG3_STEP
+            DW_WG3_STEP(DW_ALL)
+            bl += __builtin_convertvector(gv, DW_DV);
+        }
+        if (q < n) {
+            DW_IV keep = DW_FN(keep)(n - q);
+            DW_WG3_STEP(DW_KEEP)
             bl += __builtin_convertvector(gv, DW_DV);
         }
         memcpy(blanes, &bl, sizeof(bl));
     } else {
         for (q = 0; q < nv; q += DW_VL) {
-            DW_WG3_STEP
+            DW_WG3_STEP(DW_ALL)
+        }
+        if (q < n) {
+            DW_IV keep = DW_FN(keep)(n - q);
+            DW_WG3_STEP(DW_KEEP)
         }
     }
     DW_FN(st)(lanes, s0);
@@ -168,44 +166,53 @@ DW_INLINE void DW_FN(wg3)(const DW_T *g, Py_ssize_t nv, const DW_T *a, const DW_
 }
 #undef DW_WG3_STEP
 
-/* The lane sums of one tap: lanes += g[q] * a[q * s] for q < nv */
-DW_INLINE void DW_FN(wg1)(const DW_T *g, Py_ssize_t nv, const DW_T *a, DW_T *lanes,
+/* The lane sums of one tap: lanes += g[q] * a[q * s] for q < n */
+DW_INLINE void DW_FN(wg1)(const DW_T *g, Py_ssize_t n, const DW_T *a, DW_T *lanes,
                           const int s)
 {
     DW_V acc = DW_FN(ld)(lanes);
-    Py_ssize_t q;
+    Py_ssize_t q, nv = n / DW_VL * DW_VL;
     for (q = 0; q < nv; q += DW_VL)
         acc += DW_FN(ld)(g + q) * DW_FN(lds)(a + q * s, s);
+    if (q < n) {
+        DW_IV keep = DW_FN(keep)(n - q);
+        acc += DW_KEEP(DW_FN(ld)(g + q) * DW_FN(lds)(a + q * s, s));
+    }
     DW_FN(st)(lanes, acc);
 }
+#undef DW_ALL
+#undef DW_KEEP
 #endif
 
 /* y[q] += sum over r < R, k < KW of w[r * KW + k] * rows[r][q * s + k * d], for q < n,
- * in the order of r, then k. */
+ * in the order of r, then k; strides 1 and 2 compute round_up(n, VL) outputs (y has
+ * room for them). */
 static DW_ATTR void DW_FN(fwd)(DW_T *y, Py_ssize_t n, const DW_T **rows, Py_ssize_t R,
-                               const DW_T *w, Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d,
-                               Py_ssize_t avail)
+                               const DW_T *w, Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d)
 {
-    Py_ssize_t nv = DW_FN(nvec)(n, KW, s, d, avail), q, r, k;
+    Py_ssize_t q, r = 0, k;
     DW_T acc;
 #if DW_VL > 1
-    r = 0;
-    if (nv > 0 && KW == 3) {
-        for (; r + 3 <= R; r += 3) {
-            if (s == 1)
-                DW_FN(fwd3)(y, nv, rows[r], rows[r + 1], rows[r + 2], w + r * 3, d, 1);
-            else
-                DW_FN(fwd3)(y, nv, rows[r], rows[r + 1], rows[r + 2], w + r * 3, d, 2);
+    Py_ssize_t nv = (n + DW_VL - 1) / DW_VL * DW_VL;
+    if (s <= 2) {
+        if (KW == 3) {
+            for (; r + 3 <= R; r += 3) {
+                if (s == 1)
+                    DW_FN(fwd3)(y, nv, rows[r], rows[r + 1], rows[r + 2], w + r * 3, d, 1);
+                else
+                    DW_FN(fwd3)(y, nv, rows[r], rows[r + 1], rows[r + 2], w + r * 3, d, 2);
+            }
         }
-    }
-    for (; nv > 0 && r < R; r++) {
-        if (s == 1)
-            DW_FN(fwd1)(y, nv, rows[r], w + r * KW, KW, d, 1);
-        else
-            DW_FN(fwd1)(y, nv, rows[r], w + r * KW, KW, d, 2);
+        for (; r < R; r++) {
+            if (s == 1)
+                DW_FN(fwd1)(y, nv, rows[r], w + r * KW, KW, d, 1);
+            else
+                DW_FN(fwd1)(y, nv, rows[r], w + r * KW, KW, d, 2);
+        }
+        return;
     }
 #endif
-    for (q = nv; q < n; q++) {
+    for (q = 0; q < n; q++) {
         acc = y[q];
         for (r = 0; r < R; r++)
             for (k = 0; k < KW; k++)
@@ -215,47 +222,49 @@ static DW_ATTR void DW_FN(fwd)(DW_T *y, Py_ssize_t n, const DW_T **rows, Py_ssiz
 }
 
 /* lanes[(r * KW + k) * VL + l] += g[q] * rows[r][q * s + k * d] for r < R, k < KW, and
- * blanes[l] += g[q] (if blanes is not NULL), over q < n.  Output q goes to lane
- * l = q % VL below nvec's count and to lane (q - count) % VL past it; every lane sums
- * its terms in the order of q. */
+ * blanes[l] += g[q] (if blanes is not NULL), over q < n, with l = q % VL; every lane
+ * sums its terms in the order of q.  Strides 1 and 2 read g up to round_up(n, VL),
+ * zero past n (the products past n are dropped). */
 static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t n, const DW_T **rows, Py_ssize_t R,
-                                 Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d, Py_ssize_t avail,
-                                 DW_T *lanes, double *blanes)
+                                 Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d, DW_T *lanes,
+                                 double *blanes)
 {
-    Py_ssize_t nv = DW_FN(nvec)(n, KW, s, d, avail), q, r, k, l;
+    Py_ssize_t q, r = 0, k, l;
     DW_T gq;
 #if DW_VL > 1
     double *bl = blanes;
-    r = 0;
-    if (nv > 0 && KW == 3) {
-        for (; r + 3 <= R; r += 3) {
-            if (s == 1)
-                DW_FN(wg3)(g, nv, rows[r], rows[r + 1], rows[r + 2], lanes + r * 3 * DW_VL,
-                           bl, d, 1);
-            else
-                DW_FN(wg3)(g, nv, rows[r], rows[r + 1], rows[r + 2], lanes + r * 3 * DW_VL,
-                           bl, d, 2);
-            bl = NULL;
+    if (s <= 2) {
+        if (KW == 3) {
+            for (; r + 3 <= R; r += 3) {
+                if (s == 1)
+                    DW_FN(wg3)(g, n, rows[r], rows[r + 1], rows[r + 2], lanes + r * 3 * DW_VL,
+                               bl, d, 1);
+                else
+                    DW_FN(wg3)(g, n, rows[r], rows[r + 1], rows[r + 2], lanes + r * 3 * DW_VL,
+                               bl, d, 2);
+                bl = NULL;
+            }
         }
-    }
-    for (; nv > 0 && r < R; r++) {
-        for (k = 0; k < KW; k++) {
-            if (s == 1)
-                DW_FN(wg1)(g, nv, rows[r] + k * d, lanes + (r * KW + k) * DW_VL, 1);
-            else
-                DW_FN(wg1)(g, nv, rows[r] + k * d, lanes + (r * KW + k) * DW_VL, 2);
+        for (; r < R; r++) {
+            for (k = 0; k < KW; k++) {
+                if (s == 1)
+                    DW_FN(wg1)(g, n, rows[r] + k * d, lanes + (r * KW + k) * DW_VL, 1);
+                else
+                    DW_FN(wg1)(g, n, rows[r] + k * d, lanes + (r * KW + k) * DW_VL, 2);
+            }
         }
-    }
-    if (nv > 0 && bl != NULL) {
-        DW_DV acc;
-        memcpy(&acc, bl, sizeof(acc));
-        for (q = 0; q < nv; q += DW_VL)
-            acc += __builtin_convertvector(DW_FN(ld)(g + q), DW_DV);
-        memcpy(bl, &acc, sizeof(acc));
+        if (bl != NULL) {
+            DW_DV acc;
+            memcpy(&acc, bl, sizeof(acc));
+            for (q = 0; q < n; q += DW_VL)
+                acc += __builtin_convertvector(DW_FN(ld)(g + q), DW_DV);
+            memcpy(bl, &acc, sizeof(acc));
+        }
+        return;
     }
 #endif
-    for (q = nv; q < n; q++) {
-        l = (q - nv) % DW_VL;
+    for (q = 0; q < n; q++) {
+        l = q % DW_VL;
         gq = g[q];
         for (r = 0; r < R; r++)
             for (k = 0; k < KW; k++)

@@ -7,7 +7,7 @@ a single group; the forward with untied bias and ReLU, the weight gradient with 
 fused bias gradient.  Each is compared with the float64 reference and with PyTorch, then
 run at 2 and 4 threads for identical bits.  NaN and infinities: the forward and the
 weight gradient keep the zero padding's terms (0 * inf is NaN), the input gradient has
-none (an infinite weight next to the border stays finite in grad_x).
+none (an infinite weight next to the border leaves finite values in grad_x).
 """
 
 import numpy as np
