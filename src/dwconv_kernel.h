@@ -1,10 +1,10 @@
 /* Vectorised rows of the depthwise convolution path (conv_depthwise.pxi), selected once
  * at run time.
  *
- * Three row kernels per element type and instruction set (dwconv_kernel_template.h):
- * fwd (output row += taps x input rows), wgrad (per-tap lane sums of grad_y x input
- * rows, and grad_y's own sum for the bias) and zip (two stride phases interleaved into
- * one row).  The AVX-512 and AVX2 (+FMA) variants are compiled with per-function
+ * Four kernels per element type and instruction set (dwconv_kernel_template.h): fwd
+ * (a plane of output rows = bias + taps x input rows, ReLU fused), wgrad (per-tap lane
+ * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), copy
+ * (rows into a padded scratch) and zip (two stride phases interleaved into one row).  The AVX-512 and AVX2 (+FMA) variants are compiled with per-function
  * target attributes, so the binary needs only the baseline; __builtin_cpu_supports
  * tells which one the CPU runs.  Without GNU vector extensions (MSVC) every variant is
  * the template's scalar loop (vl = 1).
@@ -16,32 +16,28 @@
 #include <string.h>
 #include <Python.h>
 
-typedef void (*ck_dw_fwd_s)(float *, Py_ssize_t, const float **, Py_ssize_t, const float *,
-                            Py_ssize_t, Py_ssize_t, Py_ssize_t);
-typedef void (*ck_dw_fwd_d)(double *, Py_ssize_t, const double **, Py_ssize_t,
-                            const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t);
-typedef void (*ck_dw_wgrad_s)(const float *, Py_ssize_t, const float **, Py_ssize_t,
-                              Py_ssize_t, Py_ssize_t, Py_ssize_t, float *, double *);
-typedef void (*ck_dw_wgrad_d)(const double *, Py_ssize_t, const double **, Py_ssize_t,
-                              Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, double *);
-typedef void (*ck_dw_zip_s)(float *, const float *, const float *, Py_ssize_t);
-typedef void (*ck_dw_zip_d)(double *, const double *, const double *, Py_ssize_t);
-
-typedef struct {
-    ck_dw_fwd_s fwd;
-    ck_dw_wgrad_s wgrad;
-    ck_dw_zip_s zip;
-    Py_ssize_t vl;      /* elements per vector: the wgrad kernel's lanes per tap */
-    const char *name;
-} ck_dw_kernels_s;
-
-typedef struct {
-    ck_dw_fwd_d fwd;
-    ck_dw_wgrad_d wgrad;
-    ck_dw_zip_d zip;
-    Py_ssize_t vl;
-    const char *name;
-} ck_dw_kernels_d;
+#define CK_DW_TYPES(S, T)                                                               \
+    typedef void (*ck_dw_fwd_##S)(T *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const T *,       \
+                                  Py_ssize_t, const Py_ssize_t *, Py_ssize_t, const T *,    \
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, const T *,            \
+                                  Py_ssize_t, int);                                         \
+    typedef void (*ck_dw_wgrad_##S)(const T *, Py_ssize_t, Py_ssize_t, Py_ssize_t,          \
+                                    const T *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t,  \
+                                    Py_ssize_t, Py_ssize_t, Py_ssize_t, T *, double *);     \
+    typedef void (*ck_dw_copy_##S)(T *, Py_ssize_t, const T *, Py_ssize_t, Py_ssize_t,      \
+                                   Py_ssize_t);                                             \
+    typedef void (*ck_dw_zip_##S)(T *, const T *, const T *, Py_ssize_t);                   \
+    typedef struct {                                                                        \
+        ck_dw_fwd_##S fwd;                                                                  \
+        ck_dw_wgrad_##S wgrad;                                                              \
+        ck_dw_copy_##S copy;                                                                \
+        ck_dw_zip_##S zip;                                                                  \
+        Py_ssize_t vl; /* elements per vector: the weight gradient's lanes per tap */       \
+        const char *name;                                                                   \
+    } ck_dw_kernels_##S;
+CK_DW_TYPES(s, float)
+CK_DW_TYPES(d, double)
+#undef CK_DW_TYPES
 
 /* The most lanes any variant uses per tap (AVX-512 float). */
 #define CK_DW_LANES_MAX 16
@@ -146,6 +142,7 @@ typedef struct {
     do {                                                                              \
         (k)->fwd = ck_dw_##S##_##isa##_fwd;                                           \
         (k)->wgrad = ck_dw_##S##_##isa##_wgrad;                                       \
+        (k)->copy = ck_dw_##S##_##isa##_copy;                                         \
         (k)->zip = ck_dw_##S##_##isa##_zip;                                           \
         (k)->vl = ck_dw_##S##_##isa##_vl;                                             \
         (k)->name = #isa;                                                             \

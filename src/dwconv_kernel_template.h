@@ -1,17 +1,21 @@
-/* The depthwise row kernels of one element type on one instruction set, instantiated by
- * dwconv_kernel.h.
+/* The depthwise plane kernels of one element type on one instruction set, instantiated
+ * by dwconv_kernel.h.
  *
  * Parameters (macros): DW_NAME (prefix), DW_T (element), DW_I (the integer of its size),
  * DW_VL (elements per vector; 1 means scalar loops only), DW_EVEN, DW_ZIPLO, DW_ZIPHI
  * (lane masks, for DW_VL > 1), DW_ATTR (a target attribute or nothing).
  *
- * A row operation reads R input rows with KW taps of dilation d at stride s: output q
- * of the row meets rows[r][q * s + k * d] for k < KW.  Strides 1 and 2 run on whole
- * vectors of outputs (a stride-2 tap's elements are the even lanes of two loads): the
- * caller gives rows padded so that every vector's loads stay inside them, up to element
- * (round_up(n, VL) - 1) * s + (KW - 1) * d + 1.  Other strides (and DW_VL = 1) run
- * scalar and read only the elements they use.  Every output sums its terms in the same
- * order, row by row and tap by tap, so the results depend only on the row's shape.
+ * A plane operation runs nrows output rows of n outputs.  Output row i reads R input
+ * rows, row r starting at base + i * step + roff[r], with KW taps of dilation d at
+ * stride s: output q meets element q * s + k * d of each row, k < KW.  Strides 1 and 2
+ * run on vectors of outputs (a stride-2 tap's elements are the even lanes of two loads)
+ * and the last vector of a row is partial: its outputs past n are neither loaded nor
+ * stored, but its input loads run whole, so the caller pads the input rows up to
+ * element (round_up(n, VL) - 1) * s + (KW - 1) * d + 1.  Other strides (and DW_VL = 1)
+ * run scalar and read only the elements they use.  Every output sums its terms in the
+ * same order, row by row and tap by tap, so the results depend only on the shapes.
+ * The 3 x 3 window (R = 3, KW = 3) keeps its nine taps (forward) or nine sums (weight
+ * gradient) in registers for the whole plane.
  */
 #define DW_CAT2(a, b) a##_##b
 #define DW_CAT(a, b) DW_CAT2(a, b)
@@ -40,10 +44,44 @@ DW_INLINE void DW_FN(st)(DW_T *p, DW_V v)
     memcpy(p, &v, sizeof(v));
 }
 
+/* lanes l < m of p (m < VL), zero in the others */
+DW_INLINE DW_V DW_FN(ldp)(const DW_T *p, Py_ssize_t m)
+{
+    DW_V v = {0};
+    Py_ssize_t l;
+    for (l = 0; l < m; l++)
+        v[l] = p[l];
+    return v;
+}
+
+/* p[l] = v[l] for l < m */
+DW_INLINE void DW_FN(stp)(DW_T *p, DW_V v, Py_ssize_t m)
+{
+    Py_ssize_t l;
+    for (l = 0; l < m; l++)
+        p[l] = v[l];
+}
+
+/* all ones in the lanes l < m, zero in the others */
+DW_INLINE DW_IV DW_FN(keep)(Py_ssize_t m)
+{
+    DW_IV keep;
+    int l;
+    for (l = 0; l < DW_VL; l++)
+        keep[l] = l < m ? -1 : 0;
+    return keep;
+}
+
 /* a in every lane (a - 0 is a, signed zeros and NaN included) */
 DW_INLINE DW_V DW_FN(splat)(DW_T a)
 {
     return a - (DW_V){0};
+}
+
+/* v where v > 0 or NaN, else 0 (ReLU as the kernels' activate) */
+DW_INLINE DW_V DW_FN(relu)(DW_V v)
+{
+    return (DW_V)((DW_IV)v & ~(DW_IV)(v <= 0));
 }
 
 /* p[0], p[s], ..., p[(VL - 1) s] for s = 1 or 2, a constant once inlined */
@@ -57,48 +95,82 @@ DW_INLINE DW_V DW_FN(lds)(const DW_T *p, const int s)
     return CK_DW_SHUFFLE(lo, hi, DW_IV, DW_EVEN);
 }
 
-/* y[q] += the 3 x 3 taps w of rows a, b, c for q < nv (fwd with KW = 3) */
-DW_INLINE void DW_FN(fwd3)(DW_T *y, Py_ssize_t nv, const DW_T *a, const DW_T *b,
-                           const DW_T *c, const DW_T *w, Py_ssize_t d, const int s)
+/* The forward's initial vector at output q of a row: b0, or the row's bias bi. */
+#define DW_INIT(q, m) (bi == NULL ? b0 : (m) < DW_VL ? DW_FN(ldp)(bi + (q), m) : DW_FN(ld)(bi + (q)))
+
+/* fwd for R = 3, KW = 3 */
+DW_INLINE void DW_FN(fwd33)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
+                            const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
+                            const DW_T *w, Py_ssize_t d, const DW_T *bias,
+                            Py_ssize_t bias_ld, int relu, const int s)
 {
     DW_V w0 = DW_FN(splat)(w[0]), w1 = DW_FN(splat)(w[1]), w2 = DW_FN(splat)(w[2]);
     DW_V w3 = DW_FN(splat)(w[3]), w4 = DW_FN(splat)(w[4]), w5 = DW_FN(splat)(w[5]);
     DW_V w6 = DW_FN(splat)(w[6]), w7 = DW_FN(splat)(w[7]), w8 = DW_FN(splat)(w[8]);
-    Py_ssize_t q;
-    for (q = 0; q < nv; q += DW_VL) {
-        const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
-        DW_V acc = DW_FN(ld)(y + q);
-        acc += w0 * DW_FN(lds)(pa, s);
-        acc += w1 * DW_FN(lds)(pa + d, s);
-        acc += w2 * DW_FN(lds)(pa + 2 * d, s);
-        acc += w3 * DW_FN(lds)(pb, s);
-        acc += w4 * DW_FN(lds)(pb + d, s);
-        acc += w5 * DW_FN(lds)(pb + 2 * d, s);
-        acc += w6 * DW_FN(lds)(pc, s);
-        acc += w7 * DW_FN(lds)(pc + d, s);
-        acc += w8 * DW_FN(lds)(pc + 2 * d, s);
-        DW_FN(st)(y + q, acc);
+    DW_V b0 = DW_FN(splat)(bias != NULL ? bias[0] : 0);
+    Py_ssize_t i, q, m;
+    for (i = 0; i < nrows; i++) {
+        const DW_T *a = base + i * step + roff[0], *b = base + i * step + roff[1];
+        const DW_T *c = base + i * step + roff[2];
+        const DW_T *bi = bias != NULL && bias_ld > 0 ? bias + i * bias_ld : NULL;
+        DW_T *yi = y + i * ldy;
+        for (q = 0; q < n; q += DW_VL) {
+            const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
+            DW_V acc;
+            m = n - q;
+            acc = DW_INIT(q, m);
+            acc += w0 * DW_FN(lds)(pa, s);
+            acc += w1 * DW_FN(lds)(pa + d, s);
+            acc += w2 * DW_FN(lds)(pa + 2 * d, s);
+            acc += w3 * DW_FN(lds)(pb, s);
+            acc += w4 * DW_FN(lds)(pb + d, s);
+            acc += w5 * DW_FN(lds)(pb + 2 * d, s);
+            acc += w6 * DW_FN(lds)(pc, s);
+            acc += w7 * DW_FN(lds)(pc + d, s);
+            acc += w8 * DW_FN(lds)(pc + 2 * d, s);
+            if (relu)
+                acc = DW_FN(relu)(acc);
+            if (m >= DW_VL)
+                DW_FN(st)(yi + q, acc);
+            else
+                DW_FN(stp)(yi + q, acc, m);
+        }
     }
 }
 
-/* y[q] += the KW taps w of row a for q < nv */
-DW_INLINE void DW_FN(fwd1)(DW_T *y, Py_ssize_t nv, const DW_T *a, const DW_T *w,
-                           Py_ssize_t KW, Py_ssize_t d, const int s)
+/* fwd for any R and KW */
+DW_INLINE void DW_FN(fwdg)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
+                           const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
+                           Py_ssize_t R, const DW_T *w, Py_ssize_t KW, Py_ssize_t d,
+                           const DW_T *bias, Py_ssize_t bias_ld, int relu, const int s)
 {
-    Py_ssize_t q, k;
-    for (q = 0; q < nv; q += DW_VL) {
-        const DW_T *p = a + q * s;
-        DW_V acc = DW_FN(ld)(y + q);
-        for (k = 0; k < KW; k++)
-            acc += DW_FN(splat)(w[k]) * DW_FN(lds)(p + k * d, s);
-        DW_FN(st)(y + q, acc);
+    DW_V b0 = DW_FN(splat)(bias != NULL ? bias[0] : 0);
+    Py_ssize_t i, q, m, r, k;
+    for (i = 0; i < nrows; i++) {
+        const DW_T *bi = bias != NULL && bias_ld > 0 ? bias + i * bias_ld : NULL;
+        DW_T *yi = y + i * ldy;
+        for (q = 0; q < n; q += DW_VL) {
+            DW_V acc;
+            m = n - q;
+            acc = DW_INIT(q, m);
+            for (r = 0; r < R; r++) {
+                const DW_T *p = base + i * step + roff[r] + q * s;
+                for (k = 0; k < KW; k++)
+                    acc += DW_FN(splat)(w[r * KW + k]) * DW_FN(lds)(p + k * d, s);
+            }
+            if (relu)
+                acc = DW_FN(relu)(acc);
+            if (m >= DW_VL)
+                DW_FN(st)(yi + q, acc);
+            else
+                DW_FN(stp)(yi + q, acc, m);
+        }
     }
 }
+#undef DW_INIT
 
-/* One vector step of wg3 (M masks the products of a last, partial vector). */
-#define DW_WG3_STEP(M)                                                                \
-    const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;                     \
-    DW_V gv = DW_FN(ld)(g + q);                                                        \
+/* One vector step of wg33 (M masks the products of a partial vector). */
+#define DW_WG_STEP(M)                                                                  \
     s0 += M(gv * DW_FN(lds)(pa, s));                                                   \
     s1 += M(gv * DW_FN(lds)(pa + d, s));                                               \
     s2 += M(gv * DW_FN(lds)(pa + 2 * d, s));                                           \
@@ -111,49 +183,41 @@ DW_INLINE void DW_FN(fwd1)(DW_T *y, Py_ssize_t nv, const DW_T *a, const DW_T *w,
 #define DW_ALL(v) (v)
 #define DW_KEEP(v) ((DW_V)((DW_IV)(v) & keep))
 
-/* keep: all ones in the lanes l < m, zero in the others */
-DW_INLINE DW_IV DW_FN(keep)(Py_ssize_t m)
-{
-    DW_IV keep;
-    int l;
-    for (l = 0; l < DW_VL; l++)
-        keep[l] = l < m ? -1 : 0;
-    return keep;
-}
-
-/* The lane sums of wgrad for KW = 3 and rows a, b, c (and, with blanes, grad_y's) */
-DW_INLINE void DW_FN(wg3)(const DW_T *g, Py_ssize_t n, const DW_T *a, const DW_T *b,
-                          const DW_T *c, DW_T *lanes, double *blanes, Py_ssize_t d,
-                          const int s)
+/* wgrad for R = 3, KW = 3 */
+DW_INLINE void DW_FN(wg33)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
+                           const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
+                           Py_ssize_t d, DW_T *lanes, double *blanes, const int s)
 {
     DW_V s0 = DW_FN(ld)(lanes), s1 = DW_FN(ld)(lanes + DW_VL);
     DW_V s2 = DW_FN(ld)(lanes + 2 * DW_VL), s3 = DW_FN(ld)(lanes + 3 * DW_VL);
     DW_V s4 = DW_FN(ld)(lanes + 4 * DW_VL), s5 = DW_FN(ld)(lanes + 5 * DW_VL);
     DW_V s6 = DW_FN(ld)(lanes + 6 * DW_VL), s7 = DW_FN(ld)(lanes + 7 * DW_VL);
     DW_V s8 = DW_FN(ld)(lanes + 8 * DW_VL);
-    Py_ssize_t q, nv = n / DW_VL * DW_VL;
-    if (blanes != NULL) {
-        DW_DV bl;
+    DW_DV bl = {0};
+    Py_ssize_t i, q, nv = n / DW_VL * DW_VL;
+    if (blanes != NULL)
         memcpy(&bl, blanes, sizeof(bl));
+    for (i = 0; i < nrows; i++) {
+        const DW_T *a = base + i * step + roff[0], *b = base + i * step + roff[1];
+        const DW_T *c = base + i * step + roff[2], *gi = g + i * ldg;
         for (q = 0; q < nv; q += DW_VL) {
-            DW_WG3_STEP(DW_ALL)
-            bl += __builtin_convertvector(gv, DW_DV);
+            const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
+            DW_V gv = DW_FN(ld)(gi + q);
+            DW_WG_STEP(DW_ALL)
+            if (blanes != NULL)
+                bl += __builtin_convertvector(gv, DW_DV);
         }
         if (q < n) {
+            const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
+            DW_V gv = DW_FN(ldp)(gi + q, n - q);
             DW_IV keep = DW_FN(keep)(n - q);
-            DW_WG3_STEP(DW_KEEP)
-            bl += __builtin_convertvector(gv, DW_DV);
-        }
-        memcpy(blanes, &bl, sizeof(bl));
-    } else {
-        for (q = 0; q < nv; q += DW_VL) {
-            DW_WG3_STEP(DW_ALL)
-        }
-        if (q < n) {
-            DW_IV keep = DW_FN(keep)(n - q);
-            DW_WG3_STEP(DW_KEEP)
+            DW_WG_STEP(DW_KEEP)
+            if (blanes != NULL)
+                bl += __builtin_convertvector(gv, DW_DV);
         }
     }
+    if (blanes != NULL)
+        memcpy(blanes, &bl, sizeof(bl));
     DW_FN(st)(lanes, s0);
     DW_FN(st)(lanes + DW_VL, s1);
     DW_FN(st)(lanes + 2 * DW_VL, s2);
@@ -164,113 +228,142 @@ DW_INLINE void DW_FN(wg3)(const DW_T *g, Py_ssize_t n, const DW_T *a, const DW_T
     DW_FN(st)(lanes + 7 * DW_VL, s7);
     DW_FN(st)(lanes + 8 * DW_VL, s8);
 }
-#undef DW_WG3_STEP
-
-/* The lane sums of one tap: lanes += g[q] * a[q * s] for q < n */
-DW_INLINE void DW_FN(wg1)(const DW_T *g, Py_ssize_t n, const DW_T *a, DW_T *lanes,
-                          const int s)
-{
-    DW_V acc = DW_FN(ld)(lanes);
-    Py_ssize_t q, nv = n / DW_VL * DW_VL;
-    for (q = 0; q < nv; q += DW_VL)
-        acc += DW_FN(ld)(g + q) * DW_FN(lds)(a + q * s, s);
-    if (q < n) {
-        DW_IV keep = DW_FN(keep)(n - q);
-        acc += DW_KEEP(DW_FN(ld)(g + q) * DW_FN(lds)(a + q * s, s));
-    }
-    DW_FN(st)(lanes, acc);
-}
+#undef DW_WG_STEP
 #undef DW_ALL
+
+/* wgrad for any R and KW: one tap at a time over the plane */
+DW_INLINE void DW_FN(wgg)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
+                          const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
+                          Py_ssize_t R, Py_ssize_t KW, Py_ssize_t d, DW_T *lanes,
+                          double *blanes, const int s)
+{
+    Py_ssize_t i, q, r, k, nv = n / DW_VL * DW_VL;
+    DW_IV keep = DW_FN(keep)(n - nv);
+    for (r = 0; r < R; r++) {
+        for (k = 0; k < KW; k++) {
+            DW_V acc = DW_FN(ld)(lanes + (r * KW + k) * DW_VL);
+            for (i = 0; i < nrows; i++) {
+                const DW_T *p = base + i * step + roff[r] + k * d, *gi = g + i * ldg;
+                for (q = 0; q < nv; q += DW_VL)
+                    acc += DW_FN(ld)(gi + q) * DW_FN(lds)(p + q * s, s);
+                if (q < n)
+                    acc += DW_KEEP(DW_FN(ldp)(gi + q, n - q) * DW_FN(lds)(p + q * s, s));
+            }
+            DW_FN(st)(lanes + (r * KW + k) * DW_VL, acc);
+        }
+    }
+    if (blanes != NULL) {
+        DW_DV bl;
+        memcpy(&bl, blanes, sizeof(bl));
+        for (i = 0; i < nrows; i++) {
+            for (q = 0; q < nv; q += DW_VL)
+                bl += __builtin_convertvector(DW_FN(ld)(g + i * ldg + q), DW_DV);
+            if (q < n)
+                bl += __builtin_convertvector(DW_FN(ldp)(g + i * ldg + q, n - q), DW_DV);
+        }
+        memcpy(blanes, &bl, sizeof(bl));
+    }
+}
 #undef DW_KEEP
 #endif
 
-/* y[q] += sum over r < R, k < KW of w[r * KW + k] * rows[r][q * s + k * d], for q < n,
- * in the order of r, then k; strides 1 and 2 compute round_up(n, VL) outputs (y has
- * room for them). */
-static DW_ATTR void DW_FN(fwd)(DW_T *y, Py_ssize_t n, const DW_T **rows, Py_ssize_t R,
-                               const DW_T *w, Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d)
+/* y[i * ldy + q] = act(init + sum over r < R, k < KW of w[r * KW + k] *
+ * base[i * step + roff[r] + q * s + k * d]) for i < nrows, q < n, summed in the order
+ * of r, then k.  init: 0 (bias NULL), bias[0] (bias_ld 0) or bias[i * bias_ld + q];
+ * act: ReLU if relu, else none. */
+static DW_ATTR void DW_FN(fwd)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
+                               const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
+                               Py_ssize_t R, const DW_T *w, Py_ssize_t KW, Py_ssize_t s,
+                               Py_ssize_t d, const DW_T *bias, Py_ssize_t bias_ld, int relu)
 {
-    Py_ssize_t q, r = 0, k;
+    Py_ssize_t i, q, r, k;
     DW_T acc;
 #if DW_VL > 1
-    Py_ssize_t nv = (n + DW_VL - 1) / DW_VL * DW_VL;
-    if (s <= 2) {
-        if (KW == 3) {
-            for (; r + 3 <= R; r += 3) {
-                if (s == 1)
-                    DW_FN(fwd3)(y, nv, rows[r], rows[r + 1], rows[r + 2], w + r * 3, d, 1);
-                else
-                    DW_FN(fwd3)(y, nv, rows[r], rows[r + 1], rows[r + 2], w + r * 3, d, 2);
-            }
-        }
-        for (; r < R; r++) {
-            if (s == 1)
-                DW_FN(fwd1)(y, nv, rows[r], w + r * KW, KW, d, 1);
-            else
-                DW_FN(fwd1)(y, nv, rows[r], w + r * KW, KW, d, 2);
-        }
+    if (s == 1 && R == 3 && KW == 3) {
+        DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 1);
+        return;
+    }
+    if (s == 2 && R == 3 && KW == 3) {
+        DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 2);
+        return;
+    }
+    if (s == 1) {
+        DW_FN(fwdg)(y, ldy, nrows, n, base, step, roff, R, w, KW, d, bias, bias_ld, relu, 1);
+        return;
+    }
+    if (s == 2) {
+        DW_FN(fwdg)(y, ldy, nrows, n, base, step, roff, R, w, KW, d, bias, bias_ld, relu, 2);
         return;
     }
 #endif
-    for (q = 0; q < n; q++) {
-        acc = y[q];
-        for (r = 0; r < R; r++)
-            for (k = 0; k < KW; k++)
-                acc += w[r * KW + k] * rows[r][q * s + k * d];
-        y[q] = acc;
+    for (i = 0; i < nrows; i++) {
+        for (q = 0; q < n; q++) {
+            acc = bias == NULL ? 0 : bias_ld > 0 ? bias[i * bias_ld + q] : bias[0];
+            for (r = 0; r < R; r++)
+                for (k = 0; k < KW; k++)
+                    acc += w[r * KW + k] * base[i * step + roff[r] + q * s + k * d];
+            y[i * ldy + q] = relu && acc <= 0 ? 0 : acc;
+        }
     }
 }
 
-/* lanes[(r * KW + k) * VL + l] += g[q] * rows[r][q * s + k * d] for r < R, k < KW, and
- * blanes[l] += g[q] (if blanes is not NULL), over q < n, with l = q % VL; every lane
- * sums its terms in the order of q.  Strides 1 and 2 read g up to round_up(n, VL),
- * zero past n (the products past n are dropped). */
-static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t n, const DW_T **rows, Py_ssize_t R,
-                                 Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d, DW_T *lanes,
-                                 double *blanes)
+/* lanes[(r * KW + k) * VL + l] += g[i * ldg + q] * base[i * step + roff[r] + q * s + k * d]
+ * and blanes[l] += g[i * ldg + q] (if blanes is not NULL), over i < nrows and q < n with
+ * q % VL == l; every lane sums its terms in the order of i, then q. */
+static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
+                                 const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
+                                 Py_ssize_t R, Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d,
+                                 DW_T *lanes, double *blanes)
 {
-    Py_ssize_t q, r = 0, k, l;
+    Py_ssize_t i, q, r, k, l;
     DW_T gq;
 #if DW_VL > 1
-    double *bl = blanes;
-    if (s <= 2) {
-        if (KW == 3) {
-            for (; r + 3 <= R; r += 3) {
-                if (s == 1)
-                    DW_FN(wg3)(g, n, rows[r], rows[r + 1], rows[r + 2], lanes + r * 3 * DW_VL,
-                               bl, d, 1);
-                else
-                    DW_FN(wg3)(g, n, rows[r], rows[r + 1], rows[r + 2], lanes + r * 3 * DW_VL,
-                               bl, d, 2);
-                bl = NULL;
-            }
-        }
-        for (; r < R; r++) {
-            for (k = 0; k < KW; k++) {
-                if (s == 1)
-                    DW_FN(wg1)(g, n, rows[r] + k * d, lanes + (r * KW + k) * DW_VL, 1);
-                else
-                    DW_FN(wg1)(g, n, rows[r] + k * d, lanes + (r * KW + k) * DW_VL, 2);
-            }
-        }
-        if (bl != NULL) {
-            DW_DV acc;
-            memcpy(&acc, bl, sizeof(acc));
-            for (q = 0; q < n; q += DW_VL)
-                acc += __builtin_convertvector(DW_FN(ld)(g + q), DW_DV);
-            memcpy(bl, &acc, sizeof(acc));
-        }
+    if (s == 1 && R == 3 && KW == 3) {
+        DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 1);
+        return;
+    }
+    if (s == 2 && R == 3 && KW == 3) {
+        DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 2);
+        return;
+    }
+    if (s == 1) {
+        DW_FN(wgg)(g, ldg, nrows, n, base, step, roff, R, KW, d, lanes, blanes, 1);
+        return;
+    }
+    if (s == 2) {
+        DW_FN(wgg)(g, ldg, nrows, n, base, step, roff, R, KW, d, lanes, blanes, 2);
         return;
     }
 #endif
-    for (q = 0; q < n; q++) {
-        l = q % DW_VL;
-        gq = g[q];
-        for (r = 0; r < R; r++)
-            for (k = 0; k < KW; k++)
-                lanes[(r * KW + k) * DW_VL + l] += gq * rows[r][q * s + k * d];
-        if (blanes != NULL)
-            blanes[l] += gq;
+    for (i = 0; i < nrows; i++) {
+        for (q = 0; q < n; q++) {
+            l = q % DW_VL;
+            gq = g[i * ldg + q];
+            for (r = 0; r < R; r++)
+                for (k = 0; k < KW; k++)
+                    lanes[(r * KW + k) * DW_VL + l] += gq * base[i * step + roff[r] + q * s + k * d];
+            if (blanes != NULL)
+                blanes[l] += gq;
+        }
+    }
+}
+
+/* dst[i * ldd + j] = src[i * lds + j] for i < nrows, j < n */
+static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_ssize_t lds,
+                                Py_ssize_t nrows, Py_ssize_t n)
+{
+    Py_ssize_t i, j;
+    for (i = 0; i < nrows; i++) {
+        j = 0;
+#if DW_VL > 1
+        for (; j + DW_VL <= n; j += DW_VL)
+            DW_FN(st)(dst + i * ldd + j, DW_FN(ld)(src + i * lds + j));
+        if (j < n)
+            DW_FN(stp)(dst + i * ldd + j, DW_FN(ldp)(src + i * lds + j, n - j), n - j);
+#else
+        for (; j < n; j++)
+            dst[i * ldd + j] = src[i * lds + j];
+#endif
     }
 }
 
