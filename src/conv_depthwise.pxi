@@ -26,7 +26,8 @@
 # - forward: y[n, f] plane od = bias + the KD * KH padded input rows of channel c of
 #   each output row, with KW taps at stride sw, ReLU fused.  Tasks are (image, channel,
 #   block of output rows): the rows are split only when the planes alone give a thread
-#   fewer than 4 tasks.  A task runs the channel's Fg filters.
+#   fewer than 4 tasks, and small planes run several per task.  A task runs the
+#   channel's Fg filters.
 # - input gradient: along each axis a stride s splits grad_x into s phases (AxisPhase):
 #   phase a's positions get only the taps k * d % s == a, as a stride-1 correlation of
 #   grad_y with those taps flipped.  A task pads the channel's Fg planes of grad_y (so
@@ -154,6 +155,15 @@ cdef inline Py_ssize_t dw_blocks(Py_ssize_t planes, Py_ssize_t rows, int nt) noe
     return max(1, min(rows, (4 * nt + planes - 1) // max(planes, 1)))
 
 
+cdef inline Py_ssize_t dw_planes_per_task(Py_ssize_t planes, Py_ssize_t nb,
+                                          int nt) noexcept nogil:
+    """Planes a task runs one after the other (1 when the planes' rows are split): about
+    16 tasks per thread, so that small planes do not pay a task's index arithmetic each."""
+    if nb > 1:
+        return 1
+    return max(1, planes // (16 * nt))
+
+
 cdef struct DwPad:
     # The zero-padded copy of an input volume (forward, weight gradient): Dp x Hp rows of
     # Lp elements, row (i, j) being input row (i - pd, j - ph) and column 0 input column
@@ -205,26 +215,35 @@ cdef void depthwise_forward(const floating_t *x, const Geom *g, const floating_t
     cdef Py_ssize_t R = g.KD * g.KH, plane = g.OH * g.OW
     cdef Py_ssize_t nb = dw_blocks(g.N * g.C, g.OH, nt)
     cdef Py_ssize_t per = (g.OH + nb - 1) // nb
-    cdef Py_ssize_t t, n, c, m, f, od, oh0, oh1
+    cdef Py_ssize_t ppt = dw_planes_per_task(g.N * g.C, nb, nt)
+    cdef Py_ssize_t ntasks = (g.N * g.C + ppt - 1) // ppt * nb
+    cdef Py_ssize_t t, n, c, m, f, od, oh0, oh1, j, p0
     cdef floating_t *padded
-    for t in prange(g.N * g.C * nb, num_threads=nt, schedule="static"):
+    for t in prange(ntasks, num_threads=nt, schedule="static"):
         padded = <floating_t *> (scratch + threadid() * P.bytes)
-        n = t // (g.C * nb)
-        c = t // nb % g.C
+        # planes p0 .. p0 + ppt (image n, channel c), rows oh0 .. oh1 of each
+        p0 = t // nb * ppt
+        n = p0 // g.C
+        c = p0 - n * g.C
         oh0 = t % nb * per
         oh1 = min(g.OH, oh0 + per)
-        if oh0 >= oh1:
-            continue
-        pad_volume(x + (n * g.C + c) * g.D * g.H * g.W, g, &P, padded)
-        for m in range(g.Fg):
-            f = c * g.Fg + m
-            for od in range(g.OD):
-                dw_fwd(y + ((n * g.F + f) * g.OD + od) * plane + oh0 * g.OW, g.OW, oh1 - oh0,
-                       g.OW, padded + (od * g.sd * P.Hp + oh0 * g.sh) * P.Lp, g.sh * P.Lp,
-                       roff, R, w + f * g.KK, g.KW, g.sw, g.dw,
-                       NULL if bias_mode == 0 else bias + f if bias_mode == 1
-                       else bias + (f * g.OD + od) * plane + oh0 * g.OW,
-                       g.OW if bias_mode == 2 else 0, act == ACT_RELU)
+        for j in range(min(ppt, g.N * g.C - p0)):
+            if oh0 >= oh1:
+                break
+            pad_volume(x + (n * g.C + c) * g.D * g.H * g.W, g, &P, padded)
+            for m in range(g.Fg):
+                f = c * g.Fg + m
+                for od in range(g.OD):
+                    dw_fwd(y + ((n * g.F + f) * g.OD + od) * plane + oh0 * g.OW, g.OW,
+                           oh1 - oh0, g.OW, padded + (od * g.sd * P.Hp + oh0 * g.sh) * P.Lp,
+                           g.sh * P.Lp, roff, R, w + f * g.KK, g.KW, g.sw, g.dw,
+                           NULL if bias_mode == 0 else bias + f if bias_mode == 1
+                           else bias + (f * g.OD + od) * plane + oh0 * g.OW,
+                           g.OW if bias_mode == 2 else 0, act == ACT_RELU)
+            c = c + 1
+            if c == g.C:
+                c = 0
+                n = n + 1
 
 
 cdef struct DwPhases:

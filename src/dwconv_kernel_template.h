@@ -13,9 +13,10 @@
  * stored, but its input loads run whole, so the caller pads the input rows up to
  * element (round_up(n, VL) - 1) * s + (KW - 1) * d + 1.  Other strides (and DW_VL = 1)
  * run scalar and read only the elements they use.  Every output sums its terms in the
- * same order, row by row and tap by tap, so the results depend only on the shapes.
- * The 3 x 3 window (R = 3, KW = 3) keeps its nine taps (forward) or nine sums (weight
- * gradient) in registers for the whole plane.
+ * same order, row by row and tap by tap (the forward's 3 x 3 window: each row's taps in
+ * order, then the three rows' sums added, which shortens the dependency chain), so the
+ * results depend only on the shapes.  The 3 x 3 window (R = 3, KW = 3) keeps its nine
+ * taps (forward) or nine sums (weight gradient) in registers for the whole plane.
  */
 #define DW_CAT2(a, b) a##_##b
 #define DW_CAT(a, b) DW_CAT2(a, b)
@@ -98,43 +99,49 @@ DW_INLINE DW_V DW_FN(lds)(const DW_T *p, const int s)
 /* The forward's initial vector at output q of a row: b0, or the row's bias bi. */
 #define DW_INIT(q, m) (bi == NULL ? b0 : (m) < DW_VL ? DW_FN(ldp)(bi + (q), m) : DW_FN(ld)(bi + (q)))
 
-/* fwd for R = 3, KW = 3 */
+/* fwd for R = 3, KW = 3 (d is a constant 1 when inlined so) */
 DW_INLINE void DW_FN(fwd33)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
                             const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                            const DW_T *w, Py_ssize_t d, const DW_T *bias,
+                            const DW_T *w, const Py_ssize_t d, const DW_T *bias,
                             Py_ssize_t bias_ld, int relu, const int s)
 {
     DW_V w0 = DW_FN(splat)(w[0]), w1 = DW_FN(splat)(w[1]), w2 = DW_FN(splat)(w[2]);
     DW_V w3 = DW_FN(splat)(w[3]), w4 = DW_FN(splat)(w[4]), w5 = DW_FN(splat)(w[5]);
     DW_V w6 = DW_FN(splat)(w[6]), w7 = DW_FN(splat)(w[7]), w8 = DW_FN(splat)(w[8]);
     DW_V b0 = DW_FN(splat)(bias != NULL ? bias[0] : 0);
+    const DW_T *a = base + roff[0], *b = base + roff[1], *c = base + roff[2];
+    const DW_T *bi = bias != NULL && bias_ld > 0 ? bias : NULL;
     Py_ssize_t i, q, m;
     for (i = 0; i < nrows; i++) {
-        const DW_T *a = base + i * step + roff[0], *b = base + i * step + roff[1];
-        const DW_T *c = base + i * step + roff[2];
-        const DW_T *bi = bias != NULL && bias_ld > 0 ? bias + i * bias_ld : NULL;
-        DW_T *yi = y + i * ldy;
         for (q = 0; q < n; q += DW_VL) {
             const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
-            DW_V acc;
+            DW_V acc, sb, sc;
             m = n - q;
+            /* three independent chains, one per row, added at the end */
             acc = DW_INIT(q, m);
             acc += w0 * DW_FN(lds)(pa, s);
+            sb = w3 * DW_FN(lds)(pb, s);
+            sc = w6 * DW_FN(lds)(pc, s);
             acc += w1 * DW_FN(lds)(pa + d, s);
+            sb += w4 * DW_FN(lds)(pb + d, s);
+            sc += w7 * DW_FN(lds)(pc + d, s);
             acc += w2 * DW_FN(lds)(pa + 2 * d, s);
-            acc += w3 * DW_FN(lds)(pb, s);
-            acc += w4 * DW_FN(lds)(pb + d, s);
-            acc += w5 * DW_FN(lds)(pb + 2 * d, s);
-            acc += w6 * DW_FN(lds)(pc, s);
-            acc += w7 * DW_FN(lds)(pc + d, s);
-            acc += w8 * DW_FN(lds)(pc + 2 * d, s);
+            sb += w5 * DW_FN(lds)(pb + 2 * d, s);
+            sc += w8 * DW_FN(lds)(pc + 2 * d, s);
+            acc = acc + sb + sc;
             if (relu)
                 acc = DW_FN(relu)(acc);
             if (m >= DW_VL)
-                DW_FN(st)(yi + q, acc);
+                DW_FN(st)(y + q, acc);
             else
-                DW_FN(stp)(yi + q, acc, m);
+                DW_FN(stp)(y + q, acc, m);
         }
+        a += step;
+        b += step;
+        c += step;
+        y += ldy;
+        if (bi != NULL)
+            bi += bias_ld;
     }
 }
 
@@ -183,10 +190,10 @@ DW_INLINE void DW_FN(fwdg)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t
 #define DW_ALL(v) (v)
 #define DW_KEEP(v) ((DW_V)((DW_IV)(v) & keep))
 
-/* wgrad for R = 3, KW = 3 */
+/* wgrad for R = 3, KW = 3 (d is a constant 1 when inlined so) */
 DW_INLINE void DW_FN(wg33)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
                            const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                           Py_ssize_t d, DW_T *lanes, double *blanes, const int s)
+                           const Py_ssize_t d, DW_T *lanes, double *blanes, const int s)
 {
     DW_V s0 = DW_FN(ld)(lanes), s1 = DW_FN(ld)(lanes + DW_VL);
     DW_V s2 = DW_FN(ld)(lanes + 2 * DW_VL), s3 = DW_FN(ld)(lanes + 3 * DW_VL);
@@ -197,9 +204,8 @@ DW_INLINE void DW_FN(wg33)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_s
     Py_ssize_t i, q, nv = n / DW_VL * DW_VL;
     if (blanes != NULL)
         memcpy(&bl, blanes, sizeof(bl));
-    for (i = 0; i < nrows; i++) {
-        const DW_T *a = base + i * step + roff[0], *b = base + i * step + roff[1];
-        const DW_T *c = base + i * step + roff[2], *gi = g + i * ldg;
+    const DW_T *a = base + roff[0], *b = base + roff[1], *c = base + roff[2], *gi = g;
+    for (i = 0; i < nrows; i++, a += step, b += step, c += step, gi += ldg) {
         for (q = 0; q < nv; q += DW_VL) {
             const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
             DW_V gv = DW_FN(ld)(gi + q);
@@ -269,7 +275,7 @@ DW_INLINE void DW_FN(wgg)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ss
 
 /* y[i * ldy + q] = act(init + sum over r < R, k < KW of w[r * KW + k] *
  * base[i * step + roff[r] + q * s + k * d]) for i < nrows, q < n, summed in the order
- * of r, then k.  init: 0 (bias NULL), bias[0] (bias_ld 0) or bias[i * bias_ld + q];
+ * of r, then k (see the top for the 3 x 3 window).  init: 0 (bias NULL), bias[0] (bias_ld 0) or bias[i * bias_ld + q];
  * act: ReLU if relu, else none. */
 static DW_ATTR void DW_FN(fwd)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
                                const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
@@ -279,12 +285,15 @@ static DW_ATTR void DW_FN(fwd)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssi
     Py_ssize_t i, q, r, k;
     DW_T acc;
 #if DW_VL > 1
-    if (s == 1 && R == 3 && KW == 3) {
-        DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 1);
-        return;
-    }
-    if (s == 2 && R == 3 && KW == 3) {
-        DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 2);
+    if (R == 3 && KW == 3 && s <= 2) {
+        if (s == 1 && d == 1)
+            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, 1, bias, bias_ld, relu, 1);
+        else if (s == 1)
+            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 1);
+        else if (d == 1)
+            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, 1, bias, bias_ld, relu, 2);
+        else
+            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 2);
         return;
     }
     if (s == 1) {
@@ -318,12 +327,15 @@ static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows
     Py_ssize_t i, q, r, k, l;
     DW_T gq;
 #if DW_VL > 1
-    if (s == 1 && R == 3 && KW == 3) {
-        DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 1);
-        return;
-    }
-    if (s == 2 && R == 3 && KW == 3) {
-        DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 2);
+    if (R == 3 && KW == 3 && s <= 2) {
+        if (s == 1 && d == 1)
+            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, 1, lanes, blanes, 1);
+        else if (s == 1)
+            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 1);
+        else if (d == 1)
+            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, 1, lanes, blanes, 2);
+        else
+            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 2);
         return;
     }
     if (s == 1) {
