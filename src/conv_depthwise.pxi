@@ -51,24 +51,23 @@
 cdef extern from "dwconv_kernel.h":
     ctypedef void (*ck_dw_fwd_s)(float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *,
                                  Py_ssize_t, const Py_ssize_t *, Py_ssize_t, const float *,
-                                 Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *,
-                                 Py_ssize_t, int) noexcept nogil
+                                 Py_ssize_t, const Py_ssize_t *, const float *, Py_ssize_t,
+                                 int) noexcept nogil
     ctypedef void (*ck_dw_fwd_d)(double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double *,
                                  Py_ssize_t, const Py_ssize_t *, Py_ssize_t, const double *,
-                                 Py_ssize_t, Py_ssize_t, Py_ssize_t, const double *,
-                                 Py_ssize_t, int) noexcept nogil
+                                 Py_ssize_t, const Py_ssize_t *, const double *, Py_ssize_t,
+                                 int) noexcept nogil
     ctypedef void (*ck_dw_wgrad_s)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const float *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, float *,
-                                   double *) noexcept nogil
+                                   Py_ssize_t, const Py_ssize_t *, float *, double *) noexcept nogil
     ctypedef void (*ck_dw_wgrad_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    const double *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, double *,
+                                   Py_ssize_t, const Py_ssize_t *, double *,
                                    double *) noexcept nogil
     ctypedef void (*ck_dw_copy_s)(float *, Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t,
-                                  Py_ssize_t) noexcept nogil
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_copy_d)(double *, Py_ssize_t, const double *, Py_ssize_t, Py_ssize_t,
-                                  Py_ssize_t) noexcept nogil
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_zip_s)(float *, const float *, const float *, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_zip_d)(double *, const double *, const double *,
                                  Py_ssize_t) noexcept nogil
@@ -101,34 +100,35 @@ cdef Py_ssize_t DW_WGRAD_TASKS = 64
 
 cdef inline void dw_fwd(floating_t *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
                         const floating_t *base, Py_ssize_t step, const Py_ssize_t *roff,
-                        Py_ssize_t R, const floating_t *w, Py_ssize_t KW, Py_ssize_t s,
-                        Py_ssize_t d, const floating_t *bias, Py_ssize_t bias_ld,
-                        int relu) noexcept nogil:
+                        Py_ssize_t R, const floating_t *w, Py_ssize_t KW, const Py_ssize_t *coff,
+                        const floating_t *bias, Py_ssize_t bias_ld, int relu) noexcept nogil:
     """The forward plane kernel (see dwconv_kernel_template.h)."""
     if floating_t is float:
-        DWK_S.fwd(y, ldy, nrows, n, base, step, roff, R, w, KW, s, d, bias, bias_ld, relu)
+        DWK_S.fwd(y, ldy, nrows, n, base, step, roff, R, w, KW, coff, bias, bias_ld, relu)
     else:
-        DWK_D.fwd(y, ldy, nrows, n, base, step, roff, R, w, KW, s, d, bias, bias_ld, relu)
+        DWK_D.fwd(y, ldy, nrows, n, base, step, roff, R, w, KW, coff, bias, bias_ld, relu)
 
 
 cdef inline void dw_wgrad(const floating_t *gy, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
                           const floating_t *base, Py_ssize_t step, const Py_ssize_t *roff,
-                          Py_ssize_t R, Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d,
+                          Py_ssize_t R, Py_ssize_t KW, const Py_ssize_t *coff,
                           floating_t *lanes, double *blanes) noexcept nogil:
     """The weight-gradient plane kernel (see dwconv_kernel_template.h)."""
     if floating_t is float:
-        DWK_S.wgrad(gy, ldg, nrows, n, base, step, roff, R, KW, s, d, lanes, blanes)
+        DWK_S.wgrad(gy, ldg, nrows, n, base, step, roff, R, KW, coff, lanes, blanes)
     else:
-        DWK_D.wgrad(gy, ldg, nrows, n, base, step, roff, R, KW, s, d, lanes, blanes)
+        DWK_D.wgrad(gy, ldg, nrows, n, base, step, roff, R, KW, coff, lanes, blanes)
 
 
 cdef inline void dw_copy(floating_t *dst, Py_ssize_t ldd, const floating_t *src,
-                         Py_ssize_t lds, Py_ssize_t nrows, Py_ssize_t n) noexcept nogil:
-    """dst[i * ldd + j] = src[i * lds + j] for i < nrows, j < n."""
+                         Py_ssize_t lds, Py_ssize_t nrows, Py_ssize_t n, Py_ssize_t s,
+                         Py_ssize_t left, Py_ssize_t lph) noexcept nogil:
+    """Rows of n elements into the s stride phases of padded rows (element j at padded
+    column j + left; phase a of a row starts at a * lph)."""
     if floating_t is float:
-        DWK_S.copy(dst, ldd, src, lds, nrows, n)
+        DWK_S.copy(dst, ldd, src, lds, nrows, n, s, left, lph)
     else:
-        DWK_D.copy(dst, ldd, src, lds, nrows, n)
+        DWK_D.copy(dst, ldd, src, lds, nrows, n, s, left, lph)
 
 
 cdef inline void dw_zip(floating_t *dst, const floating_t *a, const floating_t *b,
@@ -165,20 +165,23 @@ cdef inline Py_ssize_t dw_planes_per_task(Py_ssize_t planes, Py_ssize_t nb,
 
 
 cdef struct DwPad:
-    # The zero-padded copy of an input volume (forward, weight gradient): Dp x Hp rows of
-    # Lp elements, row (i, j) being input row (i - pd, j - ph) and column 0 input column
-    # -pw; nq outputs per row rounded up to whole vectors (strides 1 and 2), and the
-    # elements (padded, then the lane sums) and bytes of a thread's scratch.
-    Py_ssize_t Dp, Hp, Lp, nq, elems, bytes
+    # The zero-padded copy of an input volume (forward, weight gradient): Dp x Hp rows,
+    # row (i, j) being input row (i - pd, j - ph), each split into sw stride phases of Lph
+    # elements (Lp = sw * Lph in all): padded column q * sw + k * dw (input column
+    # that - pw) is element q + (k * dw) // sw of phase (k * dw) % sw, so every tap of
+    # the window reads consecutive elements.  nq: outputs per row rounded up to whole
+    # vectors; the elements (padded, then the lane sums) and bytes of a thread's scratch.
+    Py_ssize_t Dp, Hp, Lph, Lp, nq, elems, bytes
 
 
 cdef DwPad dw_pad(const Geom *g, bint lanes, const floating_t *tag) noexcept nogil:
     """The padded copy of the forward (lanes False) or weight gradient (True)."""
     cdef DwPad p
-    p.nq = round_up(g.OW, dw_lanes(tag)) if g.sw <= 2 else g.OW
+    p.nq = round_up(g.OW, dw_lanes(tag))
     p.Dp = (g.OD - 1) * g.sd + (g.KD - 1) * g.dd + 1
     p.Hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    p.Lp = (p.nq - 1) * g.sw + (g.KW - 1) * g.dw + 2
+    p.Lph = p.nq + (g.KW - 1) * g.dw // g.sw
+    p.Lp = g.sw * p.Lph
     p.elems = p.Dp * p.Hp * p.Lp + (g.KK * CK_DW_LANES_MAX if lanes else 0)
     p.bytes = p.elems * sizeof(floating_t) + (CK_DW_LANES_MAX * sizeof(double) if lanes else 0)
     p.bytes = (p.bytes + 63) // 64 * 64
@@ -189,28 +192,31 @@ cdef inline void pad_volume(const floating_t *plane, const Geom *g, const DwPad 
                             floating_t *dst) noexcept nogil:
     """Copy the input volume plane (D, H, W) to its place in the padded copy dst (whose
     rest stays zero): the rows and columns the windows reach."""
-    cdef Py_ssize_t id, nh = min(g.H, p.Hp - g.ph), nw = min(g.W, p.Lp - g.pw)
-    if nh <= 0 or nw <= 0:
+    cdef Py_ssize_t id, nh = min(g.H, p.Hp - g.ph)
+    if nh <= 0:
         return
     for id in range(min(g.D, p.Dp - g.pd)):
-        dw_copy(dst + ((id + g.pd) * p.Hp + g.ph) * p.Lp + g.pw, p.Lp,
-                plane + id * g.H * g.W, g.W, nh, nw)
+        dw_copy(dst + ((id + g.pd) * p.Hp + g.ph) * p.Lp, p.Lp, plane + id * g.H * g.W, g.W,
+                nh, g.W, g.sw, g.pw, p.Lph)
 
 
-cdef void window_offsets(const Geom *g, const DwPad *p, Py_ssize_t *roff) noexcept nogil:
+cdef void window_offsets(const Geom *g, const DwPad *p, Py_ssize_t *roff,
+                         Py_ssize_t *coff) noexcept nogil:
     """roff[kd * KH + kh]: where tap (kd, kh)'s row starts, from its output row's first
-    padded row."""
-    cdef Py_ssize_t kd, kh
+    padded row; coff[kw]: where tap kw reads in that row, from output 0."""
+    cdef Py_ssize_t kd, kh, kw
     for kd in range(g.KD):
         for kh in range(g.KH):
             roff[kd * g.KH + kh] = (kd * g.dd * p.Hp + kh * g.dh) * p.Lp
+    for kw in range(g.KW):
+        coff[kw] = kw * g.dw % g.sw * p.Lph + kw * g.dw // g.sw
 
 
 cdef void depthwise_forward(const floating_t *x, const Geom *g, const floating_t *w,
                             const floating_t *bias, int bias_mode, int act, floating_t *y,
                             const Py_ssize_t *roff, char *scratch, int nt) noexcept nogil:
-    """y = act(x * W + bias) for a layer with one input channel per group; roff as
-    window_offsets gives it."""
+    """y = act(x * W + bias) for a layer with one input channel per group; roff holds
+    window_offsets' row offsets, then its column offsets."""
     cdef DwPad P = dw_pad(g, False, x)
     cdef Py_ssize_t R = g.KD * g.KH, plane = g.OH * g.OW
     cdef Py_ssize_t nb = dw_blocks(g.N * g.C, g.OH, nt)
@@ -236,7 +242,7 @@ cdef void depthwise_forward(const floating_t *x, const Geom *g, const floating_t
                 for od in range(g.OD):
                     dw_fwd(y + ((n * g.F + f) * g.OD + od) * plane + oh0 * g.OW, g.OW,
                            oh1 - oh0, g.OW, padded + (od * g.sd * P.Hp + oh0 * g.sh) * P.Lp,
-                           g.sh * P.Lp, roff, R, w + f * g.KK, g.KW, g.sw, g.dw,
+                           g.sh * P.Lp, roff, R, w + f * g.KK, g.KW, roff + R,
                            NULL if bias_mode == 0 else bias + f if bias_mode == 1
                            else bias + (f * g.OD + od) * plane + oh0 * g.OW,
                            g.OW if bias_mode == 2 else 0, act == ACT_RELU)
@@ -253,8 +259,8 @@ cdef struct DwPhases:
     # Dg x Hg rows of Lg elements, grad_y's element (od, oh, ow) at (od + left_d,
     # oh + left_h, ow + left_w); nq: a phase's outputs per row rounded up to vectors;
     # hmax: the most rows of a height phase.  A thread's scratch: the rows' offsets
-    # (roff), gathered taps (taps), the padded copy (padded) and the phase rows (buf),
-    # in elements after the offsets; bytes in all.
+    # (noff of them) and KW column offsets, then in elements: the gathered taps (taps),
+    # the padded copy (padded) and the phase rows (buf); bytes in all.
     AxisPhase *ph[3]
     Py_ssize_t *first[3]
     Py_ssize_t n[3]
@@ -333,7 +339,7 @@ cdef DwPhases dw_phases(const Geom *g, AxisPhase *ph, Py_ssize_t *first,
     P.padded = P.taps + P.noff * g.KW
     P.buf = P.padded + g.Fg * P.Dg * P.Hg * P.Lg
     P.elems = P.buf + min(g.sw, 2) * P.hmax * P.nq
-    P.bytes = P.noff * sizeof(Py_ssize_t) + P.elems * sizeof(floating_t)
+    P.bytes = (P.noff + g.KW) * sizeof(Py_ssize_t) + P.elems * sizeof(floating_t)
     P.bytes = (P.bytes + 63) // 64 * 64
     return P
 
@@ -350,6 +356,7 @@ cdef void depthwise_input_grad(const floating_t *gy, const floating_t *w, const 
     cdef const AxisPhase *ph
     cdef const AxisPhase *pw
     cdef Py_ssize_t *roff
+    cdef Py_ssize_t *coff
     cdef floating_t *taps
     cdef floating_t *padded
     cdef floating_t *buf
@@ -359,18 +366,18 @@ cdef void depthwise_input_grad(const floating_t *gy, const floating_t *w, const 
         memset(gx, 0, g.N * g.C * plane * sizeof(floating_t))  # positions no tap reaches
     for t in prange(g.N * g.C * nb, num_threads=nt, schedule="static"):
         roff = <Py_ssize_t *> (scratch + threadid() * P.bytes)
-        taps = <floating_t *> (roff + P.noff) + P.taps
-        padded = <floating_t *> (roff + P.noff) + P.padded
-        buf = <floating_t *> (roff + P.noff) + P.buf
+        taps = <floating_t *> (roff + P.noff + g.KW) + P.taps
+        padded = <floating_t *> (roff + P.noff + g.KW) + P.padded
+        buf = <floating_t *> (roff + P.noff + g.KW) + P.buf
         n = t // (g.C * nb)
         c = t // nb % g.C
         gxc = gx + (n * g.C + c) * plane
         # the channel's Fg grad_y planes into the padded copy
         for m in range(g.Fg):
             for vd in range(g.OD):
-                dw_copy(padded + ((m * P.Dg + P.left_d + vd) * P.Hg + P.left_h) * P.Lg
-                        + P.left_w, P.Lg, gy + ((n * g.F + c * g.Fg + m) * g.OD + vd)
-                        * g.OH * g.OW, g.OW, g.OH, g.OW)
+                dw_copy(padded + ((m * P.Dg + P.left_d + vd) * P.Hg + P.left_h) * P.Lg,
+                        P.Lg, gy + ((n * g.F + c * g.Fg + m) * g.OD + vd) * g.OH * g.OW,
+                        g.OW, g.OH, g.OW, 1, P.left_w, P.Lg)
         for e0 in range(P.n[0]):
             pd = &P.ph[0][e0]
             for e1 in range(P.n[1]):
@@ -400,6 +407,7 @@ cdef void depthwise_input_grad(const floating_t *gy, const floating_t *w, const 
                                 f * g.KK + ((pd.kmax - jd * pd.kstep) * g.KH + ph.kmax
                                             - jh * ph.kstep) * g.KW + pw.kmax - jw * pw.kstep]
                     tap0 = tap0 + pw.n
+                coff = roff + P.noff  # the width phase's taps read u + j * dil
                 for vd in range(pd.count):
                     id = P.first[0][e0] + vd * g.sd
                     ih = P.first[1][e1] + h0 * g.sh
@@ -408,15 +416,16 @@ cdef void depthwise_input_grad(const floating_t *gy, const floating_t *w, const 
                     for e2 in range(P.n[2]):
                         pw = &P.ph[2][e2]
                         nw = pw.n
+                        for jw in range(nw):
+                            coff[jw] = jw * pw.dil
                         if g.sw == 1:  # one phase, straight into grad_x's rows
                             dw_fwd(dst, g.sh * g.W, h1 - h0, g.W, padded + vd * P.Hg * P.Lg,
-                                   P.Lg, roff, g.Fg * pd.n * ph.n, taps, nw, 1, pw.dil,
-                                   NULL, 0, False)
+                                   P.Lg, roff, g.Fg * pd.n * ph.n, taps, nw, coff, NULL, 0,
+                                   False)
                             continue
                         dw_fwd(buf + (e2 if g.sw == 2 else 0) * P.hmax * P.nq, P.nq, h1 - h0,
                                pw.count, padded + vd * P.Hg * P.Lg, P.Lg, roff + e2 * R,
-                               g.Fg * pd.n * ph.n, taps + R * tap0, nw, 1, pw.dil, NULL, 0,
-                               False)
+                               g.Fg * pd.n * ph.n, taps + R * tap0, nw, coff, NULL, 0, False)
                         tap0 = tap0 + nw
                         if g.sw > 2:
                             for i in range(h1 - h0):
@@ -466,7 +475,8 @@ cdef void depthwise_weight_grad(const floating_t *x, const floating_t *gy, const
                                 char *scratch, int nt) noexcept nogil:
     """partials[b, f, tap] and (bpart not NULL) bpart[b, f]: the weight and bias
     gradient sums over chunk b of the images, for a layer with one input channel per
-    group (see the design above); roff as window_offsets gives it."""
+    group (see the design above); roff holds window_offsets' row offsets, then its
+    column offsets."""
     cdef DwPad P = dw_pad(g, True, x)
     cdef Py_ssize_t R = g.KD * g.KH, plane = g.OH * g.OW, vl = dw_lanes(x)
     cdef Py_ssize_t nch = dw_wgrad_chunks(g), per = (g.N + nch - 1) // nch
@@ -487,7 +497,7 @@ cdef void depthwise_weight_grad(const floating_t *x, const floating_t *gy, const
             for od in range(g.OD):
                 dw_wgrad(gy + ((n * g.F + f) * g.OD + od) * plane, g.OW, g.OH, g.OW,
                          padded + od * g.sd * P.Hp * P.Lp, g.sh * P.Lp, roff, R, g.KW,
-                         g.sw, g.dw, lanes, dlanes if bpart != NULL else NULL)
+                         roff + R, lanes, dlanes if bpart != NULL else NULL)
         for tap in range(g.KK):
             partials[(b * g.F + f) * g.KK + tap] = fold_lanes(lanes + tap * vl, vl)
         if bpart != NULL:
@@ -515,7 +525,7 @@ cdef void depthwise_forward_call(const floating_t *x, const Geom *g, const float
                                  const floating_t *bias, int bias_mode, int act,
                                  floating_t *y, int nt) except *:
     cdef DwPad P = dw_pad(g, False, x)
-    cdef Py_ssize_t *roff = <Py_ssize_t *> alloc_scratch(g.KD * g.KH * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *roff = <Py_ssize_t *> alloc_scratch((g.KD * g.KH + g.KW) * sizeof(Py_ssize_t))
     cdef char *scratch
     try:
         scratch = <char *> alloc_scratch(nt * P.bytes)  # zero: the padding
@@ -523,7 +533,7 @@ cdef void depthwise_forward_call(const floating_t *x, const Geom *g, const float
         free(roff)
         raise
     with nogil:
-        window_offsets(g, &P, roff)
+        window_offsets(g, &P, roff, roff + g.KD * g.KH)
         depthwise_forward(x, g, w, bias, bias_mode, act, y, roff, scratch, nt)
     free(scratch)
     free(roff)
@@ -562,12 +572,12 @@ cdef void depthwise_weight_grad_call(const floating_t *x, const floating_t *gy, 
     cdef floating_t *partials = NULL
     try:
         partials = <floating_t *> alloc_scratch(nch * g.F * g.KK * sizeof(floating_t))
-        roff = <Py_ssize_t *> alloc_scratch(g.KD * g.KH * sizeof(Py_ssize_t))
+        roff = <Py_ssize_t *> alloc_scratch((g.KD * g.KH + g.KW) * sizeof(Py_ssize_t))
         scratch = <char *> alloc_scratch(nt * P.bytes)  # zero: the padding
         if bias_out != NULL:
             bpart = <double *> alloc_scratch(nch * g.F * sizeof(double))
         with nogil:
-            window_offsets(g, &P, roff)
+            window_offsets(g, &P, roff, roff + g.KD * g.KH)
             depthwise_weight_grad(x, gy, g, partials, bpart, roff, scratch, nt)
             for f in range(g.F):
                 for k in range(g.KK):

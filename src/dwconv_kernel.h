@@ -4,7 +4,7 @@
  * Four kernels per element type and instruction set (dwconv_kernel_template.h): fwd
  * (a plane of output rows = bias + taps x input rows, ReLU fused), wgrad (per-tap lane
  * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), copy
- * (rows into a padded scratch) and zip (two stride phases interleaved into one row).  The AVX-512 and AVX2 (+FMA) variants are compiled with per-function
+ * (rows into a padded scratch, split into stride phases) and zip (two stride phases interleaved into one row).  The AVX-512 and AVX2 (+FMA) variants are compiled with per-function
  * target attributes, so the binary needs only the baseline; __builtin_cpu_supports
  * tells which one the CPU runs.  Without GNU vector extensions (MSVC) every variant is
  * the template's scalar loop (vl = 1).
@@ -19,13 +19,13 @@
 #define CK_DW_TYPES(S, T)                                                               \
     typedef void (*ck_dw_fwd_##S)(T *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const T *,       \
                                   Py_ssize_t, const Py_ssize_t *, Py_ssize_t, const T *,    \
-                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, const T *,            \
-                                  Py_ssize_t, int);                                         \
+                                  Py_ssize_t, const Py_ssize_t *, const T *, Py_ssize_t,    \
+                                  int);                                                     \
     typedef void (*ck_dw_wgrad_##S)(const T *, Py_ssize_t, Py_ssize_t, Py_ssize_t,          \
                                     const T *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t,  \
-                                    Py_ssize_t, Py_ssize_t, Py_ssize_t, T *, double *);     \
+                                    Py_ssize_t, const Py_ssize_t *, T *, double *);         \
     typedef void (*ck_dw_copy_##S)(T *, Py_ssize_t, const T *, Py_ssize_t, Py_ssize_t,      \
-                                   Py_ssize_t);                                             \
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);         \
     typedef void (*ck_dw_zip_##S)(T *, const T *, const T *, Py_ssize_t);                   \
     typedef struct {                                                                        \
         ck_dw_fwd_##S fwd;                                                                  \

@@ -6,17 +6,16 @@
  * (lane masks, for DW_VL > 1), DW_ATTR (a target attribute or nothing).
  *
  * A plane operation runs nrows output rows of n outputs.  Output row i reads R input
- * rows, row r starting at base + i * step + roff[r], with KW taps of dilation d at
- * stride s: output q meets element q * s + k * d of each row, k < KW.  Strides 1 and 2
- * run on vectors of outputs (a stride-2 tap's elements are the even lanes of two loads)
- * and the last vector of a row is partial: its outputs past n are neither loaded nor
+ * rows, row r starting at base + i * step + roff[r], with KW taps: output q meets
+ * element q + coff[k] of each row, k < KW (a strided layer's caller splits its rows
+ * into stride phases, so that every tap reads consecutive elements).  Outputs run as
+ * vectors, the last one of a row partial: its outputs past n are neither loaded nor
  * stored, but its input loads run whole, so the caller pads the input rows up to
- * element (round_up(n, VL) - 1) * s + (KW - 1) * d + 1.  Other strides (and DW_VL = 1)
- * run scalar and read only the elements they use.  Every output sums its terms in the
- * same order, row by row and tap by tap (the forward's 3 x 3 window: each row's taps in
- * order, then the three rows' sums added, which shortens the dependency chain), so the
- * results depend only on the shapes.  The 3 x 3 window (R = 3, KW = 3) keeps its nine
- * taps (forward) or nine sums (weight gradient) in registers for the whole plane.
+ * element round_up(n, VL) - 1 + coff[k].  Every output sums its terms in the same order,
+ * row by row and tap by tap (the forward's 3 x 3 window: each row's taps in order, then
+ * the three rows' sums added, which shortens the dependency chain), so the results
+ * depend only on the shapes.  The 3 x 3 window (R = 3, KW = 3) keeps its nine taps
+ * (forward) or nine sums (weight gradient) in registers for the whole plane.
  */
 #define DW_CAT2(a, b) a##_##b
 #define DW_CAT(a, b) DW_CAT2(a, b)
@@ -85,25 +84,15 @@ DW_INLINE DW_V DW_FN(relu)(DW_V v)
     return (DW_V)((DW_IV)v & ~(DW_IV)(v <= 0));
 }
 
-/* p[0], p[s], ..., p[(VL - 1) s] for s = 1 or 2, a constant once inlined */
-DW_INLINE DW_V DW_FN(lds)(const DW_T *p, const int s)
-{
-    DW_V lo, hi;
-    if (s == 1)
-        return DW_FN(ld)(p);
-    lo = DW_FN(ld)(p);
-    hi = DW_FN(ld)(p + DW_VL);
-    return CK_DW_SHUFFLE(lo, hi, DW_IV, DW_EVEN);
-}
-
 /* The forward's initial vector at output q of a row: b0, or the row's bias bi. */
 #define DW_INIT(q, m) (bi == NULL ? b0 : (m) < DW_VL ? DW_FN(ldp)(bi + (q), m) : DW_FN(ld)(bi + (q)))
 
-/* fwd for R = 3, KW = 3 (d is a constant 1 when inlined so) */
+/* fwd for R = 3, KW = 3, with column offsets 0, c1 and c2 (constants 1 and 2 when
+ * inlined so) */
 DW_INLINE void DW_FN(fwd33)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
                             const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                            const DW_T *w, const Py_ssize_t d, const DW_T *bias,
-                            Py_ssize_t bias_ld, int relu, const int s)
+                            const DW_T *w, const Py_ssize_t c1, const Py_ssize_t c2,
+                            const DW_T *bias, Py_ssize_t bias_ld, int relu)
 {
     DW_V w0 = DW_FN(splat)(w[0]), w1 = DW_FN(splat)(w[1]), w2 = DW_FN(splat)(w[2]);
     DW_V w3 = DW_FN(splat)(w[3]), w4 = DW_FN(splat)(w[4]), w5 = DW_FN(splat)(w[5]);
@@ -112,26 +101,28 @@ DW_INLINE void DW_FN(fwd33)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_
     const DW_T *a = base + roff[0], *b = base + roff[1], *c = base + roff[2];
     const DW_T *bi = bias != NULL && bias_ld > 0 ? bias : NULL;
     Py_ssize_t i, q, m;
+    /* rows one after the other (ldy == n): a last vector may be stored whole when what
+       it spills over are outputs of this call's later rows */
     for (i = 0; i < nrows; i++) {
         for (q = 0; q < n; q += DW_VL) {
-            const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
+            const DW_T *pa = a + q, *pb = b + q, *pc = c + q;
             DW_V acc, sb, sc;
             m = n - q;
             /* three independent chains, one per row, added at the end */
             acc = DW_INIT(q, m);
-            acc += w0 * DW_FN(lds)(pa, s);
-            sb = w3 * DW_FN(lds)(pb, s);
-            sc = w6 * DW_FN(lds)(pc, s);
-            acc += w1 * DW_FN(lds)(pa + d, s);
-            sb += w4 * DW_FN(lds)(pb + d, s);
-            sc += w7 * DW_FN(lds)(pc + d, s);
-            acc += w2 * DW_FN(lds)(pa + 2 * d, s);
-            sb += w5 * DW_FN(lds)(pb + 2 * d, s);
-            sc += w8 * DW_FN(lds)(pc + 2 * d, s);
+            acc += w0 * DW_FN(ld)(pa);
+            sb = w3 * DW_FN(ld)(pb);
+            sc = w6 * DW_FN(ld)(pc);
+            acc += w1 * DW_FN(ld)(pa + c1);
+            sb += w4 * DW_FN(ld)(pb + c1);
+            sc += w7 * DW_FN(ld)(pc + c1);
+            acc += w2 * DW_FN(ld)(pa + c2);
+            sb += w5 * DW_FN(ld)(pb + c2);
+            sc += w8 * DW_FN(ld)(pc + c2);
             acc = acc + sb + sc;
             if (relu)
                 acc = DW_FN(relu)(acc);
-            if (m >= DW_VL)
+            if (m >= DW_VL || (ldy == n && i * n + q + DW_VL <= nrows * n))
                 DW_FN(st)(y + q, acc);
             else
                 DW_FN(stp)(y + q, acc, m);
@@ -148,8 +139,8 @@ DW_INLINE void DW_FN(fwd33)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_
 /* fwd for any R and KW */
 DW_INLINE void DW_FN(fwdg)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
                            const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                           Py_ssize_t R, const DW_T *w, Py_ssize_t KW, Py_ssize_t d,
-                           const DW_T *bias, Py_ssize_t bias_ld, int relu, const int s)
+                           Py_ssize_t R, const DW_T *w, Py_ssize_t KW, const Py_ssize_t *coff,
+                           const DW_T *bias, Py_ssize_t bias_ld, int relu)
 {
     DW_V b0 = DW_FN(splat)(bias != NULL ? bias[0] : 0);
     Py_ssize_t i, q, m, r, k;
@@ -161,13 +152,13 @@ DW_INLINE void DW_FN(fwdg)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t
             m = n - q;
             acc = DW_INIT(q, m);
             for (r = 0; r < R; r++) {
-                const DW_T *p = base + i * step + roff[r] + q * s;
+                const DW_T *p = base + i * step + roff[r] + q;
                 for (k = 0; k < KW; k++)
-                    acc += DW_FN(splat)(w[r * KW + k]) * DW_FN(lds)(p + k * d, s);
+                    acc += DW_FN(splat)(w[r * KW + k]) * DW_FN(ld)(p + coff[k]);
             }
             if (relu)
                 acc = DW_FN(relu)(acc);
-            if (m >= DW_VL)
+            if (m >= DW_VL || (ldy == n && i * n + q + DW_VL <= nrows * n))
                 DW_FN(st)(yi + q, acc);
             else
                 DW_FN(stp)(yi + q, acc, m);
@@ -178,22 +169,24 @@ DW_INLINE void DW_FN(fwdg)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t
 
 /* One vector step of wg33 (M masks the products of a partial vector). */
 #define DW_WG_STEP(M)                                                                  \
-    s0 += M(gv * DW_FN(lds)(pa, s));                                                   \
-    s1 += M(gv * DW_FN(lds)(pa + d, s));                                               \
-    s2 += M(gv * DW_FN(lds)(pa + 2 * d, s));                                           \
-    s3 += M(gv * DW_FN(lds)(pb, s));                                                   \
-    s4 += M(gv * DW_FN(lds)(pb + d, s));                                               \
-    s5 += M(gv * DW_FN(lds)(pb + 2 * d, s));                                           \
-    s6 += M(gv * DW_FN(lds)(pc, s));                                                   \
-    s7 += M(gv * DW_FN(lds)(pc + d, s));                                               \
-    s8 += M(gv * DW_FN(lds)(pc + 2 * d, s));
+    s0 += M(gv * DW_FN(ld)(pa));                                                       \
+    s1 += M(gv * DW_FN(ld)(pa + c1));                                                  \
+    s2 += M(gv * DW_FN(ld)(pa + c2));                                                  \
+    s3 += M(gv * DW_FN(ld)(pb));                                                       \
+    s4 += M(gv * DW_FN(ld)(pb + c1));                                                  \
+    s5 += M(gv * DW_FN(ld)(pb + c2));                                                  \
+    s6 += M(gv * DW_FN(ld)(pc));                                                       \
+    s7 += M(gv * DW_FN(ld)(pc + c1));                                                  \
+    s8 += M(gv * DW_FN(ld)(pc + c2));
 #define DW_ALL(v) (v)
 #define DW_KEEP(v) ((DW_V)((DW_IV)(v) & keep))
 
-/* wgrad for R = 3, KW = 3 (d is a constant 1 when inlined so) */
+/* wgrad for R = 3, KW = 3, with column offsets 0, c1 and c2 (constants 1 and 2 when
+ * inlined so) */
 DW_INLINE void DW_FN(wg33)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
                            const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                           const Py_ssize_t d, DW_T *lanes, double *blanes, const int s)
+                           const Py_ssize_t c1, const Py_ssize_t c2, DW_T *lanes,
+                           double *blanes)
 {
     DW_V s0 = DW_FN(ld)(lanes), s1 = DW_FN(ld)(lanes + DW_VL);
     DW_V s2 = DW_FN(ld)(lanes + 2 * DW_VL), s3 = DW_FN(ld)(lanes + 3 * DW_VL);
@@ -202,21 +195,24 @@ DW_INLINE void DW_FN(wg33)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_s
     DW_V s8 = DW_FN(ld)(lanes + 8 * DW_VL);
     DW_DV bl = {0};
     Py_ssize_t i, q, nv = n / DW_VL * DW_VL;
+    DW_IV keep = DW_FN(keep)(n - nv);
     if (blanes != NULL)
         memcpy(&bl, blanes, sizeof(bl));
     const DW_T *a = base + roff[0], *b = base + roff[1], *c = base + roff[2], *gi = g;
     for (i = 0; i < nrows; i++, a += step, b += step, c += step, gi += ldg) {
         for (q = 0; q < nv; q += DW_VL) {
-            const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
+            const DW_T *pa = a + q, *pb = b + q, *pc = c + q;
             DW_V gv = DW_FN(ld)(gi + q);
             DW_WG_STEP(DW_ALL)
             if (blanes != NULL)
                 bl += __builtin_convertvector(gv, DW_DV);
         }
         if (q < n) {
-            const DW_T *pa = a + q * s, *pb = b + q * s, *pc = c + q * s;
-            DW_V gv = DW_FN(ldp)(gi + q, n - q);
-            DW_IV keep = DW_FN(keep)(n - q);
+            /* a whole load when it stays inside this call's rows of grad_y */
+            const DW_T *pa = a + q, *pb = b + q, *pc = c + q;
+            DW_V gv = ldg == n && i * n + q + DW_VL <= nrows * n ? DW_FN(ld)(gi + q)
+                                                                 : DW_FN(ldp)(gi + q, n - q);
+            gv = DW_KEEP(gv);
             DW_WG_STEP(DW_KEEP)
             if (blanes != NULL)
                 bl += __builtin_convertvector(gv, DW_DV);
@@ -240,8 +236,8 @@ DW_INLINE void DW_FN(wg33)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_s
 /* wgrad for any R and KW: one tap at a time over the plane */
 DW_INLINE void DW_FN(wgg)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
                           const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                          Py_ssize_t R, Py_ssize_t KW, Py_ssize_t d, DW_T *lanes,
-                          double *blanes, const int s)
+                          Py_ssize_t R, Py_ssize_t KW, const Py_ssize_t *coff, DW_T *lanes,
+                          double *blanes)
 {
     Py_ssize_t i, q, r, k, nv = n / DW_VL * DW_VL;
     DW_IV keep = DW_FN(keep)(n - nv);
@@ -249,11 +245,11 @@ DW_INLINE void DW_FN(wgg)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ss
         for (k = 0; k < KW; k++) {
             DW_V acc = DW_FN(ld)(lanes + (r * KW + k) * DW_VL);
             for (i = 0; i < nrows; i++) {
-                const DW_T *p = base + i * step + roff[r] + k * d, *gi = g + i * ldg;
+                const DW_T *p = base + i * step + roff[r] + coff[k], *gi = g + i * ldg;
                 for (q = 0; q < nv; q += DW_VL)
-                    acc += DW_FN(ld)(gi + q) * DW_FN(lds)(p + q * s, s);
+                    acc += DW_FN(ld)(gi + q) * DW_FN(ld)(p + q);
                 if (q < n)
-                    acc += DW_KEEP(DW_FN(ldp)(gi + q, n - q) * DW_FN(lds)(p + q * s, s));
+                    acc += DW_KEEP(DW_FN(ldp)(gi + q, n - q) * DW_FN(ld)(p + q));
             }
             DW_FN(st)(lanes + (r * KW + k) * DW_VL, acc);
         }
@@ -274,78 +270,60 @@ DW_INLINE void DW_FN(wgg)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ss
 #endif
 
 /* y[i * ldy + q] = act(init + sum over r < R, k < KW of w[r * KW + k] *
- * base[i * step + roff[r] + q * s + k * d]) for i < nrows, q < n, summed in the order
- * of r, then k (see the top for the 3 x 3 window).  init: 0 (bias NULL), bias[0] (bias_ld 0) or bias[i * bias_ld + q];
- * act: ReLU if relu, else none. */
+ * base[i * step + roff[r] + q + coff[k]]) for i < nrows, q < n, summed in the order
+ * of r, then k (see the top for the 3 x 3 window).  init: 0 (bias NULL), bias[0]
+ * (bias_ld 0) or bias[i * bias_ld + q]; act: ReLU if relu, else none. */
 static DW_ATTR void DW_FN(fwd)(DW_T *y, Py_ssize_t ldy, Py_ssize_t nrows, Py_ssize_t n,
                                const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                               Py_ssize_t R, const DW_T *w, Py_ssize_t KW, Py_ssize_t s,
-                               Py_ssize_t d, const DW_T *bias, Py_ssize_t bias_ld, int relu)
+                               Py_ssize_t R, const DW_T *w, Py_ssize_t KW,
+                               const Py_ssize_t *coff, const DW_T *bias, Py_ssize_t bias_ld,
+                               int relu)
 {
     Py_ssize_t i, q, r, k;
     DW_T acc;
 #if DW_VL > 1
-    if (R == 3 && KW == 3 && s <= 2) {
-        if (s == 1 && d == 1)
-            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, 1, bias, bias_ld, relu, 1);
-        else if (s == 1)
-            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 1);
-        else if (d == 1)
-            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, 1, bias, bias_ld, relu, 2);
+    if (R == 3 && KW == 3 && coff[0] == 0) {
+        if (coff[1] == 1 && coff[2] == 2)
+            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, 1, 2, bias, bias_ld, relu);
         else
-            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, d, bias, bias_ld, relu, 2);
+            DW_FN(fwd33)(y, ldy, nrows, n, base, step, roff, w, coff[1], coff[2], bias,
+                         bias_ld, relu);
         return;
     }
-    if (s == 1) {
-        DW_FN(fwdg)(y, ldy, nrows, n, base, step, roff, R, w, KW, d, bias, bias_ld, relu, 1);
-        return;
-    }
-    if (s == 2) {
-        DW_FN(fwdg)(y, ldy, nrows, n, base, step, roff, R, w, KW, d, bias, bias_ld, relu, 2);
-        return;
-    }
+    DW_FN(fwdg)(y, ldy, nrows, n, base, step, roff, R, w, KW, coff, bias, bias_ld, relu);
+    return;
 #endif
     for (i = 0; i < nrows; i++) {
         for (q = 0; q < n; q++) {
             acc = bias == NULL ? 0 : bias_ld > 0 ? bias[i * bias_ld + q] : bias[0];
             for (r = 0; r < R; r++)
                 for (k = 0; k < KW; k++)
-                    acc += w[r * KW + k] * base[i * step + roff[r] + q * s + k * d];
+                    acc += w[r * KW + k] * base[i * step + roff[r] + q + coff[k]];
             y[i * ldy + q] = relu && acc <= 0 ? 0 : acc;
         }
     }
 }
 
-/* lanes[(r * KW + k) * VL + l] += g[i * ldg + q] * base[i * step + roff[r] + q * s + k * d]
+/* lanes[(r * KW + k) * VL + l] += g[i * ldg + q] * base[i * step + roff[r] + q + coff[k]]
  * and blanes[l] += g[i * ldg + q] (if blanes is not NULL), over i < nrows and q < n with
  * q % VL == l; every lane sums its terms in the order of i, then q. */
 static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
                                  const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
-                                 Py_ssize_t R, Py_ssize_t KW, Py_ssize_t s, Py_ssize_t d,
+                                 Py_ssize_t R, Py_ssize_t KW, const Py_ssize_t *coff,
                                  DW_T *lanes, double *blanes)
 {
     Py_ssize_t i, q, r, k, l;
     DW_T gq;
 #if DW_VL > 1
-    if (R == 3 && KW == 3 && s <= 2) {
-        if (s == 1 && d == 1)
-            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, 1, lanes, blanes, 1);
-        else if (s == 1)
-            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 1);
-        else if (d == 1)
-            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, 1, lanes, blanes, 2);
+    if (R == 3 && KW == 3 && coff[0] == 0) {
+        if (coff[1] == 1 && coff[2] == 2)
+            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, 1, 2, lanes, blanes);
         else
-            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, d, lanes, blanes, 2);
+            DW_FN(wg33)(g, ldg, nrows, n, base, step, roff, coff[1], coff[2], lanes, blanes);
         return;
     }
-    if (s == 1) {
-        DW_FN(wgg)(g, ldg, nrows, n, base, step, roff, R, KW, d, lanes, blanes, 1);
-        return;
-    }
-    if (s == 2) {
-        DW_FN(wgg)(g, ldg, nrows, n, base, step, roff, R, KW, d, lanes, blanes, 2);
-        return;
-    }
+    DW_FN(wgg)(g, ldg, nrows, n, base, step, roff, R, KW, coff, lanes, blanes);
+    return;
 #endif
     for (i = 0; i < nrows; i++) {
         for (q = 0; q < n; q++) {
@@ -353,29 +331,57 @@ static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows
             gq = g[i * ldg + q];
             for (r = 0; r < R; r++)
                 for (k = 0; k < KW; k++)
-                    lanes[(r * KW + k) * DW_VL + l] += gq * base[i * step + roff[r] + q * s + k * d];
+                    lanes[(r * KW + k) * DW_VL + l] += gq * base[i * step + roff[r] + q + coff[k]];
             if (blanes != NULL)
                 blanes[l] += gq;
         }
     }
 }
 
-/* dst[i * ldd + j] = src[i * lds + j] for i < nrows, j < n */
+/* Rows i < nrows of n elements (src + i * lds) into the s stride phases of a padded
+ * row (dst + i * ldd): element j, at padded column j + left, goes to phase
+ * (j + left) % s at (j + left) / s, phase a starting at a * lph. */
 static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_ssize_t lds,
-                                Py_ssize_t nrows, Py_ssize_t n)
+                                Py_ssize_t nrows, Py_ssize_t n, Py_ssize_t s, Py_ssize_t left,
+                                Py_ssize_t lph)
 {
-    Py_ssize_t i, j;
+    Py_ssize_t i, j, a, t0, t1, t;
     for (i = 0; i < nrows; i++) {
-        j = 0;
+        const DW_T *si = src + i * lds;
+        DW_T *di = dst + i * ldd;
+        if (s == 1) {
+            j = 0;
+            di += left;
 #if DW_VL > 1
-        for (; j + DW_VL <= n; j += DW_VL)
-            DW_FN(st)(dst + i * ldd + j, DW_FN(ld)(src + i * lds + j));
-        if (j < n)
-            DW_FN(stp)(dst + i * ldd + j, DW_FN(ldp)(src + i * lds + j, n - j), n - j);
+            for (; j + DW_VL <= n; j += DW_VL)
+                DW_FN(st)(di + j, DW_FN(ld)(si + j));
+            if (j < n)
+                DW_FN(stp)(di + j, DW_FN(ldp)(si + j, n - j), n - j);
 #else
-        for (; j < n; j++)
-            dst[i * ldd + j] = src[i * lds + j];
+            for (; j < n; j++)
+                di[j] = si[j];
 #endif
+            continue;
+        }
+        for (a = 0; a < s; a++) {
+            /* phase a holds the elements j = a + s t - left, 0 <= j < n, t < lph */
+            t0 = left > a ? (left - a + s - 1) / s : 0;
+            t1 = n - 1 + left - a >= 0 ? (n - 1 + left - a) / s + 1 : 0;
+            t1 = t1 < lph ? t1 : lph;
+            t = t0;
+#if DW_VL > 1
+            if (s == 2) {
+                /* the even lanes of two loads, which end one element past the last used */
+                for (; t + DW_VL <= t1 && a + 2 * (t + DW_VL) - left <= n; t += DW_VL) {
+                    DW_V lo = DW_FN(ld)(si + a + 2 * t - left);
+                    DW_V hi = DW_FN(ld)(si + a + 2 * t - left + DW_VL);
+                    DW_FN(st)(di + a * lph + t, CK_DW_SHUFFLE(lo, hi, DW_IV, DW_EVEN));
+                }
+            }
+#endif
+            for (; t < t1; t++)
+                di[a * lph + t] = si[a + s * t - left];
+        }
     }
 }
 
