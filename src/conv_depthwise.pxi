@@ -28,15 +28,17 @@
 #   block of output rows): the rows are split only when the planes alone give a thread
 #   fewer than 4 tasks, and small planes run several per task.  A task runs the
 #   channel's Fg filters.
-# - input gradient: along each axis a stride s splits grad_x into s phases (AxisPhase):
-#   phase a's positions get only the taps k * d % s == a, as a stride-1 correlation of
-#   grad_y with those taps flipped.  A task pads the channel's Fg planes of grad_y (so
-#   0 * w terms appear that the true gradient lacks: non-finite weights take col2im, as
-#   for the flipped and phased paths) and runs one plane kernel per (depth phase,
-#   height phase, width phase, depth), with Fg x taps rows: stride 1 along W writes
-#   grad_x's rows in place, stride 2 interleaves the two phases' rows (zip), larger
-#   strides copy each phase out.  Positions no tap reaches are zeroed first.  Tasks
-#   are (image, channel, block of each phase's rows).
+# - input gradient: grad_x is the correlation of grad_y, upsampled by the stride (s - 1
+#   zeros between its elements on each axis) and padded by (K - 1) * d - p, with the
+#   flipped window, summed over the channel's Fg filters: the forward's plane kernel on
+#   a copy (DwUp) with Fg * KD * KH rows per output row.  The stride's zeros cost s_d *
+#   s_h * s_w times the multiply-adds a gradient needs, but every output is then one
+#   vector lane of one kernel, with no stride phases to compute apart and interleave
+#   (which ran 1.5-2.5x slower at MobileNet's stride-2 sizes); col2im, the other path
+#   for one channel per group, writes and scatters prod(K) values per grad_y element
+#   and stays behind well past stride 2.  The padding and the zeros add 0 * w terms
+#   that the true gradient lacks: non-finite weights take col2im, as for the flipped
+#   and phased paths.  Tasks are (image, channel, block of input rows).
 # - weight gradient: grad_w[f, kd, kh, kw] = sum over images and output positions of
 #   grad_y * x at the tap.  A task owns one filter and one chunk of images; the plane
 #   kernel adds grad_y's rows times the taps' padded input rows into per-tap lane sums
@@ -252,197 +254,112 @@ cdef void depthwise_forward(const floating_t *x, const Geom *g, const floating_t
                 n = n + 1
 
 
-cdef struct DwPhases:
-    # The input gradient's stride phases with taps along each axis (ph[axis][0 .. n[axis]),
-    # first[axis][i] the first grad_x position of phase i), whether every phase of every
-    # axis has taps (full), and the padded copy of grad_y: for each of the Fg filters,
-    # Dg x Hg rows of Lg elements, grad_y's element (od, oh, ow) at (od + left_d,
-    # oh + left_h, ow + left_w); nq: a phase's outputs per row rounded up to vectors;
-    # hmax: the most rows of a height phase.  A thread's scratch: the rows' offsets
-    # (noff of them) and KW column offsets, then in elements: the gathered taps (taps),
-    # the padded copy (padded) and the phase rows (buf); bytes in all.
-    AxisPhase *ph[3]
-    Py_ssize_t *first[3]
-    Py_ssize_t n[3]
-    bint full
-    Py_ssize_t left_d, left_h, left_w, Dg, Hg, Lg, nq, hmax
-    Py_ssize_t noff, taps, padded, buf, elems, bytes
+cdef struct DwUp:
+    # The input gradient's copy of grad_y: for each of the Fg filters, grad_y upsampled by
+    # the stride (zeros between its elements) and padded, Dg x Hg rows of Lg elements:
+    # grad_y's (od, oh, ow) at (od * sd + left_d, oh * sh + left_h, ow * sw + left_w),
+    # left = (K - 1) * d - p on each axis (elements that land outside reach no grad_x).
+    # grad_x's (id, ih, iw) is then the flipped window's correlation of it at (id, ih,
+    # iw).  nq: grad_x's rows rounded up to whole vectors.  A thread's scratch: Fg * KD *
+    # KH row offsets and KW column offsets, then in elements a row of zeros (OW) and the
+    # copy; bytes in all.
+    Py_ssize_t left_d, left_h, left_w, Dg, Hg, Lg, nq, noff, elems, bytes
 
 
-cdef inline Py_ssize_t tap_phases(Py_ssize_t K, Py_ssize_t d, Py_ssize_t s, Py_ssize_t p,
-                                  Py_ssize_t size, AxisPhase *out,
-                                  Py_ssize_t *first) noexcept nogil:
-    """The phases a = k * d % s (k < K) of an axis, each once, in order of k, into out
-    (and their first grad_x positions q0 * s + a - p into first); returns how many."""
-    cdef Py_ssize_t k, j, a, n = 0
-    cdef bint seen
-    for k in range(K):
-        a = k * d % s
-        seen = False
-        for j in range(k):
-            seen = seen or j * d % s == a
-        if seen:
+cdef DwUp dw_up(const Geom *g, const floating_t *tag) noexcept nogil:
+    """The input gradient's upsampled, padded copy of grad_y."""
+    cdef DwUp u
+    u.left_d = (g.KD - 1) * g.dd - g.pd
+    u.left_h = (g.KH - 1) * g.dh - g.ph
+    u.left_w = (g.KW - 1) * g.dw - g.pw
+    u.nq = round_up(g.W, dw_lanes(tag))
+    u.Dg = g.D + (g.KD - 1) * g.dd
+    u.Hg = g.H + (g.KH - 1) * g.dh
+    u.Lg = u.nq + (g.KW - 1) * g.dw
+    u.noff = g.Fg * g.KD * g.KH + g.KW
+    u.elems = g.OW + g.Fg * u.Dg * u.Hg * u.Lg
+    u.bytes = u.noff * sizeof(Py_ssize_t) + u.elems * sizeof(floating_t)
+    u.bytes = (u.bytes + 63) // 64 * 64
+    return u
+
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any a."""
+    return -floor_div(-a, b)
+
+
+cdef inline void upsample_plane(const floating_t *gyp, const Geom *g, const DwUp *u,
+                                const floating_t *zeros, floating_t *dst) noexcept nogil:
+    """One grad_y plane (OD, OH, OW) to its places in dst, one filter's part of the copy
+    (whose other elements stay zero)."""
+    cdef Py_ssize_t od, oh, j, row
+    # the grad_y elements that land inside the copy, on each axis
+    cdef Py_ssize_t d0 = max(0, ceil_div(-u.left_d, g.sd))
+    cdef Py_ssize_t d1 = min(g.OD, floor_div(u.Dg - 1 - u.left_d, g.sd) + 1)
+    cdef Py_ssize_t h0 = max(0, ceil_div(-u.left_h, g.sh))
+    cdef Py_ssize_t h1 = min(g.OH, floor_div(u.Hg - 1 - u.left_h, g.sh) + 1)
+    cdef Py_ssize_t w0 = max(0, ceil_div(-u.left_w, g.sw))
+    cdef Py_ssize_t w1 = min(g.OW, floor_div(u.Lg - 1 - u.left_w, g.sw) + 1)
+    cdef Py_ssize_t npair, iw
+    if h1 <= h0 or w1 <= w0:
+        return
+    for od in range(d0, d1):
+        row = ((od * g.sd + u.left_d) * u.Hg + h0 * g.sh + u.left_h) * u.Lg
+        if g.sw == 1:
+            dw_copy(dst + row, g.sh * u.Lg, gyp + (od * g.OH + h0) * g.OW + w0, g.OW, h1 - h0,
+                    w1 - w0, 1, u.left_w + w0, u.Lg)
             continue
-        out[n] = axis_phase(K, d, s, p, size, a)
-        first[n] = out[n].q0 * s + a - p
-        n = n + 1
-    return n
+        for oh in range(h0, h1):
+            j = row + (oh - h0) * g.sh * u.Lg + w0 * g.sw + u.left_w
+            if g.sw == 2:
+                # pairs (element, zero) while the zero stays in the row
+                npair = min(w1 - w0, (u.Lg - (w0 * 2 + u.left_w)) // 2)
+                dw_zip(dst + j, gyp + (od * g.OH + oh) * g.OW + w0, zeros, npair)
+                if npair < w1 - w0:
+                    dst[j + 2 * npair] = gyp[(od * g.OH + oh) * g.OW + w0 + npair]
+                continue
+            for iw in range(w1 - w0):
+                dst[j + iw * g.sw] = gyp[(od * g.OH + oh) * g.OW + w0 + iw]
 
 
-cdef DwPhases dw_phases(const Geom *g, AxisPhase *ph, Py_ssize_t *first,
-                        const floating_t *tag) noexcept nogil:
-    """The input gradient's phases and padded copy; ph and first hold KD + KH + KW
-    entries."""
-    cdef DwPhases P
-    cdef Py_ssize_t vl = dw_lanes(tag), i, e
-    cdef Py_ssize_t K[3]
-    cdef Py_ssize_t dil[3]
-    cdef Py_ssize_t s[3]
-    cdef Py_ssize_t pad[3]
-    cdef Py_ssize_t size[3]
-    cdef Py_ssize_t out[3]
-    cdef Py_ssize_t left[3]
-    cdef Py_ssize_t ext[3]
-    K[0], K[1], K[2] = g.KD, g.KH, g.KW
-    dil[0], dil[1], dil[2] = g.dd, g.dh, g.dw
-    s[0], s[1], s[2] = g.sd, g.sh, g.sw
-    pad[0], pad[1], pad[2] = g.pd, g.ph, g.pw
-    size[0], size[1], size[2] = g.D, g.H, g.W
-    out[0], out[1], out[2] = g.OD, g.OH, g.OW
-    P.full = True
-    P.ph[0], P.first[0] = ph, first
-    P.ph[1], P.first[1] = ph + g.KD, first + g.KD
-    P.ph[2], P.first[2] = ph + g.KD + g.KH, first + g.KD + g.KH
-    P.nq = 0
-    P.hmax = 0
-    for i in range(3):
-        P.n[i] = tap_phases(K[i], dil[i], s[i], pad[i], size[i], P.ph[i], P.first[i])
-        P.full = P.full and P.n[i] == s[i]
-        # phase e's output u reads grad_y[u - pad + j * dil], j < n: padded on the left
-        # by the largest pad, and on the right up to the last read of every phase
-        left[i] = 0
-        for e in range(P.n[i]):
-            left[i] = max(left[i], P.ph[i][e].pad)
-        ext[i] = left[i] + out[i]
-        for e in range(P.n[i]):
-            ext[i] = max(ext[i], left[i] - P.ph[i][e].pad
-                         + (round_up(P.ph[i][e].count, vl) if i == 2 else P.ph[i][e].count)
-                         + (P.ph[i][e].n - 1) * P.ph[i][e].dil)
-            if i == 2:
-                P.nq = max(P.nq, round_up(P.ph[i][e].count, vl))
-            if i == 1:
-                P.hmax = max(P.hmax, P.ph[i][e].count)
-    P.left_d, P.left_h, P.left_w = left[0], left[1], left[2]
-    P.Dg, P.Hg, P.Lg = ext[0], ext[1], ext[2]
-    P.noff = g.Fg * g.KD * g.KH * P.n[2]
-    P.taps = 0
-    P.padded = P.taps + P.noff * g.KW
-    P.buf = P.padded + g.Fg * P.Dg * P.Hg * P.Lg
-    P.elems = P.buf + min(g.sw, 2) * P.hmax * P.nq
-    P.bytes = (P.noff + g.KW) * sizeof(Py_ssize_t) + P.elems * sizeof(floating_t)
-    P.bytes = (P.bytes + 63) // 64 * 64
-    return P
-
-
-cdef void depthwise_input_grad(const floating_t *gy, const floating_t *w, const Geom *g,
-                               floating_t *gx, const DwPhases *P, char *scratch,
+cdef void depthwise_input_grad(const floating_t *gy, const floating_t *wflip, const Geom *g,
+                               floating_t *gx, const Py_ssize_t *roff, char *scratch,
                                int nt) noexcept nogil:
-    """grad_x for a layer with one input channel per group (see the design above)."""
-    cdef Py_ssize_t nb = dw_blocks(g.N * g.C, P.hmax, nt), plane = g.D * g.H * g.W
-    cdef Py_ssize_t R = g.Fg * g.KD * g.KH
-    cdef Py_ssize_t t, n, c, m, f, e0, e1, e2, jd, jh, jw, r, vd, h0, h1, per, id, ih, i, u
-    cdef Py_ssize_t even, nw, tap0
-    cdef const AxisPhase *pd
-    cdef const AxisPhase *ph
-    cdef const AxisPhase *pw
-    cdef Py_ssize_t *roff
-    cdef Py_ssize_t *coff
-    cdef floating_t *taps
+    """grad_x for a layer with one input channel per group: the correlation of grad_y,
+    upsampled by the stride and padded (DwUp), with the flipped window, as the forward
+    runs it; wflip (F, KK) holds the flipped windows, roff the Fg * KD * KH rows' offsets
+    (filter, kd, kh) and then the KW columns'."""
+    cdef DwUp U = dw_up(g, gy)
+    cdef Py_ssize_t R = g.Fg * g.KD * g.KH, plane = g.H * g.W
+    cdef Py_ssize_t nb = dw_blocks(g.N * g.C, g.H, nt)
+    cdef Py_ssize_t per = (g.H + nb - 1) // nb
+    cdef Py_ssize_t ppt = dw_planes_per_task(g.N * g.C, nb, nt)
+    cdef Py_ssize_t ntasks = (g.N * g.C + ppt - 1) // ppt * nb
+    cdef Py_ssize_t t, n, c, m, id, ih0, ih1, j, p0
+    cdef floating_t *zeros
     cdef floating_t *padded
-    cdef floating_t *buf
-    cdef floating_t *gxc
-    cdef floating_t *dst
-    if not P.full:
-        memset(gx, 0, g.N * g.C * plane * sizeof(floating_t))  # positions no tap reaches
-    for t in prange(g.N * g.C * nb, num_threads=nt, schedule="static"):
-        roff = <Py_ssize_t *> (scratch + threadid() * P.bytes)
-        taps = <floating_t *> (roff + P.noff + g.KW) + P.taps
-        padded = <floating_t *> (roff + P.noff + g.KW) + P.padded
-        buf = <floating_t *> (roff + P.noff + g.KW) + P.buf
-        n = t // (g.C * nb)
-        c = t // nb % g.C
-        gxc = gx + (n * g.C + c) * plane
-        # the channel's Fg grad_y planes into the padded copy
-        for m in range(g.Fg):
-            for vd in range(g.OD):
-                dw_copy(padded + ((m * P.Dg + P.left_d + vd) * P.Hg + P.left_h) * P.Lg,
-                        P.Lg, gy + ((n * g.F + c * g.Fg + m) * g.OD + vd) * g.OH * g.OW,
-                        g.OW, g.OH, g.OW, 1, P.left_w, P.Lg)
-        for e0 in range(P.n[0]):
-            pd = &P.ph[0][e0]
-            for e1 in range(P.n[1]):
-                ph = &P.ph[1][e1]
-                # this task's block of the height phase's rows
-                per = (ph.count + nb - 1) // nb
-                h0 = t % nb * per
-                h1 = min(ph.count, h0 + per)
-                if h0 >= h1:
-                    continue
-                # per width phase e2, rows r = (m, jd, jh) at roff[e2 * R + r]: filter
-                # m's taps kd = kmax - jd * kstep (and kh, kw) flipped, reading grad_y at
-                # u - pad + j * dil on each axis; their taps from taps[R * tap0]
-                tap0 = 0
-                for e2 in range(P.n[2]):
-                    pw = &P.ph[2][e2]
-                    for r in range(g.Fg * pd.n * ph.n):
-                        m = r // (pd.n * ph.n)
-                        jd = r // ph.n % pd.n
-                        jh = r % ph.n
-                        f = c * g.Fg + m
-                        roff[e2 * R + r] = (((m * P.Dg + P.left_d - pd.pad + jd * pd.dil) * P.Hg
-                                             + P.left_h - ph.pad + jh * ph.dil + h0) * P.Lg
-                                            + P.left_w - pw.pad)
-                        for jw in range(pw.n):
-                            taps[R * tap0 + r * pw.n + jw] = w[
-                                f * g.KK + ((pd.kmax - jd * pd.kstep) * g.KH + ph.kmax
-                                            - jh * ph.kstep) * g.KW + pw.kmax - jw * pw.kstep]
-                    tap0 = tap0 + pw.n
-                coff = roff + P.noff  # the width phase's taps read u + j * dil
-                for vd in range(pd.count):
-                    id = P.first[0][e0] + vd * g.sd
-                    ih = P.first[1][e1] + h0 * g.sh
-                    dst = gxc + (id * g.H + ih) * g.W
-                    tap0 = 0
-                    for e2 in range(P.n[2]):
-                        pw = &P.ph[2][e2]
-                        nw = pw.n
-                        for jw in range(nw):
-                            coff[jw] = jw * pw.dil
-                        if g.sw == 1:  # one phase, straight into grad_x's rows
-                            dw_fwd(dst, g.sh * g.W, h1 - h0, g.W, padded + vd * P.Hg * P.Lg,
-                                   P.Lg, roff, g.Fg * pd.n * ph.n, taps, nw, coff, NULL, 0,
-                                   False)
-                            continue
-                        dw_fwd(buf + (e2 if g.sw == 2 else 0) * P.hmax * P.nq, P.nq, h1 - h0,
-                               pw.count, padded + vd * P.Hg * P.Lg, P.Lg, roff + e2 * R,
-                               g.Fg * pd.n * ph.n, taps + R * tap0, nw, coff, NULL, 0, False)
-                        tap0 = tap0 + nw
-                        if g.sw > 2:
-                            for i in range(h1 - h0):
-                                for u in range(pw.count):
-                                    dst[i * g.sh * g.W + P.first[2][e2] + u * g.sw] = (
-                                        buf[i * P.nq + u])
-                    if g.sw == 2:
-                        # the phases into grad_x's rows, even columns from the one whose
-                        # first position is 0 (a phase without taps leaves its buffer
-                        # rows zero)
-                        even = 0 if P.first[2][0] == 0 else 1
-                        for i in range(h1 - h0):
-                            dw_zip(dst + i * g.sh * g.W, buf + (even * P.hmax + i) * P.nq,
-                                   buf + ((1 - even) * P.hmax + i) * P.nq, g.W // 2)
-                            if g.W % 2:
-                                dst[i * g.sh * g.W + g.W - 1] = buf[(even * P.hmax + i) * P.nq
-                                                                    + g.W // 2]
+    for t in prange(ntasks, num_threads=nt, schedule="static"):
+        zeros = <floating_t *> (<Py_ssize_t *> (scratch + threadid() * U.bytes) + U.noff)
+        padded = zeros + g.OW
+        p0 = t // nb * ppt
+        n = p0 // g.C
+        c = p0 - n * g.C
+        ih0 = t % nb * per
+        ih1 = min(g.H, ih0 + per)
+        for j in range(min(ppt, g.N * g.C - p0)):
+            if ih0 >= ih1:
+                break
+            for m in range(g.Fg):
+                upsample_plane(gy + (n * g.F + c * g.Fg + m) * g.OD * g.OH * g.OW, g, &U,
+                               zeros, padded + m * U.Dg * U.Hg * U.Lg)
+            for id in range(g.D):
+                dw_fwd(gx + ((n * g.C + c) * g.D + id) * plane + ih0 * g.W, g.W, ih1 - ih0,
+                       g.W, padded + (id * U.Hg + ih0) * U.Lg, U.Lg, roff, R,
+                       wflip + c * g.Fg * g.KK, g.KW, roff + R, NULL, 0, False)
+            c = c + 1
+            if c == g.C:
+                c = 0
+                n = n + 1
 
 
 cdef inline floating_t fold_lanes(floating_t *v, Py_ssize_t n) noexcept nogil:
@@ -505,20 +422,12 @@ cdef void depthwise_weight_grad(const floating_t *x, const floating_t *gy, const
 
 
 cdef Py_ssize_t depthwise_scratch(str pass_name, const Geom *g,
-                                  const floating_t *tag) except -1:
+                                  const floating_t *tag) noexcept:
     """Bytes of scratch per thread of the depthwise path of a pass."""
-    cdef AxisPhase *ph
-    cdef Py_ssize_t *first
-    cdef Py_ssize_t nbytes
     cdef bint lanes = pass_name == "backward_weight"
-    if pass_name != "backward_input":
-        return dw_pad(g, lanes, tag).bytes
-    ph = <AxisPhase *> alloc_scratch((g.KD + g.KH + g.KW) * sizeof(AxisPhase))
-    first = <Py_ssize_t *> alloc_scratch((g.KD + g.KH + g.KW) * sizeof(Py_ssize_t))
-    nbytes = dw_phases(g, ph, first, tag).bytes
-    free(ph)
-    free(first)
-    return nbytes
+    if pass_name == "backward_input":
+        return dw_up(g, tag).bytes
+    return dw_pad(g, lanes, tag).bytes
 
 
 cdef void depthwise_forward_call(const floating_t *x, const Geom *g, const floating_t *w,
@@ -541,21 +450,31 @@ cdef void depthwise_forward_call(const floating_t *x, const Geom *g, const float
 
 cdef void depthwise_input_grad_call(const floating_t *gy, const floating_t *w, const Geom *g,
                                     floating_t *gx, int nt) except *:
-    cdef AxisPhase *ph = NULL
-    cdef Py_ssize_t *first = NULL
+    cdef DwUp U = dw_up(g, gy)
+    cdef Py_ssize_t R = g.Fg * g.KD * g.KH, f, m, kd, kh, k
+    cdef Py_ssize_t *roff = NULL
+    cdef floating_t *wflip = NULL
     cdef char *scratch = NULL
-    cdef DwPhases P
     try:
-        ph = <AxisPhase *> alloc_scratch((g.KD + g.KH + g.KW) * sizeof(AxisPhase))
-        first = <Py_ssize_t *> alloc_scratch((g.KD + g.KH + g.KW) * sizeof(Py_ssize_t))
-        P = dw_phases(g, ph, first, gy)
-        scratch = <char *> alloc_scratch(nt * P.bytes)  # zero: the padding
+        roff = <Py_ssize_t *> alloc_scratch(U.noff * sizeof(Py_ssize_t))
+        wflip = <floating_t *> alloc_scratch(g.F * g.KK * sizeof(floating_t))
+        scratch = <char *> alloc_scratch(nt * U.bytes)  # zero: the padding
         with nogil:
-            depthwise_input_grad(gy, w, g, gx, &P, scratch, nt)
+            for m in range(g.Fg):
+                for kd in range(g.KD):
+                    for kh in range(g.KH):
+                        roff[(m * g.KD + kd) * g.KH + kh] = (
+                            ((m * U.Dg + kd * g.dd) * U.Hg + kh * g.dh) * U.Lg)
+            for k in range(g.KW):
+                roff[R + k] = k * g.dw
+            for f in range(g.F):
+                for k in range(g.KK):
+                    wflip[f * g.KK + k] = w[f * g.KK + g.KK - 1 - k]
+            depthwise_input_grad(gy, wflip, g, gx, roff, scratch, nt)
     finally:
         free(scratch)
-        free(first)
-        free(ph)
+        free(wflip)
+        free(roff)
 
 
 cdef void depthwise_weight_grad_call(const floating_t *x, const floating_t *gy, const Geom *g,

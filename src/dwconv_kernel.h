@@ -1,13 +1,14 @@
-/* Vectorised rows of the depthwise convolution path (conv_depthwise.pxi), selected once
- * at run time.
+/* The plane kernels of the depthwise convolution path (conv_depthwise.pxi), selected
+ * once at run time.
  *
  * Four kernels per element type and instruction set (dwconv_kernel_template.h): fwd
  * (a plane of output rows = bias + taps x input rows, ReLU fused), wgrad (per-tap lane
  * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), copy
- * (rows into a padded scratch, split into stride phases) and zip (two stride phases interleaved into one row).  The AVX-512 and AVX2 (+FMA) variants are compiled with per-function
- * target attributes, so the binary needs only the baseline; __builtin_cpu_supports
- * tells which one the CPU runs.  Without GNU vector extensions (MSVC) every variant is
- * the template's scalar loop (vl = 1).
+ * (rows into a padded scratch, split into stride phases) and zip (two rows interleaved:
+ * grad_y upsampled by 2).  The AVX-512 and AVX2 (+FMA) variants are compiled with
+ * per-function target attributes, so the binary needs only the baseline;
+ * __builtin_cpu_supports tells which one the CPU runs.  Without GNU vector extensions
+ * (MSVC) every variant is the template's scalar loop (vl = 1).
  */
 #ifndef CONVKERN_DWCONV_KERNEL_H
 #define CONVKERN_DWCONV_KERNEL_H

@@ -1,7 +1,7 @@
 """The depthwise path of every pass on the geometries test_paths.py's kinds do not reach.
 
-Forced on one-channel-per-group layers: several filters per group, asymmetric padding,
-dilation, stride 2 and 3 on odd sizes, rows of one element and rows that are not a whole
+Forced on one-channel-per-group layers: several filters per group, asymmetric padding
+(also past the window's reach), dilation, strides 2 and 3 on odd sizes, rows of one element and rows that are not a whole
 number of vectors (whatever the ISA's width), a window larger than the input, 1-3-D,
 a single group; the forward with untied bias and ReLU, the weight gradient with the
 fused bias gradient.  Each is compared with the float64 reference and with PyTorch, then
@@ -29,6 +29,9 @@ CASES = {
     "2d-k5-s2": ((2, 2, 11, 21), 2, 2, (5, 5), (2, 2), ((2, 2), (2, 2)), (1, 1)),
     "2d-nopad-s2-even": ((1, 2, 10, 18), 2, 2, (3, 3), (2, 2), ((0, 0), (0, 0)), (1, 1)),
     "2d-one-group": ((2, 1, 11, 11), 3, 1, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    # padding past the window's reach: grad_y elements that reach no input
+    "2d-pad-beyond": ((2, 3, 11, 9), 3, 3, (3, 3), (2, 3), ((3, 0), (1, 4)), (1, 1)),
+    "2d-s3-dil2": ((1, 2, 16, 23), 4, 2, (3, 3), (3, 3), ((2, 1), (2, 2)), (2, 2)),
     "3d-mixed": ((1, 2, 5, 6, 7), 4, 2, (3, 2, 3), (2, 1, 2), ((1, 1), (0, 1), (1, 0)),
                  (1, 2, 1)),
     "3d-s1": ((2, 3, 4, 5, 19), 3, 3, (3, 3, 3), (1, 1, 1), ((1, 1),) * 3, (1, 1, 1)),
