@@ -227,6 +227,7 @@ cdef void depthwise_forward(const floating_t *x, const Geom *g, const floating_t
     cdef Py_ssize_t ntasks = (g.N * g.C + ppt - 1) // ppt * nb
     cdef Py_ssize_t t, n, c, m, f, od, oh0, oh1, j, p0
     cdef floating_t *padded
+    cdef const floating_t *bp
     for t in prange(ntasks, num_threads=nt, schedule="static"):
         padded = <floating_t *> (scratch + threadid() * P.bytes)
         # planes p0 .. p0 + ppt (image n, channel c), rows oh0 .. oh1 of each
@@ -242,11 +243,15 @@ cdef void depthwise_forward(const floating_t *x, const Geom *g, const floating_t
             for m in range(g.Fg):
                 f = c * g.Fg + m
                 for od in range(g.OD):
+                    if bias_mode == 0:
+                        bp = NULL
+                    elif bias_mode == 1:
+                        bp = bias + f
+                    else:
+                        bp = bias + (f * g.OD + od) * plane + oh0 * g.OW
                     dw_fwd(y + ((n * g.F + f) * g.OD + od) * plane + oh0 * g.OW, g.OW,
                            oh1 - oh0, g.OW, padded + (od * g.sd * P.Hp + oh0 * g.sh) * P.Lp,
-                           g.sh * P.Lp, roff, R, w + f * g.KK, g.KW, roff + R,
-                           NULL if bias_mode == 0 else bias + f if bias_mode == 1
-                           else bias + (f * g.OD + od) * plane + oh0 * g.OW,
+                           g.sh * P.Lp, roff, R, w + f * g.KK, g.KW, roff + R, bp,
                            g.OW if bias_mode == 2 else 0, act == ACT_RELU)
             c = c + 1
             if c == g.C:

@@ -340,47 +340,57 @@ static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows
 
 /* Rows i < nrows of n elements (src + i * lds) into the s stride phases of a padded
  * row (dst + i * ldd): element j, at padded column j + left, goes to phase
- * (j + left) % s at (j + left) / s, phase a starting at a * lph. */
+ * (j + left) % s at (j + left) / s, phase a starting at a * lph (s = 1: one phase of
+ * lph elements).  With s = 1 a row's last vector is stored whole, its lanes past the
+ * row zero (the padding's value), while it stays inside the row and its loads inside the
+ * rows. */
 static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_ssize_t lds,
                                 Py_ssize_t nrows, Py_ssize_t n, Py_ssize_t s, Py_ssize_t left,
                                 Py_ssize_t lph)
 {
     Py_ssize_t i, j, a, t0, t1, t;
-    for (i = 0; i < nrows; i++) {
-        const DW_T *si = src + i * lds;
-        DW_T *di = dst + i * ldd;
-        if (s == 1) {
+    Py_ssize_t ext = (nrows - 1) * lds + n;  /* elements readable from src */
+    if (s == 1) {
+        for (i = 0; i < nrows; i++) {
+            const DW_T *si = src + i * lds;
+            DW_T *di = dst + i * ldd + left;
             j = 0;
-            di += left;
 #if DW_VL > 1
             for (; j + DW_VL <= n; j += DW_VL)
                 DW_FN(st)(di + j, DW_FN(ld)(si + j));
-            if (j < n)
-                DW_FN(stp)(di + j, DW_FN(ldp)(si + j, n - j), n - j);
-#else
+            if (j < n && i * lds + j + DW_VL <= ext && left + j + DW_VL <= lph) {
+                DW_V v = (DW_V)((DW_IV)DW_FN(ld)(si + j) & DW_FN(keep)(n - j));
+                DW_FN(st)(di + j, v);
+                j = n;
+            }
+#endif
             for (; j < n; j++)
                 di[j] = si[j];
-#endif
-            continue;
         }
-        for (a = 0; a < s; a++) {
-            /* phase a holds the elements j = a + s t - left, 0 <= j < n, t < lph */
-            t0 = left > a ? (left - a + s - 1) / s : 0;
-            t1 = n - 1 + left - a >= 0 ? (n - 1 + left - a) / s + 1 : 0;
-            t1 = t1 < lph ? t1 : lph;
+        return;
+    }
+    for (a = 0; a < s; a++) {
+        /* phase a holds the elements j = a + s t - left, 0 <= j < n, t < lph */
+        t0 = left > a ? (left - a + s - 1) / s : 0;
+        t1 = n - 1 + left - a >= 0 ? (n - 1 + left - a) / s + 1 : 0;
+        t1 = t1 < lph ? t1 : lph;
+        for (i = 0; i < nrows; i++) {
+            const DW_T *si = src + i * lds + a - left;
+            DW_T *di = dst + i * ldd + a * lph;
             t = t0;
 #if DW_VL > 1
             if (s == 2) {
-                /* the even lanes of two loads, which end one element past the last used */
+                /* the even lanes of two loads, which end one element past the last used
+                   (short rows go scalar: measured faster than a masked last vector) */
                 for (; t + DW_VL <= t1 && a + 2 * (t + DW_VL) - left <= n; t += DW_VL) {
-                    DW_V lo = DW_FN(ld)(si + a + 2 * t - left);
-                    DW_V hi = DW_FN(ld)(si + a + 2 * t - left + DW_VL);
-                    DW_FN(st)(di + a * lph + t, CK_DW_SHUFFLE(lo, hi, DW_IV, DW_EVEN));
+                    DW_V lo = DW_FN(ld)(si + 2 * t);
+                    DW_V hi = DW_FN(ld)(si + 2 * t + DW_VL);
+                    DW_FN(st)(di + t, CK_DW_SHUFFLE(lo, hi, DW_IV, DW_EVEN));
                 }
             }
 #endif
             for (; t < t1; t++)
-                di[a * lph + t] = si[a + s * t - left];
+                di[t] = si[s * t];
         }
     }
 }
