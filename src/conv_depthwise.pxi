@@ -70,6 +70,10 @@ cdef extern from "dwconv_kernel.h":
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_copy_d)(double *, Py_ssize_t, const double *, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*ck_dw_fold_s)(const float *, Py_ssize_t, float *, const double *,
+                                  double *) noexcept nogil
+    ctypedef void (*ck_dw_fold_d)(const double *, Py_ssize_t, double *, const double *,
+                                  double *) noexcept nogil
     ctypedef void (*ck_dw_zip_s)(float *, const float *, const float *, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_zip_d)(double *, const double *, const double *,
                                  Py_ssize_t) noexcept nogil
@@ -77,6 +81,7 @@ cdef extern from "dwconv_kernel.h":
         ck_dw_fwd_s fwd
         ck_dw_wgrad_s wgrad
         ck_dw_copy_s copy
+        ck_dw_fold_s fold
         ck_dw_zip_s zip
         Py_ssize_t vl
         const char *name
@@ -84,6 +89,7 @@ cdef extern from "dwconv_kernel.h":
         ck_dw_fwd_d fwd
         ck_dw_wgrad_d wgrad
         ck_dw_copy_d copy
+        ck_dw_fold_d fold
         ck_dw_zip_d zip
         Py_ssize_t vl
         const char *name
@@ -367,24 +373,13 @@ cdef void depthwise_input_grad(const floating_t *gy, const floating_t *wflip, co
                 n = n + 1
 
 
-cdef inline floating_t fold_lanes(floating_t *v, Py_ssize_t n) noexcept nogil:
-    """v[0] + ... + v[n - 1] (n a power of two) folded in halves: a fixed order."""
-    cdef Py_ssize_t h = n // 2, j
-    while h > 0:
-        for j in range(h):
-            v[j] = v[j] + v[j + h]
-        h = h // 2
-    return v[0]
-
-
-cdef inline double fold_double(double *v, Py_ssize_t n) noexcept nogil:
-    """fold_lanes in double."""
-    cdef Py_ssize_t h = n // 2, j
-    while h > 0:
-        for j in range(h):
-            v[j] = v[j] + v[j + h]
-        h = h // 2
-    return v[0]
+cdef inline void dw_fold(const floating_t *lanes, Py_ssize_t ntaps, floating_t *out,
+                         const double *blanes, double *bout) noexcept nogil:
+    """out[t] = lanes[t] summed over the lanes, *bout = blanes summed (see the template)."""
+    if floating_t is float:
+        DWK_S.fold(lanes, ntaps, out, blanes, bout)
+    else:
+        DWK_D.fold(lanes, ntaps, out, blanes, bout)
 
 
 cdef inline Py_ssize_t dw_wgrad_chunks(const Geom *g) noexcept nogil:
@@ -402,7 +397,7 @@ cdef void depthwise_weight_grad(const floating_t *x, const floating_t *gy, const
     cdef DwPad P = dw_pad(g, True, x)
     cdef Py_ssize_t R = g.KD * g.KH, plane = g.OH * g.OW, vl = dw_lanes(x)
     cdef Py_ssize_t nch = dw_wgrad_chunks(g), per = (g.N + nch - 1) // nch
-    cdef Py_ssize_t t, b, f, n, od, tap
+    cdef Py_ssize_t t, b, f, n, od
     cdef floating_t *padded
     cdef floating_t *lanes
     cdef double *dlanes
@@ -420,10 +415,8 @@ cdef void depthwise_weight_grad(const floating_t *x, const floating_t *gy, const
                 dw_wgrad(gy + ((n * g.F + f) * g.OD + od) * plane, g.OW, g.OH, g.OW,
                          padded + od * g.sd * P.Hp * P.Lp, g.sh * P.Lp, roff, R, g.KW,
                          roff + R, lanes, dlanes if bpart != NULL else NULL)
-        for tap in range(g.KK):
-            partials[(b * g.F + f) * g.KK + tap] = fold_lanes(lanes + tap * vl, vl)
-        if bpart != NULL:
-            bpart[b * g.F + f] = fold_double(dlanes, vl)
+        dw_fold(lanes, g.KK, partials + (b * g.F + f) * g.KK, dlanes if bpart != NULL else NULL,
+                bpart + b * g.F + f if bpart != NULL else NULL)
 
 
 cdef Py_ssize_t depthwise_scratch(str pass_name, const Geom *g,

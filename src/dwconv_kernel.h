@@ -1,11 +1,11 @@
 /* The plane kernels of the depthwise convolution path (conv_depthwise.pxi), selected
  * once at run time.
  *
- * Four kernels per element type and instruction set (dwconv_kernel_template.h): fwd
+ * Five kernels per element type and instruction set (dwconv_kernel_template.h): fwd
  * (a plane of output rows = bias + taps x input rows, ReLU fused), wgrad (per-tap lane
- * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), copy
- * (rows into a padded scratch, split into stride phases) and zip (two rows interleaved:
- * grad_y upsampled by 2).  The AVX-512 and AVX2 (+FMA) variants are compiled with
+ * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), fold
+ * (those lane sums added up in a fixed order), copy (rows into a padded scratch, split
+ * into stride phases) and zip (two rows interleaved: grad_y upsampled by 2).  The AVX-512 and AVX2 (+FMA) variants are compiled with
  * per-function target attributes, so the binary needs only the baseline;
  * __builtin_cpu_supports tells which one the CPU runs.  Without GNU vector extensions
  * (MSVC) every variant is the template's scalar loop (vl = 1).
@@ -27,11 +27,13 @@
                                     Py_ssize_t, const Py_ssize_t *, T *, double *);         \
     typedef void (*ck_dw_copy_##S)(T *, Py_ssize_t, const T *, Py_ssize_t, Py_ssize_t,      \
                                    Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);         \
+    typedef void (*ck_dw_fold_##S)(const T *, Py_ssize_t, T *, const double *, double *);   \
     typedef void (*ck_dw_zip_##S)(T *, const T *, const T *, Py_ssize_t);                   \
     typedef struct {                                                                        \
         ck_dw_fwd_##S fwd;                                                                  \
         ck_dw_wgrad_##S wgrad;                                                              \
         ck_dw_copy_##S copy;                                                                \
+        ck_dw_fold_##S fold;                                                                \
         ck_dw_zip_##S zip;                                                                  \
         Py_ssize_t vl; /* elements per vector: the weight gradient's lanes per tap */       \
         const char *name;                                                                   \
@@ -144,6 +146,7 @@ CK_DW_TYPES(d, double)
         (k)->fwd = ck_dw_##S##_##isa##_fwd;                                           \
         (k)->wgrad = ck_dw_##S##_##isa##_wgrad;                                       \
         (k)->copy = ck_dw_##S##_##isa##_copy;                                         \
+        (k)->fold = ck_dw_##S##_##isa##_fold;                                         \
         (k)->zip = ck_dw_##S##_##isa##_zip;                                           \
         (k)->vl = ck_dw_##S##_##isa##_vl;                                             \
         (k)->name = #isa;                                                             \

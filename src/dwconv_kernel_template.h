@@ -381,7 +381,7 @@ static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_s
 #if DW_VL > 1
             if (s == 2) {
                 /* the even lanes of two loads, which end one element past the last used
-                   (short rows go scalar: measured faster than a masked last vector) */
+                   (short rows go scalar: a masked last vector measured no faster) */
                 for (; t + DW_VL <= t1 && a + 2 * (t + DW_VL) - left <= n; t += DW_VL) {
                     DW_V lo = DW_FN(ld)(si + 2 * t);
                     DW_V hi = DW_FN(ld)(si + 2 * t + DW_VL);
@@ -392,6 +392,31 @@ static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_s
             for (; t < t1; t++)
                 di[t] = si[s * t];
         }
+    }
+}
+
+/* out[t] = the sum of lanes[t * VL + l] over l < VL for t < ntaps, and *bout that of
+ * blanes[l] (if blanes is not NULL), folded in halves: a fixed order. */
+static DW_ATTR void DW_FN(fold)(const DW_T *lanes, Py_ssize_t ntaps, DW_T *out,
+                                const double *blanes, double *bout)
+{
+    DW_T v[DW_VL];
+    double b[DW_VL];
+    Py_ssize_t t;
+    int h, l;
+    for (t = 0; t < ntaps; t++) {
+        memcpy(v, lanes + t * DW_VL, sizeof(v));
+        for (h = DW_VL / 2; h > 0; h /= 2)
+            for (l = 0; l < h; l++)
+                v[l] += v[l + h];
+        out[t] = v[0];
+    }
+    if (blanes != NULL) {
+        memcpy(b, blanes, sizeof(b));
+        for (h = DW_VL / 2; h > 0; h /= 2)
+            for (l = 0; l < h; l++)
+                b[l] += b[l + h];
+        *bout = b[0];
     }
 }
 
