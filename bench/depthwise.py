@@ -19,6 +19,7 @@ be checked never to be slower than it.  PyTorch runs ``F.conv2d`` and
 """
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -31,11 +32,11 @@ try:
 except ImportError:  # the checkout, built in place
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     import convkern as ck
-from convkern import _paths
-
 import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
+
+from convkern import _paths
 
 # (channels, size, stride) of the 3x3 depthwise layers
 MOBILENETV2 = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1),
@@ -101,19 +102,21 @@ def run(suites, threads, repeats):
                     ck.set_num_threads(nt)
                     torch.set_num_threads(nt)
                     walls = {"torch": [], "ck": []}
+                    ck_call = functools.partial(ck_calls[p], plan)
                     for _ in range(repeats):
                         walls["torch"].append(_timed(torch_calls[p], time.perf_counter))
-                        walls["ck"].append(_timed(lambda: ck_calls[p](plan), time.perf_counter))
+                        walls["ck"].append(_timed(ck_call, time.perf_counter))
                     t, k = (statistics.median(walls[lib]) for lib in ("torch", "ck"))
                     row[nt] = (t, k)
                 ck.set_num_threads(1)
                 torch.set_num_threads(1)
-                generic = plan.force(**{p: _generic(plan, p)})
+                ck_call = functools.partial(ck_calls[p], plan)
+                generic_call = functools.partial(ck_calls[p], plan.force(**{p: _generic(plan, p)}))
                 cpu = {"torch": [], "ck": [], "generic": []}
                 for _ in range(repeats):
                     cpu["torch"].append(_timed(torch_calls[p], time.thread_time))
-                    cpu["ck"].append(_timed(lambda: ck_calls[p](plan), time.thread_time))
-                    cpu["generic"].append(_timed(lambda: ck_calls[p](generic), time.thread_time))
+                    cpu["ck"].append(_timed(ck_call, time.thread_time))
+                    cpu["generic"].append(_timed(generic_call, time.thread_time))
                 t, k, gen = (statistics.median(cpu[lib]) for lib in ("torch", "ck", "generic"))
                 row["cpu"] = (t / k, t / gen, _generic(plan, p))
                 rows.append(row)
