@@ -9,13 +9,15 @@
 # its rows are Fg, usually 1), so this path works on whole planes instead, as XNNPACK's
 # CHW depthwise kernels do: vectors run along the output rows, and every pass is one
 # plane kernel (dwconv_kernel.h) called per (image, filter, output depth), y[i, q] =
-# bias + sum over rows r and taps k of w[r, k] * row_r(i)[q * s + k * d], where the
-# rows are the (depth, height) taps' input rows of output row i.  The 3 x 3 window keeps
-# its taps (or its weight-gradient sums) in registers for the whole plane.
+# bias + sum over rows r and taps k of w[r, k] * row_r(i)[q + coff[k]], where the rows
+# are the (depth, height) taps' input rows of output row i.  The 3 x 3 window keeps its
+# taps (or its weight-gradient sums) in registers for the whole plane.
 #
 # - Padding: a task copies its input volume into a zero-padded scratch (DwPad), wide
 #   enough that every row runs as whole vectors, its last one partial (loads run whole
 #   over the scratch's slack; stores and the weight gradient's products are masked).
+#   The copy splits each row into its stride phases, so that a strided window's tap kw
+#   reads consecutive elements of one phase (coff[kw]) instead of every s-th element.
 #   The scratch is zeroed once when it is allocated; tasks rewrite only the input's
 #   place in it.  MobileNet's planes are 7 to 112 wide: with the padding and the ragged
 #   end of a row left to scalar code (XNNPACK masks them, which needs reads past the

@@ -351,6 +351,9 @@ static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_s
     Py_ssize_t i, j, a, t0, t1, t;
     Py_ssize_t ext = (nrows - 1) * lds + n;  /* elements readable from src */
     if (s == 1) {
+#if DW_VL > 1
+        DW_IV keep = DW_FN(keep)(n % DW_VL);
+#endif
         for (i = 0; i < nrows; i++) {
             const DW_T *si = src + i * lds;
             DW_T *di = dst + i * ldd + left;
@@ -359,8 +362,7 @@ static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_s
             for (; j + DW_VL <= n; j += DW_VL)
                 DW_FN(st)(di + j, DW_FN(ld)(si + j));
             if (j < n && i * lds + j + DW_VL <= ext && left + j + DW_VL <= lph) {
-                DW_V v = (DW_V)((DW_IV)DW_FN(ld)(si + j) & DW_FN(keep)(n - j));
-                DW_FN(st)(di + j, v);
+                DW_FN(st)(di + j, (DW_V)((DW_IV)DW_FN(ld)(si + j) & keep));
                 j = n;
             }
 #endif
