@@ -20,6 +20,10 @@ on the pass's real axes:
   reductions);
 - **backward_bias**: ``sum``.
 
+Every pass also has ``depthwise``: for layers with one input channel per group, no
+GEMM at all but vectorised rows of each (image, channel) plane, the padding never
+copied (``src/conv_depthwise.pxi``).
+
 Each row of :data:`TABLE` says when its path is *valid* (it computes the right answer
 for the geometry) and when it is *preferred*.  A plan takes, per pass, the first row
 that is both; a test may force any valid row instead.  The predicates read the
@@ -45,6 +49,7 @@ Facts = namedtuple(
         "pointwise",       # 1x1, stride 1, no padding: a GEMM over the arrays in place
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
+        "groups",          # groups, G
         "reduction",       # Cg * prod(K), the weight gradient's reduction rows
         "mr",              # rows of the wide GEMM block for the dtype
         "nr",              # columns of the GEMM block for the dtype
@@ -58,6 +63,22 @@ Path = namedtuple("Path", ["name", "axes", "valid", "preferred"])
 
 def _always(f):
     return True
+
+
+# One input channel per group: the depthwise path's rows work per (image, channel)
+# plane and add the window's taps along vectors of output positions, with no slab, no
+# packing and no product.  It is preferred for the forward and the weight gradient when a
+# GEMM would have little to block over: several groups (a GEMM per group, each with only
+# prod(K) reduction rows, pays its slab copy and packing per group), or fewer filters
+# than the wide block has rows (the block cannot be filled).  One group of at least mr
+# filters is one well-shaped product, where the GEMM reuses each input load over a block
+# of filters and the rows do not.
+def _depthwise(f):
+    return f.channels == 1
+
+
+def _depthwise_rows_pay(f):
+    return f.channels == 1 and (f.groups > 1 or f.filters < f.mr)
 
 
 # Few filters per group fill the 4-row block better than the wide one.
@@ -88,6 +109,8 @@ def _small_images(f):
 
 TABLE = {
     "forward": (
+        Path("depthwise", {"operand": "rows", "block": "none"}, _depthwise,
+             _depthwise_rows_pay),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
@@ -100,6 +123,10 @@ TABLE = {
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
     "backward_input": (
+        # with one channel per group the GEMM formulations have Cg = 1 rows (col2im
+        # would run): the direct correlation of grad_y's rows always pays
+        Path("depthwise", {"formulation": "flipped", "operand": "rows"}, _depthwise,
+             _depthwise),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise, lambda f: _channel_rich(f) and not _small_images(f)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
@@ -113,6 +140,8 @@ TABLE = {
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
+        Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
+             _depthwise_rows_pay),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
@@ -148,6 +177,7 @@ def facts(geometry, dtype):
     return Facts(
         filters=w5[0] // groups,
         channels=w5[1],
+        groups=groups,
         reduction=w5[1] * w5[2] * w5[3] * w5[4],
         mr=mr,
         nr=nr,

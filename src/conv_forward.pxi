@@ -317,6 +317,11 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     were validated by the caller.
     """
     cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups, stride, pad, dilation)
+    if path == FWD_DEPTHWISE:
+        depthwise_forward_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
+                               &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
+                               &out[0, 0, 0, 0, 0], max(1, num_threads))
+        return
     cdef bint narrow = path == FWD_SLAB_NARROW or path == FWD_IM2COL_NARROW
     cdef const Kernels *kern = &KERN4 if narrow else &KERN
     cdef int operand = (OPERAND_SLAB if path == FWD_SLAB or path == FWD_SLAB_NARROW
