@@ -103,6 +103,12 @@ cdef ck_dw_kernels_s DWK_S
 cdef ck_dw_kernels_d DWK_D
 ck_dw_select(&DWK_S, &DWK_D)
 
+
+def depthwise_isa():
+    """Return the instruction-set level of the depthwise plane kernels: 'baseline', 'avx2'
+    or 'avx512', the level of src/cpu_isa.h as for the GEMM micro-kernels."""
+    return DWK_S.name.decode()
+
 # Weight-gradient tasks aimed at (filters x batch chunks): the batch is chunked only
 # when there are fewer filters than this.
 cdef Py_ssize_t DW_WGRAD_TASKS = 64

@@ -5,10 +5,12 @@
  * (a plane of output rows = bias + taps x input rows, ReLU fused), wgrad (per-tap lane
  * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), fold
  * (those lane sums added up in a fixed order), copy (rows into a padded scratch, split
- * into stride phases) and zip (two rows interleaved: grad_y upsampled by 2).  The AVX-512 and AVX2 (+FMA) variants are compiled with
- * per-function target attributes, so the binary needs only the baseline;
- * __builtin_cpu_supports tells which one the CPU runs.  Without GNU vector extensions
- * (MSVC) every variant is the template's scalar loop (vl = 1).
+ * into stride phases) and zip (two rows interleaved: grad_y upsampled by 2).  The
+ * AVX-512 and AVX2 (+FMA) variants are compiled with per-function target attributes, so
+ * the binary needs only the baseline; the level of cpu_isa.h (the CPU's widest, or the
+ * lower one CONVKERN_ISA names) tells which one runs, as for the GEMM micro-kernels and
+ * the pool rows.  Without GNU vector extensions (MSVC) every variant is the template's
+ * scalar loop (vl = 1).
  */
 #ifndef CONVKERN_DWCONV_KERNEL_H
 #define CONVKERN_DWCONV_KERNEL_H
@@ -16,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <Python.h>
+
+#include "cpu_isa.h"
 
 #define CK_DW_TYPES(S, T)                                                               \
     typedef void (*ck_dw_fwd_##S)(T *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const T *,       \
@@ -47,7 +51,7 @@ CK_DW_TYPES(d, double)
 
 #if (defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)
 #define CK_DW_VECTORS 1
-#if defined(__x86_64__)
+#ifdef CK_X86_DISPATCH
 #define CK_DW_X86 1
 #endif
 #ifdef __clang__
@@ -152,41 +156,24 @@ CK_DW_TYPES(d, double)
         (k)->name = #isa;                                                             \
     } while (0)
 
-/* 2: AVX-512 (F, BW, DQ, VL), 1: AVX2 + FMA, 0: the baseline. */
-static int ck_dw_widest(void)
-{
-#ifdef CK_DW_X86
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-        return 0;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        return 2;
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-/* Fill both kernel sets with the widest variant this CPU runs. */
+/* Fill both kernel sets with the variant of ck_isa_level(). */
 static void ck_dw_select(ck_dw_kernels_s *s, ck_dw_kernels_d *d)
 {
-    int isa = ck_dw_widest();
+    switch (ck_isa_level()) {
 #ifdef CK_DW_X86
-    if (isa == 2) {
+    case CK_ISA_AVX512:
         CK_DW_SET(s, s, avx512);
         CK_DW_SET(d, d, avx512);
         return;
-    }
-    if (isa == 1) {
+    case CK_ISA_AVX2:
         CK_DW_SET(s, s, avx2);
         CK_DW_SET(d, d, avx2);
         return;
-    }
 #endif
-    (void)isa;
-    CK_DW_SET(s, s, baseline);
-    CK_DW_SET(d, d, baseline);
+    default:
+        CK_DW_SET(s, s, baseline);
+        CK_DW_SET(d, d, baseline);
+    }
 }
 
 #endif /* CONVKERN_DWCONV_KERNEL_H */
