@@ -109,6 +109,7 @@ def depthwise_isa():
     or 'avx512', the level of src/cpu_isa.h as for the GEMM micro-kernels."""
     return DWK_S.name.decode()
 
+
 # Weight-gradient tasks aimed at (filters x batch chunks): the batch is chunked only
 # when there are fewer filters than this.
 cdef Py_ssize_t DW_WGRAD_TASKS = 64

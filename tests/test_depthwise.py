@@ -1,21 +1,22 @@
 """The depthwise path of every pass on the geometries test_paths.py's kinds do not reach.
 
 Forced on one-channel-per-group layers: several filters per group, asymmetric padding
-(also past the window's reach), dilation, strides 2 and 3 on odd sizes, rows of one element and rows that are not a whole
-number of vectors (whatever the ISA's width), a window larger than the input, 1-3-D,
-a single group; the forward with untied bias and ReLU, the weight gradient with the
-fused bias gradient.  Each is compared with the float64 reference and with PyTorch, then
-run at 2 and 4 threads for identical bits.  NaN and infinities: the forward and the
-weight gradient keep the zero padding's terms (0 * inf is NaN), the input gradient has
-none (an infinite weight next to the border leaves finite values in grad_x).
+(also past the window's reach), dilation, strides 2 and 3 on odd sizes, rows of one
+element and rows that are not a whole number of vectors (whatever the ISA's width), a
+window larger than the input, 1-3-D, a single group; the forward with untied bias and
+ReLU, the weight gradient with the fused bias gradient.  Each is compared with the
+float64 reference and with PyTorch, then run at 2 and 4 threads for identical bits.  NaN
+and infinities: the forward and the weight gradient keep the zero padding's terms (0 * inf
+is NaN), the input gradient has none (an infinite weight next to the border leaves
+finite values in grad_x).
 """
 
 import numpy as np
 import pytest
-
-import convkern as ck
 import reference as ref
 from conftest import DTYPES, assert_close
+
+import convkern as ck
 
 # (x shape, filters, groups, kernel, stride, padding pairs, dilation)
 CASES = {
