@@ -21,8 +21,8 @@ on the pass's real axes:
 - **backward_bias**: ``sum``.
 
 Every pass also has ``depthwise``: for layers with one input channel per group, no
-GEMM at all but vectorised rows of each (image, channel) plane, the padding never
-copied (``src/conv_depthwise.pxi``).
+GEMM at all but vectorised rows of each (image, channel) plane, read from a zero-padded
+copy of the plane (``src/conv_depthwise.pxi``).
 
 Each row of :data:`TABLE` says when its path is *valid* (it computes the right answer
 for the geometry) and when it is *preferred*.  A plan takes, per pass, the first row

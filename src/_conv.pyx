@@ -17,9 +17,9 @@ The module is one compiled unit made of one file per seam:
 
 Which path a pass takes is not decided here: the caller passes a path code, chosen by
 the one table of rules in ``convkern/_paths.py`` (or forced by a test).  The only
-choice made here depends on the data: the flipped and phased input gradients multiply
-every weight by grad_y's zero padding too, and 0 * inf would put NaN where the true
-gradient has no term, so non-finite weights take col2im.
+choice made here depends on the data: the flipped, phased and depthwise input gradients
+multiply every weight by grad_y's zero padding too, and 0 * inf would put NaN where the
+true gradient has no term, so non-finite weights take col2im.
 
 Design
 ------

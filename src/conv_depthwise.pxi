@@ -280,9 +280,9 @@ cdef struct DwUp:
     # grad_y's (od, oh, ow) at (od * sd + left_d, oh * sh + left_h, ow * sw + left_w),
     # left = (K - 1) * d - p on each axis (elements that land outside reach no grad_x).
     # grad_x's (id, ih, iw) is then the flipped window's correlation of it at (id, ih,
-    # iw).  nq: grad_x's rows rounded up to whole vectors.  A thread's scratch: Fg * KD *
-    # KH row offsets and KW column offsets, then in elements a row of zeros (OW) and the
-    # copy; bytes in all.
+    # iw).  nq: grad_x's rows rounded up to whole vectors; noff: the Fg * KD * KH row
+    # offsets and KW column offsets of the window (one array for all threads).  A
+    # thread's scratch: a row of zeros (OW) and the copy, elems in all (bytes).
     Py_ssize_t left_d, left_h, left_w, Dg, Hg, Lg, nq, noff, elems, bytes
 
 
@@ -298,8 +298,7 @@ cdef DwUp dw_up(const Geom *g, const floating_t *tag) noexcept nogil:
     u.Lg = u.nq + (g.KW - 1) * g.dw
     u.noff = g.Fg * g.KD * g.KH + g.KW
     u.elems = g.OW + g.Fg * u.Dg * u.Hg * u.Lg
-    u.bytes = u.noff * sizeof(Py_ssize_t) + u.elems * sizeof(floating_t)
-    u.bytes = (u.bytes + 63) // 64 * 64
+    u.bytes = (u.elems * sizeof(floating_t) + 63) // 64 * 64
     return u
 
 
@@ -359,7 +358,7 @@ cdef void depthwise_input_grad(const floating_t *gy, const floating_t *wflip, co
     cdef floating_t *zeros
     cdef floating_t *padded
     for t in prange(ntasks, num_threads=nt, schedule="static"):
-        zeros = <floating_t *> (<Py_ssize_t *> (scratch + threadid() * U.bytes) + U.noff)
+        zeros = <floating_t *> (scratch + threadid() * U.bytes)
         padded = zeros + g.OW
         p0 = t // nb * ppt
         n = p0 // g.C
