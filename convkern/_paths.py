@@ -20,6 +20,11 @@ on the pass's real axes:
   reductions);
 - **backward_bias**: ``sum``.
 
+Every convolution pass also has ``dense``: when the window covers the whole unpadded
+input (one output position per image, as in LeNet's C5 and every Dense layer), the
+pass is one matrix product over the arrays in place (``src/conv_dense.pxi``), with no
+slab, no im2col and no transposed copies.
+
 Each row of :data:`TABLE` says when its path is *valid* (it computes the right answer
 for the geometry) and when it is *preferred*.  A plan takes, per pass, the first row
 that is both; a test may force any valid row instead.  The predicates read the
@@ -43,6 +48,7 @@ Facts = namedtuple(
         "flipped_direct",  # ... that takes the slab path
         "phased",          # strided: every stride phase has taps and takes the slab path
         "pointwise",       # 1x1, stride 1, no padding: a GEMM over the arrays in place
+        "dense",           # the window covers the whole unpadded input: matrix products
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
         "reduction",       # Cg * prod(K), the weight gradient's reduction rows
@@ -88,6 +94,8 @@ def _small_images(f):
 
 TABLE = {
     "forward": (
+        # one output position: every other path pays tiles for what is one product
+        Path("dense", {"operand": "in place", "block": "dot"}, lambda f: f.dense, _always),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
@@ -100,6 +108,8 @@ TABLE = {
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
     "backward_input": (
+        Path("dense", {"formulation": "col2im", "operand": "in place"}, lambda f: f.dense,
+             _always),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise, lambda f: _channel_rich(f) and not _small_images(f)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
@@ -113,6 +123,7 @@ TABLE = {
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
+        Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
