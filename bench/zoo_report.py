@@ -132,7 +132,7 @@ def markdown_report(run, chart_name):
         f"- Date: {run['date']}",
         f"- Command: `{run['command']}`",
         f"- Machine: {machine_line(m)}",
-        f"- FMA peak: `bench/fma_peak.c` ({run['fma_isa']}, 16 independent chains), "
+        f"- FMA peak: `bench/fma_peak.c` ({run['fma_isa']}, independent chains in registers), "
         "measured at the start and end of each thread count; % peak is of the larger.",
         f"- Timing: {o['repeats']} interleaved batches of about "
         f"{1e3 * o['batch_seconds']:.0f} ms per peer, median reported; pause "

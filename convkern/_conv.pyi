@@ -74,7 +74,8 @@ def geometry_facts(
     pad: _Ints3,
     dilation: _Ints3,
 ) -> dict[str, bool]:
-    """What the path rules need to know: {"direct", "flipped", "flipped_direct", "phased"}."""
+    """What the path rules need to know: {"direct", "flipped", "flipped_direct", "phased",
+    "pointwise", "dense"}."""
 
 def scratch_bytes(
     pass_name: str,

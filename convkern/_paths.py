@@ -24,6 +24,11 @@ Every pass also has ``depthwise``: for layers with one input channel per group, 
 GEMM at all but vectorised rows of each (image, channel) plane, read from a zero-padded
 copy of the plane (``src/conv_depthwise.pxi``).
 
+Every convolution pass also has ``dense``: when the window covers the whole unpadded
+input (one output position per image, as in LeNet's C5 and every Dense layer), the
+pass is one matrix product over the arrays in place (``src/conv_dense.pxi``), with no
+slab, no im2col and no transposed copies.
+
 Each row of :data:`TABLE` says when its path is *valid* (it computes the right answer
 for the geometry) and when it is *preferred*.  A plan takes, per pass, the first row
 that is both; a test may force any valid row instead.  The predicates read the
@@ -47,6 +52,7 @@ Facts = namedtuple(
         "flipped_direct",  # ... that takes the slab path
         "phased",          # strided: every stride phase has taps and takes the slab path
         "pointwise",       # 1x1, stride 1, no padding: a GEMM over the arrays in place
+        "dense",           # the window covers the whole unpadded input: matrix products
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
         "groups",          # groups, G
@@ -111,6 +117,8 @@ TABLE = {
     "forward": (
         Path("depthwise", {"operand": "rows", "block": "none"}, _depthwise,
              _depthwise_rows_pay),
+        # one output position: every other path pays tiles for what is one product
+        Path("dense", {"operand": "in place", "block": "dot"}, lambda f: f.dense, _always),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
@@ -127,6 +135,8 @@ TABLE = {
         # would run): the direct correlation of grad_y's rows always pays
         Path("depthwise", {"formulation": "flipped", "operand": "rows"}, _depthwise,
              _depthwise),
+        Path("dense", {"formulation": "col2im", "operand": "in place"}, lambda f: f.dense,
+             _always),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise, lambda f: _channel_rich(f) and not _small_images(f)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
@@ -142,6 +152,7 @@ TABLE = {
     "backward_weight": (
         Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
              _depthwise_rows_pay),
+        Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},

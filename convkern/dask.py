@@ -237,10 +237,9 @@ def predict(model, x):
     Returns
     -------
     y : dask.array.Array of shape (N, *output)
-        ``model(x)``, chunked as x along the batch axis.  Conv, MaxPool, Flatten and the
-        activations give the same bits as one in-memory call; a Dense layer uses NumPy's
-        matmul, whose rounding depends on the number of rows, so with Dense layers the
-        result equals the model applied to the same batch chunks in memory.
+        ``model(x)``, chunked as x along the batch axis, with the same bits as one
+        in-memory call: every layer computes a sample's outputs by the same sums
+        whatever the batch.
 
     Raises
     ------

@@ -6,6 +6,8 @@ The module is one compiled unit made of one file per seam:
 - ``conv_geometry.pxi``: the call's geometry, tiling of the direct path, scratch helpers;
 - ``conv_forward.pxi``: the correlation (slab, im2col or in place) and ``conv_forward``;
 - ``conv_pointwise.pxi``: the 1x1 correlation as a GEMM over the arrays in place;
+- ``conv_dense.pxi``: all three passes of a window that covers its whole unpadded input
+  (one output position) as matrix products over the arrays in place;
 - ``conv_input_grad.pxi``: the flipped, phased and col2im input gradients;
 - ``conv_weight_grad.pxi``: the slab/im2col x GEMM/dot weight gradients and their
   per-thread scratch layout;
@@ -69,8 +71,8 @@ from libc.string cimport memcpy, memset
 from fused cimport floating_t
 from geometry cimport Geom
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
-                   round_up, row_offsets, pack_rows, gemm_block, gemm_rows_block, dot_block,
-                   KC, CK_MR_MAX, CK_NR_MAX)
+                   round_up, row_offsets, pack_rows, reduction_step, gemm_block,
+                   gemm_rows_block, dot_block, KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets
 
 # KERN: the wide GEMM blocks; KERN4: 4-row blocks for products with at most 4 rows
@@ -121,22 +123,22 @@ def kernel_info():
 # rules that choose among them; the kernels only run the path they are given.
 PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images",
-                "depthwise"),
+                "dense", "depthwise"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
-                       "flipped_im2col_images", "depthwise"),
+                       "flipped_im2col_images", "dense", "depthwise"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
-                        "im2col_gemm_images", "depthwise"),
+                        "im2col_gemm_images", "dense", "depthwise"),
     "backward_bias": ("sum",),
 }
 cdef enum:
     FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE, FWD_IM2COL_IMAGES,
-    FWD_DEPTHWISE
+    FWD_DENSE, FWD_DEPTHWISE
 cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
-    BWI_FLIPPED_IM2COL_IMAGES, BWI_DEPTHWISE
+    BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
-    BWW_DEPTHWISE
+    BWW_DENSE, BWW_DEPTHWISE
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
@@ -148,6 +150,7 @@ cdef enum:
 
 include "conv_geometry.pxi"
 include "conv_pointwise.pxi"
+include "conv_dense.pxi"
 include "conv_forward.pxi"
 include "conv_input_grad.pxi"
 include "conv_weight_grad.pxi"
@@ -178,7 +181,9 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         gradient); ``flipped``: the input gradient is a stride-1 correlation of grad_y;
         ``flipped_direct``: that correlation takes the slab path; ``phased``: a strided
         input gradient runs phase by phase on the slab path; ``pointwise``: a 1x1,
-        stride-1, unpadded layer, a plain GEMM per image over the arrays in place.
+        stride-1, unpadded layer, a plain GEMM per image over the arrays in place;
+        ``dense``: the window covers the whole unpadded input (one output position),
+        every pass a matrix product over the arrays in place.
     """
     cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
     cdef Geom t = flipped_geom(&g)
@@ -188,6 +193,7 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         "flipped_direct": bool(flip_fits(&g) and direct_fits(&t)),
         "phased": bool(phased_fits(&g)),
         "pointwise": bool(pointwise_fits(&g)),
+        "dense": bool(dense_fits(&g)),
     }
 
 
@@ -208,10 +214,19 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
     cdef Geom t
     cdef OutLayout out
     cdef Py_ssize_t e, best = 0
+    cdef Py_ssize_t nr = block_nr(&KERN, tag)
     if ((pass_name == "forward" and path == FWD_DEPTHWISE)
             or (pass_name == "backward_input" and path == BWI_DEPTHWISE)
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
+    if pass_name == "forward" and path == FWD_DENSE:
+        return (dense_forward_per_thread(g, dense_forward_tile(g, nr, sizeof(floating_t)),
+                                         block_mr(&KERN, tag), nr) * sizeof(floating_t)
+                + (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
+    if pass_name == "backward_input" and path == BWI_DENSE:
+        return dense_gemm_per_thread(g.Fg, nr) * sizeof(floating_t)
+    if pass_name == "backward_weight" and path == BWW_DENSE:
+        return dense_gemm_per_thread(g.N, nr) * sizeof(floating_t)
     if pass_name == "forward":
         return correlate_scratch(g, &KERN4 if path in (FWD_SLAB_NARROW, FWD_IM2COL_NARROW)
                                  else &KERN,

@@ -109,7 +109,7 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
-    cdef Py_ssize_t per_thread = im2col_per_thread(tw)
+    cdef Py_ssize_t per_thread = im2col_per_thread(tw), step = reduction_step(K)
     cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc, f, j
     cdef floating_t *col
     cdef floating_t *yrow
@@ -119,9 +119,9 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
         grp = (t // ntiles) % g.G
         p0 = (t % ntiles) * tw
         pn = min(tw, g.P - p0)
-        for kb in range((K + KC - 1) // KC):
-            k0 = kb * KC
-            kc = min(<Py_ssize_t> KC, K - k0)
+        for kb in range((K + step - 1) // step):
+            k0 = kb * step
+            kc = min(step, K - k0)
             im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw)
             gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
                        offsets, 0, NULL, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
@@ -167,7 +167,7 @@ cdef void correlate_im2col_images(const floating_t *x, const Geom *g, const floa
     cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W, NP = g.N * g.P
-    cdef Py_ssize_t ntiles = (NP + tw - 1) // tw
+    cdef Py_ssize_t ntiles = (NP + tw - 1) // tw, step = reduction_step(K)
     cdef Py_ssize_t t, grp, c0, cn, kb, k0, kc, f, j, j0, n, p0, seg
     cdef floating_t *col
     cdef floating_t *ctile
@@ -179,9 +179,9 @@ cdef void correlate_im2col_images(const floating_t *x, const Geom *g, const floa
         grp = t // ntiles
         c0 = (t % ntiles) * tw
         cn = min(tw, NP - c0)
-        for kb in range((K + KC - 1) // KC):
-            k0 = kb * KC
-            kc = min(<Py_ssize_t> KC, K - k0)
+        for kb in range((K + step - 1) // step):
+            k0 = kb * step
+            kc = min(step, K - k0)
             # the tile's columns, one image's run of positions at a time
             j0 = 0
             while j0 < cn:
@@ -321,6 +321,11 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
         depthwise_forward_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
                                &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
                                &out[0, 0, 0, 0, 0], max(1, num_threads))
+        return
+    if path == FWD_DENSE:
+        dense_forward_call(&x[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                           &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
+                           &out[0, 0, 0, 0, 0], max(1, num_threads))
         return
     cdef bint narrow = path == FWD_SLAB_NARROW or path == FWD_IM2COL_NARROW
     cdef const Kernels *kern = &KERN4 if narrow else &KERN

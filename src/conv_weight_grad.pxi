@@ -497,6 +497,10 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     cdef Py_ssize_t b, f, k, t
     cdef double *bsum = NULL
     cdef double acc
+    if path == BWW_DENSE:
+        dense_backward_weight(x0, gy0, &g, w0, &bias_out[0] if bias_out.shape[0] else NULL,
+                              nt)
+        return
     if bias_out.shape[0] > 0:
         bsum = <double *> alloc_scratch(L.nchunks * g.F * sizeof(double))
     try:

@@ -122,6 +122,14 @@ cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     return (n + m - 1) // m * m
 
 
+cdef inline Py_ssize_t reduction_step(Py_ssize_t kdim) noexcept nogil:
+    """Length of the equal reduction blocks (at most KC) a product of kdim rows is cut
+    into.  Every path cuts a reduction the same way, block sums added in order, so an
+    output has the same bits whichever path (and tile) computes it."""
+    cdef Py_ssize_t nkb = (kdim + KC - 1) // KC
+    return (kdim + nkb - 1) // nkb if nkb > 0 else 0
+
+
 cdef inline void pack_rows(const floating_t *src, Py_ssize_t rs, Py_ssize_t cs,
                            Py_ssize_t M, Py_ssize_t kdim, Py_ssize_t mr,
                            floating_t *dst) noexcept nogil:
@@ -170,9 +178,8 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
     cdef Py_ssize_t mr = block_mr(kern, A), nr = block_nr(kern, A), vl = block_vl(kern, A)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
     cdef Py_ssize_t vs = vl, row
-    # equal reduction blocks of at most KC (as in gemm_rows_block)
-    cdef Py_ssize_t nkb = (kdim + KC - 1) // KC
-    cdef Py_ssize_t kstep = (kdim + nkb - 1) // nkb if nkb > 0 else 0
+    cdef Py_ssize_t kstep = reduction_step(kdim)
+    cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
     cdef const floating_t *a
     cdef const floating_t *bj
     cdef floating_t *c
@@ -220,10 +227,10 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
     """
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
-    # equal reduction blocks of at most KC: C is read and written once per block, so a
-    # short last block would cost as much C traffic as a full one
-    cdef Py_ssize_t nkb = (kdim + KC - 1) // KC
-    cdef Py_ssize_t kstep = (kdim + nkb - 1) // nkb if nkb > 0 else 0
+    # equal reduction blocks (reduction_step): C is read and written once per block, so
+    # a short last block would cost as much C traffic as a full one
+    cdef Py_ssize_t kstep = reduction_step(kdim)
+    cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
     cdef floating_t *c
     for kb in range(nkb):
         k0 = kb * kstep

@@ -16,7 +16,7 @@ import pytest
 from convkern import _isa
 
 TESTS = Path(__file__).parent
-MATRIX = ["test_paths.py", "test_conv.py", "test_depthwise.py", "test_pool.py",
+MATRIX = ["test_paths.py", "test_dense.py", "test_conv.py", "test_depthwise.py", "test_pool.py",
           "test_pool_plans.py", "test_plan.py", "test_config.py"]
 NARROWER = _isa.LEVELS[: _isa.LEVELS.index(_isa.cpu_isa())]
 

@@ -1,0 +1,245 @@
+# A convolution whose window covers its whole unpadded input (one output position per
+# image: LeNet's C5, a classifier's first dense layer written as a convolution, and
+# every Dense layer, which runs as a 1-D convolution of one-position images) is a plain
+# matrix product over the arrays in place.  Included by _conv.pyx.
+#
+# With R = Cg * KD * KH * KW, image n's input for group g is the contiguous row
+# x[n, g] = x + n * C * KK + g * R (the window covers it exactly, in the weight's
+# order), the filters' weights are the rows w[f] (R long) and the output is the
+# N x F matrix y[n, f].  Per group:
+#
+# - forward: y^T (Fg x N) = W (Fg x R) @ x^T: the GEMM micro-kernel reads W's rows in
+#   place (gemm_rows) against a transposed tile of x (N x R elements copied, 1/Fg of
+#   the work), in the reduction blocks and order of every other forward path, so an
+#   output has the same bits whether its window is the whole input or a part of a
+#   larger one (a dask chunk of one window, say).
+# - input gradient: gx[n, :] = gy[n, :] @ W (N x Fg times Fg x R): the GEMM micro-kernel
+#   with grad_y packed as A (it is small) and W's rows read in place as B.
+# - weight gradient: gw = gy^T @ x (Fg x N times N x R): grad_y^T packed as A, x's rows
+#   read in place as B, the reduction over the batch in the GEMM's own KC blocks; no
+#   partials, no transposition.  The bias gradient, when asked for, is grad_y's column
+#   sums (bias_sum, as the sum path does them).
+#
+# The GEMM passes run in column tiles of at most POINTWISE_TILE_BYTES of B (every block
+# of A rows sweeps the tile, which stays in cache); a tile's ragged end is copied into
+# a zero-padded block so no read runs past an array.  Every output element is one task's
+# sum in a fixed order, so the bits do not depend on the thread count.
+
+
+cdef inline bint dense_fits(const Geom *g) noexcept nogil:
+    """The window covers the whole unpadded input: one output position, a matrix product."""
+    return (g.KD == g.D and g.KH == g.H and g.KW == g.W and g.P == 1
+            and g.pd == 0 and g.ph == 0 and g.pw == 0)
+
+
+cdef inline Py_ssize_t dense_tile(Py_ssize_t R, Py_ssize_t rows, Py_ssize_t nr,
+                                  Py_ssize_t itemsize) noexcept nogil:
+    """Columns per tile of a dense GEMM pass: B's rows x tile near POINTWISE_TILE_BYTES."""
+    return min(round_up(R, nr),
+               max(nr, POINTWISE_TILE_BYTES // (max(rows, 1) * itemsize) // nr * nr))
+
+
+cdef inline Py_ssize_t dense_gemm_per_thread(Py_ssize_t rows, Py_ssize_t nr) noexcept nogil:
+    """Scratch elements per thread of a dense GEMM pass: the rows x nr block of a tile's
+    ragged end and the micro-kernel's edge block."""
+    return rows * nr + CK_MR_MAX * CK_NR_MAX
+
+
+cdef inline Py_ssize_t dense_forward_per_thread(const Geom *g, Py_ssize_t tw,
+                                               Py_ssize_t mr, Py_ssize_t nr) noexcept nogil:
+    """Scratch elements per thread of dense_forward: the transposed input tile (R x tw),
+    the output block (Fg rounded up to mr rows, x tw) and the micro-kernel's edge block."""
+    return g.Cg * g.KK * tw + round_up(g.Fg, mr) * tw + CK_MR_MAX * CK_NR_MAX
+
+
+cdef void dense_forward(const floating_t *x, const floating_t *w, const Geom *g,
+                        const floating_t *bias, int bias_mode, int act, floating_t *y,
+                        Py_ssize_t tw, floating_t *scratch, const floating_t **ptrs,
+                        Py_ssize_t *offsets, const Kernels *kern, int nt) noexcept nogil:
+    """y (N x F) = act(x (N x R per group) @ w (F x R)^T + bias), dense_fits(g).
+
+    Per group and tile of tw images, y^T (Fg x tw) = W (Fg x R) @ x^T (R x tw): W's rows
+    are read in place (gemm_rows_block), x's tile is transposed into scratch (its ragged
+    end zero), and the block goes out through y with the bias and activation.  Every
+    output is the same sum, in the same reduction blocks and order, as on the GEMM paths
+    of any other geometry (the slab, im2col and pointwise paths), so a one-window input
+    gives the bits a larger input gives at that window.  Tasks are (group, image tile,
+    block of filters); ptrs holds Fg + mr row pointers per thread, offsets k * tw.
+    """
+    cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x)
+    cdef Py_ssize_t R = g.Cg * g.KK, ldx = g.C * g.KK, fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t per_thread = dense_forward_per_thread(g, tw, mr, nr)
+    cdef Py_ssize_t ntiles = (g.N + tw - 1) // tw, mblocks = fpad // mr
+    cdef Py_ssize_t per = blocks_per_split(g.G * ntiles, mblocks, nt)
+    cdef Py_ssize_t nsplit = (mblocks + per - 1) // per
+    cdef Py_ssize_t t, grp, n0, nn, m0, mm, i, j, f
+    cdef const floating_t **rows
+    cdef floating_t *xt
+    cdef floating_t *ct
+    cdef floating_t v
+    for t in prange(g.G * ntiles * nsplit, num_threads=nt, schedule="static"):
+        xt = scratch + threadid() * per_thread
+        ct = xt + R * tw
+        rows = ptrs + threadid() * (g.Fg + CK_MR_MAX)
+        grp = t // (ntiles * nsplit)
+        n0 = t // nsplit % ntiles * tw
+        nn = min(tw, g.N - n0)
+        m0 = t % nsplit * per * mr
+        mm = min(per * mr, g.Fg - m0)
+        if mm <= 0:
+            continue
+        transpose(x + n0 * ldx + grp * R, ldx, nn, R, xt, tw)
+        if nn < tw:
+            for i in range(R):
+                memset(xt + i * tw + nn, 0, (tw - nn) * sizeof(floating_t))
+        for i in range(mm):
+            rows[i] = w + (grp * g.Fg + m0 + i) * R
+        memset(ct, 0, mm * tw * sizeof(floating_t))
+        gemm_rows_block(kern, rows, 0, mm, R, xt, offsets, round_up(nn, nr), ct, tw,
+                        rows + g.Fg, ct + fpad * tw)
+        for j in range(nn):
+            for i in range(mm):
+                f = grp * g.Fg + m0 + i
+                v = ct[i * tw + j]
+                if bias_mode != 0:
+                    v = v + bias[f]  # one position: an untied bias is one per filter
+                y[(n0 + j) * g.F + f] = activate(v, act)
+
+
+cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, Py_ssize_t kdim,
+                     const floating_t *B, Py_ssize_t b_group, Py_ssize_t ldb, Py_ssize_t ncols,
+                     floating_t *C, Py_ssize_t c_group, Py_ssize_t ldc, Py_ssize_t G,
+                     floating_t *scratch, Py_ssize_t *offsets, const Kernels *kern,
+                     int nt) noexcept nogil:
+    """C[g] (M x ncols) = A[g] (M x kdim) @ B[g] (kdim x ncols) for each group g < G.
+
+    A[g] is packed (pack_rows) at apack + g * a_group; B[g]'s row k is
+    B + g * b_group + k * ldb and C[g]'s row i is C + g * c_group + i * ldc.  offsets
+    holds k * ldb, then k * nr, for k < kdim; scratch dense_gemm_per_thread(kdim, nr)
+    elements per thread.  Tasks are (group, column tile, block of A rows).
+    """
+    cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B)
+    cdef Py_ssize_t tw = dense_tile(ncols, kdim, nr, sizeof(floating_t))
+    cdef Py_ssize_t ntiles = (ncols + tw - 1) // tw, mblocks = (M + mr - 1) // mr
+    cdef Py_ssize_t per = blocks_per_split(G * ntiles, mblocks, nt)
+    cdef Py_ssize_t nsplit = (mblocks + per - 1) // per
+    cdef Py_ssize_t t, grp, p0, pn, full, m0, mm, k
+    cdef const floating_t *bg
+    cdef const floating_t *a
+    cdef floating_t *cg
+    cdef floating_t *tail
+    for t in prange(G * ntiles * nsplit, num_threads=nt, schedule="static"):
+        tail = scratch + threadid() * dense_gemm_per_thread(kdim, nr)
+        grp = t // (ntiles * nsplit)
+        p0 = t // nsplit % ntiles * tw
+        pn = min(tw, ncols - p0)
+        full = pn // nr * nr
+        m0 = t % nsplit * per * mr
+        mm = min(per * mr, M - m0)
+        if mm <= 0:
+            continue
+        bg = B + grp * b_group + p0
+        cg = C + grp * c_group + m0 * ldc + p0
+        a = apack + grp * a_group + m0 * kdim
+        if full > 0:
+            gemm_block(kern, a, mr * kdim, mm, kdim, bg, offsets, 0, NULL, full, cg, ldc,
+                       tail + kdim * nr, False)
+        if pn > full:
+            for k in range(kdim):
+                memcpy(tail + k * nr, bg + k * ldb + full, (pn - full) * sizeof(floating_t))
+                memset(tail + k * nr + pn - full, 0, (nr - pn + full) * sizeof(floating_t))
+            gemm_block(kern, a, mr * kdim, mm, kdim, tail, offsets + kdim, 0, NULL,
+                       pn - full, cg + full, ldc, tail + kdim * nr, False)
+
+
+cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
+                     Py_ssize_t kdim, const floating_t *B, Py_ssize_t b_group, Py_ssize_t ldb,
+                     Py_ssize_t ncols, floating_t *C, Py_ssize_t c_group, Py_ssize_t ldc,
+                     Py_ssize_t G, int nt) except *:
+    """dense_gemm with its scratch and offsets allocated (and freed) here."""
+    cdef Py_ssize_t nr = block_nr(&KERN, B)
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(2 * kdim * sizeof(Py_ssize_t))
+    cdef floating_t *scratch
+    try:
+        scratch = <floating_t *> alloc_scratch(
+            nt * dense_gemm_per_thread(kdim, nr) * sizeof(floating_t))
+    except MemoryError:
+        free(offsets)
+        raise
+    row_offsets(offsets, kdim, ldb)
+    row_offsets(offsets + kdim, kdim, nr)
+    with nogil:
+        dense_gemm(apack, a_group, M, kdim, B, b_group, ldb, ncols, C, c_group, ldc, G,
+                   scratch, offsets, &KERN, nt)
+    free(scratch)
+    free(offsets)
+
+
+cdef inline Py_ssize_t dense_forward_tile(const Geom *g, Py_ssize_t nr,
+                                         Py_ssize_t itemsize) noexcept nogil:
+    """Images per tile of dense_forward: the transposed tile (R x tw) near
+    POINTWISE_TILE_BYTES, whole slivers."""
+    return dense_tile(g.N, g.Cg * g.KK, nr, itemsize)
+
+
+cdef void dense_forward_call(const floating_t *x, const floating_t *w, const Geom *g,
+                             const floating_t *bias, int bias_mode, int act, floating_t *y,
+                             int nt) except *:
+    """dense_forward with its scratch, row pointers and offsets allocated here."""
+    cdef Py_ssize_t mr = block_mr(&KERN, x), nr = block_nr(&KERN, x)
+    cdef Py_ssize_t tw = dense_forward_tile(g, nr, sizeof(floating_t)), R = g.Cg * g.KK
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(R * sizeof(Py_ssize_t))
+    cdef const floating_t **ptrs = NULL
+    cdef floating_t *scratch = NULL
+    try:
+        ptrs = <const floating_t **> alloc_scratch(
+            nt * (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
+        scratch = <floating_t *> alloc_scratch(
+            nt * dense_forward_per_thread(g, tw, mr, nr) * sizeof(floating_t))
+    except MemoryError:
+        free(offsets)
+        free(ptrs)
+        raise
+    row_offsets(offsets, R, tw)
+    with nogil:
+        dense_forward(x, w, g, bias, bias_mode, act, y, tw, scratch, ptrs, offsets, &KERN, nt)
+    free(scratch)
+    free(ptrs)
+    free(offsets)
+
+
+cdef void dense_backward_input(const floating_t *gy, const floating_t *w, const Geom *g,
+                               floating_t *gx, int nt) except *:
+    """gx[n, group g] (N x R) = gy[n, group g] (N x Fg) @ w[g] (Fg x R), dense_fits(g)."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), R = g.Cg * g.KK
+    cdef Py_ssize_t npad = round_up(g.N, mr), grp
+    cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * npad * g.Fg * sizeof(floating_t))
+    try:
+        with nogil:
+            for grp in range(g.G):
+                pack_rows(gy + grp * g.Fg, g.F, 1, g.N, g.Fg, mr, apack + grp * npad * g.Fg)
+        dense_call(apack, npad * g.Fg, g.N, g.Fg, w, g.Fg * R, R, R, gx, R, g.C * g.KK, g.G,
+                   nt)
+    finally:
+        free(apack)
+
+
+cdef void dense_backward_weight(const floating_t *x, const floating_t *gy, const Geom *g,
+                                floating_t *gw, floating_t *bias_out, int nt) except *:
+    """gw[g] (Fg x R) = gy[:, group g]^T (Fg x N) @ x[:, group g] (N x R), dense_fits(g);
+    bias_out (F,), when not NULL, gets grad_y's column sums."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), R = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr), grp, f
+    cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * fpad * g.N * sizeof(floating_t))
+    try:
+        with nogil:
+            for grp in range(g.G):
+                pack_rows(gy + grp * g.Fg, 1, g.F, g.Fg, g.N, mr, apack + grp * fpad * g.N)
+        dense_call(apack, fpad * g.N, g.Fg, g.N, x, R, g.C * g.KK, R, gw, g.Fg * R, R, g.G,
+                   nt)
+    finally:
+        free(apack)
+    if bias_out != NULL:
+        with nogil:
+            for f in range(g.F):
+                bias_sum(gy + f, g.N, g.F, 1, bias_out + f)
