@@ -46,7 +46,7 @@ cdef inline Py_ssize_t dense_gemm_per_thread(Py_ssize_t rows, Py_ssize_t nr) noe
 
 
 cdef inline Py_ssize_t dense_forward_per_thread(const Geom *g, Py_ssize_t tw,
-                                               Py_ssize_t mr, Py_ssize_t nr) noexcept nogil:
+                                                Py_ssize_t mr, Py_ssize_t nr) noexcept nogil:
     """Scratch elements per thread of dense_forward: the transposed input tile (R x tw),
     the output block (Fg rounded up to mr rows, x tw) and the micro-kernel's edge block."""
     return g.Cg * g.KK * tw + round_up(g.Fg, mr) * tw + CK_MR_MAX * CK_NR_MAX
@@ -176,7 +176,7 @@ cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
 
 
 cdef inline Py_ssize_t dense_forward_tile(const Geom *g, Py_ssize_t nr,
-                                         Py_ssize_t itemsize) noexcept nogil:
+                                          Py_ssize_t itemsize) noexcept nogil:
     """Images per tile of dense_forward: the transposed tile (R x tw) near
     POINTWISE_TILE_BYTES, whole slivers."""
     return dense_tile(g.N, g.Cg * g.KK, nr, itemsize)
