@@ -71,11 +71,16 @@ def _timed(fn, clock, min_seconds=0.02):
             return elapsed / k
 
 
+def _plan(n, c, size, stride):
+    """The float32 plan of a layer: n images, c channels of size x size, stride."""
+    return ck.conv_plan((n, c, size, size), (c, 1, 3, 3), stride=stride, padding=1, groups=c)
+
+
 def _layer_calls(n, c, size, stride):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, size, size)).astype(np.float32)
-    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
-    plan = ck.conv_plan(x.shape, w.shape, stride=stride, padding=1, groups=c)
+    plan = _plan(n, c, size, stride)
+    x = rng.standard_normal(plan.x_shape).astype(np.float32)
+    w = rng.standard_normal(plan.weight_shape).astype(np.float32)
     gy = rng.standard_normal(plan.y_shape).astype(np.float32)
     tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
     ck_calls = {"forward": lambda p: p.forward(x, w),
