@@ -87,6 +87,19 @@ def _depthwise_rows_pay(f):
     return f.channels == 1 and (f.groups > 1 or f.filters < f.mr)
 
 
+# The depthwise input gradient adds Fg * prod(K) taps per input element in the lanes of
+# one row kernel, every tap a load; col2im multiplies W^T (prod(K) x Fg) by grad_y, a
+# GEMM whose reduction runs over the Fg filters, and scatters prod(K) values per
+# position.  Few filters per channel leave that GEMM nothing to reduce over; a GEMM
+# block of them (mr) fills it whatever the number of groups.  Measured on Zen 2 (AVX2,
+# both dtypes, 3x3 and 5x5 2-D windows): one filter per group ran 2-10x col2im's speed
+# at strides 1-4 and 2-4 filters 1.0-3.3x at stride 1, but 6 filters 0.7-1.3x, 32 filters
+# (one group or two) 0.3-0.4x, and a one-position layer of 64 filters (a Dense of one
+# input feature) 0.2x the dense path's.
+def _depthwise_input_pays(f):
+    return f.channels == 1 and f.filters < f.mr
+
+
 # Few filters per group fill the 4-row block better than the wide one.
 def _few_filters(f):
     return f.filters <= 4
@@ -132,9 +145,9 @@ TABLE = {
     ),
     "backward_input": (
         # with one channel per group the GEMM formulations have Cg = 1 rows (col2im
-        # would run): the direct correlation of grad_y's rows always pays
+        # would run): the direct correlation of grad_y's rows pays for few filters
         Path("depthwise", {"formulation": "flipped", "operand": "rows"}, _depthwise,
-             _depthwise),
+             _depthwise_input_pays),
         Path("dense", {"formulation": "col2im", "operand": "in place"}, lambda f: f.dense,
              _always),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},

@@ -168,18 +168,20 @@ def test_depthwise_nan_inf_as_the_padded_convolution(name, dtype):
                  err_msg="weight gradient")
 
 
-@pytest.mark.parametrize("x_shape, f, groups, preferred", [
-    ((32, 32, 32, 32), 32, 32, True),    # MobileNet's depthwise layer
-    ((1, 8, 20, 20), 16, 8, True),       # multiplier 2
-    ((4, 1, 28, 28), 2, 1, True),        # one channel, fewer filters than a GEMM block
-    ((4, 1, 28, 28), 64, 1, False),      # one channel, many filters: the GEMM blocks fill
-    ((4, 8, 20, 20), 8, 4, False),       # two channels per group: not valid
+@pytest.mark.parametrize("x_shape, f, groups, preferred, input_preferred", [
+    ((32, 32, 32, 32), 32, 32, True, True),   # MobileNet's depthwise layer
+    ((1, 8, 20, 20), 16, 8, True, True),      # multiplier 2
+    ((4, 1, 28, 28), 2, 1, True, True),       # one channel, fewer filters than a GEMM block
+    ((4, 1, 28, 28), 64, 1, False, False),    # one channel, many filters: the GEMM blocks fill
+    ((2, 2, 20, 20), 64, 2, True, False),     # two groups of many filters: col2im's GEMM fills
+    ((4, 8, 20, 20), 8, 4, False, False),     # two channels per group: not valid
 ])
-def test_depthwise_is_chosen_for_one_channel_per_group(x_shape, f, groups, preferred):
+def test_depthwise_is_chosen_for_one_channel_per_group(x_shape, f, groups, preferred,
+                                                       input_preferred):
     plan = ck.conv_plan(x_shape, (f, x_shape[1] // groups, 3, 3), padding=1, groups=groups)
     valid = x_shape[1] // groups == 1
     for p in ("forward", "backward_input", "backward_weight"):
         assert ("depthwise" in plan.valid_paths(p)) == valid
-    assert (plan.paths["backward_input"] == "depthwise") == valid
+    assert (plan.paths["backward_input"] == "depthwise") == input_preferred
     assert (plan.paths["forward"] == "depthwise") == preferred
     assert (plan.paths["backward_weight"] == "depthwise") == preferred
