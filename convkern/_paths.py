@@ -32,6 +32,7 @@ geometry's facts (``convkern._conv.geometry_facts``) and the micro-kernels' bloc
 shapes (``convkern._conv.kernel_info``), which depend on the CPU's vector width.
 """
 
+import math
 from collections import namedtuple
 
 from . import _conv
@@ -56,6 +57,7 @@ Facts = namedtuple(
         "nr",              # columns of the GEMM block for the dtype
         "images",          # N, the batch
         "positions",       # output positions per image, prod(O)
+        "phase_positions",  # input positions per image in one stride phase, prod(ceil(X / s))
     ],
 )
 
@@ -92,6 +94,14 @@ def _small_images(f):
     return f.images >= 2 and f.positions < 4 * f.nr
 
 
+# The phased input gradient runs one slab correlation per stride phase and image, each
+# over the phase's share of the image's input positions: with fewer than 4 nr-slivers of
+# them, every phase pays a slab, packed weights and a halo for a sliver or two (as small
+# images do on the forward's slab), and col2im's one product per image wins.
+def _phases_fill_slivers(f):
+    return f.phase_positions >= 4 * f.nr
+
+
 TABLE = {
     "forward": (
         # one output position: every other path pays tiles for what is one product
@@ -119,7 +129,7 @@ TABLE = {
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
              lambda f: f.flipped, _channel_rich),
         Path("phased", {"formulation": "phased", "operand": "slab"},
-             lambda f: f.phased, _channel_rich),
+             lambda f: f.phased, lambda f: _channel_rich(f) and _phases_fill_slivers(f)),
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
@@ -164,6 +174,7 @@ def facts(geometry, dtype):
         nr=nr,
         images=x5[0],
         positions=y5[2] * y5[3] * y5[4],
+        phase_positions=math.prod(-(-x // s) for x, s in zip(x5[2:], geometry[4])),
         **_conv.geometry_facts(*geometry),
     )
 
