@@ -89,9 +89,14 @@ def _long_reduction(f):
 # A small image gives a GEMM tile only a few nr-slivers of columns (and the slab path
 # adds its halo columns, a 2x2 output computes 2 x 4 columns): with a batch, tiles whose
 # columns run over several images keep the micro-kernel on whole slivers and amortise
-# each sweep over the packed weights.  Few slivers: fewer than 4 per image.
+# each sweep over the packed weights.  Few slivers: fewer than 4 per image.  A single
+# small image takes the im2col tiles (no halo) or col2im instead of the slab.
+def _small_output(f):
+    return f.positions < 4 * f.nr
+
+
 def _small_images(f):
-    return f.images >= 2 and f.positions < 4 * f.nr
+    return f.images >= 2 and _small_output(f)
 
 
 # The phased input gradient runs one slab correlation per stride phase and image, each
@@ -113,7 +118,8 @@ TABLE = {
              lambda f: _small_images(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
              lambda f: f.direct, _few_filters),
-        Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct, _always),
+        Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct,
+             lambda f: not _small_output(f)),
         Path("im2col_narrow", {"operand": "im2col", "block": "narrow"}, _always, _few_filters),
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
@@ -125,9 +131,9 @@ TABLE = {
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
              lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
-             lambda f: f.flipped_direct, _channel_rich),
+             lambda f: f.flipped_direct, lambda f: _channel_rich(f) and not _small_output(f)),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
-             lambda f: f.flipped, _channel_rich),
+             lambda f: f.flipped, lambda f: _channel_rich(f) and not _small_output(f)),
         Path("phased", {"formulation": "phased", "operand": "slab"},
              lambda f: f.phased, lambda f: _channel_rich(f) and _phases_fill_slivers(f)),
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
@@ -137,8 +143,9 @@ TABLE = {
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
-             lambda f: f.direct, _long_reduction),
-        Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct, _always),
+             lambda f: f.direct, lambda f: _long_reduction(f) and not _small_output(f)),
+        Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct,
+             lambda f: not (_long_reduction(f) and _small_output(f))),
         Path("im2col_gemm", {"operand": "im2col", "kernel": "gemm"}, _always, _long_reduction),
         Path("im2col_dot", {"operand": "im2col", "kernel": "dot"}, _always, _always),
     ),
