@@ -28,6 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -222,7 +223,9 @@ def _extensions():
         "embedsignature": True,
     }
     exts = [
-        Extension(f"convkern.{name}", [f"src/{name}.pyx"], include_dirs=["src"])
+        # the C headers are rebuild dependencies too (Cython tracks the .pxi/.pxd)
+        Extension(f"convkern.{name}", [f"src/{name}.pyx"], include_dirs=["src"],
+                  depends=sorted(str(h) for h in Path("src").glob("*.h")))
         for name in MODULES
     ]
     # Only commands that compile need Cython's C: an sdist ships the .pyx sources, and

@@ -36,6 +36,7 @@ geometry's facts (``convkern._conv.geometry_facts``) and the micro-kernels' bloc
 shapes (``convkern._conv.kernel_info``), which depend on the CPU's vector width.
 """
 
+import math
 from collections import namedtuple
 
 from . import _conv
@@ -61,6 +62,7 @@ Facts = namedtuple(
         "nr",              # columns of the GEMM block for the dtype
         "images",          # N, the batch
         "positions",       # output positions per image, prod(O)
+        "phase_positions",  # input positions per image in one stride phase, prod(ceil(X / s))
     ],
 )
 
@@ -121,9 +123,22 @@ def _long_reduction(f):
 # A small image gives a GEMM tile only a few nr-slivers of columns (and the slab path
 # adds its halo columns, a 2x2 output computes 2 x 4 columns): with a batch, tiles whose
 # columns run over several images keep the micro-kernel on whole slivers and amortise
-# each sweep over the packed weights.  Few slivers: fewer than 4 per image.
+# each sweep over the packed weights.  Few slivers: fewer than 4 per image.  A single
+# small image takes the im2col tiles (no halo) or col2im instead of the slab.
+def _small_output(f):
+    return f.positions < 4 * f.nr
+
+
 def _small_images(f):
-    return f.images >= 2 and f.positions < 4 * f.nr
+    return f.images >= 2 and _small_output(f)
+
+
+# The phased input gradient runs one slab correlation per stride phase and image, each
+# over the phase's share of the image's input positions: with fewer than 4 nr-slivers of
+# them, every phase pays a slab, packed weights and a halo for a sliver or two (as small
+# images do on the forward's slab), and col2im's one product per image wins.
+def _phases_fill_slivers(f):
+    return f.phase_positions >= 4 * f.nr
 
 
 TABLE = {
@@ -139,7 +154,8 @@ TABLE = {
              lambda f: _small_images(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
              lambda f: f.direct, _few_filters),
-        Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct, _always),
+        Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct,
+             lambda f: not _small_output(f)),
         Path("im2col_narrow", {"operand": "im2col", "block": "narrow"}, _always, _few_filters),
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
@@ -155,11 +171,11 @@ TABLE = {
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
              lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
-             lambda f: f.flipped_direct, _channel_rich),
+             lambda f: f.flipped_direct, lambda f: _channel_rich(f) and not _small_output(f)),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
-             lambda f: f.flipped, _channel_rich),
+             lambda f: f.flipped, lambda f: _channel_rich(f) and not _small_output(f)),
         Path("phased", {"formulation": "phased", "operand": "slab"},
-             lambda f: f.phased, _channel_rich),
+             lambda f: f.phased, lambda f: _channel_rich(f) and _phases_fill_slivers(f)),
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
@@ -169,8 +185,9 @@ TABLE = {
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
-             lambda f: f.direct, _long_reduction),
-        Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct, _always),
+             lambda f: f.direct, lambda f: _long_reduction(f) and not _small_output(f)),
+        Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct,
+             lambda f: not (_long_reduction(f) and _small_output(f))),
         Path("im2col_gemm", {"operand": "im2col", "kernel": "gemm"}, _always, _long_reduction),
         Path("im2col_dot", {"operand": "im2col", "kernel": "dot"}, _always, _always),
     ),
@@ -207,6 +224,7 @@ def facts(geometry, dtype):
         nr=nr,
         images=x5[0],
         positions=y5[2] * y5[3] * y5[4],
+        phase_positions=math.prod(-(-x // s) for x, s in zip(x5[2:], geometry[4])),
         **_conv.geometry_facts(*geometry),
     )
 

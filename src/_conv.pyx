@@ -71,8 +71,8 @@ from libc.string cimport memcpy, memset
 from fused cimport floating_t
 from geometry cimport Geom
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
-                   round_up, row_offsets, pack_rows, reduction_step, gemm_block,
-                   gemm_rows_block, dot_block, KC, CK_MR_MAX, CK_NR_MAX)
+                   gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
+                   gemm_rows_block, dot_block, gemv_block, KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets
 
 # KERN: the wide GEMM blocks; KERN4: 4-row blocks for products with at most 4 rows
@@ -219,6 +219,8 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             or (pass_name == "backward_input" and path == BWI_DEPTHWISE)
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
+    if pass_name == "forward" and path == FWD_DENSE and g.N < nr // block_vl(&KERN, tag):
+        return gemv_rows(&KERN, tag) * (sizeof(floating_t) + sizeof(floating_t *))
     if pass_name == "forward" and path == FWD_DENSE:
         return (dense_forward_per_thread(g, dense_forward_tile(g, nr, sizeof(floating_t)),
                                          block_mr(&KERN, tag), nr) * sizeof(floating_t)

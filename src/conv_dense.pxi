@@ -12,7 +12,10 @@
 #   place (gemm_rows) against a transposed tile of x (N x R elements copied, 1/Fg of
 #   the work), in the reduction blocks and order of every other forward path, so an
 #   output has the same bits whether its window is the whole input or a part of a
-#   larger one (a dask chunk of one window, say).
+#   larger one (a dask chunk of one window, say).  A batch too small to fill a GEMM
+#   block's columns (one image) runs on the gemv micro-kernel instead: blocks of weight
+#   rows times x[n], each row one chain in the same reduction blocks, so the same bits,
+#   and the weight read once, as a matrix-vector product must.
 # - input gradient: gx[n, :] = gy[n, :] @ W (N x Fg times Fg x R): the GEMM micro-kernel
 #   with grad_y packed as A (it is small) and W's rows read in place as B.
 # - weight gradient: gw = gy^T @ x (Fg x N times N x R): grad_y^T packed as A, x's rows
@@ -106,6 +109,42 @@ cdef void dense_forward(const floating_t *x, const floating_t *w, const Geom *g,
                 y[(n0 + j) * g.F + f] = activate(v, act)
 
 
+cdef void dense_forward_rows(const floating_t *x, const floating_t *w, const Geom *g,
+                             const floating_t *bias, int bias_mode, int act, floating_t *y,
+                             const floating_t **ptrs, floating_t *res, const Kernels *kern,
+                             int nt) noexcept nogil:
+    """dense_forward for a batch too small to fill a GEMM block's columns: per image,
+    blocks of gr weight rows times x[n] on the gemv micro-kernel, in the same reduction
+    blocks, so with the same bits.  ptrs holds gr row pointers and res gr results per
+    thread.  Tasks are (image, group, block of gr filters)."""
+    cdef Py_ssize_t gr = gemv_rows(kern, x), R = g.Cg * g.KK, ldx = g.C * g.KK
+    cdef Py_ssize_t step = reduction_step(R), fblocks = (g.Fg + gr - 1) // gr
+    cdef Py_ssize_t t, n, grp, f0, fn, k0, i, f
+    cdef const floating_t **a
+    cdef floating_t *out
+    cdef floating_t v
+    for t in prange(g.N * g.G * fblocks, num_threads=nt, schedule="static"):
+        a = ptrs + threadid() * gr
+        out = res + threadid() * gr
+        n = t // (g.G * fblocks)
+        grp = t // fblocks % g.G
+        f0 = grp * g.Fg + t % fblocks * gr
+        fn = min(gr, (grp + 1) * g.Fg - f0)
+        k0 = 0
+        while k0 < R:
+            # rows past the block repeat its last row; their sums are dropped
+            for i in range(gr):
+                a[i] = w + (f0 + min(i, fn - 1)) * R + k0
+            gemv_block(kern, min(step, R - k0), a, x + n * ldx + grp * R + k0, out, k0 > 0)
+            k0 = k0 + step
+        for i in range(fn):
+            f = f0 + i
+            v = out[i]
+            if bias_mode != 0:
+                v = v + bias[f]
+            y[n * g.F + f] = activate(v, act)
+
+
 cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, Py_ssize_t kdim,
                      const floating_t *B, Py_ssize_t b_group, Py_ssize_t ldb, Py_ssize_t ncols,
                      floating_t *C, Py_ssize_t c_group, Py_ssize_t ldc, Py_ssize_t G,
@@ -185,12 +224,27 @@ cdef inline Py_ssize_t dense_forward_tile(const Geom *g, Py_ssize_t nr,
 cdef void dense_forward_call(const floating_t *x, const floating_t *w, const Geom *g,
                              const floating_t *bias, int bias_mode, int act, floating_t *y,
                              int nt) except *:
-    """dense_forward with its scratch, row pointers and offsets allocated here."""
+    """dense_forward (or, for fewer images than a GEMM block's vectors per row,
+    dense_forward_rows) with its scratch, row pointers and offsets allocated here."""
     cdef Py_ssize_t mr = block_mr(&KERN, x), nr = block_nr(&KERN, x)
+    cdef Py_ssize_t gr = gemv_rows(&KERN, x)
     cdef Py_ssize_t tw = dense_forward_tile(g, nr, sizeof(floating_t)), R = g.Cg * g.KK
-    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(R * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *offsets
     cdef const floating_t **ptrs = NULL
     cdef floating_t *scratch = NULL
+    if g.N < nr // block_vl(&KERN, x):
+        ptrs = <const floating_t **> alloc_scratch(nt * gr * sizeof(floating_t *))
+        try:
+            scratch = <floating_t *> alloc_scratch(nt * gr * sizeof(floating_t))
+        except MemoryError:
+            free(ptrs)
+            raise
+        with nogil:
+            dense_forward_rows(x, w, g, bias, bias_mode, act, y, ptrs, scratch, &KERN, nt)
+        free(scratch)
+        free(ptrs)
+        return
+    offsets = <Py_ssize_t *> alloc_scratch(R * sizeof(Py_ssize_t))
     try:
         ptrs = <const floating_t **> alloc_scratch(
             nt * (g.Fg + CK_MR_MAX) * sizeof(floating_t *))

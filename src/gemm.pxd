@@ -26,19 +26,25 @@ cdef extern from "ukernel.h":
                                     int) noexcept nogil
     ctypedef void (*ck_dot_s)(Py_ssize_t, const float * const *, const float * const *,
                               float *) noexcept nogil
+    ctypedef void (*ck_gemv_s)(Py_ssize_t, const float * const *, const float *, float *,
+                               int) noexcept nogil
     ctypedef void (*ck_dot_d)(Py_ssize_t, const double * const *, const double * const *,
                               double *) noexcept nogil
+    ctypedef void (*ck_gemv_d)(Py_ssize_t, const double * const *, const double *, double *,
+                               int) noexcept nogil
     ctypedef struct ck_kernels_s:
         ck_gemm_s gemm
         ck_gemm_rows_s gemm_rows
         ck_dot_s dot
-        int mr, nr, vl, dr, dc
+        ck_gemv_s gemv
+        int mr, nr, vl, dr, dc, gr
         const char *name
     ctypedef struct ck_kernels_d:
         ck_gemm_d gemm
         ck_gemm_rows_d gemm_rows
         ck_dot_d dot
-        int mr, nr, vl, dr, dc
+        ck_gemv_d gemv
+        int mr, nr, vl, dr, dc, gr
         const char *name
     void ck_select_s(ck_kernels_s *k, ck_kernels_s *k4) noexcept nogil
     void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4) noexcept nogil
@@ -100,6 +106,24 @@ cdef inline Py_ssize_t dot_cols(const Kernels *kern, const floating_t *tag) noex
         return kern.s.dc
     else:
         return kern.d.dc
+
+
+cdef inline Py_ssize_t gemv_rows(const Kernels *kern, const floating_t *tag) noexcept nogil:
+    """Rows of A per gemv micro-kernel call."""
+    if floating_t is float:
+        return kern.s.gr
+    else:
+        return kern.d.gr
+
+
+cdef inline void gemv_block(const Kernels *kern, Py_ssize_t kc, const floating_t **a,
+                            const floating_t *x, floating_t *y, int accumulate) noexcept nogil:
+    """y[i] (+)= sum over k < kc of a[i][k] * x[k] for i < gemv_rows, one chain per row
+    with the bits of the GEMM kernels."""
+    if floating_t is float:
+        kern.s.gemv(kc, a, x, y, accumulate)
+    else:
+        kern.d.gemv(kc, a, x, y, accumulate)
 
 
 cdef inline void dot_block(const Kernels *kern, Py_ssize_t L, const floating_t **a,

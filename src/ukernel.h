@@ -5,7 +5,9 @@
  *   read in place through MR row pointers (gemm_rows), in two shapes: wide (MR = 4 to
  *   8 rows) and narrow (4 rows, more columns) for products with few rows;
  * - dot (ukernel_dot_template.h): a DR x DC block of sums of products of rows that
- *   are both contiguous along the reduction.
+ *   are both contiguous along the reduction;
+ * - gemv (ukernel_gemv_template.h): VL rows read in place times one vector, each row
+ *   one chain with the GEMM's bits (products with a single column).
  *
  * Wheels are compiled for the baseline ISA (no -march=native); the x86-64 kernels for
  * AVX2+FMA and AVX-512 are compiled with per-function target attributes, under gcc and
@@ -35,11 +37,13 @@
                                      const Py_ssize_t *, Py_ssize_t, T *, Py_ssize_t, \
                                      int);                                           \
     typedef void (*ck_dot_##S)(Py_ssize_t, const T *const *, const T *const *, T *);  \
+    typedef void (*ck_gemv_##S)(Py_ssize_t, const T *const *, const T *, T *, int);   \
     typedef struct {                                                                 \
         ck_gemm_##S gemm;                                                            \
         ck_gemm_rows_##S gemm_rows;                                                  \
         ck_dot_##S dot;                                                              \
-        int mr, nr, vl, dr, dc;                                                      \
+        ck_gemv_##S gemv;                                                            \
+        int mr, nr, vl, dr, dc, gr;                                                  \
         const char *name;                                                            \
     } ck_kernels_##S;
 CK_DECLARE_KERNELS(float, s)
@@ -199,12 +203,25 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
                 out[i * 2 + j] = s;                                                  \
             }                                                                        \
     }                                                                                \
+    static void ck_##S##_scalar_gemv(Py_ssize_t kc, const T *const *A, const T *x,   \
+                                     T *y, int accumulate)                           \
+    {                                                                                \
+        T acc[4] = {0};                                                              \
+        Py_ssize_t k;                                                                \
+        int i;                                                                       \
+        for (k = 0; k < kc; k++)                                                     \
+            for (i = 0; i < 4; i++)                                                  \
+                acc[i] += A[i][k] * x[k];                                            \
+        for (i = 0; i < 4; i++)                                                      \
+            y[i] = accumulate ? acc[i] + y[i] : acc[i];                              \
+    }                                                                                \
     static void ck_select_##S(ck_kernels_##S *k, ck_kernels_##S *k4)                 \
     {                                                                                \
         k->gemm = ck_##S##_scalar_gemm;                                              \
         k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
         k->dot = ck_##S##_scalar_dot;                                                \
-        k->mr = 4; k->nr = 4; k->vl = 4; k->dr = 2; k->dc = 2;                       \
+        k->gemv = ck_##S##_scalar_gemv;                                              \
+        k->mr = 4; k->nr = 4; k->vl = 4; k->dr = 2; k->dc = 2; k->gr = 4;            \
         k->name = "scalar";                                                          \
         *k4 = *k; /* the 4 x 4 block already is narrow */                            \
     }

@@ -4,7 +4,8 @@
  * CKI_ATTR (a target attribute or nothing), CKI_VL (elements per vector), CKI_MR and
  * CKI_NV (the wide GEMM block, MR x NV vectors), CKI_NV4 (the narrow GEMM block:
  * 4 x NV4 vectors, for products with at most 4 rows), CKI_DR and CKI_DC (the dot
- * block).  Defines ck_<S>_<ISA>_{gemm,gemm_rows,gemm4,gemm4_rows,dot} and
+ * block).  Defines
+ * ck_<S>_<ISA>_{gemm,gemm_rows,gemm4,gemm4_rows,dot,gemv} and
  * ck_<S>_<ISA>_select(wide, narrow), which fills both kernel sets.
  */
 #define CKI_CAT2(a, b, c, d) a##_##b##_##c##_##d
@@ -53,6 +54,12 @@
 #define UKD_C CKI_DC
 #define UK_ATTR CKI_ATTR
 #include "ukernel_dot_template.h"
+#define UKG_NAME CKI_FN(gemv)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_ATTR CKI_ATTR
+#include "ukernel_gemv_template.h"
 
 static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
 {
@@ -65,6 +72,8 @@ static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
     narrow->mr = 4;
     narrow->nr = CKI_NV4 * CKI_VL;
     wide->dot = narrow->dot = CKI_FN(dot);
+    wide->gemv = narrow->gemv = CKI_FN(gemv);
+    wide->gr = narrow->gr = CKI_VL;
     wide->vl = narrow->vl = CKI_VL;
     wide->dr = narrow->dr = CKI_DR;
     wide->dc = narrow->dc = CKI_DC;

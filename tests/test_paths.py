@@ -229,3 +229,25 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
         assert_close(gw, want_gw, dtype, err_msg="backward_weight vs torch")
         np.testing.assert_array_equal(gx, results[0][1])
         np.testing.assert_array_equal(gw, results[0][2])
+
+
+def test_strided_input_gradient_takes_col2im_when_its_stride_phases_are_small():
+    """An 8x8 image's stride-2 phases hold 16 positions each (a micro-kernel sliver or
+    less): col2im, one product per image; a 64x64 image's phases fill many slivers."""
+    small = ck.conv_plan((16, 256, 8, 8), (512, 256, 3, 3), stride=2, padding=1)
+    large = ck.conv_plan((16, 64, 64, 64), (64, 64, 3, 3), stride=2, padding=1)
+    assert "phased" in small.valid_paths("backward_input")
+    assert small.paths["backward_input"] == "col2im"
+    assert large.paths["backward_input"] == "phased"
+
+
+def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
+    """A single image whose output has fewer than 4 column slivers (4x4 here) would spend
+    a third of the slab path's columns on halo: the forward and weight gradient take
+    im2col tiles, the input gradient col2im; a 32x32 image keeps the slab paths."""
+    small = ck.conv_plan((1, 256, 4, 4), (512, 256, 3, 3), padding=1)
+    large = ck.conv_plan((1, 64, 32, 32), (64, 64, 3, 3), padding=1)
+    assert (small.paths["forward"], small.paths["backward_input"],
+            small.paths["backward_weight"]) == ("im2col", "col2im", "im2col_gemm")
+    assert (large.paths["forward"], large.paths["backward_input"],
+            large.paths["backward_weight"]) == ("slab", "flipped", "slab_gemm")

@@ -98,6 +98,42 @@ static void report(const char *name, double err, double tol)
             report(label, err, TOL);                                                  \
         }                                                                             \
     }
+/* The gemv kernel (gr rows times one column) must give the bits of the GEMM's
+ * row-pointer kernel in column 0, with and without accumulation, for a length with a
+ * ragged end. */
+#define CHECK_GEMV(T, S)                                                              \
+    static void check_gemv_##S(const char *name, ck_gemv_##S gemv,                    \
+                               ck_gemm_rows_##S gemm_rows, int mr, int nr, int gr)    \
+    {                                                                                 \
+        enum { L = 67 };                                                              \
+        static T A[16][L], x[L], B[L * 64], C[16 * 64], y[16];                        \
+        const T *rows[16];                                                            \
+        Py_ssize_t boff[L];                                                           \
+        unsigned st = 5;                                                              \
+        int acc, i, k, bad;                                                           \
+        for (i = 0; i < 16; i++) {                                                    \
+            rows[i] = A[i];                                                           \
+            for (k = 0; k < L; k++) A[i][k] = (T) uniform(&st);                       \
+        }                                                                             \
+        for (k = 0; k < L; k++) {                                                     \
+            x[k] = (T) uniform(&st);                                                  \
+            boff[k] = k * nr;                                                         \
+            for (i = 0; i < nr; i++) B[k * nr + i] = i ? (T) 0 : x[k];                \
+        }                                                                             \
+        for (acc = 0; acc < 2; acc++) {                                               \
+            char label[96];                                                           \
+            for (i = 0; i < 16; i++) C[i * nr] = y[i] = (T) (0.25 * i);               \
+            gemv(L, rows, x, y, acc);                                                 \
+            gemm_rows(L, rows, B, boff, 0, C, nr, acc);                               \
+            bad = 0;                                                                  \
+            for (i = 0; i < (gr < mr ? gr : mr); i++)                                 \
+                bad += y[i] != C[i * nr];                                             \
+            snprintf(label, sizeof label, "%s accumulate=%d", name, acc);             \
+            report(label, bad ? 1.0 : 0.0, 0.0);                                      \
+        }                                                                             \
+    }
+CHECK_GEMV(float, s)
+CHECK_GEMV(double, d)
 CHECKS(float, s, 1e-4)
 CHECKS(double, d, 1e-12)
 
@@ -108,6 +144,8 @@ CHECKS(double, d, 1e-12)
         check_gemm_##S(#S "_" #ISA "_gemm4", ck_##S##_##ISA##_gemm4,                 \
                        ck_##S##_##ISA##_gemm4_rows, 4, NR4, VL);                     \
         check_dot_##S(#S "_" #ISA "_dot", ck_##S##_##ISA##_dot, DR, DC);             \
+        check_gemv_##S(#S "_" #ISA "_gemv", ck_##S##_##ISA##_gemv,                   \
+                       ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                      \
     } while (0)
 
 int main(void)
@@ -129,8 +167,10 @@ int main(void)
 #else
     check_gemm_s("s_scalar_gemm", ck_s_scalar_gemm, ck_s_scalar_gemm_rows, 4, 4, 4);
     check_dot_s("s_scalar_dot", ck_s_scalar_dot, 2, 2);
+    check_gemv_s("s_scalar_gemv", ck_s_scalar_gemv, ck_s_scalar_gemm_rows, 4, 4, 4);
     check_gemm_d("d_scalar_gemm", ck_d_scalar_gemm, ck_d_scalar_gemm_rows, 4, 4, 4);
     check_dot_d("d_scalar_dot", ck_d_scalar_dot, 2, 2);
+    check_gemv_d("d_scalar_gemv", ck_d_scalar_gemv, ck_d_scalar_gemm_rows, 4, 4, 4);
 #endif
     return failures != 0;
 }
