@@ -110,7 +110,7 @@ def _phases_fill_slivers(f):
 TABLE = {
     "forward": (
         # one output position: every other path pays tiles for what is one product
-        Path("dense", {"operand": "in place", "block": "dot"}, lambda f: f.dense, _always),
+        Path("dense", {"operand": "in place", "block": "rows"}, lambda f: f.dense, _always),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
