@@ -146,7 +146,7 @@ TABLE = {
         Path("depthwise", {"operand": "rows", "block": "none"}, _depthwise,
              _depthwise_rows_pay),
         # one output position: every other path pays tiles for what is one product
-        Path("dense", {"operand": "in place", "block": "dot"}, lambda f: f.dense, _always),
+        Path("dense", {"operand": "in place", "block": "rows"}, lambda f: f.dense, _always),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
