@@ -24,6 +24,9 @@ def cpu_isa() -> str:
 def kernel_info() -> dict[str, Any]:
     """Return the selected micro-kernels: {"isa": name, "float32": {...}, "float64": {...}}."""
 
+def depthwise_isa() -> str:
+    """Return the instruction-set level of the depthwise plane kernels (as kernel_info's "isa")."""
+
 def conv_forward(
     x: _Float,
     weight: _Float,

@@ -20,6 +20,10 @@ on the pass's real axes:
   reductions);
 - **backward_bias**: ``sum``.
 
+Every pass also has ``depthwise``: for layers with one input channel per group, no
+GEMM at all but vectorised rows of each (image, channel) plane, read from a zero-padded
+copy of the plane (``src/conv_depthwise.pxi``).
+
 Every convolution pass also has ``dense``: when the window covers the whole unpadded
 input (one output position per image, as in LeNet's C5 and every Dense layer), the
 pass is one matrix product over the arrays in place (``src/conv_dense.pxi``), with no
@@ -52,6 +56,7 @@ Facts = namedtuple(
         "dense",           # the window covers the whole unpadded input: matrix products
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
+        "groups",          # groups, G
         "reduction",       # Cg * prod(K), the weight gradient's reduction rows
         "mr",              # rows of the wide GEMM block for the dtype
         "nr",              # columns of the GEMM block for the dtype
@@ -66,6 +71,35 @@ Path = namedtuple("Path", ["name", "axes", "valid", "preferred"])
 
 def _always(f):
     return True
+
+
+# One input channel per group: the depthwise path's rows work per (image, channel)
+# plane and add the window's taps along vectors of output positions, with no slab, no
+# packing and no product.  It is preferred for the forward and the weight gradient when a
+# GEMM would have little to block over: several groups (a GEMM per group, each with only
+# prod(K) reduction rows, pays its slab copy and packing per group), or fewer filters
+# than the wide block has rows (the block cannot be filled).  One group of at least mr
+# filters is one well-shaped product, where the GEMM reuses each input load over a block
+# of filters and the rows do not.
+def _depthwise(f):
+    return f.channels == 1
+
+
+def _depthwise_rows_pay(f):
+    return f.channels == 1 and (f.groups > 1 or f.filters < f.mr)
+
+
+# The depthwise input gradient adds Fg * prod(K) taps per input element in the lanes of
+# one row kernel, every tap a load; col2im multiplies W^T (prod(K) x Fg) by grad_y, a
+# GEMM whose reduction runs over the Fg filters, and scatters prod(K) values per
+# position.  Few filters per channel leave that GEMM nothing to reduce over; a GEMM
+# block of them (mr) fills it whatever the number of groups.  Measured on Zen 2 (AVX2,
+# both dtypes, 3x3 and 5x5 2-D windows): one filter per group ran 2-10x col2im's speed
+# at strides 1-4 and 2-4 filters 1.0-3.3x at stride 1, but 6 filters 0.7-1.3x, 32 filters
+# (one group or two) 0.3-0.4x, and a one-position layer of 64 filters (a Dense of one
+# input feature) 0.2x the dense path's.
+def _depthwise_input_pays(f):
+    return f.channels == 1 and f.filters < f.mr
 
 
 # Few filters per group fill the 4-row block better than the wide one.
@@ -109,6 +143,8 @@ def _phases_fill_slivers(f):
 
 TABLE = {
     "forward": (
+        Path("depthwise", {"operand": "rows", "block": "none"}, _depthwise,
+             _depthwise_rows_pay),
         # one output position: every other path pays tiles for what is one product
         Path("dense", {"operand": "in place", "block": "rows"}, lambda f: f.dense, _always),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
@@ -124,6 +160,10 @@ TABLE = {
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
     "backward_input": (
+        # with one channel per group the GEMM formulations have Cg = 1 rows (col2im
+        # would run): the direct correlation of grad_y's rows pays for few filters
+        Path("depthwise", {"formulation": "flipped", "operand": "rows"}, _depthwise,
+             _depthwise_input_pays),
         Path("dense", {"formulation": "col2im", "operand": "in place"}, lambda f: f.dense,
              _always),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
@@ -139,6 +179,8 @@ TABLE = {
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
+        Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
+             _depthwise_rows_pay),
         Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
@@ -176,6 +218,7 @@ def facts(geometry, dtype):
     return Facts(
         filters=w5[0] // groups,
         channels=w5[1],
+        groups=groups,
         reduction=w5[1] * w5[2] * w5[3] * w5[4],
         mr=mr,
         nr=nr,

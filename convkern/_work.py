@@ -9,6 +9,11 @@ from ._threads import get_num_threads
 
 # Multiply-adds * 2 per thread for a convolution pass (about 10 us of work).
 CONV_GRAIN = 2_000_000
+# The same for layers with one input channel per group: with no reduction over channels
+# nothing amortises a load over several multiply-adds (the depthwise path reads an
+# input element per multiply-add and copies each input plane once), so 10 us holds
+# about 8 times fewer of them.
+DEPTHWISE_GRAIN = CONV_GRAIN // 8
 # Window taps (max-pool forward) or gradient elements (backward) per thread.
 POOL_GRAIN = 250_000
 

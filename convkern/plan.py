@@ -23,7 +23,7 @@ from ._validation import (
     nonzero_dims,
     padding_pairs,
 )
-from ._work import CONV_GRAIN, POOL_GRAIN, threads_for
+from ._work import CONV_GRAIN, DEPTHWISE_GRAIN, POOL_GRAIN, threads_for
 
 __all__ = ["ConvPlan", "conv_plan", "BIAS_MODES", "ACTIVATIONS"]
 
@@ -202,7 +202,8 @@ class ConvPlan:
 
     @property
     def num_threads(self):
-        return threads_for(self._flops, CONV_GRAIN)
+        return threads_for(self._flops,
+                           DEPTHWISE_GRAIN if self._facts.channels == 1 else CONV_GRAIN)
 
     def valid_paths(self, pass_name):
         """The paths of ``pass_name`` that compute this geometry correctly, in table order."""

@@ -12,14 +12,16 @@ The module is one compiled unit made of one file per seam:
 - ``conv_weight_grad.pxi``: the slab/im2col x GEMM/dot weight gradients and their
   per-thread scratch layout;
 - ``conv_bias_grad.pxi``: the bias sums;
+- ``conv_depthwise.pxi``: all three passes of layers with one input channel per group,
+  on vectorised rows (dwconv_kernel.h), with no GEMM;
 - this file: the kernel selection, the path codes and what the planner needs to know
   about a geometry (``geometry_facts``, ``scratch_bytes``).
 
 Which path a pass takes is not decided here: the caller passes a path code, chosen by
 the one table of rules in ``convkern/_paths.py`` (or forced by a test).  The only
-choice made here depends on the data: the flipped and phased input gradients multiply
-every weight by grad_y's zero padding too, and 0 * inf would put NaN where the true
-gradient has no term, so non-finite weights take col2im.
+choice made here depends on the data: the flipped, phased and depthwise input gradients
+multiply every weight by grad_y's zero padding too, and 0 * inf would put NaN where the
+true gradient has no term, so non-finite weights take col2im.
 
 Design
 ------
@@ -54,6 +56,8 @@ with no synchronisation:
   shapes, never on the thread count, so the result has the same bits for any number of
   threads.
 - bias gradient: per filter sums, parallel over filters, accumulated in double.
+- one input channel per group (depthwise): no product at all; every pass runs on
+  vectorised rows of its planes (conv_depthwise.pxi).
 
 The micro-kernels (ukernel.h) use the widest vectors of the running CPU.  Accumulation
 is in the input's precision, as in PyTorch.  Every element of every output is computed
@@ -119,22 +123,22 @@ def kernel_info():
 # rules that choose among them; the kernels only run the path they are given.
 PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images",
-                "dense"),
+                "dense", "depthwise"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
-                       "flipped_im2col_images", "dense"),
+                       "flipped_im2col_images", "dense", "depthwise"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
-                        "im2col_gemm_images", "dense"),
+                        "im2col_gemm_images", "dense", "depthwise"),
     "backward_bias": ("sum",),
 }
 cdef enum:
     FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE, FWD_IM2COL_IMAGES,
-    FWD_DENSE
+    FWD_DENSE, FWD_DEPTHWISE
 cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
-    BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE
+    BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
-    BWW_DENSE
+    BWW_DENSE, BWW_DEPTHWISE
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
@@ -151,6 +155,7 @@ include "conv_forward.pxi"
 include "conv_input_grad.pxi"
 include "conv_weight_grad.pxi"
 include "conv_bias_grad.pxi"
+include "conv_depthwise.pxi"
 
 
 cdef Geom geom_of(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride, tuple pad,
@@ -210,6 +215,10 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
     cdef OutLayout out
     cdef Py_ssize_t e, best = 0
     cdef Py_ssize_t nr = block_nr(&KERN, tag)
+    if ((pass_name == "forward" and path == FWD_DEPTHWISE)
+            or (pass_name == "backward_input" and path == BWI_DEPTHWISE)
+            or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
+        return depthwise_scratch(pass_name, g, tag)
     if pass_name == "forward" and path == FWD_DENSE and g.N < nr // block_vl(&KERN, tag):
         return gemv_rows(&KERN, tag) * (sizeof(floating_t) + sizeof(floating_t *))
     if pass_name == "forward" and path == FWD_DENSE:

@@ -30,9 +30,13 @@
 
 
 cdef inline bint dense_fits(const Geom *g) noexcept nogil:
-    """The window covers the whole unpadded input: one output position, a matrix product."""
+    """The window covers the whole unpadded input: one output position, a matrix product
+    (undilated: a dilated window of the input's size skips inputs and reads the padding
+    after them)."""
     return (g.KD == g.D and g.KH == g.H and g.KW == g.W and g.P == 1
-            and g.pd == 0 and g.ph == 0 and g.pw == 0)
+            and g.pd == 0 and g.ph == 0 and g.pw == 0
+            and (g.KD == 1 or g.dd == 1) and (g.KH == 1 or g.dh == 1)
+            and (g.KW == 1 or g.dw == 1))
 
 
 cdef inline Py_ssize_t dense_tile(Py_ssize_t R, Py_ssize_t rows, Py_ssize_t nr,

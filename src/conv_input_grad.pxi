@@ -292,9 +292,9 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     """Fill out (N, C, D, H, W) with the gradient of conv_forward with respect to x.
 
     path: an index in PATHS["backward_input"] that is valid for the geometry (see
-    geometry_facts).  The flipped and phased paths multiply every weight by grad_y's
-    zero padding too, and 0 * inf would put NaN where the true gradient has no term:
-    with non-finite weights they take col2im instead.
+    geometry_facts).  The flipped, phased and depthwise paths multiply every weight by
+    grad_y's zero padding too, and 0 * inf would put NaN where the true gradient has no
+    term: with non-finite weights they take col2im instead.
     """
     cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups, stride, pad,
                             dilation)
@@ -305,6 +305,10 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
         return
     if path != BWI_COL2IM and has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
         path = BWI_COL2IM
+    if path == BWI_DEPTHWISE:
+        depthwise_input_grad_call(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                                  &out[0, 0, 0, 0, 0], nt)
+        return
     if path in (BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_FLIPPED_POINTWISE,
                 BWI_FLIPPED_IM2COL_IMAGES):
         backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,

@@ -477,6 +477,12 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     batch chunks in order, within a chunk over images, tiles and positions in order).
     """
     cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups, stride, pad, dilation)
+    if path == BWW_DEPTHWISE:
+        depthwise_weight_grad_call(&x[0, 0, 0, 0, 0], &grad_y[0, 0, 0, 0, 0], &g,
+                                   &out[0, 0, 0, 0, 0],
+                                   &bias_out[0] if bias_out.shape[0] > 0 else NULL,
+                                   max(1, num_threads))
+        return
     cdef const floating_t *x0 = &x[0, 0, 0, 0, 0]
     cdef const floating_t *gy0 = &grad_y[0, 0, 0, 0, 0]
     cdef floating_t *w0 = &out[0, 0, 0, 0, 0]

@@ -3,7 +3,8 @@
 - the zoo table has at least 40 distinct layer shapes, each with its sources, and
   convkern accepts every geometry with the output shape the bench counts FLOPs for;
 - the zoo and end-to-end reports render from made-up measurements;
-- every end-to-end network equals its PyTorch twin (bench/e2e_nets.check_twins).
+- every end-to-end network equals its PyTorch twin (bench/e2e_nets.check_twins);
+- every layer of bench/depthwise.py plans the depthwise path, and its rows render.
 
 Skipped when bench/ is not next to tests/ (tests run from a copy of tests/ only).
 """
@@ -145,3 +146,22 @@ def test_e2e_network_equals_its_torch_twin(net):
     model = net.build(ck, 0, np.float32)
     twin = e2e_nets.torch_twin(model, len(net.sample) - 1)
     e2e_nets.check_twins(net, model, twin, n=2)
+
+
+def test_depthwise_bench_layers_take_the_depthwise_path_and_rows_render():
+    """bench/depthwise.py: every layer plans depthwise for the three passes it times, the
+    generic path it compares with is another valid row, and a row renders."""
+    pytest.importorskip("torch")
+    import depthwise
+
+    for n, layers in depthwise.SUITES.values():
+        for c, size, stride in layers:
+            plan = depthwise._plan(n, c, size, stride)
+            for p in depthwise.PASSES:
+                assert plan.paths[p] == "depthwise", (n, c, size, stride, p)
+                generic = depthwise._generic(plan, p)
+                assert generic != "depthwise" and generic in plan.valid_paths(p)
+    row = {"suite": "cifar", "layer": "32x32x32 s1", "pass": "forward", 1: (3e-3, 2e-3),
+           2: (2e-3, 1e-3), "cpu": (1.5, 0.5, "slab_narrow")}
+    text = depthwise._format(row, [1, 2])
+    assert "1.50x" in text and "2.00x" in text and "generic slab_narrow: 0.50x" in text

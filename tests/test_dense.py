@@ -30,6 +30,8 @@ def all_threads(monkeypatch):
     ((2, 4, 7), (5, 4, 5), {}, False),                           # three positions
     ((2, 4, 5), (5, 4, 5), dict(padding=1), False),              # padded
     ((2, 4, 5), (5, 4, 5), dict(padding=((0, 2),), stride=2), False),  # padding after: 2
+    # dilated: the taps reach x[0] and x[3], the padding after (found by test_properties)
+    ((2, 2, 2), (1, 2, 2), dict(padding=((0, 2),), dilation=3), False),
 ])
 def test_a_window_covering_the_unpadded_input_plans_dense(x_shape, w_shape, kw, dense):
     plan = ck.conv_plan(x_shape, w_shape, **kw)

@@ -16,8 +16,8 @@ import pytest
 from convkern import _isa
 
 TESTS = Path(__file__).parent
-MATRIX = ["test_paths.py", "test_dense.py", "test_conv.py", "test_pool.py", "test_pool_plans.py",
-          "test_plan.py", "test_config.py"]
+MATRIX = ["test_paths.py", "test_dense.py", "test_conv.py", "test_depthwise.py", "test_pool.py",
+          "test_pool_plans.py", "test_plan.py", "test_config.py"]
 NARROWER = _isa.LEVELS[: _isa.LEVELS.index(_isa.cpu_isa())]
 
 
@@ -39,13 +39,13 @@ def test_conv_and_pool_matrix_under_a_narrower_isa(isa):
 @pytest.mark.parametrize("isa", _isa.LEVELS)
 def test_forcing_an_isa_selects_it_or_refuses_clearly(isa):
     code = ("import convkern, convkern._pool as p, convkern._config as c; "
-            "print(convkern._conv.kernel_info()['isa'], p.kernel_isa(), "
-            "c.get_config()['forced_isa'])")
+            "print(convkern._conv.kernel_info()['isa'], convkern._conv.depthwise_isa(), "
+            "p.kernel_isa(), c.get_config()['forced_isa'])")
     result = _run(["-c", code], isa, timeout=120)
     if isa in NARROWER + (_isa.cpu_isa(),):
         assert result.returncode == 0, result.stderr
-        conv, pool, forced = result.stdout.split()
-        assert conv == isa and pool in (isa, "scalar") and forced == isa
+        conv, depthwise, pool, forced = result.stdout.split()
+        assert conv == isa and depthwise == isa and pool in (isa, "scalar") and forced == isa
     else:
         assert result.returncode != 0
         assert f"CONVKERN_ISA='{isa}', but this CPU supports only" in result.stderr
