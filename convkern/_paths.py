@@ -143,10 +143,10 @@ def _phases_fill_slivers(f):
 
 TABLE = {
     "forward": (
-        Path("depthwise", {"operand": "rows", "block": "none"}, _depthwise,
-             _depthwise_rows_pay),
         # one output position: every other path pays tiles for what is one product
         Path("dense", {"operand": "in place", "block": "rows"}, lambda f: f.dense, _always),
+        Path("depthwise", {"operand": "rows", "block": "none"}, _depthwise,
+             _depthwise_rows_pay),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
@@ -160,12 +160,12 @@ TABLE = {
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
     "backward_input": (
+        Path("dense", {"formulation": "col2im", "operand": "in place"}, lambda f: f.dense,
+             _always),
         # with one channel per group the GEMM formulations have Cg = 1 rows (col2im
         # would run): the direct correlation of grad_y's rows pays for few filters
         Path("depthwise", {"formulation": "flipped", "operand": "rows"}, _depthwise,
              _depthwise_input_pays),
-        Path("dense", {"formulation": "col2im", "operand": "in place"}, lambda f: f.dense,
-             _always),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise, lambda f: _channel_rich(f) and not _small_images(f)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
@@ -179,9 +179,9 @@ TABLE = {
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
+        Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
         Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
              _depthwise_rows_pay),
-        Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
