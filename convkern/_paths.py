@@ -149,9 +149,13 @@ TABLE = {
              _depthwise_rows_pay),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
-             lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_images(f)),
+             lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_output(f)),
         Path("im2col_images", {"operand": "im2col over images", "block": "wide"}, _always,
              lambda f: _small_images(f) and not _few_filters(f)),
+        # one small image: the packed weights would be swept by one tile, so packing
+        # would copy the whole weight to read it once; the rows are read in place
+        Path("im2col_rows", {"operand": "im2col", "block": "weight rows"}, _always,
+             lambda f: f.images == 1 and _small_output(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
              lambda f: f.direct, _few_filters),
         Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct,

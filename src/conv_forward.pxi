@@ -140,6 +140,86 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
                         yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
 
 
+cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floating_t *w,
+                                const floating_t *bias, int bias_mode, int act, floating_t *y,
+                                Py_ssize_t tw, floating_t *scratch, Py_ssize_t *offsets,
+                                const floating_t **ptrs, const Kernels *kern,
+                                int nt) noexcept nogil:
+    """correlate_im2col with the weight's rows read in place (gemm_rows) instead of
+    packed, for calls whose packed weights would be swept by one tile only (one small
+    image): packing copied the whole weight to read it once.  Tasks are (image, group,
+    tile, block of filters), so a single tile still splits over the threads; each split
+    unrolls its tile itself.  Same reduction blocks and order, so the bits of
+    correlate_im2col.  ptrs holds Fg + CK_MR_MAX row pointers per thread."""
+    cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr), plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
+    cdef Py_ssize_t per_thread = im2col_per_thread(tw), step = reduction_step(K)
+    cdef Py_ssize_t fper = blocks_per_split(g.N * g.G * ntiles, fpad // mr, nt)
+    cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
+    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc, f, f0, f1, j
+    cdef floating_t *col
+    cdef floating_t *yrow
+    cdef const floating_t **rows
+    for t in prange(g.N * g.G * ntiles * nsplit, num_threads=nt, schedule="static"):
+        col = scratch + threadid() * per_thread
+        rows = ptrs + threadid() * (g.Fg + CK_MR_MAX)
+        n = t // (g.G * ntiles * nsplit)
+        grp = (t // (ntiles * nsplit)) % g.G
+        p0 = t // nsplit % ntiles * tw
+        pn = min(tw, g.P - p0)
+        f0 = t % nsplit * fper * mr
+        f1 = min(g.Fg, f0 + fper * mr)
+        if f0 >= f1:
+            continue
+        for f in range(f0, f1):
+            rows[f - f0] = w + (grp * g.Fg + f) * K
+            memset(y + (n * g.F + grp * g.Fg + f) * g.P + p0, 0, pn * sizeof(floating_t))
+        for kb in range((K + step - 1) // step):
+            k0 = kb * step
+            kc = min(step, K - k0)
+            im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw)
+            gemm_rows_block(kern, rows, k0, f1 - f0, kc, col, offsets, pn,
+                            y + (n * g.F + grp * g.Fg + f0) * g.P + p0, g.P,
+                            rows + g.Fg, col + KC * tw)
+        if bias_mode != 0 or act != ACT_NONE:
+            for f in range(grp * g.Fg + f0, grp * g.Fg + f1):
+                yrow = y + (n * g.F + f) * g.P + p0
+                if bias_mode == 0:
+                    for j in range(pn):
+                        yrow[j] = activate(yrow[j], act)
+                elif bias_mode == 1:
+                    for j in range(pn):
+                        yrow[j] = activate(yrow[j] + bias[f], act)
+                else:
+                    for j in range(pn):
+                        yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
+
+
+cdef void correlate_im2col_rows_call(const floating_t *x, const Geom *g, const floating_t *w,
+                                     const floating_t *bias, int bias_mode, int act,
+                                     floating_t *y, int nt) except *:
+    """correlate_im2col_rows with its scratch, offsets and row pointers allocated here."""
+    cdef Py_ssize_t tw = tile_width(g.P, block_nr(&KERN, x))
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
+    cdef const floating_t **ptrs = NULL
+    cdef floating_t *scratch = NULL
+    try:
+        ptrs = <const floating_t **> alloc_scratch(nt * (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
+        scratch = <floating_t *> alloc_scratch(nt * im2col_per_thread(tw) * sizeof(floating_t))
+    except MemoryError:
+        free(offsets)
+        free(ptrs)
+        raise
+    row_offsets(offsets, KC, tw)
+    with nogil:
+        correlate_im2col_rows(x, g, w, bias, bias_mode, act, y, tw, scratch, offsets, ptrs,
+                              &KERN, nt)
+    free(scratch)
+    free(ptrs)
+    free(offsets)
+
+
 cdef inline Py_ssize_t images_tile_width(const Geom *g, Py_ssize_t nr, int nt) noexcept nogil:
     """Columns per tile of correlate_im2col_images: the N * P (image, position) columns
     of a group in about 2 * nt tiles (so every thread has work), at most TILE and at
@@ -321,6 +401,11 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
         depthwise_forward_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
                                &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
                                &out[0, 0, 0, 0, 0], max(1, num_threads))
+        return
+    if path == FWD_IM2COL_ROWS:
+        correlate_im2col_rows_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
+                                   &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
+                                   &out[0, 0, 0, 0, 0], max(1, num_threads))
         return
     if path == FWD_DENSE:
         dense_forward_call(&x[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,

@@ -244,10 +244,12 @@ def test_strided_input_gradient_takes_col2im_when_its_stride_phases_are_small():
 def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
     """A single image whose output has fewer than 4 column slivers (4x4 here) would spend
     a third of the slab path's columns on halo: the forward and weight gradient take
-    im2col tiles, the input gradient col2im; a 32x32 image keeps the slab paths."""
+    im2col tiles (the forward reading the weight's rows in place: one tile sweeps them,
+    so packing them would only copy them), the input gradient col2im; a 32x32 image keeps
+    the slab paths."""
     small = ck.conv_plan((1, 256, 4, 4), (512, 256, 3, 3), padding=1)
     large = ck.conv_plan((1, 64, 32, 32), (64, 64, 3, 3), padding=1)
     assert (small.paths["forward"], small.paths["backward_input"],
-            small.paths["backward_weight"]) == ("im2col", "col2im", "im2col_gemm")
+            small.paths["backward_weight"]) == ("im2col_rows", "col2im", "im2col_gemm")
     assert (large.paths["forward"], large.paths["backward_input"],
             large.paths["backward_weight"]) == ("slab", "flipped", "slab_gemm")
