@@ -15,6 +15,8 @@ _Ints5 = tuple[int, int, int, int, int]
 
 # Path names per pass; a path's code is its index (see convkern/_paths.py).
 PATHS: dict[str, tuple[str, ...]]
+# Reduction rows per GEMM block.
+REDUCTION_BLOCK: int
 # Activations the forward applies in its output tile; the code is the index.
 ACTIVATIONS: tuple[str, ...]
 

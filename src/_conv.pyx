@@ -102,6 +102,11 @@ cdef extern from "cpu_isa.h":
     const char *ck_isa_names[]
 
 
+# Reduction rows per GEMM block (gemm.pxd's KC): the im2row weight gradient needs its
+# call's output positions to fit one.
+REDUCTION_BLOCK = KC
+
+
 def cpu_isa():
     """Return the widest instruction-set level the running CPU supports: 'baseline',
     'avx2' or 'avx512' (see src/cpu_isa.h)."""
@@ -127,7 +132,7 @@ PATHS = {
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
                        "flipped_im2col_images", "dense", "depthwise"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
-                        "im2col_gemm_images", "dense", "depthwise"),
+                        "im2col_gemm_images", "dense", "depthwise", "im2row_gemm"),
     "backward_bias": ("sum",),
 }
 cdef enum:
@@ -138,7 +143,7 @@ cdef enum:
     BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
-    BWW_DENSE, BWW_DEPTHWISE
+    BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
@@ -230,6 +235,8 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
                 + (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
     if pass_name == "backward_input" and path == BWI_DENSE:
         return dense_gemm_per_thread(g.Fg, nr) * sizeof(floating_t)
+    if pass_name == "backward_weight" and path == BWW_IM2ROW_GEMM:
+        return dense_gemm_per_thread(g.N * g.P, nr) * sizeof(floating_t)
     if pass_name == "backward_weight" and path == BWW_DENSE:
         return dense_gemm_per_thread(g.N, nr) * sizeof(floating_t)
     if pass_name == "forward":

@@ -301,3 +301,53 @@ cdef void dense_backward_weight(const floating_t *x, const floating_t *gy, const
         with nogil:
             for f in range(g.F):
                 bias_sum(gy + f, g.N, g.F, 1, bias_out + f)
+
+
+# The weight gradient of a call with few output positions in all (N * P at most two
+# reduction blocks, 2 KC; the planner's rule): gw[g] (Fg x K) = gy[g] (Fg x NP) @ rows (NP x K), where row
+# (n, p) holds the input patch that output position p of image n reads (an im2col tile
+# transposed: "im2row").  The GEMM writes gw in its own layout once per reduction block,
+# where the im2col paths write the transposed gradient into per-chunk partials, add
+# them and transpose them: with few positions the output traffic is the cost.
+
+
+cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Geom *g,
+                             floating_t *gw, floating_t *bias_out, int nt) except *:
+    """gw (F x Cg * KK) = per group gy (Fg x N * P) @ im2row (N * P x Cg * KK); bias_out
+    (F,), when not NULL, gets grad_y's sums per filter."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), K = g.Cg * g.KK, NP = g.N * g.P
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr), plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t grp, n, b, i, k, f, row
+    cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * fpad * NP * sizeof(floating_t))
+    cdef floating_t *rows = NULL
+    cdef floating_t *col = NULL
+    try:
+        rows = <floating_t *> alloc_scratch(g.G * NP * K * sizeof(floating_t))
+        col = <floating_t *> alloc_scratch(K * g.P * sizeof(floating_t))
+    except MemoryError:
+        free(apack)
+        free(rows)
+        raise
+    try:
+        with nogil:
+            for grp in range(g.G):
+                # A[f, n * P + p] = gy[n, grp * Fg + f, p], packed in mr-row blocks
+                for b in range(fpad // mr):
+                    for k in range(NP):
+                        for i in range(mr):
+                            row = b * mr + i
+                            apack[grp * fpad * NP + (b * NP + k) * mr + i] = (
+                                gy[(k // g.P * g.F + grp * g.Fg + row) * g.P + k % g.P]
+                                if row < g.Fg else 0)
+                for n in range(g.N):
+                    im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, 0, K, 0, g.P, col, g.P)
+                    transpose(col, g.P, K, g.P, rows + (grp * NP + n * g.P) * K, K)
+        dense_call(apack, fpad * NP, g.Fg, NP, rows, NP * K, K, K, gw, g.Fg * K, K, g.G, nt)
+    finally:
+        free(col)
+        free(rows)
+        free(apack)
+    if bias_out != NULL:
+        with nogil:
+            for f in range(g.F):
+                bias_sum(gy + f * g.P, g.N, g.F * g.P, g.P, bias_out + f)

@@ -11,13 +11,15 @@ some path of the table is valid on none of these geometries (so never exercised)
 tests/test_isa_matrix.py runs this file under every ISA the CPU has.
 """
 
+import math
+
 import numpy as np
 import pytest
 import reference as ref
 from conftest import DTYPES, assert_close
 
 import convkern as ck
-from convkern import _paths
+from convkern import _conv, _paths
 
 # kind: (channels per group, filters per group, groups, kernel, stride, padding, dilation)
 KINDS = {
@@ -203,7 +205,11 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
     assert plan.paths["forward"] == "im2col_images"
     assert plan.paths["backward_input"] == "flipped_im2col_images"
-    assert plan.paths["backward_weight"] == "im2col_gemm_images"
+    # few positions in all take the im2row weight gradient; the image-spanning one is
+    # forced below so that its batch chunks and row blocks are checked
+    few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
+    assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
+    plan = plan.force(backward_weight="im2col_gemm_images")
     single = ck.conv_plan((1,) + x_shape[1:], w_shape, dtype=dtype, padding=1)
     assert single.paths["forward"] != "im2col_images"
     rng = np.random.default_rng(len(spatial) + spatial[0])
@@ -243,13 +249,39 @@ def test_strided_input_gradient_takes_col2im_when_its_stride_phases_are_small():
 
 def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
     """A single image whose output has fewer than 4 column slivers (4x4 here) would spend
-    a third of the slab path's columns on halo: the forward and weight gradient take
+    a third of the slab path's columns on halo: the forward takes
     im2col tiles (the forward reading the weight's rows in place: one tile sweeps them,
-    so packing them would only copy them), the input gradient col2im; a 32x32 image keeps
-    the slab paths."""
+    so packing them would only copy them), the weight gradient rows of patches (16
+    positions in all), the input gradient col2im; a 32x32 image keeps the slab paths."""
     small = ck.conv_plan((1, 256, 4, 4), (512, 256, 3, 3), padding=1)
     large = ck.conv_plan((1, 64, 32, 32), (64, 64, 3, 3), padding=1)
     assert (small.paths["forward"], small.paths["backward_input"],
-            small.paths["backward_weight"]) == ("im2col_rows", "col2im", "im2col_gemm")
+            small.paths["backward_weight"]) == ("im2col_rows", "col2im", "im2row_gemm")
     assert (large.paths["forward"], large.paths["backward_input"],
             large.paths["backward_weight"]) == ("slab", "flipped", "slab_gemm")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, spatial", [(1, (2, 2)), (16, (2, 2)), (3, (5, 7)), (2, (3, 3, 3))])
+def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype, all_threads):
+    """At most two reduction blocks of output positions in the whole call: the weight
+    gradient (and the fused bias gradient) on rows of patches, written once in its own
+    layout; the float64 reference within tolerance, the same bits at 1, 2 and 4
+    threads."""
+    k = len(spatial)
+    x_shape, w_shape = (n, 40) + spatial, (70, 20) + (3,) * k
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1, groups=2)
+    assert plan.paths["backward_weight"] == "im2row_gemm"
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    x64, gy64 = x.astype(np.float64), gy.astype(np.float64)
+    want = ref.conv_backward_weight(x64, gy64, w_shape, padding=1, groups=2)
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        gw, gb = plan.backward_weight_bias(x, gy)
+        assert_close(gw, want, dtype)
+        assert_close(gb, ref.conv_backward_bias(gy64), dtype)
+        first = first or (gw.tobytes(), gb.tobytes())
+        assert (gw.tobytes(), gb.tobytes()) == first
