@@ -141,6 +141,11 @@ def _phases_fill_slivers(f):
     return f.phase_positions >= 4 * f.nr
 
 
+# Few output positions in the whole call: at most two reduction blocks of them.
+def _few_positions(f):
+    return f.images * f.positions <= 2 * _conv.REDUCTION_BLOCK
+
+
 TABLE = {
     "forward": (
         # one output position: every other path pays tiles for what is one product
@@ -170,6 +175,12 @@ TABLE = {
         # would run): the direct correlation of grad_y's rows pays for few filters
         Path("depthwise", {"formulation": "flipped", "operand": "rows"}, _depthwise,
              _depthwise_input_pays),
+        # few output positions in all: col2im's GEMM with grad_y packed and the weight's
+        # rows read in place (col2im packs a transposed copy of the whole weight, which
+        # costs as much as a product over a few positions); its reduction runs over the
+        # filters, so it needs as many as a long reduction (below, the flipped paths)
+        Path("col2im_rows", {"formulation": "col2im", "operand": "weight rows"},
+             _few_positions, lambda f: _few_positions(f) and f.filters >= 4 * f.nr),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise, lambda f: _channel_rich(f) and not _small_images(f)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
@@ -190,8 +201,7 @@ TABLE = {
         # once per reduction block of positions, where the other GEMM paths write it into
         # partials, add them and transpose it (about three writes): with at most two
         # blocks the output traffic, a few multiply-adds per element, is smaller
-        Path("im2row_gemm", {"operand": "im2row", "kernel": "gemm"},
-             lambda f: f.images * f.positions <= 2 * _conv.REDUCTION_BLOCK, _always),
+        Path("im2row_gemm", {"operand": "im2row", "kernel": "gemm"}, _few_positions, _always),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},

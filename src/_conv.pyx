@@ -130,7 +130,7 @@ PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images",
                 "dense", "depthwise", "im2col_rows"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
-                       "flipped_im2col_images", "dense", "depthwise"),
+                       "flipped_im2col_images", "dense", "depthwise", "col2im_rows"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
                         "im2col_gemm_images", "dense", "depthwise", "im2row_gemm"),
     "backward_bias": ("sum",),
@@ -140,7 +140,7 @@ cdef enum:
     FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS
 cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
-    BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE
+    BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE, BWI_COL2IM_ROWS
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
     BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM
@@ -235,6 +235,8 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
                 + (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
     if pass_name == "backward_input" and path == BWI_DENSE:
         return dense_gemm_per_thread(g.Fg, nr) * sizeof(floating_t)
+    if pass_name == "backward_input" and path == BWI_COL2IM_ROWS:
+        return (dense_gemm_per_thread(g.Fg, nr) + g.Cg * g.KK * g.P) * sizeof(floating_t)
     if pass_name == "backward_weight" and path == BWW_IM2ROW_GEMM:
         return dense_gemm_per_thread(g.N * g.P, nr) * sizeof(floating_t)
     if pass_name == "backward_weight" and path == BWW_DENSE:

@@ -351,3 +351,55 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
         with nogil:
             for f in range(g.F):
                 bias_sum(gy + f * g.P, g.N, g.F * g.P, g.P, bias_out + f)
+
+
+# The input gradient of a call with few output positions in all (the same rule):
+# cols^T (N * P x K) = gy^T (N * P x Fg) @ W[g] (Fg x K), W's rows read in place (col2im
+# packs W^T, a transposed copy of the whole weight, which at batch 1 costs as much as the
+# product), then per image transposed and scattered back (col2im_add).
+
+
+cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const Geom *g,
+                              floating_t *gx, int nt) except *:
+    """grad_x (N, C, D, H, W) of a call with few output positions in all, as above."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), K = g.Cg * g.KK, NP = g.N * g.P
+    cdef Py_ssize_t npad = round_up(NP, mr), plane = g.D * g.H * g.W
+    cdef Py_ssize_t grp, n, b, i, f, row, t
+    cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * npad * g.Fg * sizeof(floating_t))
+    cdef floating_t *colst = NULL
+    cdef floating_t *cols
+    cdef floating_t *gxc
+    cdef floating_t *col = NULL
+    try:
+        colst = <floating_t *> alloc_scratch(g.G * NP * K * sizeof(floating_t))
+        col = <floating_t *> alloc_scratch(nt * K * g.P * sizeof(floating_t))
+    except MemoryError:
+        free(apack)
+        free(colst)
+        raise
+    try:
+        with nogil:
+            # A[n * P + p, f] = gy[n, grp * Fg + f, p], packed in mr-row blocks
+            for grp in range(g.G):
+                for b in range(npad // mr):
+                    for f in range(g.Fg):
+                        for i in range(mr):
+                            row = b * mr + i
+                            apack[grp * npad * g.Fg + (b * g.Fg + f) * mr + i] = (
+                                gy[(row // g.P * g.F + grp * g.Fg + f) * g.P + row % g.P]
+                                if row < NP else 0)
+        dense_call(apack, npad * g.Fg, NP, g.Fg, w, g.Fg * K, K, K, colst, NP * K, K, g.G, nt)
+        with nogil:
+            # tasks (image, group) scatter into their own channels of grad_x
+            for t in prange(g.N * g.G, num_threads=nt, schedule="static"):
+                n = t // g.G
+                grp = t % g.G
+                cols = col + threadid() * K * g.P
+                gxc = gx + (n * g.C + grp * g.Cg) * plane
+                memset(gxc, 0, g.Cg * plane * sizeof(floating_t))
+                transpose(colst + (grp * NP + n * g.P) * K, K, g.P, K, cols, g.P)
+                col2im_add(cols, g.P, g, 0, K, 0, g.P, gxc)
+    finally:
+        free(col)
+        free(colst)
+        free(apack)

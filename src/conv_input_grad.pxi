@@ -299,6 +299,10 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups, stride, pad,
                             dilation)
     cdef int nt = max(1, num_threads)
+    if path == BWI_COL2IM_ROWS:  # like col2im: every product is one of the true gradient's
+        backward_input_rows(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
+                            &out[0, 0, 0, 0, 0], nt)
+        return
     if path == BWI_DENSE:  # no padding: non-finite weights meet only real terms
         dense_backward_input(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                              &out[0, 0, 0, 0, 0], nt)

@@ -203,13 +203,17 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     k = len(spatial)
     x_shape, w_shape = (11, 48) + spatial, (filters, 48) + (3,) * k
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
-    assert plan.paths["forward"] == "im2col_images"
-    assert plan.paths["backward_input"] == "flipped_im2col_images"
-    # few positions in all take the im2row weight gradient; the image-spanning one is
-    # forced below so that its batch chunks and row blocks are checked
     few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
+    assert plan.paths["forward"] == "im2col_images"
+    nr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1]
+    assert plan.paths["backward_input"] == (
+        "col2im_rows" if few and filters >= 4 * nr else "flipped_im2col_images")
+    # few positions in all take the im2row weight gradient (and, with enough filters,
+    # the col2im_rows input gradient); the image-spanning paths are forced below so
+    # that their batch chunks and row blocks are checked
     assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
-    plan = plan.force(backward_weight="im2col_gemm_images")
+    plan = plan.force(backward_input="flipped_im2col_images",
+                      backward_weight="im2col_gemm_images")
     single = ck.conv_plan((1,) + x_shape[1:], w_shape, dtype=dtype, padding=1)
     assert single.paths["forward"] != "im2col_images"
     rng = np.random.default_rng(len(spatial) + spatial[0])
@@ -240,7 +244,7 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
 def test_strided_input_gradient_takes_col2im_when_its_stride_phases_are_small():
     """An 8x8 image's stride-2 phases hold 16 positions each (a micro-kernel sliver or
     less): col2im, one product per image; a 64x64 image's phases fill many slivers."""
-    small = ck.conv_plan((16, 256, 8, 8), (512, 256, 3, 3), stride=2, padding=1)
+    small = ck.conv_plan((64, 256, 8, 8), (512, 256, 3, 3), stride=2, padding=1)
     large = ck.conv_plan((16, 64, 64, 64), (64, 64, 3, 3), stride=2, padding=1)
     assert "phased" in small.valid_paths("backward_input")
     assert small.paths["backward_input"] == "col2im"
@@ -252,11 +256,12 @@ def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
     a third of the slab path's columns on halo: the forward takes
     im2col tiles (the forward reading the weight's rows in place: one tile sweeps them,
     so packing them would only copy them), the weight gradient rows of patches (16
-    positions in all), the input gradient col2im; a 32x32 image keeps the slab paths."""
+    positions in all), the input gradient col2im with the weight's rows in place; a 32x32
+    image keeps the slab paths."""
     small = ck.conv_plan((1, 256, 4, 4), (512, 256, 3, 3), padding=1)
     large = ck.conv_plan((1, 64, 32, 32), (64, 64, 3, 3), padding=1)
     assert (small.paths["forward"], small.paths["backward_input"],
-            small.paths["backward_weight"]) == ("im2col_rows", "col2im", "im2row_gemm")
+            small.paths["backward_weight"]) == ("im2col_rows", "col2im_rows", "im2row_gemm")
     assert (large.paths["forward"], large.paths["backward_input"],
             large.paths["backward_weight"]) == ("slab", "flipped", "slab_gemm")
 
@@ -266,8 +271,8 @@ def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
 def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype, all_threads):
     """At most two reduction blocks of output positions in the whole call: the weight
     gradient (and the fused bias gradient) on rows of patches, written once in its own
-    layout; the float64 reference within tolerance, the same bits at 1, 2 and 4
-    threads."""
+    layout, and the input gradient on col2im with the weight's rows in place; the
+    float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
     k = len(spatial)
     x_shape, w_shape = (n, 40) + spatial, (70, 20) + (3,) * k
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1, groups=2)
@@ -277,11 +282,16 @@ def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype,
     gy = rng.standard_normal(plan.y_shape).astype(dtype)
     x64, gy64 = x.astype(np.float64), gy.astype(np.float64)
     want = ref.conv_backward_weight(x64, gy64, w_shape, padding=1, groups=2)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    want_gx = ref.conv_backward_input(gy64, w.astype(np.float64), x_shape, padding=1, groups=2)
+    rows = plan.force(backward_input="col2im_rows")
     first = None
     for nt in (1, 2, 4):
         ck.set_num_threads(nt)
         gw, gb = plan.backward_weight_bias(x, gy)
+        gx = rows.backward_input(gy, w)
         assert_close(gw, want, dtype)
         assert_close(gb, ref.conv_backward_bias(gy64), dtype)
-        first = first or (gw.tobytes(), gb.tobytes())
-        assert (gw.tobytes(), gb.tobytes()) == first
+        assert_close(gx, want_gx, dtype)
+        first = first or (gw.tobytes(), gb.tobytes(), gx.tobytes())
+        assert (gw.tobytes(), gb.tobytes(), gx.tobytes()) == first
