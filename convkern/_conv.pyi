@@ -77,7 +77,7 @@ def geometry_facts(
     dilation: _Ints3,
 ) -> dict[str, bool]:
     """What the path rules need to know: {"direct", "flipped", "flipped_direct", "phased",
-    "pointwise", "dense"}."""
+    "pointwise", "dense", "depthwise"}."""
 
 def scratch_bytes(
     pass_name: str,

@@ -54,6 +54,7 @@ Facts = namedtuple(
         "phased",          # strided: every stride phase has taps and takes the slab path
         "pointwise",       # 1x1, stride 1, no padding: a GEMM over the arrays in place
         "dense",           # the window covers the whole unpadded input: matrix products
+        "depthwise",       # one channel per group, strides and halo the plane copy can take
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
         "groups",          # groups, G
@@ -82,11 +83,11 @@ def _always(f):
 # filters is one well-shaped product, where the GEMM reuses each input load over a block
 # of filters and the rows do not.
 def _depthwise(f):
-    return f.channels == 1
+    return f.depthwise
 
 
 def _depthwise_rows_pay(f):
-    return f.channels == 1 and (f.groups > 1 or f.filters < f.mr)
+    return f.depthwise and (f.groups > 1 or f.filters < f.mr)
 
 
 # The depthwise input gradient adds Fg * prod(K) taps per input element in the lanes of
@@ -99,7 +100,7 @@ def _depthwise_rows_pay(f):
 # (one group or two) 0.3-0.4x, and a one-position layer of 64 filters (a Dense of one
 # input feature) 0.2x the dense path's.
 def _depthwise_input_pays(f):
-    return f.channels == 1 and f.filters < f.mr
+    return f.depthwise and f.filters < f.mr
 
 
 # Few filters per group fill the 4-row block better than the wide one.

@@ -199,6 +199,7 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         "phased": bool(phased_fits(&g)),
         "pointwise": bool(pointwise_fits(&g)),
         "dense": bool(dense_fits(&g)),
+        "depthwise": bool(depthwise_fits(&g)),
     }
 
 

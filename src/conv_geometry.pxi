@@ -206,3 +206,25 @@ cdef inline Py_ssize_t blocks_per_split(Py_ssize_t tasks, Py_ssize_t blocks,
         return max(1, blocks)
     want = min(blocks, (4 * nt + tasks - 1) // tasks)
     return (blocks + want - 1) // want
+
+
+cdef inline bint depthwise_axis_fits(Py_ssize_t X, Py_ssize_t K, Py_ssize_t O, Py_ssize_t s,
+                                     Py_ssize_t p, Py_ssize_t d) noexcept nogil:
+    """One axis of depthwise_fits: a stride the padded copy splits into phases, and a
+    window reach and padding (before, and after as the output implies) of at most TILE."""
+    cdef Py_ssize_t reach
+    if s > MAX_PHASES or K - 1 > TILE or d > TILE or p > TILE:
+        return False
+    reach = (K - 1) * d
+    return reach <= TILE and (O - 1) * s + reach + 1 - X - p <= TILE
+
+
+cdef inline bint depthwise_fits(const Geom *g) noexcept nogil:
+    """The depthwise path applies: one input channel per group, and per axis a stride of at
+    most MAX_PHASES and a bounded halo (its zero-padded plane copy splits rows into the
+    stride's phases and pads them; huge strides, dilations or paddings would make that
+    copy's size overflow)."""
+    return (g.Cg == 1
+            and depthwise_axis_fits(g.D, g.KD, g.OD, g.sd, g.pd, g.dd)
+            and depthwise_axis_fits(g.H, g.KH, g.OH, g.sh, g.ph, g.dh)
+            and depthwise_axis_fits(g.W, g.KW, g.OW, g.sw, g.pw, g.dw))

@@ -185,3 +185,22 @@ def test_depthwise_is_chosen_for_one_channel_per_group(x_shape, f, groups, prefe
     assert (plan.paths["backward_input"] == "depthwise") == input_preferred
     assert (plan.paths["forward"] == "depthwise") == preferred
     assert (plan.paths["backward_weight"] == "depthwise") == preferred
+
+
+def test_depthwise_is_not_valid_for_strides_or_halos_its_plane_copy_cannot_take():
+    """The plane copy splits rows into stride phases and pads them: a huge stride, dilation
+    or padding (which validation allows) would overflow its size, so those layers take
+    the GEMM paths (the fuzzer found heap overflows here under AddressSanitizer)."""
+    huge = 1 << 61
+    for x_shape, w_shape, kw in [
+        ((1, 1, 5), (1, 1, 1), dict(stride=huge)),
+        ((1, 1, 1), (1, 1, 2), dict(stride=huge, padding=1)),
+        ((3, 2), (9, 1, 1), dict(groups=3, stride=huge)),
+        ((1, 4, 9), (4, 1, 3), dict(groups=4, stride=5)),
+        ((1, 4, 9), (4, 1, 3), dict(groups=4, padding=300)),
+    ]:
+        plan = ck.conv_plan(x_shape, w_shape, **kw)
+        for p in ("forward", "backward_input", "backward_weight"):
+            assert "depthwise" not in plan.valid_paths(p), (x_shape, kw, p)
+    assert "depthwise" in ck.conv_plan((1, 4, 9), (4, 1, 3), groups=4, stride=4).valid_paths(
+        "forward")
