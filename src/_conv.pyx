@@ -239,7 +239,7 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
     if pass_name == "backward_input" and path == BWI_COL2IM_ROWS:
         return (dense_gemm_per_thread(g.Fg, nr) + g.Cg * g.KK * g.P) * sizeof(floating_t)
     if pass_name == "backward_weight" and path == BWW_IM2ROW_GEMM:
-        return dense_gemm_per_thread(g.N * g.P, nr) * sizeof(floating_t)
+        return (dense_gemm_per_thread(g.N * g.P, nr) + g.Cg * g.KK * g.P) * sizeof(floating_t)
     if pass_name == "backward_weight" and path == BWW_DENSE:
         return dense_gemm_per_thread(g.N, nr) * sizeof(floating_t)
     if pass_name == "forward":

@@ -317,13 +317,14 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
     (F,), when not NULL, gets grad_y's sums per filter."""
     cdef Py_ssize_t mr = block_mr(&KERN, gy), K = g.Cg * g.KK, NP = g.N * g.P
     cdef Py_ssize_t fpad = round_up(g.Fg, mr), plane_in = g.D * g.H * g.W
-    cdef Py_ssize_t grp, n, b, i, k, f, row
+    cdef Py_ssize_t grp, n, b, i, k, f, row, t
     cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * fpad * NP * sizeof(floating_t))
     cdef floating_t *rows = NULL
     cdef floating_t *col = NULL
+    cdef floating_t *cols
     try:
         rows = <floating_t *> alloc_scratch(g.G * NP * K * sizeof(floating_t))
-        col = <floating_t *> alloc_scratch(K * g.P * sizeof(floating_t))
+        col = <floating_t *> alloc_scratch(nt * K * g.P * sizeof(floating_t))
     except MemoryError:
         free(apack)
         free(rows)
@@ -339,9 +340,13 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
                             apack[grp * fpad * NP + (b * NP + k) * mr + i] = (
                                 gy[(k // g.P * g.F + grp * g.Fg + row) * g.P + k % g.P]
                                 if row < g.Fg else 0)
-                for n in range(g.N):
-                    im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, 0, K, 0, g.P, col, g.P)
-                    transpose(col, g.P, K, g.P, rows + (grp * NP + n * g.P) * K, K)
+            # tasks (group, image) unroll and transpose their own rows of patches
+            for t in prange(g.G * g.N, num_threads=nt, schedule="static"):
+                grp = t // g.N
+                n = t % g.N
+                cols = col + threadid() * K * g.P
+                im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, 0, K, 0, g.P, cols, g.P)
+                transpose(cols, g.P, K, g.P, rows + (grp * NP + n * g.P) * K, K)
         dense_call(apack, fpad * NP, g.Fg, NP, rows, NP * K, K, K, gw, g.Fg * K, K, g.G, nt)
     finally:
         free(col)
