@@ -17,7 +17,10 @@ on the pass's real axes:
   several images (``im2col_gemm_images``, reduced block of rows by block of rows over a
   batch chunk), times the micro-kernel, ``gemm`` (the operand's rows against the
   transposed grad_y) or ``dot`` (rows of grad_y against the operand's rows, for short
-  reductions);
+  reductions); ``im2row_gemm`` (packed grad_y against rows of patches, for a few
+  positions in all) and ``channels_last_gemm`` (packed grad_y against runs of a
+  channels-last copy of the input read in place, reduced over the positions of a chunk
+  of images, ``src/conv_weight_grad_channels_last.pxi``);
 - **backward_bias**: ``sum``.
 
 Every pass also has ``depthwise``: for layers with one input channel per group, no
@@ -55,6 +58,7 @@ Facts = namedtuple(
         "pointwise",       # 1x1, stride 1, no padding: a GEMM over the arrays in place
         "dense",           # the window covers the whole unpadded input: matrix products
         "depthwise",       # one channel per group, strides and halo the plane copy can take
+        "channels_last",   # halos the channels-last weight gradient's slab can take
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
         "groups",          # groups, G
@@ -64,6 +68,9 @@ Facts = namedtuple(
         "images",          # N, the batch
         "positions",       # output positions per image, prod(O)
         "phase_positions",  # input positions per image in one stride phase, prod(ceil(X / s))
+        "read_positions",  # input positions per image the window reads, padding included
+        "channel_run",     # values per run of the channels-last input: KW * Cg, or Cg if dilated
+        "taps",            # prod(K), the window's taps
     ],
 )
 
@@ -147,6 +154,29 @@ def _few_positions(f):
     return f.images * f.positions <= 2 * _conv.REDUCTION_BLOCK
 
 
+# The channels-last weight gradient (src/conv_weight_grad_channels_last.pxi) is one GEMM
+# with grad_y's filters as rows and runs of the channels-last input as columns, reduced
+# over every output position of a chunk of images.  Its blocks fill when there are filters
+# for several row blocks (each B sliver it reads from the slab serves every block of
+# filters) and at least two column slivers per run.  It pays against the per-image slab
+# paths when an image is small (the slab paths' reductions are one image's positions
+# plus halo, and each image sweeps the whole partial gradient) or the batch is one image
+# (the slab paths then split the reduction rows among the threads, each copying the
+# slab); with a batch of large images, each copied whole before the product reads it,
+# the slab paths' per-image slab stays in cache and they win.  Small: the input
+# positions the window reads fit in four reduction blocks.
+def _channels_last_fills(f):
+    return (f.channels_last and f.filters >= 4 * f.mr and f.channel_run >= 2 * f.nr
+            and (f.images == 1 or f.read_positions < 4 * _conv.REDUCTION_BLOCK))
+
+
+# With a few positions in all (fewer than half a reduction block) and a window of several
+# taps, the channels-last GEMM's gradient, written channels-last and transposed, costs
+# more than the product; im2row writes it once in its own layout.
+def _few_positions_for_taps(f):
+    return f.taps > 1 and f.images * f.positions < _conv.REDUCTION_BLOCK // 2
+
+
 TABLE = {
     "forward": (
         # one output position: every other path pays tiles for what is one product
@@ -202,6 +232,9 @@ TABLE = {
         # once per reduction block of positions, where the other GEMM paths write it into
         # partials, add them and transpose it (about three writes): with at most two
         # blocks the output traffic, a few multiply-adds per element, is smaller
+        Path("channels_last_gemm", {"operand": "channels-last slab", "kernel": "gemm"},
+             lambda f: f.channels_last,
+             lambda f: _channels_last_fills(f) and not _few_positions_for_taps(f)),
         Path("im2row_gemm", {"operand": "im2row", "kernel": "gemm"}, _few_positions, _always),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),
@@ -246,6 +279,10 @@ def facts(geometry, dtype):
         images=x5[0],
         positions=y5[2] * y5[3] * y5[4],
         phase_positions=math.prod(-(-x // s) for x, s in zip(x5[2:], geometry[4])),
+        read_positions=math.prod((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                                 zip(y5[2:], geometry[4], w5[2:], geometry[6])),
+        channel_run=w5[1] * w5[4] if w5[4] == 1 or geometry[6][2] == 1 else w5[1],
+        taps=w5[2] * w5[3] * w5[4],
         **_conv.geometry_facts(*geometry),
     )
 

@@ -11,6 +11,8 @@ The module is one compiled unit made of one file per seam:
 - ``conv_input_grad.pxi``: the flipped, phased and col2im input gradients;
 - ``conv_weight_grad.pxi``: the slab/im2col x GEMM/dot weight gradients and their
   per-thread scratch layout;
+- ``conv_weight_grad_channels_last.pxi``: the weight gradient as one GEMM per group over
+  a channels-last copy of the input, reduced over a chunk of images' positions;
 - ``conv_bias_grad.pxi``: the bias sums;
 - ``conv_depthwise.pxi``: all three passes of layers with one input channel per group,
   on vectorised rows (dwconv_kernel.h), with no GEMM;
@@ -54,7 +56,10 @@ with no synchronisation:
   place against an im2col tile.  Each batch chunk sums into its own partial
   and the partials are added in chunk order.  The chunks depend only on N and the
   shapes, never on the thread count, so the result has the same bits for any number of
-  threads.
+  threads.  Or, channel-rich: grad_w[g] (Fg x KK * Cg, channels-last) += gy (Fg x R) @ B, where
+  B's rows are the windows of R output positions of a chunk of images in a
+  channels-last copy of the input, read in place (runs of KW * Cg values), with no halo
+  and no partials.
 - bias gradient: per filter sums, parallel over filters, accumulated in double.
 - one input channel per group (depthwise): no product at all; every pass runs on
   vectorised rows of its planes (conv_depthwise.pxi).
@@ -65,11 +70,11 @@ by the same sequence of operations whatever thread runs it.
 """
 
 from cython.parallel cimport prange, threadid
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
-from geometry cimport Geom
+from geometry cimport Geom, position
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
                    gemm_rows_block, dot_block, gemv_block, KC, CK_MR_MAX, CK_NR_MAX)
@@ -132,7 +137,8 @@ PATHS = {
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
                        "flipped_im2col_images", "dense", "depthwise", "col2im_rows"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
-                        "im2col_gemm_images", "dense", "depthwise", "im2row_gemm"),
+                        "im2col_gemm_images", "dense", "depthwise", "im2row_gemm",
+                        "channels_last_gemm"),
     "backward_bias": ("sum",),
 }
 cdef enum:
@@ -143,7 +149,7 @@ cdef enum:
     BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE, BWI_COL2IM_ROWS
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
-    BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM
+    BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
@@ -159,6 +165,7 @@ include "conv_dense.pxi"
 include "conv_forward.pxi"
 include "conv_input_grad.pxi"
 include "conv_weight_grad.pxi"
+include "conv_weight_grad_channels_last.pxi"
 include "conv_bias_grad.pxi"
 include "conv_depthwise.pxi"
 
@@ -188,7 +195,9 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         input gradient runs phase by phase on the slab path; ``pointwise``: a 1x1,
         stride-1, unpadded layer, a plain GEMM per image over the arrays in place;
         ``dense``: the window covers the whole unpadded input (one output position),
-        every pass a matrix product over the arrays in place.
+        every pass a matrix product over the arrays in place; ``depthwise``: one
+        channel per group and halos the depthwise plane copy takes; ``channels_last``:
+        halos the channels-last weight gradient's slab takes.
     """
     cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
     cdef Geom t = flipped_geom(&g)
@@ -200,6 +209,7 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         "pointwise": bool(pointwise_fits(&g)),
         "dense": bool(dense_fits(&g)),
         "depthwise": bool(depthwise_fits(&g)),
+        "channels_last": bool(channels_last_fits(&g)),
     }
 
 
@@ -240,6 +250,8 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
         return (dense_gemm_per_thread(g.Fg, nr) + g.Cg * g.KK * g.P) * sizeof(floating_t)
     if pass_name == "backward_weight" and path == BWW_IM2ROW_GEMM:
         return (dense_gemm_per_thread(g.N * g.P, nr) + g.Cg * g.KK * g.P) * sizeof(floating_t)
+    if pass_name == "backward_weight" and path == BWW_CHANNELS_LAST_GEMM:
+        return channels_last_scratch(g, tag)
     if pass_name == "backward_weight" and path == BWW_DENSE:
         return dense_gemm_per_thread(g.N, nr) * sizeof(floating_t)
     if pass_name == "forward":

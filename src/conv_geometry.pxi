@@ -27,6 +27,15 @@ cdef void *alloc_scratch(Py_ssize_t nbytes) except NULL:
     return p
 
 
+cdef void *alloc_uninit(Py_ssize_t nbytes) except NULL:
+    """Scratch that the caller writes in full before reading it: malloc, no zeroing (a
+    large calloc zero-fills reused heap memory, a whole extra pass over it)."""
+    cdef void *p = malloc(<size_t> max(nbytes, 1))
+    if p == NULL:
+        raise MemoryError(f"convkern: cannot allocate {nbytes} bytes of scratch")
+    return p
+
+
 cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil:
     """True if any of v[0 .. n) is NaN or infinite (v - v is then NaN)."""
     cdef int bad = 0

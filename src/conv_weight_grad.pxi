@@ -500,6 +500,10 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     if path == BWW_IM2ROW_GEMM:
         weight_grad_im2row(x0, gy0, &g, w0, &bias_out[0] if bias_out.shape[0] else NULL, nt)
         return
+    if path == BWW_CHANNELS_LAST_GEMM:
+        weight_grad_channels_last(x0, gy0, &g, w0, &bias_out[0] if bias_out.shape[0] else NULL,
+                                  nt)
+        return
     if path == BWW_DENSE:
         dense_backward_weight(x0, gy0, &g, w0, &bias_out[0] if bias_out.shape[0] else NULL,
                               nt)

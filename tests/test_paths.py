@@ -208,10 +208,13 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     nr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1]
     assert plan.paths["backward_input"] == (
         "col2im_rows" if few and filters >= 4 * nr else "flipped_im2col_images")
-    # few positions in all take the im2row weight gradient (and, with enough filters,
-    # the col2im_rows input gradient); the image-spanning paths are forced below so
-    # that their batch chunks and row blocks are checked
-    assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
+    # few positions in all take, with enough filters, the col2im_rows input gradient;
+    # fewer than half a reduction block of them the im2row weight gradient, more the
+    # channels-last GEMM over the stacked images; the image-spanning paths are forced
+    # below so that their batch chunks and row blocks are checked
+    assert plan.paths["backward_weight"] == (
+        "im2row_gemm" if 11 * math.prod(spatial) < _conv.REDUCTION_BLOCK // 2
+        else "channels_last_gemm")
     plan = plan.force(backward_input="flipped_im2col_images",
                       backward_weight="im2col_gemm_images")
     single = ck.conv_plan((1,) + x_shape[1:], w_shape, dtype=dtype, padding=1)
@@ -257,13 +260,14 @@ def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
     im2col tiles (the forward reading the weight's rows in place: one tile sweeps them,
     so packing them would only copy them), the weight gradient rows of patches (16
     positions in all), the input gradient col2im with the weight's rows in place; a 32x32
-    image keeps the slab paths."""
+    image keeps the slab paths, but for the weight gradient, where one image gives the
+    slab path little to split among threads, the channels-last GEMM."""
     small = ck.conv_plan((1, 256, 4, 4), (512, 256, 3, 3), padding=1)
     large = ck.conv_plan((1, 64, 32, 32), (64, 64, 3, 3), padding=1)
     assert (small.paths["forward"], small.paths["backward_input"],
             small.paths["backward_weight"]) == ("im2col_rows", "col2im_rows", "im2row_gemm")
     assert (large.paths["forward"], large.paths["backward_input"],
-            large.paths["backward_weight"]) == ("slab", "flipped", "slab_gemm")
+            large.paths["backward_weight"]) == ("slab", "flipped", "channels_last_gemm")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -271,12 +275,15 @@ def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
 def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype, all_threads):
     """At most two reduction blocks of output positions in the whole call: the weight
     gradient (and the fused bias gradient) on rows of patches, written once in its own
-    layout, and the input gradient on col2im with the weight's rows in place; the
-    float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
+    layout (planned with fewer than half a block of them, forced otherwise), and the
+    input gradient on col2im with the weight's rows in place; the float64 reference
+    within tolerance, the same bits at 1, 2 and 4 threads."""
     k = len(spatial)
     x_shape, w_shape = (n, 40) + spatial, (70, 20) + (3,) * k
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1, groups=2)
-    assert plan.paths["backward_weight"] == "im2row_gemm"
+    if n * math.prod(spatial) < _conv.REDUCTION_BLOCK // 2:
+        assert plan.paths["backward_weight"] == "im2row_gemm"
+    plan = plan.force(backward_weight="im2row_gemm")
     rng = np.random.default_rng(n)
     x = rng.standard_normal(x_shape).astype(dtype)
     gy = rng.standard_normal(plan.y_shape).astype(dtype)
