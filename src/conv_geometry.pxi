@@ -49,14 +49,12 @@ cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil
 
 cdef inline void transpose(const floating_t *src, Py_ssize_t lds, Py_ssize_t rows,
                            Py_ssize_t cols, floating_t *dst, Py_ssize_t ldd) noexcept nogil:
-    """dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, in 16 x 16 blocks
-    so that both sides stay in L1."""
-    cdef Py_ssize_t i0, j0, i, j
-    for j0 in range(0, cols, 16):
-        for i0 in range(0, rows, 16):
-            for j in range(j0, min(j0 + 16, cols)):
-                for i in range(i0, min(i0 + 16, rows)):
-                    dst[j * ldd + i] = src[i * lds + j]
+    """dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (the running CPU's
+    transpose kernel: vector blocks transposed in registers)."""
+    if floating_t is float:
+        KERN.s.transpose(src, lds, rows, cols, dst, ldd)
+    else:
+        KERN.d.transpose(src, lds, rows, cols, dst, ldd)
 
 
 cdef inline Py_ssize_t tile_width(Py_ssize_t P, Py_ssize_t nr) noexcept nogil:

@@ -28,15 +28,20 @@ cdef extern from "ukernel.h":
                               float *) noexcept nogil
     ctypedef void (*ck_gemv_s)(Py_ssize_t, const float * const *, const float *, float *,
                                int) noexcept nogil
+    ctypedef void (*ck_transpose_s)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *,
+                                    Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dot_d)(Py_ssize_t, const double * const *, const double * const *,
                               double *) noexcept nogil
     ctypedef void (*ck_gemv_d)(Py_ssize_t, const double * const *, const double *, double *,
                                int) noexcept nogil
+    ctypedef void (*ck_transpose_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *,
+                                    Py_ssize_t) noexcept nogil
     ctypedef struct ck_kernels_s:
         ck_gemm_s gemm
         ck_gemm_rows_s gemm_rows
         ck_dot_s dot
         ck_gemv_s gemv
+        ck_transpose_s transpose
         int mr, nr, vl, dr, dc, gr
         const char *name
     ctypedef struct ck_kernels_d:
@@ -44,6 +49,7 @@ cdef extern from "ukernel.h":
         ck_gemm_rows_d gemm_rows
         ck_dot_d dot
         ck_gemv_d gemv
+        ck_transpose_d transpose
         int mr, nr, vl, dr, dc, gr
         const char *name
     void ck_select_s(ck_kernels_s *k, ck_kernels_s *k4) noexcept nogil

@@ -7,7 +7,9 @@
  * - dot (ukernel_dot_template.h): a DR x DC block of sums of products of rows that
  *   are both contiguous along the reduction;
  * - gemv (ukernel_gemv_template.h): VL rows read in place times one vector, each row
- *   one chain with the GEMM's bits (products with a single column).
+ *   one chain with the GEMM's bits (products with a single column);
+ * - transpose (ukernel_transpose_template.h): a matrix copied transposed, VL x VL blocks
+ *   in registers.
  *
  * Wheels are compiled for the baseline ISA (no -march=native); the x86-64 kernels for
  * AVX2+FMA and AVX-512 are compiled with per-function target attributes, under gcc and
@@ -38,11 +40,14 @@
                                      int);                                           \
     typedef void (*ck_dot_##S)(Py_ssize_t, const T *const *, const T *const *, T *);  \
     typedef void (*ck_gemv_##S)(Py_ssize_t, const T *const *, const T *, T *, int);   \
+    typedef void (*ck_transpose_##S)(const T *, Py_ssize_t, Py_ssize_t, Py_ssize_t,   \
+                                     T *, Py_ssize_t);                               \
     typedef struct {                                                                 \
         ck_gemm_##S gemm;                                                            \
         ck_gemm_rows_##S gemm_rows;                                                  \
         ck_dot_##S dot;                                                              \
         ck_gemv_##S gemv;                                                            \
+        ck_transpose_##S transpose;                                                  \
         int mr, nr, vl, dr, dc, gr;                                                  \
         const char *name;                                                            \
     } ck_kernels_##S;
@@ -215,12 +220,21 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
         for (i = 0; i < 4; i++)                                                      \
             y[i] = accumulate ? acc[i] + y[i] : acc[i];                              \
     }                                                                                \
+    static void ck_##S##_scalar_transpose(const T *src, Py_ssize_t lds, Py_ssize_t rows, \
+                                          Py_ssize_t cols, T *dst, Py_ssize_t ldd)   \
+    {                                                                                \
+        Py_ssize_t i, j;                                                             \
+        for (j = 0; j < cols; j++)                                                   \
+            for (i = 0; i < rows; i++)                                               \
+                dst[j * ldd + i] = src[i * lds + j];                                 \
+    }                                                                                \
     static void ck_select_##S(ck_kernels_##S *k, ck_kernels_##S *k4)                 \
     {                                                                                \
         k->gemm = ck_##S##_scalar_gemm;                                              \
         k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
         k->dot = ck_##S##_scalar_dot;                                                \
         k->gemv = ck_##S##_scalar_gemv;                                              \
+        k->transpose = ck_##S##_scalar_transpose;                                    \
         k->mr = 4; k->nr = 4; k->vl = 4; k->dr = 2; k->dc = 2; k->gr = 4;            \
         k->name = "scalar";                                                          \
         *k4 = *k; /* the 4 x 4 block already is narrow */                            \

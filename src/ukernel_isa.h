@@ -5,7 +5,7 @@
  * CKI_NV (the wide GEMM block, MR x NV vectors), CKI_NV4 (the narrow GEMM block:
  * 4 x NV4 vectors, for products with at most 4 rows), CKI_DR and CKI_DC (the dot
  * block).  Defines
- * ck_<S>_<ISA>_{gemm,gemm_rows,gemm4,gemm4_rows,dot,gemv} and
+ * ck_<S>_<ISA>_{gemm,gemm_rows,gemm4,gemm4_rows,dot,gemv,transpose} and
  * ck_<S>_<ISA>_select(wide, narrow), which fills both kernel sets.
  */
 #define CKI_CAT2(a, b, c, d) a##_##b##_##c##_##d
@@ -60,6 +60,12 @@
 #define UK_VL CKI_VL
 #define UK_ATTR CKI_ATTR
 #include "ukernel_gemv_template.h"
+#define UKT_NAME CKI_FN(transpose)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_ATTR CKI_ATTR
+#include "ukernel_transpose_template.h"
 
 static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
 {
@@ -73,6 +79,7 @@ static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
     narrow->nr = CKI_NV4 * CKI_VL;
     wide->dot = narrow->dot = CKI_FN(dot);
     wide->gemv = narrow->gemv = CKI_FN(gemv);
+    wide->transpose = narrow->transpose = CKI_FN(transpose);
     wide->gr = narrow->gr = CKI_VL;
     wide->vl = narrow->vl = CKI_VL;
     wide->dr = narrow->dr = CKI_DR;

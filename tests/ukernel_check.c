@@ -134,6 +134,32 @@ static void report(const char *name, double err, double tol)
     }
 CHECK_GEMV(float, s)
 CHECK_GEMV(double, d)
+
+/* The transpose kernel must copy every element of every shape to its transposed place
+ * (whole vector blocks, ragged rows and columns, leading dimensions wider than the
+ * shape) and write nothing else. */
+#define CHECK_TRANSPOSE(T, S)                                                         \
+    static void check_transpose_##S(const char *name, ck_transpose_##S transpose)     \
+    {                                                                                 \
+        enum { LD = 53 };                                                             \
+        static T src[LD * LD], dst[LD * LD];                                          \
+        int rows, cols, i, j, bad = 0;                                                \
+        for (i = 0; i < LD * LD; i++) src[i] = (T) i;                                 \
+        for (rows = 0; rows <= 40; rows += (rows < 20 ? 1 : 7))                       \
+            for (cols = 0; cols <= 40; cols += (cols < 20 ? 1 : 9)) {                 \
+                for (i = 0; i < LD * LD; i++) dst[i] = (T) -1;                        \
+                transpose(src + 3, LD, rows, cols, dst + 1, LD - 2);                  \
+                for (j = 0; j < LD; j++)                                              \
+                    for (i = 0; i < LD - 2; i++) {                                    \
+                        T want = (i < rows && j < cols) ? src[3 + i * LD + j] : (T) -1; \
+                        if (j * (LD - 2) + i + 1 < LD * LD)                           \
+                            bad += dst[1 + j * (LD - 2) + i] != want;                 \
+                    }                                                                 \
+            }                                                                         \
+        report(name, bad ? 1.0 : 0.0, 0.0);                                           \
+    }
+CHECK_TRANSPOSE(float, s)
+CHECK_TRANSPOSE(double, d)
 CHECKS(float, s, 1e-4)
 CHECKS(double, d, 1e-12)
 
@@ -146,6 +172,7 @@ CHECKS(double, d, 1e-12)
         check_dot_##S(#S "_" #ISA "_dot", ck_##S##_##ISA##_dot, DR, DC);             \
         check_gemv_##S(#S "_" #ISA "_gemv", ck_##S##_##ISA##_gemv,                   \
                        ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                      \
+        check_transpose_##S(#S "_" #ISA "_transpose", ck_##S##_##ISA##_transpose);   \
     } while (0)
 
 int main(void)
@@ -171,6 +198,8 @@ int main(void)
     check_gemm_d("d_scalar_gemm", ck_d_scalar_gemm, ck_d_scalar_gemm_rows, 4, 4, 4);
     check_dot_d("d_scalar_dot", ck_d_scalar_dot, 2, 2);
     check_gemv_d("d_scalar_gemv", ck_d_scalar_gemv, ck_d_scalar_gemm_rows, 4, 4, 4);
+    check_transpose_s("s_scalar_transpose", ck_s_scalar_transpose);
+    check_transpose_d("d_scalar_transpose", ck_d_scalar_transpose);
 #endif
     return failures != 0;
 }
