@@ -235,6 +235,7 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
     cdef floating_t *apack = NULL
     cdef floating_t *slab = NULL
     cdef floating_t *cmat = NULL
+    cdef floating_t *cmat_raw = NULL
     cdef floating_t *edge = NULL
     cdef Py_ssize_t *boff = NULL
     cdef double *bsum = NULL
@@ -246,7 +247,13 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
         boff = <Py_ssize_t *> alloc_scratch(L.per_chunk * g.P * sizeof(Py_ssize_t))
         edge = <floating_t *> alloc_scratch(nt * CK_MR_MAX * CK_NR_MAX * sizeof(floating_t))
         # a 1x1 window's channels-last gradient is the gradient itself
-        cmat = gw if g.KK == 1 else <floating_t *> alloc_uninit(g.F * K * sizeof(floating_t))
+        # 64-byte aligned: the threads' column ranges (whole slivers) then meet at cache
+        # line boundaries when a row is a whole number of lines
+        if g.KK > 1:
+            cmat_raw = <floating_t *> alloc_uninit(g.F * K * sizeof(floating_t) + 64)
+            cmat = <floating_t *> ((<size_t> cmat_raw + 63) // 64 * 64)
+        else:
+            cmat = gw
         if bias_out != NULL:
             bsum = <double *> alloc_scratch(g.N * g.F * sizeof(double))
         with nogil:
@@ -274,8 +281,7 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
                     bias_out[f] = <floating_t> acc
     finally:
         free(bsum)
-        if cmat != gw:
-            free(cmat)
+        free(cmat_raw)
         free(edge)
         free(boff)
         free(slab)

@@ -302,3 +302,60 @@ def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype,
         assert_close(gx, want_gx, dtype)
         first = first or (gw.tobytes(), gb.tobytes(), gx.tobytes())
         assert (gw.tobytes(), gb.tobytes(), gx.tobytes()) == first
+
+
+def test_weight_gradient_of_a_pointwise_projection_takes_im2col():
+    """A 1x1 layer with fewer filters than channels and many positions per image
+    (MobileNet's projections): im2col is a copy of x and its GEMM puts the channels on the
+    micro-kernel's rows; an expansion (more filters than channels) keeps the
+    channels-last GEMM at batch 1."""
+    project = ck.conv_plan((1, 144, 56, 56), (24, 144, 1, 1))
+    expand = ck.conv_plan((1, 64, 14, 14), (384, 64, 1, 1))
+    assert project.paths["backward_weight"] == "im2col_gemm"
+    assert expand.paths["backward_weight"] == "channels_last_gemm"
+
+
+def test_channels_last_weight_gradient_follows_the_partial_gradient_and_the_l2_cache(
+        monkeypatch):
+    """A batch of large images keeps the per-image slab path while its Cg * prod(K) x Fg
+    partial gradient fits in half the L2 cache, and takes the channels-last GEMM when it
+    does not; the cache size is read from the OS (a positive number of bytes)."""
+    assert isinstance(_paths.L2_BYTES, int) and _paths.L2_BYTES > 0
+    shape = ((4, 64, 32, 32), (64, 64, 3, 3))      # partial 576 x 64 x 4 = 144 KiB
+    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 20)
+    assert ck.conv_plan(*shape, padding=1).paths["backward_weight"] == "slab_gemm"
+    monkeypatch.setattr(_paths, "L2_BYTES", 256 << 10)
+    assert ck.conv_plan(*shape, padding=1).paths["backward_weight"] == "channels_last_gemm"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    # (x shape, weight shape, stride, padding, dilation, groups)
+    ((3, 5, 9, 11), (26, 5, 3, 3), 1, 1, 1, 1),            # runs of 15: one ragged sliver
+    ((2, 12, 7, 13), (26, 6, 3, 2), (2, 1), (0, 1), 1, 2),  # grouped, strided, odd window
+    ((2, 8, 41), (30, 8, 3), 2, 3, 3),                     # dilated: one run per tap
+    ((1, 6, 5, 4, 6), (24, 6, 3, 1, 2), 1, (1, 0, 1), (2, 1, 1), 1),  # 3-D, KW dilated 1
+    ((4, 16, 3, 3), (40, 16, 3, 3), 1, 2, 1, 1),           # padding past the input
+])
+def test_channels_last_weight_gradient_on_ragged_runs(case, dtype, all_threads):
+    """The channels-last weight gradient (and its fused bias gradient), forced: runs that
+    end mid-sliver (their last sliver reads past the run into dropped columns), strides,
+    groups, dilation (one run per tap), 3-D, padding wider than the window's reach; the
+    float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
+    x_shape, w_shape, stride, padding, dilation, groups = (case + (1,))[:6]
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    assert "channels_last_gemm" in plan.valid_paths("backward_weight")
+    forced = plan.force(backward_weight="channels_last_gemm")
+    rng = np.random.default_rng(len(x_shape) + w_shape[0])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    want = ref.conv_backward_weight(x.astype(np.float64), gy.astype(np.float64), w_shape, **kw)
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        gw, gb = forced.backward_weight_bias(x, gy)
+        assert_close(gw, want, dtype)
+        assert_close(gb, ref.conv_backward_bias(gy.astype(np.float64)), dtype)
+        first = first or (gw.tobytes(), gb.tobytes())
+        assert (gw.tobytes(), gb.tobytes()) == first
