@@ -16,7 +16,7 @@
 # runs over every output position of a chunk of images (gemm.pxd's equal KC blocks, chunk
 # after chunk), so there is no halo to drop (the slab paths compute the padded row width)
 # and one image's few positions never cap a reduction block.  The channels-last gradient
-# is transposed into (F, Cg, KD, KH, KW) at the end (a 1x1 window needs none).
+# is transposed into (F, Cg, KD, KH, KW) at the end (a 1x1 window's is copied).
 #
 # Lanes: a run fills whole column slivers when it is a multiple of nr values long; its
 # last sliver reads up to nr - 1 values past the run (the next position's channels, or
@@ -54,11 +54,13 @@ cdef inline bint channels_last_fits(const Geom *g) noexcept nogil:
 cdef struct ClLayout:
     # The slab's extent per axis (the input positions the window reads, padding
     # included) and positions per image; B's runs (columns per run, runs per group);
+    # the channels-last gradient's row stride (KK * Cg rounded up to a 64-byte cache line,
+    # so that threads writing neighbouring column ranges of it never share a line);
     # filters per group rounded up to mr; images per chunk and chunks; per chunk, the
     # elements of one group's slab (its images, then nr values zeroed after the chunk's
     # last image for the last run's overread) and packed grad_y, and of all groups'.
     Py_ssize_t ED, EH, EW, plane
-    Py_ssize_t run, nruns
+    Py_ssize_t run, nruns, ldc
     Py_ssize_t fpad
     Py_ssize_t per_chunk, nchunks
     Py_ssize_t group_slab, group_pack, slab, pack
@@ -77,6 +79,7 @@ cdef ClLayout cl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
     else:
         L.run = g.Cg
         L.nruns = g.KK
+    L.ldc = round_up(g.KK * g.Cg, 64 // <Py_ssize_t> sizeof(floating_t))
     L.fpad = round_up(g.Fg, mr)
     per_image = g.G * (L.plane * g.Cg + L.fpad * g.P) * <Py_ssize_t> sizeof(floating_t)
     L.per_chunk = max(1, min(g.N, CHANNELS_LAST_CHUNK_BYTES // max(1, per_image)))
@@ -93,8 +96,7 @@ cdef Py_ssize_t channels_last_scratch(const Geom *g, const floating_t *tag) noex
     """Bytes of scratch of one call (shared by its threads): a chunk's slab, packed grad_y
     and window offsets, the channels-last gradient and the edge blocks of 8 threads."""
     cdef ClLayout L = cl_layout(g, tag)
-    return ((L.slab + L.pack + (g.F * g.Cg * g.KK if g.KK > 1 else 0)
-             + 8 * CK_MR_MAX * CK_NR_MAX) * sizeof(floating_t)
+    return ((L.slab + L.pack + g.F * L.ldc + 8 * CK_MR_MAX * CK_NR_MAX) * sizeof(floating_t)
             + L.per_chunk * g.P * sizeof(Py_ssize_t))
 
 
@@ -150,37 +152,47 @@ cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py
     """The channels-last zero-padded slab of images n0 .. n0 + nc: per group,
     slab[((nl * ED + ed) * EH + eh) * EW + ew][c] = x[n0 + nl, group * Cg + c, ed - pd,
     eh - ph, ew - pw], zero outside the input, and nr zeros after the last image.  Tasks
-    are (group, image, slab row)."""
+    are (group, image, slab row, segment of the row): a few long rows (1-D, one image)
+    are split so that every thread gets a share."""
     cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = L.EW * g.Cg
-    cdef Py_ssize_t nr = block_nr(&KERN, x)
-    cdef Py_ssize_t t, grp, nl, ed, eh, id, ih, w0, w1
+    cdef Py_ssize_t nr = block_nr(&KERN, x), rows = g.G * nc * L.ED * L.EH
+    cdef Py_ssize_t nseg = max(1, min((L.EW + 15) // 16, (4 * nt + rows - 1) // rows))
+    cdef Py_ssize_t seg = (L.EW + nseg - 1) // nseg
+    # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
+    cdef Py_ssize_t w0 = min(g.pw, L.EW), w1 = max(w0, min(L.EW, g.W + g.pw))
+    cdef Py_ssize_t t, grp, nl, ed, eh, id, ih, e0, e1, a, b
     cdef floating_t *dst
     for grp in range(g.G):
         memset(slab + grp * L.group_slab + nc * L.plane * g.Cg, 0, nr * sizeof(floating_t))
-    for t in prange(g.G * nc * L.ED * L.EH, num_threads=nt, schedule="static"):
-        grp = t // (nc * L.ED * L.EH)
-        nl = t // (L.ED * L.EH) % nc
-        ed = t // L.EH % L.ED
-        eh = t % L.EH
+    for t in prange(rows * nseg, num_threads=nt, schedule="static"):
+        grp = t // (nseg * nc * L.ED * L.EH)
+        nl = t // (nseg * L.ED * L.EH) % nc
+        ed = t // (nseg * L.EH) % L.ED
+        eh = t // nseg % L.EH
+        e0 = t % nseg * seg
+        e1 = min(L.EW, e0 + seg)
+        if e1 <= e0:
+            continue
         dst = slab + grp * L.group_slab + ((nl * L.ED + ed) * L.EH + eh) * rowlen
         id = ed - g.pd
         ih = eh - g.ph
-        # input columns iw = ew - pw inside both the input and the slab row
-        w0 = min(g.pw, L.EW)
-        w1 = max(w0, min(L.EW, g.W + g.pw))
-        if id < 0 or id >= g.D or ih < 0 or ih >= g.H or w1 == w0:
-            memset(dst, 0, rowlen * sizeof(floating_t))
-            continue
-        memset(dst, 0, w0 * g.Cg * sizeof(floating_t))
-        transpose(x + ((n0 + nl) * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
-                  + w0 - g.pw, plane_in, g.Cg, w1 - w0, dst + w0 * g.Cg, g.Cg)
-        memset(dst + w1 * g.Cg, 0, (L.EW - w1) * g.Cg * sizeof(floating_t))
+        a = e0
+        b = e0
+        if id >= 0 and id < g.D and ih >= 0 and ih < g.H:
+            a = min(max(w0, e0), e1)
+            b = min(max(w1, a), e1)
+        memset(dst + e0 * g.Cg, 0, (a - e0) * g.Cg * sizeof(floating_t))
+        if b > a:
+            transpose(x + ((n0 + nl) * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
+                      + a - g.pw, plane_in, g.Cg, b - a, dst + a * g.Cg, g.Cg)
+        memset(dst + b * g.Cg, 0, (e1 - b) * g.Cg * sizeof(floating_t))
 
 
 cdef void cl_gemm(const floating_t *apack, const floating_t *slab, const Py_ssize_t *boff,
                   Py_ssize_t R, const Geom *g, const ClLayout *L, floating_t *cmat,
                   bint accumulate, floating_t *edge, int nt) noexcept nogil:
-    """cmat[group * Fg + f, u * run + j] (+)= sum over r < R of A[f, r] * B[r, u * run + j]
+    """cmat[(group * Fg + f) * ldc + u * run + j] (+)= sum over r < R of
+    A[f, r] * B[r, u * run + j]
     (the products of the file's comment).
 
     The nr-column slivers of a group's runs are numbered in order; a task is (group,
@@ -189,7 +201,7 @@ cdef void cl_gemm(const floating_t *apack, const floating_t *slab, const Py_ssiz
     (filters x KC) is reused by every sliver of the range and each B sliver, read from
     the slab, by every filter block."""
     cdef Py_ssize_t mr = block_mr(&KERN, apack), nr = block_nr(&KERN, apack)
-    cdef Py_ssize_t ldc = g.KK * g.Cg
+    cdef Py_ssize_t ldc = L.ldc
     cdef Py_ssize_t nsl = (L.run + nr - 1) // nr, S = L.nruns * nsl
     cdef Py_ssize_t mblocks = (g.Fg + mr - 1) // mr
     cdef Py_ssize_t splits = (nt + g.G - 1) // g.G
@@ -246,14 +258,10 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
         slab = <floating_t *> alloc_uninit(L.slab * sizeof(floating_t))
         boff = <Py_ssize_t *> alloc_scratch(L.per_chunk * g.P * sizeof(Py_ssize_t))
         edge = <floating_t *> alloc_scratch(nt * CK_MR_MAX * CK_NR_MAX * sizeof(floating_t))
-        # a 1x1 window's channels-last gradient is the gradient itself
-        # 64-byte aligned: the threads' column ranges (whole slivers) then meet at cache
-        # line boundaries when a row is a whole number of lines
-        if g.KK > 1:
-            cmat_raw = <floating_t *> alloc_uninit(g.F * K * sizeof(floating_t) + 64)
-            cmat = <floating_t *> ((<size_t> cmat_raw + 63) // 64 * 64)
-        else:
-            cmat = gw
+        # 64-byte aligned, rows of whole cache lines: the threads' column ranges (whole
+        # slivers) then meet at line boundaries
+        cmat_raw = <floating_t *> alloc_uninit(g.F * L.ldc * sizeof(floating_t) + 64)
+        cmat = <floating_t *> ((<size_t> cmat_raw + 63) // 64 * 64)
         if bias_out != NULL:
             bsum = <double *> alloc_scratch(g.N * g.F * sizeof(double))
         with nogil:
@@ -269,10 +277,12 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
                 cl_pack(gy, g, &L, n0, nc, apack, bsum, nt)
                 cl_fill_slab(x, g, &L, n0, nc, slab, nt)
                 cl_gemm(apack, slab, boff, nc * g.P, g, &L, cmat, c0 > 0, edge, nt)
-            if g.KK > 1:
-                # gw[f, c, tap] = cmat[f, tap * Cg + c]
-                for f in prange(g.F, num_threads=nt, schedule="static"):
-                    transpose(cmat + f * K, g.Cg, g.KK, g.Cg, gw + f * K, g.KK)
+            # gw[f, c, tap] = cmat[f * ldc + tap * Cg + c]
+            for f in prange(g.F, num_threads=nt, schedule="static"):
+                if g.KK == 1:
+                    memcpy(gw + f * K, cmat + f * L.ldc, K * sizeof(floating_t))
+                else:
+                    transpose(cmat + f * L.ldc, g.Cg, g.KK, g.Cg, gw + f * K, g.KK)
             if bsum != NULL:
                 for f in range(g.F):
                     acc = 0
