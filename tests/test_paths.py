@@ -193,13 +193,15 @@ def test_the_default_choice_is_the_first_valid_and_preferred_row():
 @pytest.mark.parametrize("spatial, filters", [((2, 2), 36), ((4, 4), 36), ((3,), 36),
                                               ((2, 2), 600)])
 def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dtype,
-                                                            all_threads):
+                                                            all_threads, monkeypatch):
     """Channel-rich small images in a batch plan the image-spanning im2col tiles in all
     three passes (a batch of one does not); they match PyTorch's float64 result within
     the dtype's tolerance, with the same bits at 1, 2 and 4 threads.  A batch of 11
     puts 2 images in each weight-gradient chunk, and 600 filters split its reduction
-    rows into several cache blocks."""
+    rows into several cache blocks.  (The L2 cache is taken to be large, so that the
+    channels-last weight gradient is not planned for the 600 filters' partial.)"""
     torch = pytest.importorskip("torch")
+    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 30)
     k = len(spatial)
     x_shape, w_shape = (11, 48) + spatial, (filters, 48) + (3,) * k
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
@@ -208,13 +210,10 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     nr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1]
     assert plan.paths["backward_input"] == (
         "col2im_rows" if few and filters >= 4 * nr else "flipped_im2col_images")
-    # few positions in all take, with enough filters, the col2im_rows input gradient;
-    # fewer than half a reduction block of them the im2row weight gradient, more the
-    # channels-last GEMM over the stacked images; the image-spanning paths are forced
-    # below so that their batch chunks and row blocks are checked
-    assert plan.paths["backward_weight"] == (
-        "im2row_gemm" if 11 * math.prod(spatial) < _conv.REDUCTION_BLOCK // 2
-        else "channels_last_gemm")
+    # few positions in all take the im2row weight gradient (and, with enough filters,
+    # the col2im_rows input gradient); the image-spanning paths are forced below so
+    # that their batch chunks and row blocks are checked
+    assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
     plan = plan.force(backward_input="flipped_im2col_images",
                       backward_weight="im2col_gemm_images")
     single = ck.conv_plan((1,) + x_shape[1:], w_shape, dtype=dtype, padding=1)
