@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _eltwise
 from ._validation import check_out, choice, float_array, same_dtype
-from ._work import POOL_GRAIN, threads_for
+from ._work import ELTWISE_GRAIN, threads_for
 
 NAMES = _eltwise.ACTIVATIONS
 BIAS_MODES = {None: 0, "tied": 1, "untied": 2}
@@ -48,7 +48,7 @@ def activate_in_place(y, name):
     else:
         flat = y.reshape(-1)
         _eltwise.activation_forward(flat, flat, NAMES.index(name),
-                                    threads_for(flat.size, POOL_GRAIN))
+                                    threads_for(flat.size, ELTWISE_GRAIN))
 
 
 def activation_forward(x, name, *, out=None):
@@ -78,7 +78,7 @@ def activation_forward(x, name, *, out=None):
         # float32, where the compiled loop over the C library's takes 20-40 ms).
         return np.tanh(x, out=out)
     _eltwise.activation_forward(x.reshape(-1), out.reshape(-1), NAMES.index(name),
-                                threads_for(x.size, POOL_GRAIN))
+                                threads_for(x.size, ELTWISE_GRAIN))
     return out
 
 
@@ -128,5 +128,5 @@ def activation_backward(grad_y, y, name, *, bias=None, out=None, bias_out=None):
         flat_bias = _NO_BIAS[grad_y.dtype]
     _eltwise.activation_backward(grad_y.reshape(n, f, p), y.reshape(n, f, p),
                                  out.reshape(n, f, p), kind, flat_bias, mode,
-                                 threads_for(grad_y.size, POOL_GRAIN))
+                                 threads_for(grad_y.size, ELTWISE_GRAIN))
     return out, (bias_out if mode else None)

@@ -14,8 +14,13 @@ CONV_GRAIN = 2_000_000
 # input element per multiply-add and copies each input plane once), so 10 us holds
 # about 8 times fewer of them.
 DEPTHWISE_GRAIN = CONV_GRAIN // 8
-# Window taps (max-pool forward) or gradient elements (backward) per thread.
-POOL_GRAIN = 250_000
+# Window taps (max-pool forward) or gradient elements (backward) per thread: a row with
+# fewer windows than a vector (small images) scans them one at a time, about a tap per
+# nanosecond (Zen 2: a 2x2 pool of 32x128x8x8 took 1.05 ms), so this is about 25 us.
+POOL_GRAIN = 25_000
+# Elements per thread of an elementwise pass (activations, bias sums), a few per
+# nanosecond.
+ELTWISE_GRAIN = 250_000
 
 
 def threads_for(work, grain):

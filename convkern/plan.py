@@ -23,7 +23,7 @@ from ._validation import (
     nonzero_dims,
     padding_pairs,
 )
-from ._work import CONV_GRAIN, DEPTHWISE_GRAIN, POOL_GRAIN, threads_for
+from ._work import CONV_GRAIN, DEPTHWISE_GRAIN, ELTWISE_GRAIN, threads_for
 
 __all__ = ["ConvPlan", "conv_plan", "BIAS_MODES", "ACTIVATIONS"]
 
@@ -444,5 +444,5 @@ def bias_gradient(grad_y, untied, out, given):
         gb[...] = 0
         return gb
     _conv.conv_backward_bias(grad_y.reshape(n, f, -1), gb.reshape(-1), bool(untied),
-                             threads_for(grad_y.size, POOL_GRAIN))
+                             threads_for(grad_y.size, ELTWISE_GRAIN))
     return gb
