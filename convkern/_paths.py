@@ -242,10 +242,16 @@ TABLE = {
         # rows read in place (col2im packs a transposed copy of the whole weight, which
         # costs as much as a product over a few positions); its reduction runs over the
         # filters, so it needs as many as a long reduction (below, the flipped paths)
+        # (preferred with at most half a reduction block of positions: with 2-4 times
+        # more, 16x16 or 14x14 images of 128-256 channels at batch 1 and two 8x8 ones, the
+        # flipped slab path ran 1.2-1.6x its speed on Zen 2; and a channel-rich
+        # pointwise layer's flipped product runs in place, with no copy at all)
         Path("col2im_rows", {"formulation": "col2im", "operand": "weight rows"},
-             _few_positions, lambda f: _few_positions(f) and f.filters >= 4 * f.nr),
+             _few_positions,
+             lambda f: (f.images * f.positions <= _conv.REDUCTION_BLOCK // 2
+                        and f.filters >= 4 * f.nr and not (f.pointwise and _channel_rich(f)))),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
-             lambda f: f.pointwise, lambda f: _channel_rich(f) and not _small_images(f)),
+             lambda f: f.pointwise, _channel_rich),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
              lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},

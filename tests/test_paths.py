@@ -208,11 +208,13 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
     assert plan.paths["forward"] == "im2col_images"
     nr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1]
+    very_few = 11 * math.prod(spatial) <= _conv.REDUCTION_BLOCK // 2
     assert plan.paths["backward_input"] == (
-        "col2im_rows" if few and filters >= 4 * nr else "flipped_im2col_images")
-    # few positions in all take the im2row weight gradient (and, with enough filters,
-    # the col2im_rows input gradient); the image-spanning paths are forced below so
-    # that their batch chunks and row blocks are checked
+        "col2im_rows" if very_few and filters >= 4 * nr else "flipped_im2col_images")
+    # few positions in all take the im2row weight gradient (and, with enough filters
+    # and at most half a reduction block of positions, the col2im_rows input gradient);
+    # the image-spanning paths are forced below so that their batch chunks and row
+    # blocks are checked
     assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
     plan = plan.force(backward_input="flipped_im2col_images",
                       backward_weight="im2col_gemm_images")
