@@ -266,14 +266,15 @@ TABLE = {
         Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
         Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
              _depthwise_rows_pay),
-        # few output positions in all: the GEMM writes the gradient in its own layout
-        # once per reduction block of positions, where the other GEMM paths write it into
-        # partials, add them and transpose it (about three writes): with at most two
-        # blocks the output traffic, a few multiply-adds per element, is smaller
+        # one GEMM over a channels-last copy of the input (_channels_last_fills)
         Path("channels_last_gemm", {"operand": "channels-last slab", "kernel": "gemm"},
              lambda f: f.channels_last,
              lambda f: (_channels_last_fills(f) and not _few_positions_for_taps(f)
                         and not _pointwise_projection(f))),
+        # few output positions in all: the GEMM writes the gradient in its own layout
+        # once per reduction block of positions, where the other GEMM paths write it into
+        # partials, add them and transpose it (about three writes): with at most two
+        # blocks the output traffic, a few multiply-adds per element, is smaller
         Path("im2row_gemm", {"operand": "im2row", "kernel": "gemm"}, _few_positions, _always),
         Path("im2col_gemm_images", {"operand": "im2col over images", "kernel": "gemm"},
              _always, lambda f: _long_reduction(f) and _small_images(f)),

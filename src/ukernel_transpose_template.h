@@ -4,7 +4,7 @@
  * grad_y tiles into GEMM operands, gradients from their GEMM layout into the caller's, and
  * inputs into channels-last slabs.  A plain loop moves one element per load and store;
  * here, under gcc, VL x VL blocks are loaded VL rows at a time, transposed in registers
- * (log2 VL levels of two-input shuffles, as in ukernel_gemv_template.h) and stored as VL
+ * (log2 VL levels of two-input shuffles, ukernel_shuffle.h) and stored as VL
  * rows, so both sides move whole vectors.  The ragged edges, and clang (whose shuffles
  * take constant lanes only), use the element loop in 16 x 16 blocks.  Only copies: the
  * result has the same bits either way.
@@ -19,30 +19,7 @@ static UK_ATTR void UKT_NAME(const UK_T *src, Py_ssize_t lds, Py_ssize_t rows,
 #ifndef __clang__
     typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
     typedef UK_IT idx_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
-#if UK_VL == 16
-#define UKT_LANES(F, b) {F(0, b), F(1, b), F(2, b), F(3, b), F(4, b), F(5, b), F(6, b), F(7, b), \
-                         F(8, b), F(9, b), F(10, b), F(11, b), F(12, b), F(13, b), F(14, b),     \
-                         F(15, b)}
-#elif UK_VL == 8
-#define UKT_LANES(F, b) {F(0, b), F(1, b), F(2, b), F(3, b), F(4, b), F(5, b), F(6, b), F(7, b)}
-#elif UK_VL == 4
-#define UKT_LANES(F, b) {F(0, b), F(1, b), F(2, b), F(3, b)}
-#else
-#define UKT_LANES(F, b) {F(0, b), F(1, b)}
-#endif
-#define UKT_LO(l, b) (((l) & (b)) ? UK_VL + (l) - (b) : (l))
-#define UKT_HI(l, b) (((l) & (b)) ? UK_VL + (l) : (l) + (b))
-#define UKT_LEVEL(b)                                                               \
-    if ((b) < UK_VL) {                                                             \
-        const idx_t lo = UKT_LANES(UKT_LO, b), hi = UKT_LANES(UKT_HI, b);          \
-        for (i = 0; i < UK_VL; i++) {                                              \
-            if (i & (b))                                                           \
-                continue;                                                          \
-            vec_t first = v[i], second = v[i + (b)];                               \
-            v[i] = __builtin_shuffle(first, second, lo);                           \
-            v[i + (b)] = __builtin_shuffle(first, second, hi);                     \
-        }                                                                          \
-    }
+#include "ukernel_shuffle.h"
     full_rows = rows / UK_VL * UK_VL;
     full_cols = cols / UK_VL * UK_VL;
     for (j0 = 0; j0 < full_cols; j0 += UK_VL) {
@@ -51,20 +28,17 @@ static UK_ATTR void UKT_NAME(const UK_T *src, Py_ssize_t lds, Py_ssize_t rows,
 #pragma GCC unroll 16
             for (i = 0; i < UK_VL; i++)
                 memcpy(&v[i], src + (i0 + i) * lds + j0, sizeof(vec_t));
-            /* after every level, v[j] is column j0 + j */
-            UKT_LEVEL(1)
-            UKT_LEVEL(2)
-            UKT_LEVEL(4)
-            UKT_LEVEL(8)
+            UKS_TRANSPOSE(v) /* now v[j] is column j0 + j */
 #pragma GCC unroll 16
             for (j = 0; j < UK_VL; j++)
                 memcpy(dst + (j0 + j) * ldd + i0, &v[j], sizeof(vec_t));
         }
     }
-#undef UKT_LANES
-#undef UKT_LO
-#undef UKT_HI
-#undef UKT_LEVEL
+#undef UKS_LANES
+#undef UKS_LO
+#undef UKS_HI
+#undef UKS_LEVEL
+#undef UKS_TRANSPOSE
 #endif
     /* the rest, element by element: the rows past full_rows of the vector columns, then
      * every row of the columns past full_cols */
