@@ -111,15 +111,6 @@ cdef inline Py_ssize_t cl_shift(const Geom *g, const ClLayout *L, Py_ssize_t u) 
     return ((kd * g.dd * L.EH + kh * g.dh) * L.EW + kw * g.dw) * g.Cg
 
 
-cdef inline double row_sum(const floating_t *v, Py_ssize_t n) noexcept nogil:
-    """v[0] + v[1] + ... + v[n - 1] in order, in double."""
-    cdef double s = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        s += v[i]
-    return s
-
-
 cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssize_t n0,
                   Py_ssize_t nc, floating_t *apack, double *bsum, int nt) noexcept nogil:
     """Pack grad_y of images n0 .. n0 + nc: per group, A[f, nl * P + p] = gy[n0 + nl,
@@ -144,7 +135,8 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
             for p in range(g.P):
                 dst[p * mr + i] = src[p]
             if bsum != NULL:
-                bsum[(n0 + nl) * g.F + grp * g.Fg + f] = row_sum(src, g.P)
+                # bsum is zeroed and each (image, filter) summed once
+                add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + f, src, g.P, 1, g.P)
 
 
 cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t n0,
