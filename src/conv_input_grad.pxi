@@ -30,20 +30,9 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
     cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(&KERN, gy)
     cdef Py_ssize_t K = g.Fg * g.KK, cpad = round_up(g.Cg, mr)
-    cdef Py_ssize_t gi, b, k, i, c, f, kk
-    cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * cpad * K * sizeof(floating_t))
+    cdef floating_t *wpack = <floating_t *> alloc_uninit(g.G * cpad * K * sizeof(floating_t))
     with nogil:
-        # packed A[c, f * KK + kk] = W[grp * Fg + f, c, KK - 1 - kk] per group
-        for gi in range(g.G):
-            for b in range(cpad // mr):
-                for k in range(K):
-                    f = k // g.KK
-                    kk = k % g.KK
-                    for i in range(mr):
-                        c = b * mr + i
-                        wpack[((gi * cpad // mr + b) * K + k) * mr + i] = (
-                            w[((gi * g.Fg + f) * g.Cg + c) * g.KK + g.KK - 1 - kk]
-                            if c < g.Cg else 0)
+        pack_flipped_weights(w, g, mr, wpack, nt)
     try:
         layout = contiguous(&t)
         correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, operand, &KERN, nt)
@@ -84,7 +73,7 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
     cdef Py_ssize_t cch = lay.cch, nchunks = lay.nchunks, rb = lay.rb
     cdef Py_ssize_t rows_pad = lay.rows_pad, tw = lay.tw, per_thread = lay.per_thread
     cdef Py_ssize_t ntasks = g.N * g.G * nchunks
-    cdef floating_t *wpack = <floating_t *> alloc_scratch(
+    cdef floating_t *wpack = <floating_t *> alloc_uninit(
         g.G * nchunks * rows_pad * g.Fg * sizeof(floating_t))
     cdef floating_t *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
@@ -92,7 +81,7 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
     cdef floating_t *cols
     cdef floating_t *gxc
     cdef const floating_t *ap
-    cdef Py_ssize_t t, n, grp, ch, c0, c1, nrows, tb, p0, pn, rbi, r0, nb, f, j, gi, ci
+    cdef Py_ssize_t t, n, grp, ch, c0, c1, nrows, tb, p0, pn, rbi, r0, nb, f, j
     try:
         scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
         offsets = <Py_ssize_t *> alloc_scratch(g.Fg * sizeof(Py_ssize_t))
@@ -102,13 +91,7 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
         raise
     row_offsets(offsets, g.Fg, tw)
     with nogil:
-        # W[g]^T restricted to a chunk's rows, packed: A[r, f] = W[g*Fg + f, c0*KK + r].
-        for gi in range(g.G):
-            for ci in range(nchunks):
-                c0 = ci * cch
-                nrows = (min(g.Cg, c0 + cch) - c0) * g.KK
-                pack_rows(w + gi * g.Fg * K + c0 * g.KK, 1, K, nrows, g.Fg,
-                          mr, wpack + (gi * nchunks + ci) * rows_pad * g.Fg)
+        pack_col2im_weights(w, g, cch, nchunks, rows_pad, mr, wpack, nt)
         for t in prange(ntasks, num_threads=nt, schedule="static"):
             gyt = scratch + threadid() * per_thread
             cols = gyt + g.Fg * tw
@@ -243,35 +226,31 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
     cdef Py_ssize_t nph = g.sd * g.sh * g.sw, plane = g.D * g.H * g.W
     cdef Py_ssize_t chunk = max(1, min(g.N, (4 << 20)
                                        // max(1, g.C * plane * <Py_ssize_t> sizeof(floating_t))))
-    cdef Py_ssize_t K, gi, b, k, i, c, f, kk, jd, jh, jw, n0, e
+    cdef Py_ssize_t n, j, jd, jh, jw, n0, e
     cdef Py_ssize_t *woff = NULL
+    cdef Py_ssize_t *taps = NULL
     cdef floating_t *wpack = NULL
     try:
         woff = <Py_ssize_t *> alloc_scratch((nph + 1) * sizeof(Py_ssize_t))
+        taps = <Py_ssize_t *> alloc_scratch(g.KK * sizeof(Py_ssize_t))
         # phase e's packed weights start at woff[e]
         for e in range(nph):
             pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
             woff[e + 1] = woff[e] + g.G * cpad * g.Fg * pd.n * ph.n * pw.n
-        wpack = <floating_t *> alloc_scratch(woff[nph] * sizeof(floating_t))
+        wpack = <floating_t *> alloc_uninit(woff[nph] * sizeof(floating_t))
         with nogil:
-            # packed A[c, f * KK' + tap j] = W[grp * Fg + f, c, tap k_j], per phase and group
+            # packed A[c, f * KK' + j] = W[grp * Fg + f, c, taps[j]], per phase and group,
+            # tap j of the phase's stride-1 correlation being (jd, jh, jw)
             for e in range(nph):
                 pd, ph, pw = phase_of(g, e, 0), phase_of(g, e, 1), phase_of(g, e, 2)
-                K = g.Fg * pd.n * ph.n * pw.n
-                for gi in range(g.G):
-                    for b in range(cpad // mr):
-                        for k in range(K):
-                            f = k // (pd.n * ph.n * pw.n)
-                            kk = k % (pd.n * ph.n * pw.n)
-                            jd = kk // (ph.n * pw.n)
-                            jh = kk // pw.n % ph.n
-                            jw = kk % pw.n
-                            kk = (((pd.kmax - jd * pd.kstep) * g.KH + ph.kmax - jh * ph.kstep)
-                                  * g.KW + pw.kmax - jw * pw.kstep)
-                            for i in range(mr):
-                                c = b * mr + i
-                                wpack[woff[e] + ((gi * cpad // mr + b) * K + k) * mr + i] = (
-                                    w[((gi * g.Fg + f) * g.Cg + c) * g.KK + kk] if c < g.Cg else 0)
+                n = pd.n * ph.n * pw.n
+                for j in range(n):
+                    jd = j // (ph.n * pw.n)
+                    jh = j // pw.n % ph.n
+                    jw = j % pw.n
+                    taps[j] = (((pd.kmax - jd * pd.kstep) * g.KH + ph.kmax - jh * ph.kstep)
+                               * g.KW + pw.kmax - jw * pw.kstep)
+                pack_phase_weights(w, g, taps, n, mr, wpack + woff[e], nt)
         for n0 in range(0, g.N, chunk):
             for e in range(nph):
                 t = phase_geom(g, e, &out)
@@ -282,6 +261,7 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
                           gx + n0 * g.C * plane, &out, OPERAND_SLAB, &KERN, nt)
     finally:
         free(wpack)
+        free(taps)
         free(woff)
 
 

@@ -5,9 +5,12 @@
  * inputs into channels-last slabs.  A plain loop moves one element per load and store;
  * here, under gcc, VL x VL blocks are loaded VL rows at a time, transposed in registers
  * (log2 VL levels of two-input shuffles, ukernel_shuffle.h) and stored as VL
- * rows, so both sides move whole vectors.  The ragged edges, and clang (whose shuffles
- * take constant lanes only), use the element loop in 16 x 16 blocks.  Only copies: the
- * result has the same bits either way.
+ * rows, so both sides move whole vectors.  A last group of fewer than VL rows (a GEMM
+ * block of 4 to 8 packed rows is one) is loaded with zero vectors for the missing rows
+ * and each column stored as that many lanes.  The ragged columns, and clang (whose
+ * shuffles take constant lanes only), use the element loop in 16 x 16 blocks.  Only
+ * copies: the result has the same bits either way.  ldd may be negative (the columns
+ * land in descending rows of dst).
  *
  * Parameters (macros): UKT_NAME, UK_T, UK_IT (the integer type of UK_T's size, for
  * shuffle masks), UK_VL, UK_ATTR.
@@ -20,18 +23,48 @@ static UK_ATTR void UKT_NAME(const UK_T *src, Py_ssize_t lds, Py_ssize_t rows,
     typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
     typedef UK_IT idx_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
 #include "ukernel_shuffle.h"
-    full_rows = rows / UK_VL * UK_VL;
+    full_rows = rows;
     full_cols = cols / UK_VL * UK_VL;
     for (j0 = 0; j0 < full_cols; j0 += UK_VL) {
-        for (i0 = 0; i0 < full_rows; i0 += UK_VL) {
+        for (i0 = 0; i0 < rows; i0 += UK_VL) {
+            const Py_ssize_t n = rows - i0 < UK_VL ? rows - i0 : UK_VL;
+            const vec_t zero = {0};
             vec_t v[UK_VL];
 #pragma GCC unroll 16
-            for (i = 0; i < UK_VL; i++)
-                memcpy(&v[i], src + (i0 + i) * lds + j0, sizeof(vec_t));
+            for (i = 0; i < UK_VL; i++) {
+                if (i < n)
+                    memcpy(&v[i], src + (i0 + i) * lds + j0, sizeof(vec_t));
+                else
+                    v[i] = zero;
+            }
             UKS_TRANSPOSE(v) /* now v[j] is column j0 + j */
+            if (n == UK_VL) {
 #pragma GCC unroll 16
-            for (j = 0; j < UK_VL; j++)
-                memcpy(dst + (j0 + j) * ldd + i0, &v[j], sizeof(vec_t));
+                for (j = 0; j < UK_VL; j++)
+                    memcpy(dst + (j0 + j) * ldd + i0, &v[j], sizeof(vec_t));
+                continue;
+            }
+#pragma GCC unroll 16
+            for (j = 0; j < UK_VL; j++) {
+                UK_T *d = dst + (j0 + j) * ldd + i0;
+                /* n lanes: a constant-size copy per case, so no library call */
+                switch (n) {
+#define UKT_LANES(m) case m: memcpy(d, &v[j], (m) * sizeof(UK_T)); break;
+                UKT_LANES(1)
+#if UK_VL > 2
+                UKT_LANES(2) UKT_LANES(3)
+#endif
+#if UK_VL > 4
+                UKT_LANES(4) UKT_LANES(5) UKT_LANES(6) UKT_LANES(7)
+#endif
+#if UK_VL > 8
+                UKT_LANES(8) UKT_LANES(9) UKT_LANES(10) UKT_LANES(11) UKT_LANES(12)
+                UKT_LANES(13) UKT_LANES(14) UKT_LANES(15)
+#endif
+#undef UKT_LANES
+                default: break;
+                }
+            }
         }
     }
 #undef UKS_LANES
@@ -40,8 +73,8 @@ static UK_ATTR void UKT_NAME(const UK_T *src, Py_ssize_t lds, Py_ssize_t rows,
 #undef UKS_LEVEL
 #undef UKS_TRANSPOSE
 #endif
-    /* the rest, element by element: the rows past full_rows of the vector columns, then
-     * every row of the columns past full_cols */
+    /* the rest, element by element: every row of the columns past full_cols (and, under
+     * clang, every column: full_rows is then 0) */
     for (j0 = 0; j0 < cols; j0 += 16) {
         const Py_ssize_t j1 = j0 + 16 < cols ? j0 + 16 : cols;
         for (i0 = 0; i0 < rows; i0 += 16) {

@@ -155,6 +155,18 @@ CHECK_GEMV(double, d)
                         if (j * (LD - 2) + i + 1 < LD * LD)                           \
                             bad += dst[1 + j * (LD - 2) + i] != want;                 \
                     }                                                                 \
+                /* a negative ldd: column j lands in row cols - 1 - j */              \
+                if (cols == 0) continue;                                              \
+                for (i = 0; i < LD * LD; i++) dst[i] = (T) -1;                        \
+                transpose(src + 3, LD, rows, cols, dst + 1 + (cols - 1) * (LD - 2),   \
+                          -(LD - 2));                                                 \
+                for (j = 0; j < LD; j++)                                              \
+                    for (i = 0; i < LD - 2; i++) {                                    \
+                        T want = (i < rows && j < cols)                               \
+                                     ? src[3 + i * LD + cols - 1 - j] : (T) -1;       \
+                        if (j * (LD - 2) + i + 1 < LD * LD)                           \
+                            bad += dst[1 + j * (LD - 2) + i] != want;                 \
+                    }                                                                 \
             }                                                                         \
         report(name, bad ? 1.0 : 0.0, 0.0);                                           \
     }

@@ -1,0 +1,106 @@
+# The weights packed as the GEMM's A operand (gemm.pxd's layout: blocks of mr rows,
+# block b holding A[b * mr + i, k] at [(b * K + k) * mr + i], rows past the matrix
+# zero), for the forward, the flipped and phased input gradients and col2im.
+# Included by _conv.pyx.
+#
+# Every call packs the whole weight once, which for a layer of many channels on small
+# images costs as much as a good part of the product (512 x 512 x 3 x 3 float32 weights
+# are 9.4 MB: about 1.3 ms on one Zen 2 core with one element per load and store, and
+# an index division per element in the flipped layouts).  So the packs run in parallel
+# over blocks of rows, and move whole vectors: a block's mr rows are a transposed copy
+# (the transpose micro-kernel's ragged-row groups), the flipped one a transposed copy
+# of each filter's (mr channels x KK taps) chunk with its taps reversed, col2im's a copy
+# of runs of mr values.  Only copies: the packed values, and so the products, are the
+# same whichever way they are moved.
+
+
+cdef void pack_forward_weights(const floating_t *w, const Geom *g, Py_ssize_t mr,
+                               floating_t *wpack, int nt) noexcept nogil:
+    """wpack[grp]: A[f, k] = W[grp * Fg + f, k] (Fg x Cg * KK) in mr-row blocks, groups
+    round_up(Fg, mr) * K elements apart."""
+    cdef Py_ssize_t K = g.Cg * g.KK, nb = (g.Fg + mr - 1) // mr
+    cdef Py_ssize_t t, grp, b, rows
+    cdef floating_t *dst
+    for t in prange(g.G * nb, num_threads=nt, schedule="static"):
+        grp = t // nb
+        b = t % nb
+        rows = min(mr, g.Fg - b * mr)
+        dst = wpack + (grp * nb + b) * mr * K
+        if rows < mr:
+            memset(dst, 0, mr * K * sizeof(floating_t))
+        transpose(w + (grp * g.Fg + b * mr) * K, K, rows, K, dst, mr)
+
+
+cdef void pack_flipped_weights(const floating_t *w, const Geom *g, Py_ssize_t mr,
+                               floating_t *wpack, int nt) noexcept nogil:
+    """The flipped input gradient's A per group: A[c, f * KK + kk] = W[grp * Fg + f, c,
+    KK - 1 - kk] (Cg x Fg * KK) in mr-row blocks, groups round_up(Cg, mr) * Fg * KK
+    elements apart."""
+    cdef Py_ssize_t K = g.Fg * g.KK, nb = (g.Cg + mr - 1) // mr
+    cdef Py_ssize_t t, grp, b, rows, f, i
+    cdef floating_t *dst
+    cdef const floating_t *src
+    for t in prange(g.G * nb, num_threads=nt, schedule="static"):
+        grp = t // nb
+        b = t % nb
+        rows = min(mr, g.Cg - b * mr)
+        dst = wpack + (grp * nb + b) * mr * K
+        if rows < mr:
+            memset(dst, 0, mr * K * sizeof(floating_t))
+        for f in range(g.Fg):
+            # the filter's channels b * mr .. b * mr + rows: rows x KK contiguous values
+            src = w + ((grp * g.Fg + f) * g.Cg + b * mr) * g.KK
+            if g.KK == 1:
+                for i in range(rows):
+                    dst[f * mr + i] = src[i]
+            else:
+                # tap kk lands in row f * KK + KK - 1 - kk: the rows descend
+                transpose(src, g.KK, rows, g.KK, dst + (f * g.KK + g.KK - 1) * mr, -mr)
+
+
+cdef void pack_phase_weights(const floating_t *w, const Geom *g, const Py_ssize_t *taps,
+                             Py_ssize_t ntaps, Py_ssize_t mr, floating_t *wpack,
+                             int nt) noexcept nogil:
+    """One stride phase's A per group: A[c, f * ntaps + j] = W[grp * Fg + f, c, taps[j]]
+    (Cg x Fg * ntaps) in mr-row blocks, groups round_up(Cg, mr) * Fg * ntaps apart."""
+    cdef Py_ssize_t K = g.Fg * ntaps, nb = (g.Cg + mr - 1) // mr
+    cdef Py_ssize_t t, grp, b, rows, f, i, j
+    cdef floating_t *dst
+    cdef const floating_t *src
+    for t in prange(g.G * nb, num_threads=nt, schedule="static"):
+        grp = t // nb
+        b = t % nb
+        rows = min(mr, g.Cg - b * mr)
+        dst = wpack + (grp * nb + b) * mr * K
+        if rows < mr:
+            memset(dst, 0, mr * K * sizeof(floating_t))
+        for f in range(g.Fg):
+            src = w + ((grp * g.Fg + f) * g.Cg + b * mr) * g.KK
+            for j in range(ntaps):
+                for i in range(rows):
+                    dst[(f * ntaps + j) * mr + i] = src[i * g.KK + taps[j]]
+
+
+cdef void pack_col2im_weights(const floating_t *w, const Geom *g, Py_ssize_t cch,
+                              Py_ssize_t nchunks, Py_ssize_t rows_pad, Py_ssize_t mr,
+                              floating_t *wpack, int nt) noexcept nogil:
+    """col2im's A per (group, chunk of cch channels): A[r, f] = W[grp * Fg + f, c0 * KK +
+    r] (the chunk's cch * KK rows of W[grp]^T) in mr-row blocks, rows_pad * Fg elements
+    per chunk."""
+    cdef Py_ssize_t K = g.Cg * g.KK, nb = rows_pad // mr
+    cdef Py_ssize_t t, grp, ci, b, r0, rows, f, i
+    cdef floating_t *dst
+    cdef const floating_t *src
+    for t in prange(g.G * nchunks * nb, num_threads=nt, schedule="static"):
+        grp = t // (nchunks * nb)
+        ci = t // nb % nchunks
+        b = t % nb
+        r0 = ci * cch * g.KK + b * mr      # the block's first row of W[grp]^T
+        rows = max(0, min(mr, min(g.Cg, (ci + 1) * cch) * g.KK - r0))
+        dst = wpack + ((grp * nchunks + ci) * nb + b) * mr * g.Fg
+        if rows < mr:
+            memset(dst, 0, mr * g.Fg * sizeof(floating_t))
+        for f in range(g.Fg):
+            src = w + (grp * g.Fg + f) * K + r0
+            for i in range(rows):
+                dst[f * mr + i] = src[i]
