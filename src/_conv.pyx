@@ -4,6 +4,7 @@
 The module is one compiled unit made of one file per seam:
 
 - ``conv_geometry.pxi``: the call's geometry, tiling of the direct path, scratch helpers;
+- ``conv_weight_pack.pxi``: the weights packed as the GEMM's A operand, in parallel;
 - ``conv_forward.pxi``: the correlation (slab, im2col or in place) and ``conv_forward``;
 - ``conv_pointwise.pxi``: the 1x1 correlation as a GEMM over the arrays in place;
 - ``conv_dense.pxi``: all three passes of a window that covers its whole unpadded input
@@ -77,8 +78,10 @@ from fused cimport floating_t
 from geometry cimport Geom, position
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
-                   gemm_rows_block, dot_block, gemv_block, KC, CK_MR_MAX, CK_NR_MAX)
-from unroll cimport Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets
+                   gemm_rows_block, dot_block, gemv_block, ukernel, KC, CK_MR_MAX,
+                   CK_NR_MAX)
+from unroll cimport (Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets,
+                     SLAB_SKEW)
 
 # KERN: the wide GEMM blocks; KERN4: 4-row blocks for products with at most 4 rows
 # (the forward pass with up to 4 filters per group).
@@ -160,6 +163,7 @@ cdef enum:
 
 
 include "conv_geometry.pxi"
+include "conv_weight_pack.pxi"
 include "conv_pointwise.pxi"
 include "conv_dense.pxi"
 include "conv_forward.pxi"
@@ -236,8 +240,7 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
     if pass_name == "forward" and path == FWD_IM2COL_ROWS:
-        return (im2col_per_thread(tile_width(g.P, nr)) * sizeof(floating_t)
-                + (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
+        return im2col_rows_scratch(g, tag)
     if pass_name == "forward" and path == FWD_DENSE and g.N < nr // block_vl(&KERN, tag):
         return gemv_rows(&KERN, tag) * (sizeof(floating_t) + sizeof(floating_t *))
     if pass_name == "forward" and path == FWD_DENSE:

@@ -140,81 +140,181 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
                         yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
 
 
+# Bytes of unrolled tiles correlate_im2col_rows holds at once (at least one tile).
+cdef Py_ssize_t ROWS_COLS_BYTES = 8 << 20
+
+
+cdef inline void unroll_columns(const floating_t *x, const Geom *g, Py_ssize_t grp,
+                                Py_ssize_t k0, Py_ssize_t kc, Py_ssize_t c0, Py_ssize_t cn,
+                                floating_t *col, Py_ssize_t ld) noexcept nogil:
+    """im2col rows k0 .. k0 + kc of group grp for the columns c0 .. c0 + cn of the
+    (image, output position) pairs n * P + p, one image's run of positions at a time."""
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W, j0 = 0, n, p0, seg
+    while j0 < cn:
+        n = (c0 + j0) // g.P
+        p0 = (c0 + j0) % g.P
+        seg = min(g.P - p0, cn - j0)
+        im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, seg, col + j0, ld)
+        j0 = j0 + seg
+
+
+cdef inline void copy_out(const floating_t *src, Py_ssize_t lds, const Geom *g,
+                          Py_ssize_t f0, Py_ssize_t f1, Py_ssize_t c0, Py_ssize_t cn,
+                          const floating_t *bias, int bias_mode, int act,
+                          floating_t *y) noexcept nogil:
+    """y[n, f, p] = act(src[(f - f0) * lds + j] + bias) for filters f0 .. f1 (of all
+    groups' F) and the tile's columns c0 + j = n * P + p, j < cn, one image's run at a
+    time; src may be y itself (then only the bias and activation are applied)."""
+    cdef Py_ssize_t j0 = 0, j, f, n, p0, seg
+    cdef const floating_t *row
+    cdef floating_t *yrow
+    while j0 < cn:
+        n = (c0 + j0) // g.P
+        p0 = (c0 + j0) % g.P
+        seg = min(g.P - p0, cn - j0)
+        for f in range(f0, f1):
+            row = src + (f - f0) * lds + j0
+            yrow = y + (n * g.F + f) * g.P + p0
+            if bias_mode == 0:
+                for j in range(seg):
+                    yrow[j] = activate(row[j], act)
+            elif bias_mode == 1:
+                for j in range(seg):
+                    yrow[j] = activate(row[j] + bias[f], act)
+            else:
+                for j in range(seg):
+                    yrow[j] = activate(row[j] + bias[f * g.P + p0 + j], act)
+        j0 = j0 + seg
+
+
+cdef inline Py_ssize_t im2col_rows_per_round(const Geom *g, Py_ssize_t tw,
+                                             Py_ssize_t itemsize) noexcept nogil:
+    """Units (group, tile) correlate_im2col_rows unrolls at once."""
+    cdef Py_ssize_t units = g.G * ((g.N * g.P + tw - 1) // tw)
+    return max(1, min(units, ROWS_COLS_BYTES // max(1, g.Cg * g.KK * tw * itemsize)))
+
+
 cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floating_t *w,
                                 const floating_t *bias, int bias_mode, int act, floating_t *y,
-                                Py_ssize_t tw, floating_t *scratch, Py_ssize_t *offsets,
-                                const floating_t **ptrs, const Kernels *kern,
-                                int nt) noexcept nogil:
-    """correlate_im2col with the weight's rows read in place (gemm_rows) instead of
-    packed, for calls whose packed weights would be swept by one tile only (one small
-    image): packing copied the whole weight to read it once.  Tasks are (image, group,
-    tile, block of filters), so a single tile still splits over the threads; each split
-    unrolls its tile itself.  Same reduction blocks and order, so the bits of
-    correlate_im2col.  ptrs holds Fg + CK_MR_MAX row pointers per thread."""
-    cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
-    cdef Py_ssize_t fpad = round_up(g.Fg, mr), plane_in = g.D * g.H * g.W
-    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
-    cdef Py_ssize_t per_thread = im2col_per_thread(tw), step = reduction_step(K)
-    cdef Py_ssize_t fper = blocks_per_split(g.N * g.G * ntiles, fpad // mr, nt)
+                                Py_ssize_t tw, Py_ssize_t per_round, floating_t *cols,
+                                floating_t *scratch, Py_ssize_t per_thread,
+                                const Py_ssize_t *offsets, const floating_t **ptrs,
+                                const Kernels *kern, int nt) noexcept nogil:
+    """Any-stride correlation y = act(x * W + bias) with the weight's rows read in place
+    (gemm_rows) instead of packed: every tile of columns sweeps the whole weight, so
+    packing it would copy it to read it a few times.  Preferred when the weight is large
+    next to the columns: one small image, or a few.
+
+    A tile's tw columns run over the (image, output position) pairs n * P + p of a group,
+    as in correlate_im2col_images, so small images fill whole slivers and a batch sweeps
+    the weight once per tile, not once per image.  The units (group, tile) run per_round
+    at a time: the threads unroll the round's tiles in full (K x tw each, in cols, packed
+    nr-column sliver by sliver so that the GEMM reads each sliver's rows contiguously),
+    then run tasks (unit, block of filters), so that a single tile still splits over the
+    threads while it is unrolled once.  A tile within one image is written to y in place,
+    others through the thread's block.  The thread's scratch (per_thread elements) holds
+    a KC x tw unrolled block while unrolling, then the Fg x tw output block and an mr x nr
+    edge block.  The GEMM cuts the reduction into the same blocks, summed in the same
+    order, as correlate_im2col: the same bits.  ptrs holds Fg + CK_MR_MAX row pointers per
+    thread."""
+    cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK, NP = g.N * g.P
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr)
+    cdef Py_ssize_t ntiles = (NP + tw - 1) // tw, units = g.G * ntiles
+    cdef Py_ssize_t fper = blocks_per_split(min(units, per_round), fpad // mr, nt)
     cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
-    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc, f, f0, f1, j
-    cdef floating_t *col
-    cdef floating_t *yrow
+    cdef Py_ssize_t nr = block_nr(kern, x), nkb = (K + KC - 1) // KC
+    cdef Py_ssize_t rnd, u0, nu, t, u, grp, c0, cn, k0, kc, f, f0, f1, ldc, jb, r
+    cdef floating_t *ctile
+    cdef floating_t *dst
     cdef const floating_t **rows
-    for t in prange(g.N * g.G * ntiles * nsplit, num_threads=nt, schedule="static"):
-        col = scratch + threadid() * per_thread
-        rows = ptrs + threadid() * (g.Fg + CK_MR_MAX)
-        n = t // (g.G * ntiles * nsplit)
-        grp = (t // (ntiles * nsplit)) % g.G
-        p0 = t // nsplit % ntiles * tw
-        pn = min(tw, g.P - p0)
-        f0 = t % nsplit * fper * mr
-        f1 = min(g.Fg, f0 + fper * mr)
-        if f0 >= f1:
-            continue
-        for f in range(f0, f1):
-            rows[f - f0] = w + (grp * g.Fg + f) * K
-            memset(y + (n * g.F + grp * g.Fg + f) * g.P + p0, 0, pn * sizeof(floating_t))
-        for kb in range((K + step - 1) // step):
-            k0 = kb * step
-            kc = min(step, K - k0)
-            im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw)
-            gemm_rows_block(kern, rows, k0, f1 - f0, kc, col, offsets, pn,
-                            y + (n * g.F + grp * g.Fg + f0) * g.P + p0, g.P,
-                            rows + g.Fg, col + KC * tw)
-        if bias_mode != 0 or act != ACT_NONE:
-            for f in range(grp * g.Fg + f0, grp * g.Fg + f1):
-                yrow = y + (n * g.F + f) * g.P + p0
-                if bias_mode == 0:
-                    for j in range(pn):
-                        yrow[j] = activate(yrow[j], act)
-                elif bias_mode == 1:
-                    for j in range(pn):
-                        yrow[j] = activate(yrow[j] + bias[f], act)
-                else:
-                    for j in range(pn):
-                        yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
+    for rnd in range((units + per_round - 1) // per_round):
+        u0 = rnd * per_round
+        nu = min(per_round, units - u0)
+        for t in prange(nu * nkb, num_threads=nt, schedule="static"):
+            ctile = scratch + threadid() * per_thread
+            u = u0 + t // nkb
+            c0 = u % ntiles * tw
+            cn = min(tw, NP - c0)
+            k0 = t % nkb * KC
+            kc = min(KC, K - k0)
+            unroll_columns(x, g, u // ntiles, k0, kc, c0, cn, ctile, tw)
+            # sliver jb of the tile: rows k of nr columns at cols[unit][(jb * K + k) * nr]
+            # (the last sliver's columns past the tile zero)
+            for jb in range((cn + nr - 1) // nr):
+                dst = cols + (t // nkb) * K * tw + (jb * K + k0) * nr
+                for r in range(kc):
+                    memcpy(dst + r * nr, ctile + r * tw + jb * nr,
+                           min(nr, cn - jb * nr) * sizeof(floating_t))
+                    if cn - jb * nr < nr:
+                        memset(dst + r * nr + cn - jb * nr, 0,
+                               (nr - cn + jb * nr) * sizeof(floating_t))
+        for t in prange(nu * nsplit, num_threads=nt, schedule="static"):
+            rows = ptrs + threadid() * (g.Fg + CK_MR_MAX)
+            ctile = scratch + threadid() * per_thread
+            u = u0 + t // nsplit
+            grp = u // ntiles
+            c0 = u % ntiles * tw
+            cn = min(tw, NP - c0)
+            f0 = t % nsplit * fper * mr
+            f1 = min(g.Fg, f0 + fper * mr)
+            if f0 >= f1:
+                continue
+            if c0 // g.P == (c0 + cn - 1) // g.P:   # one image: y in place
+                dst = y + ((c0 // g.P) * g.F + grp * g.Fg + f0) * g.P + c0 % g.P
+                ldc = g.P
+            else:
+                dst = ctile
+                ldc = tw
+            for f in range(f1 - f0):
+                rows[f] = w + (grp * g.Fg + f0 + f) * K
+                memset(dst + f * ldc, 0, cn * sizeof(floating_t))
+            gemm_rows_block(kern, rows, 0, f1 - f0, K, cols + (t // nsplit) * K * tw, offsets,
+                            cn, dst, ldc, rows + g.Fg, ctile + g.Fg * tw, K * nr)
+            if dst == ctile or bias_mode != 0 or act != ACT_NONE:
+                copy_out(dst, ldc, g, grp * g.Fg + f0, grp * g.Fg + f1, c0, cn, bias,
+                         bias_mode, act, y)
+
+
+cdef inline Py_ssize_t im2col_rows_per_thread(const Geom *g, Py_ssize_t tw) noexcept nogil:
+    """Scratch elements per thread of correlate_im2col_rows."""
+    return max(<Py_ssize_t> KC, g.Fg) * tw + CK_MR_MAX * CK_NR_MAX
+
+
+cdef Py_ssize_t im2col_rows_scratch(const Geom *g, const floating_t *tag) noexcept nogil:
+    """Bytes of scratch of correlate_im2col_rows: the round's unrolled tiles and offsets
+    (shared), one thread's scratch and row pointers."""
+    cdef Py_ssize_t tw = tile_width(g.N * g.P, block_nr(&KERN, tag)), K = g.Cg * g.KK
+    return ((im2col_rows_per_round(g, tw, sizeof(floating_t)) * K * tw
+             + im2col_rows_per_thread(g, tw)) * sizeof(floating_t)
+            + K * sizeof(Py_ssize_t) + (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
 
 
 cdef void correlate_im2col_rows_call(const floating_t *x, const Geom *g, const floating_t *w,
                                      const floating_t *bias, int bias_mode, int act,
                                      floating_t *y, int nt) except *:
     """correlate_im2col_rows with its scratch, offsets and row pointers allocated here."""
-    cdef Py_ssize_t tw = tile_width(g.P, block_nr(&KERN, x))
-    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
+    cdef Py_ssize_t tw = tile_width(g.N * g.P, block_nr(&KERN, x)), K = g.Cg * g.KK
+    cdef Py_ssize_t per_round = im2col_rows_per_round(g, tw, sizeof(floating_t))
+    cdef Py_ssize_t per_thread = im2col_rows_per_thread(g, tw)
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(K * sizeof(Py_ssize_t))
     cdef const floating_t **ptrs = NULL
+    cdef floating_t *cols = NULL
     cdef floating_t *scratch = NULL
     try:
         ptrs = <const floating_t **> alloc_scratch(nt * (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
-        scratch = <floating_t *> alloc_scratch(nt * im2col_per_thread(tw) * sizeof(floating_t))
+        scratch = <floating_t *> alloc_uninit(nt * per_thread * sizeof(floating_t))
+        # every value the GEMM reads is unrolled first
+        cols = <floating_t *> alloc_uninit(per_round * K * tw * sizeof(floating_t))
     except MemoryError:
         free(offsets)
         free(ptrs)
+        free(scratch)
         raise
-    row_offsets(offsets, KC, tw)
+    row_offsets(offsets, K, block_nr(&KERN, x))
     with nogil:
-        correlate_im2col_rows(x, g, w, bias, bias_mode, act, y, tw, scratch, offsets, ptrs,
-                              &KERN, nt)
+        correlate_im2col_rows(x, g, w, bias, bias_mode, act, y, tw, per_round, cols, scratch,
+                              per_thread, offsets, ptrs, &KERN, nt)
+    free(cols)
     free(scratch)
     free(ptrs)
     free(offsets)
@@ -246,13 +346,11 @@ cdef void correlate_im2col_images(const floating_t *x, const Geom *g, const floa
     in correlate_im2col; the tile's outputs go through a tw-wide block, then out."""
     cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
-    cdef Py_ssize_t plane_in = g.D * g.H * g.W, NP = g.N * g.P
+    cdef Py_ssize_t NP = g.N * g.P
     cdef Py_ssize_t ntiles = (NP + tw - 1) // tw, step = reduction_step(K)
-    cdef Py_ssize_t t, grp, c0, cn, kb, k0, kc, f, j, j0, n, p0, seg
+    cdef Py_ssize_t t, grp, c0, cn, kb, k0, kc
     cdef floating_t *col
     cdef floating_t *ctile
-    cdef floating_t *src
-    cdef floating_t *yrow
     for t in prange(g.G * ntiles, num_threads=nt, schedule="static"):
         col = scratch + threadid() * per_thread
         ctile = col + KC * tw
@@ -262,35 +360,10 @@ cdef void correlate_im2col_images(const floating_t *x, const Geom *g, const floa
         for kb in range((K + step - 1) // step):
             k0 = kb * step
             kc = min(step, K - k0)
-            # the tile's columns, one image's run of positions at a time
-            j0 = 0
-            while j0 < cn:
-                n = (c0 + j0) // g.P
-                p0 = (c0 + j0) % g.P
-                seg = min(g.P - p0, cn - j0)
-                im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, seg, col + j0, tw)
-                j0 = j0 + seg
+            unroll_columns(x, g, grp, k0, kc, c0, cn, col, tw)
             gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
                        offsets, 0, NULL, cn, ctile, tw, ctile + fpad * tw, k0 > 0)
-        # copy out per image, adding the bias and applying the activation
-        j0 = 0
-        while j0 < cn:
-            n = (c0 + j0) // g.P
-            p0 = (c0 + j0) % g.P
-            seg = min(g.P - p0, cn - j0)
-            for f in range(grp * g.Fg, (grp + 1) * g.Fg):
-                src = ctile + (f - grp * g.Fg) * tw + j0
-                yrow = y + (n * g.F + f) * g.P + p0
-                if bias_mode == 0:
-                    for j in range(seg):
-                        yrow[j] = activate(src[j], act)
-                elif bias_mode == 1:
-                    for j in range(seg):
-                        yrow[j] = activate(src[j] + bias[f], act)
-                else:
-                    for j in range(seg):
-                        yrow[j] = activate(src[j] + bias[f * g.P + p0 + j], act)
-            j0 = j0 + seg
+        copy_out(ctile, tw, g, grp * g.Fg, (grp + 1) * g.Fg, c0, cn, bias, bias_mode, act, y)
 
 
 cdef inline bint pointwise_fits(const Geom *g) noexcept nogil:
@@ -420,11 +493,10 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
                         else OPERAND_IM2COL)
     cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
-    cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr), gi
-    cdef floating_t *wpack = <floating_t *> alloc_scratch(g.G * fpad * K * sizeof(floating_t))
+    cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr)
+    cdef floating_t *wpack = <floating_t *> alloc_uninit(g.G * fpad * K * sizeof(floating_t))
     with nogil:
-        for gi in range(g.G):
-            pack_rows(&weight[gi * g.Fg, 0, 0, 0, 0], K, 1, g.Fg, K, mr, wpack + gi * fpad * K)
+        pack_forward_weights(&weight[0, 0, 0, 0, 0], &g, mr, wpack, max(1, num_threads))
     try:
         layout = contiguous(&g)
         correlate(&x[0, 0, 0, 0, 0], &g, wpack, &bias[0] if bias.shape[0] else NULL,

@@ -249,11 +249,13 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                                  Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
                                  const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
                                  Py_ssize_t ldc, const floating_t **aptr,
-                                 floating_t *ctmp) noexcept nogil:
+                                 floating_t *ctmp, Py_ssize_t sliver=0) noexcept nogil:
     """C[:M, :ncols] += A[:M, :kdim] @ B[:kdim, :ncols] with A[i, k] = rows[i][a_off + k].
 
     The rows of A are read in place (no packing); aptr is scratch for mr pointers and
-    ctmp for an mr x nr edge block, as in gemm_block.
+    ctmp for an mr x nr edge block, as in gemm_block.  B's nr-column sliver s starts at
+    B + s * sliver: nr (the default, 0) for B's rows contiguous, kdim * nr for B packed
+    sliver by sliver (then boff[k] = k * nr).
     """
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
@@ -262,12 +264,16 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
     cdef Py_ssize_t kstep = reduction_step(kdim)
     cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
     cdef floating_t *c
+    cdef const floating_t *bj
+    if sliver == 0:
+        sliver = nr
     for kb in range(nkb):
         k0 = kb * kstep
         kc = min(kstep, kdim - k0)
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)
+            bj = B + jb * sliver
             for mb in range((M + mr - 1) // mr):
                 m0 = mb * mr
                 mm = min(mr, M - m0)
@@ -276,12 +282,12 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                     aptr[i] = rows[min(m0 + i, M - 1)] + a_off + k0
                 c = C + m0 * ldc + j0
                 if mm == mr and nn == nr:
-                    ukernel_rows(kern, kc, aptr, B + j0, boff + k0, vl, c, ldc, 1)
+                    ukernel_rows(kern, kc, aptr, bj, boff + k0, vl, c, ldc, 1)
                     continue
                 for i in range(mm):
                     for j in range(nn):
                         ctmp[i * nr + j] = c[i * ldc + j]
-                ukernel_rows(kern, kc, aptr, B + j0, boff + k0, vl, ctmp, nr, 1)
+                ukernel_rows(kern, kc, aptr, bj, boff + k0, vl, ctmp, nr, 1)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]

@@ -195,24 +195,25 @@ def test_the_default_choice_is_the_first_valid_and_preferred_row():
 def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dtype,
                                                             all_threads, monkeypatch):
     """Channel-rich small images in a batch plan the image-spanning im2col tiles in all
-    three passes (a batch of one does not); they match PyTorch's float64 result within
-    the dtype's tolerance, with the same bits at 1, 2 and 4 threads.  A batch of 11
-    puts 2 images in each weight-gradient chunk, and 600 filters split its reduction
-    rows into several cache blocks.  (The L2 cache is taken to be large, so that the
-    channels-last weight gradient is not planned for the 600 filters' partial.)"""
+    three passes (a batch of one does not), the forward reading the weight's rows in
+    place when the batch has few positions in all (one tile of them); both forwards
+    match PyTorch's float64 result within the dtype's tolerance, with the same bits at 1,
+    2 and 4 threads.  A batch of 11 puts 2 images in each weight-gradient chunk, and 600
+    filters split its reduction rows into several cache blocks.  (The L2 cache is taken
+    to be large, so that the channels-last weight gradient is not planned for the 600
+    filters' partial.)"""
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(_paths, "L2_BYTES", 1 << 30)
     k = len(spatial)
     x_shape, w_shape = (11, 48) + spatial, (filters, 48) + (3,) * k
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
     few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
-    assert plan.paths["forward"] == "im2col_images"
+    assert plan.paths["forward"] == ("im2col_rows" if few else "im2col_images")
     nr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1]
-    very_few = 11 * math.prod(spatial) <= _conv.REDUCTION_BLOCK // 2
     assert plan.paths["backward_input"] == (
-        "col2im_rows" if very_few and filters >= 4 * nr else "flipped_im2col_images")
-    # few positions in all take the im2row weight gradient (and, with enough filters
-    # and at most half a reduction block of positions, the col2im_rows input gradient);
+        "col2im_rows" if few and filters >= 4 * nr else "flipped_im2col_images")
+    # few positions in all take the im2row weight gradient (and, with enough filters,
+    # the col2im_rows input gradient);
     # the image-spanning paths are forced below so that their batch chunks and row
     # blocks are checked
     assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
@@ -231,15 +232,18 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     want_y = conv(tx, tw, None, 1, 1).numpy()
     want_gx = grad_in(x_shape, tw, tgy, 1, 1).numpy()
     want_gw = grad_w(tx, w_shape, tgy, 1, 1).numpy()
+    rows = plan.force(forward="im2col_rows")
+    plan = plan.force(forward="im2col_images")
     results = []
     for nt in (1, 2, 4):
         ck.set_num_threads(nt)
         results.append((plan.forward(x, w), plan.backward_input(gy, w),
-                        plan.backward_weight(x, gy)))
-    for y, gx, gw in results:
+                        plan.backward_weight(x, gy), rows.forward(x, w)))
+    for y, gx, gw, y_rows in results:
         assert_close(y, want_y, dtype, err_msg="forward vs torch")
         assert_close(gx, want_gx, dtype, err_msg="backward_input vs torch")
         np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(y_rows, results[0][0])  # same reduction blocks
         assert_close(gw, want_gw, dtype, err_msg="backward_weight vs torch")
         np.testing.assert_array_equal(gx, results[0][1])
         np.testing.assert_array_equal(gw, results[0][2])
