@@ -93,8 +93,9 @@ cdef inline OutLayout contiguous(const Geom *g) noexcept nogil:
 
 
 cdef inline Py_ssize_t tile_npos(Py_ssize_t planes, Py_ssize_t rows, Py_ssize_t srows,
-                                 Py_ssize_t width) noexcept nogil:
-    return ((planes - 1) * srows + rows) * width
+                                 Py_ssize_t width, Py_ssize_t cols) noexcept nogil:
+    """Columns a tile computes (unroll.Tile.npos)."""
+    return ((planes - 1) * srows + rows - 1) * width + cols
 
 
 cdef inline Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -148,23 +149,27 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
         d.rows = (g.OH + n - 1) // n
         if d.rows == g.OH:
             for n in range(2, g.OD + 1):
-                if tile_npos(n, g.OH, g.OH + hh, width) > max_tile:
+                if tile_npos(n, g.OH, g.OH + hh, width, g.OW) > max_tile:
                     break
-                eff = <double> (n * g.OH * g.OW) / round_up(tile_npos(n, g.OH, g.OH + hh, width), nr)
+                eff = (<double> (n * g.OH * g.OW)
+                       / round_up(tile_npos(n, g.OH, g.OH + hh, width, g.OW), nr))
                 if eff >= best:
                     best = eff
                     d.planes = n
     else:
-        # one row at a time, in segments whose padded width is a multiple of nr
+        # one row at a time, in segments of whole slivers (a tile of one row computes
+        # no halo column, see tile_npos)
         d.rows = 1
-        d.seg = round_up(TILE + halo, nr) - halo
+        d.seg = round_up(TILE, nr)
         width = d.seg + halo
     d.npl = (g.OD + d.planes - 1) // d.planes
     d.nrb = (g.OH + d.rows - 1) // d.rows
     d.nseg = (g.OW + d.seg - 1) // d.seg
-    d.slab = (g.Cg * phases * (d.planes + (g.KD - 1) * g.dd // g.sd) * (d.rows + hh) * width
+    # planes up to SLAB_SKEW apart beyond their size (any tile's, at most this one's)
+    d.slab = (g.Cg * phases
+              * ((d.planes + (g.KD - 1) * g.dd // g.sd) * (d.rows + hh) * width + SLAB_SKEW)
               + halo + nr)
-    d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width), nr)
+    d.ldc = round_up(tile_npos(d.planes, d.rows, d.rows + hh, width, d.seg), nr)
     if d.rowvec:
         d.ldc = d.planes * d.rows * g.OW
     # the output tile holds whole mr-row blocks (up to CK_MR_MAX rows past Fg)

@@ -88,9 +88,27 @@ cdef struct Tile:
     # column j = (pz * srows + r) * width + q of the tile's matrix, where width = cols +
     # the column halo (KW - 1) * dw // sw and srows = rows + the row halo
     # (KH - 1) * dh // sh (depth likewise); the other columns (the halos) are computed
-    # and dropped.  npos = columns up to the last output row's end.
+    # and dropped.  npos = columns up to the last output row's last output (that row's
+    # halo columns are not computed: a 1-D tile, one row, has none).
     Py_ssize_t od0, planes, oh0, rows, w0, cols
     Py_ssize_t width, srows, depth, npos
+    Py_ssize_t pitch  # slab elements from one (channel, phase) plane to the next
+
+
+# A slab plane whose size is a multiple of 32 elements is followed by 16 zeros: planes a
+# power-of-two number of bytes apart (1-D rows of 256 + a 256-tap halo, say) put the same
+# column of every channel in one L1 set, so a GEMM sliver's rows, one per channel and
+# tap, evict each other (4 KiB apart: all in one set of 8 ways, for the 128 rows of a
+# reduction block).  After the skew consecutive planes start 64 or 128 bytes apart modulo
+# 256, and the rows spread over the sets.
+cdef enum:
+    SLAB_SKEW_EVERY = 32
+    SLAB_SKEW = 16
+
+
+cdef inline Py_ssize_t slab_pitch(Py_ssize_t plane) noexcept nogil:
+    """Elements from one slab plane of `plane` elements to the next (see SLAB_SKEW)."""
+    return plane + SLAB_SKEW if plane % SLAB_SKEW_EVERY == 0 else plane
 
 
 cdef inline Tile make_tile(const Geom *g, Py_ssize_t od0, Py_ssize_t planes, Py_ssize_t oh0,
@@ -107,12 +125,13 @@ cdef inline Tile make_tile(const Geom *g, Py_ssize_t od0, Py_ssize_t planes, Py_
     t.width = t.cols + (g.KW - 1) * g.dw // g.sw
     t.srows = t.rows + (g.KH - 1) * g.dh // g.sh
     t.depth = t.planes + (g.KD - 1) * g.dd // g.sd
-    t.npos = ((t.planes - 1) * t.srows + t.rows) * t.width
+    t.npos = ((t.planes - 1) * t.srows + t.rows - 1) * t.width + t.cols
+    t.pitch = slab_pitch(t.depth * t.srows * t.width)
     return t
 
 
 cdef inline Py_ssize_t slab_size(const Geom *g, const Tile *t) noexcept nogil:
-    return g.Cg * g.sd * g.sh * g.sw * t.depth * t.srows * t.width
+    return g.Cg * g.sd * g.sh * g.sw * t.pitch
 
 
 cdef inline void fill_slab(const floating_t *xg, const Geom *g, const Tile *t,
@@ -124,8 +143,8 @@ cdef inline void fill_slab(const floating_t *xg, const Geom *g, const Tile *t,
     (w0 + q) * sw + e] for z < depth, r < srows, q < width: output (pz, r, q) and tap
     (kd, kh, kw) then read phase (kd*dd % sd, kh*dh % sh, kw*dw % sw) at
     (pz + kd*dd // sd, r + kh*dh // sh, q + kw*dw // sw), a stride-1 run.  For stride 1
-    there is one phase and the slab is the padded input.  xg points at channel 0 of
-    the group.
+    there is one phase and the slab is the padded input.  Planes are t.pitch elements
+    apart, the gap between them zero.  xg points at channel 0 of the group.
     """
     cdef Py_ssize_t c, a, b, e, z, r, q, id, ih, iw0, lo, hi
     cdef const floating_t *src
@@ -163,6 +182,9 @@ cdef inline void fill_slab(const floating_t *xg, const Geom *g, const Tile *t,
                             for q in range(hi, t.width):
                                 dst[q] = 0
                             dst += t.width
+                    for q in range(t.pitch - t.depth * t.srows * t.width):
+                        dst[q] = 0
+                    dst += t.pitch - t.depth * t.srows * t.width
 
 
 cdef inline void slab_offsets(const Geom *g, const Tile *t, Py_ssize_t *boff) noexcept nogil:
@@ -173,7 +195,7 @@ cdef inline void slab_offsets(const Geom *g, const Tile *t, Py_ssize_t *boff) no
     output row or plane), so each tap is a contiguous run and the matrix product reads
     the slab in place.
     """
-    cdef Py_ssize_t k = 0, c, kd, kh, kw, phase, plane = t.depth * t.srows * t.width
+    cdef Py_ssize_t k = 0, c, kd, kh, kw, phase, plane = t.pitch
     for kd in range(g.KD):
         for kh in range(g.KH):
             for kw in range(g.KW):
