@@ -190,6 +190,20 @@ def _channels_last_fills(f):
             and (f.images == 1 or f.reduction * f.filters * f.itemsize > L2_BYTES // 2))
 
 
+# The in-place pointwise paths read the GEMM's B rows, one per reduced channel, straight
+# from the caller's array, P positions apart.  Rows s bytes apart start in only
+# 4096 / gcd(s, 4096) of the L1 cache's 64-byte-line sets (64 sets of 4 KiB per way), so
+# with 8 ways (the fewest of current x86 cores) a micro-kernel sliver keeps at most
+# 8 * 4096 / gcd(s, 4096) of them; a reduction block of more rows (up to KC) evicts its
+# own rows.  The paths that copy the input (slab, im2col tiles) pack the rows densely.
+# Measured on Zen 2 (AVX2, float32): WaveNet's 1x1 layers over 4096 samples (16 KiB
+# rows, 64-256 channels) ran 0.6-0.9x PyTorch in place and 1.1-1.7x on the copying
+# paths; MobileNetV2's 112x112 layers (49 KiB rows, 16-32 channels) keep theirs.
+def _aliased_rows(f, rows):
+    stride = f.positions * f.itemsize
+    return min(rows, _conv.REDUCTION_BLOCK) > 8 * 4096 // math.gcd(stride, 4096)
+
+
 # A pointwise layer with fewer filters than channels (MobileNet's projections) and at
 # least two reduction blocks of positions per image: im2col is a plain copy of x, and its
 # GEMM puts the channels on the micro-kernel's rows against grad_y transposed, few
@@ -217,13 +231,17 @@ TABLE = {
              _depthwise_rows_pay),
         # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
         Path("pointwise", {"operand": "in place", "block": "wide"},
-             lambda f: f.pointwise, lambda f: not _few_filters(f) and not _small_output(f)),
+             lambda f: f.pointwise,
+             lambda f: (not _few_filters(f) and not _small_output(f)
+                        and not _aliased_rows(f, f.channels))),
+        # few positions in all (one tile of them, over images): the packed weights would
+        # be swept by that one tile, so packing would copy the whole weight (a pass over
+        # memory as long as the product's own, for channel-rich layers) to read it once;
+        # the rows are read in place
+        Path("im2col_rows", {"operand": "im2col over images", "block": "weight rows"},
+             _always, lambda f: _few_positions(f) and not _few_filters(f)),
         Path("im2col_images", {"operand": "im2col over images", "block": "wide"}, _always,
              lambda f: _small_images(f) and not _few_filters(f)),
-        # one small image: the packed weights would be swept by one tile, so packing
-        # would copy the whole weight to read it once; the rows are read in place
-        Path("im2col_rows", {"operand": "im2col", "block": "weight rows"}, _always,
-             lambda f: f.images == 1 and _small_output(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
              lambda f: f.direct, _few_filters),
         Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct,
@@ -241,17 +259,16 @@ TABLE = {
         # few output positions in all: col2im's GEMM with grad_y packed and the weight's
         # rows read in place (col2im packs a transposed copy of the whole weight, which
         # costs as much as a product over a few positions); its reduction runs over the
-        # filters, so it needs as many as a long reduction (below, the flipped paths)
-        # (preferred with at most half a reduction block of positions: with 2-4 times
-        # more, 16x16 or 14x14 images of 128-256 channels at batch 1 and two 8x8 ones, the
-        # flipped slab path ran 1.2-1.6x its speed on Zen 2; and a channel-rich
-        # pointwise layer's flipped product runs in place, with no copy at all)
+        # filters, so it needs as many as a long reduction (below, the flipped paths);
+        # a channel-rich pointwise layer's flipped product runs in place, with no copy
+        # at all.  Measured on Zen 2 (AVX2, float32, 2 threads): 8x8 to 16x16 images of
+        # 128-512 channels at batch 1 ran 0.9x PyTorch here, 0.6-0.9x on the flipped slab.
         Path("col2im_rows", {"formulation": "col2im", "operand": "weight rows"},
              _few_positions,
-             lambda f: (f.images * f.positions <= _conv.REDUCTION_BLOCK // 2
-                        and f.filters >= 4 * f.nr and not (f.pointwise and _channel_rich(f)))),
+             lambda f: f.filters >= 4 * f.nr and not (f.pointwise and _channel_rich(f))),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
-             lambda f: f.pointwise, _channel_rich),
+             lambda f: f.pointwise,
+             lambda f: _channel_rich(f) and not _aliased_rows(f, f.filters)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
              lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},

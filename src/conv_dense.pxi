@@ -47,9 +47,9 @@ cdef inline Py_ssize_t dense_tile(Py_ssize_t R, Py_ssize_t rows, Py_ssize_t nr,
 
 
 cdef inline Py_ssize_t dense_gemm_per_thread(Py_ssize_t rows, Py_ssize_t nr) noexcept nogil:
-    """Scratch elements per thread of a dense GEMM pass: the rows x nr block of a tile's
-    ragged end and the micro-kernel's edge block."""
-    return rows * nr + CK_MR_MAX * CK_NR_MAX
+    """Scratch elements per thread of a dense GEMM pass over `rows` reduction rows: the
+    copied B sliver (a reduction block of rows x nr) and the micro-kernel's edge block."""
+    return min(rows, <Py_ssize_t> KC) * nr + CK_MR_MAX * CK_NR_MAX
 
 
 cdef inline Py_ssize_t dense_forward_per_thread(const Geom *g, Py_ssize_t tw,
@@ -152,31 +152,43 @@ cdef void dense_forward_rows(const floating_t *x, const floating_t *w, const Geo
 cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, Py_ssize_t kdim,
                      const floating_t *B, Py_ssize_t b_group, Py_ssize_t ldb, Py_ssize_t ncols,
                      floating_t *C, Py_ssize_t c_group, Py_ssize_t ldc, Py_ssize_t G,
-                     floating_t *scratch, Py_ssize_t *offsets, const Kernels *kern,
+                     floating_t *scratch, const Py_ssize_t *offsets, const Kernels *kern,
                      int nt) noexcept nogil:
     """C[g] (M x ncols) = A[g] (M x kdim) @ B[g] (kdim x ncols) for each group g < G.
 
     A[g] is packed (pack_rows) at apack + g * a_group; B[g]'s row k is
     B + g * b_group + k * ldb and C[g]'s row i is C + g * c_group + i * ldc.  offsets
-    holds k * ldb, then k * nr, for k < kdim; scratch dense_gemm_per_thread(kdim, nr)
-    elements per thread.  Tasks are (group, column tile, block of A rows).
+    holds k * nr for k < KC; scratch dense_gemm_per_thread(kdim, nr) elements per thread.
+    Tasks are (group, column tile, block of A rows).
+
+    B is read in place, but each nr-column sliver of a reduction block is first copied
+    into the task's scratch (its ragged last columns zero), and every block of A rows
+    runs over the copy: B's rows, often the caller's weight rows some power of two
+    bytes apart (K = 256 * 3 * 3 floats: 9 KiB), would otherwise fall into a few L1
+    sets and evict each other within a sliver.  The same reduction blocks, in the same
+    order, as gemm_block: the same bits.
     """
-    cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B)
+    cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t tw = dense_tile(ncols, kdim, nr, sizeof(floating_t))
     cdef Py_ssize_t ntiles = (ncols + tw - 1) // tw, mblocks = (M + mr - 1) // mr
     cdef Py_ssize_t per = blocks_per_split(G * ntiles, mblocks, nt)
     cdef Py_ssize_t nsplit = (mblocks + per - 1) // per
-    cdef Py_ssize_t t, grp, p0, pn, full, m0, mm, k
+    cdef Py_ssize_t kstep = reduction_step(kdim)
+    cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
+    cdef Py_ssize_t t, grp, p0, pn, m0, mm, k, kb, k0, kc, jb, j0, nn, mb, rows, i, j
+    cdef bint acc
     cdef const floating_t *bg
     cdef const floating_t *a
     cdef floating_t *cg
-    cdef floating_t *tail
+    cdef floating_t *c
+    cdef floating_t *buf
+    cdef floating_t *ctmp
     for t in prange(G * ntiles * nsplit, num_threads=nt, schedule="static"):
-        tail = scratch + threadid() * dense_gemm_per_thread(kdim, nr)
+        buf = scratch + threadid() * dense_gemm_per_thread(kdim, nr)
+        ctmp = buf + min(kdim, <Py_ssize_t> KC) * nr
         grp = t // (ntiles * nsplit)
         p0 = t // nsplit % ntiles * tw
         pn = min(tw, ncols - p0)
-        full = pn // nr * nr
         m0 = t % nsplit * per * mr
         mm = min(per * mr, M - m0)
         if mm <= 0:
@@ -184,15 +196,33 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
         bg = B + grp * b_group + p0
         cg = C + grp * c_group + m0 * ldc + p0
         a = apack + grp * a_group + m0 * kdim
-        if full > 0:
-            gemm_block(kern, a, mr * kdim, mm, kdim, bg, offsets, 0, NULL, full, cg, ldc,
-                       tail + kdim * nr, False)
-        if pn > full:
-            for k in range(kdim):
-                memcpy(tail + k * nr, bg + k * ldb + full, (pn - full) * sizeof(floating_t))
-                memset(tail + k * nr + pn - full, 0, (nr - pn + full) * sizeof(floating_t))
-            gemm_block(kern, a, mr * kdim, mm, kdim, tail, offsets + kdim, 0, NULL,
-                       pn - full, cg + full, ldc, tail + kdim * nr, False)
+        for kb in range(nkb):
+            k0 = kb * kstep
+            kc = min(kstep, kdim - k0)
+            acc = k0 > 0
+            for jb in range((pn + nr - 1) // nr):
+                j0 = jb * nr
+                nn = min(nr, pn - j0)
+                for k in range(kc):
+                    memcpy(buf + k * nr, bg + (k0 + k) * ldb + j0, nn * sizeof(floating_t))
+                    if nn < nr:
+                        memset(buf + k * nr + nn, 0, (nr - nn) * sizeof(floating_t))
+                for mb in range((mm + mr - 1) // mr):
+                    rows = min(mr, mm - mb * mr)
+                    c = cg + mb * mr * ldc + j0
+                    if rows == mr and nn == nr:
+                        ukernel(kern, kc, a + mb * mr * kdim + k0 * mr, buf, offsets, vl, c,
+                                ldc, acc)
+                        continue
+                    if acc:
+                        for i in range(rows):
+                            for j in range(nn):
+                                ctmp[i * nr + j] = c[i * ldc + j]
+                    ukernel(kern, kc, a + mb * mr * kdim + k0 * mr, buf, offsets, vl, ctmp,
+                            nr, acc)
+                    for i in range(rows):
+                        for j in range(nn):
+                            c[i * ldc + j] = ctmp[i * nr + j]
 
 
 cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
@@ -201,7 +231,7 @@ cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
                      Py_ssize_t G, int nt) except *:
     """dense_gemm with its scratch and offsets allocated (and freed) here."""
     cdef Py_ssize_t nr = block_nr(&KERN, B)
-    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(2 * kdim * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
     cdef floating_t *scratch
     try:
         scratch = <floating_t *> alloc_scratch(
@@ -209,8 +239,7 @@ cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
     except MemoryError:
         free(offsets)
         raise
-    row_offsets(offsets, kdim, ldb)
-    row_offsets(offsets + kdim, kdim, nr)
+    row_offsets(offsets, KC, nr)
     with nogil:
         dense_gemm(apack, a_group, M, kdim, B, b_group, ldb, ncols, C, c_group, ldc, G,
                    scratch, offsets, &KERN, nt)
@@ -366,18 +395,23 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
 
 cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const Geom *g,
                               floating_t *gx, int nt) except *:
-    """grad_x (N, C, D, H, W) of a call with few output positions in all, as above."""
+    """grad_x (N, C, D, H, W) of a call with few output positions in all, as above.  The
+    packing and the scatter run in parallel: the scatter's tasks are (image, group, chunk
+    of channels), each zeroing and filling its own channels of grad_x."""
     cdef Py_ssize_t mr = block_mr(&KERN, gy), K = g.Cg * g.KK, NP = g.N * g.P
     cdef Py_ssize_t npad = round_up(NP, mr), plane = g.D * g.H * g.W
-    cdef Py_ssize_t grp, n, b, i, f, row, t
-    cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * npad * g.Fg * sizeof(floating_t))
+    cdef Py_ssize_t want = (4 * nt + g.N * g.G - 1) // (g.N * g.G)
+    cdef Py_ssize_t cch = max(1, (g.Cg + want - 1) // want)
+    cdef Py_ssize_t nch = (g.Cg + cch - 1) // cch
+    cdef Py_ssize_t grp, n, b, i, f, row, t, c0, c1
+    cdef floating_t *apack = <floating_t *> alloc_uninit(g.G * npad * g.Fg * sizeof(floating_t))
     cdef floating_t *colst = NULL
     cdef floating_t *cols
     cdef floating_t *gxc
     cdef floating_t *col = NULL
     try:
-        colst = <floating_t *> alloc_scratch(g.G * NP * K * sizeof(floating_t))
-        col = <floating_t *> alloc_scratch(nt * K * g.P * sizeof(floating_t))
+        colst = <floating_t *> alloc_uninit(g.G * NP * K * sizeof(floating_t))
+        col = <floating_t *> alloc_uninit(nt * cch * g.KK * g.P * sizeof(floating_t))
     except MemoryError:
         free(apack)
         free(colst)
@@ -385,25 +419,29 @@ cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const G
     try:
         with nogil:
             # A[n * P + p, f] = gy[n, grp * Fg + f, p], packed in mr-row blocks
-            for grp in range(g.G):
-                for b in range(npad // mr):
-                    for f in range(g.Fg):
-                        for i in range(mr):
-                            row = b * mr + i
-                            apack[grp * npad * g.Fg + (b * g.Fg + f) * mr + i] = (
-                                gy[(row // g.P * g.F + grp * g.Fg + f) * g.P + row % g.P]
-                                if row < NP else 0)
+            for t in prange(g.G * (npad // mr), num_threads=nt, schedule="static"):
+                grp = t // (npad // mr)
+                b = t % (npad // mr)
+                for f in range(g.Fg):
+                    for i in range(mr):
+                        row = b * mr + i
+                        apack[grp * npad * g.Fg + (b * g.Fg + f) * mr + i] = (
+                            gy[(row // g.P * g.F + grp * g.Fg + f) * g.P + row % g.P]
+                            if row < NP else 0)
         dense_call(apack, npad * g.Fg, NP, g.Fg, w, g.Fg * K, K, K, colst, NP * K, K, g.G, nt)
         with nogil:
-            # tasks (image, group) scatter into their own channels of grad_x
-            for t in prange(g.N * g.G, num_threads=nt, schedule="static"):
-                n = t // g.G
-                grp = t % g.G
-                cols = col + threadid() * K * g.P
+            # tasks (image, group, chunk of channels) scatter into their own channels
+            for t in prange(g.N * g.G * nch, num_threads=nt, schedule="static"):
+                n = t // (g.G * nch)
+                grp = t // nch % g.G
+                c0 = t % nch * cch
+                c1 = min(g.Cg, c0 + cch)
+                cols = col + threadid() * cch * g.KK * g.P
                 gxc = gx + (n * g.C + grp * g.Cg) * plane
-                memset(gxc, 0, g.Cg * plane * sizeof(floating_t))
-                transpose(colst + (grp * NP + n * g.P) * K, K, g.P, K, cols, g.P)
-                col2im_add(cols, g.P, g, 0, K, 0, g.P, gxc)
+                memset(gxc + c0 * plane, 0, (c1 - c0) * plane * sizeof(floating_t))
+                transpose(colst + (grp * NP + n * g.P) * K + c0 * g.KK, K, g.P,
+                          (c1 - c0) * g.KK, cols, g.P)
+                col2im_add(cols, g.P, g, c0 * g.KK, (c1 - c0) * g.KK, 0, g.P, gxc)
     finally:
         free(col)
         free(colst)
