@@ -68,10 +68,11 @@ Facts = namedtuple(
         "nr",              # columns of the GEMM block for the dtype
         "images",          # N, the batch
         "positions",       # output positions per image, prod(O)
-        "phase_positions",  # input positions per image in one stride phase, prod(ceil(X / s))
         "channel_run",     # values per run of the channels-last input: KW * Cg, or Cg if dilated
         "taps",            # prod(K), the window's taps
         "itemsize",        # bytes per element of the dtype
+        "row_width",       # OW, outputs per output row
+        "vl",              # elements per vector of the micro-kernels for the dtype
     ],
 )
 
@@ -80,6 +81,10 @@ Path = namedtuple("Path", ["name", "axes", "valid", "preferred"])
 
 def _always(f):
     return True
+
+
+def _never(f):
+    return False
 
 
 # One input channel per group: the depthwise path's rows work per (image, channel)
@@ -140,14 +145,6 @@ def _small_output(f):
 
 def _small_images(f):
     return f.images >= 2 and _small_output(f)
-
-
-# The phased input gradient runs one slab correlation per stride phase and image, each
-# over the phase's share of the image's input positions: with fewer than 4 nr-slivers of
-# them, every phase pays a slab, packed weights and a halo for a sliver or two (as small
-# images do on the forward's slab), and col2im's one product per image wins.
-def _phases_fill_slivers(f):
-    return f.phase_positions >= 4 * f.nr
 
 
 # Few output positions in the whole call: at most two reduction blocks of them.
@@ -216,6 +213,35 @@ def _pointwise_projection(f):
             and f.positions >= 2 * _conv.REDUCTION_BLOCK)
 
 
+# The slab computes no halo column when an output row is one vector or whole slivers
+# (src/conv_geometry.pxi, vector rows): 16x16 images on AVX2, say.
+def _slab_rows_whole(f):
+    return f.direct and (f.row_width == f.vl or f.row_width % f.nr == 0)
+
+
+# The forward reading the weight's rows in place (im2col_rows) against the paths that
+# pack the weight first: with few positions in all (one tile of them) packing copies the
+# whole weight to read it once, and the slab and im2col paths have few columns to block
+# over.  Measured on Zen 2 (AVX2, float32, 2 threads, the zoo's layers): 1.0-2.3x
+# PyTorch at 1-128 positions in all, against 0.3-1.2x on the others, small weights
+# included (strided 1x1 downsamples, 3-D bottlenecks); but with more than a reduction
+# block of positions in whole-vector slab rows (16x16 images of 64-512 channels) the slab
+# ran 0.9-1.15x, im2col_rows 0.8-1.05x.
+def _forward_rows_pay(f):
+    slab_fits = _slab_rows_whole(f) and not _small_images(f)  # the slab would be planned
+    return (_few_positions(f) and not _few_filters(f)
+            and not (f.images * f.positions > _conv.REDUCTION_BLOCK and slab_fits))
+
+
+# The input gradient's col2im_rows reads the weight's rows in place too, but its
+# alternatives pack a weight that, when it fits in the cores' L2 caches (four of them:
+# the packed copy and the weight side by side on two cores), costs little to pack: on
+# Zen 2, with few positions, col2im_rows ran 0.8-1.3x PyTorch for weights of 2.1-9.4 MB
+# (col2im 0.6-0.9x) and 0.6-0.8x for 0.3-1.8 MB ones (col2im and the flipped slab 0.7-1.5x).
+def _weight_exceeds_caches(f):
+    return f.groups * f.filters * f.reduction * f.itemsize > 4 * L2_BYTES
+
+
 # With a few positions in all (fewer than half a reduction block) and a window of several
 # taps, the channels-last GEMM's gradient, written channels-last and transposed, costs
 # more than the product; im2row writes it once in its own layout.
@@ -239,7 +265,7 @@ TABLE = {
         # memory as long as the product's own, for channel-rich layers) to read it once;
         # the rows are read in place
         Path("im2col_rows", {"operand": "im2col over images", "block": "weight rows"},
-             _always, lambda f: _few_positions(f) and not _few_filters(f)),
+             _always, _forward_rows_pay),
         Path("im2col_images", {"operand": "im2col over images", "block": "wide"}, _always,
              lambda f: _small_images(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
@@ -261,11 +287,12 @@ TABLE = {
         # costs as much as a product over a few positions); its reduction runs over the
         # filters, so it needs as many as a long reduction (below, the flipped paths);
         # a channel-rich pointwise layer's flipped product runs in place, with no copy
-        # at all.  Measured on Zen 2 (AVX2, float32, 2 threads): 8x8 to 16x16 images of
-        # 128-512 channels at batch 1 ran 0.9x PyTorch here, 0.6-0.9x on the flipped slab.
+        # at all; and a weight that fits in the caches costs little to pack
+        # (_weight_exceeds_caches)
         Path("col2im_rows", {"formulation": "col2im", "operand": "weight rows"},
              _few_positions,
-             lambda f: f.filters >= 4 * f.nr and not (f.pointwise and _channel_rich(f))),
+             lambda f: (f.filters >= 4 * f.nr and _weight_exceeds_caches(f)
+                        and not (f.pointwise and _channel_rich(f)))),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise,
              lambda f: _channel_rich(f) and not _aliased_rows(f, f.filters)),
@@ -275,8 +302,11 @@ TABLE = {
              lambda f: f.flipped_direct, lambda f: _channel_rich(f) and not _small_output(f)),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
              lambda f: f.flipped, lambda f: _channel_rich(f) and not _small_output(f)),
+        # since the weight packs run in parallel, col2im ran 1.1-3.4x the phased path's
+        # speed on every strided layer of the zoo (Zen 2, 1 and 2 threads): kept for
+        # tests and forcing, planned for none
         Path("phased", {"formulation": "phased", "operand": "slab"},
-             lambda f: f.phased, lambda f: _channel_rich(f) and _phases_fill_slivers(f)),
+             lambda f: f.phased, _never),
         Path("col2im", {"formulation": "col2im", "operand": "cols"}, _always, _always),
     ),
     "backward_weight": (
@@ -328,7 +358,8 @@ def facts(geometry, dtype):
         float32 or float64.
     """
     x5, w5, y5, groups = geometry[:4]
-    mr, nr = _conv.kernel_info()[dtype.name]["gemm"]
+    info = _conv.kernel_info()[dtype.name]
+    mr, nr = info["gemm"]
     return Facts(
         filters=w5[0] // groups,
         channels=w5[1],
@@ -338,10 +369,11 @@ def facts(geometry, dtype):
         nr=nr,
         images=x5[0],
         positions=y5[2] * y5[3] * y5[4],
-        phase_positions=math.prod(-(-x // s) for x, s in zip(x5[2:], geometry[4])),
         channel_run=w5[1] * w5[4] if w5[4] == 1 or geometry[6][2] == 1 else w5[1],
         taps=w5[2] * w5[3] * w5[4],
         itemsize=dtype.itemsize,
+        row_width=y5[4],
+        vl=info["vector"][0],
         **_conv.geometry_facts(*geometry),
     )
 

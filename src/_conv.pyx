@@ -122,13 +122,14 @@ def cpu_isa():
 
 
 def kernel_info():
-    """Return the selected micro-kernels: ISA name and block shapes per dtype."""
+    """Return the selected micro-kernels: ISA name, block shapes and vector length (in
+    elements) per dtype."""
     return {
         "isa": KERN.s.name.decode(),
         "float32": {"gemm": (KERN.s.mr, KERN.s.nr), "gemm_narrow": (KERN4.s.mr, KERN4.s.nr),
-                    "dot": (KERN.s.dr, KERN.s.dc)},
+                    "dot": (KERN.s.dr, KERN.s.dc), "vector": (KERN.s.vl,)},
         "float64": {"gemm": (KERN.d.mr, KERN.d.nr), "gemm_narrow": (KERN4.d.mr, KERN4.d.nr),
-                    "dot": (KERN.d.dr, KERN.d.dc)},
+                    "dot": (KERN.d.dr, KERN.d.dc), "vector": (KERN.d.vl,)},
     }
 
 

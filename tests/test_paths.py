@@ -209,11 +209,10 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
     few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
     assert plan.paths["forward"] == ("im2col_rows" if few else "im2col_images")
-    nr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1]
-    assert plan.paths["backward_input"] == (
-        "col2im_rows" if few and filters >= 4 * nr else "flipped_im2col_images")
-    # few positions in all take the im2row weight gradient (and, with enough filters,
-    # the col2im_rows input gradient);
+    # (with the L2 cache taken to be large, the weight fits in it: col2im_rows, which
+    # reads it in place, is not planned)
+    assert plan.paths["backward_input"] == "flipped_im2col_images"
+    # few positions in all take the im2row weight gradient;
     # the image-spanning paths are forced below so that their batch chunks and row
     # blocks are checked
     assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
@@ -249,14 +248,48 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
         np.testing.assert_array_equal(gw, results[0][2])
 
 
-def test_strided_input_gradient_takes_col2im_when_its_stride_phases_are_small():
-    """An 8x8 image's stride-2 phases hold 16 positions each (a micro-kernel sliver or
-    less): col2im, one product per image; a 64x64 image's phases fill many slivers."""
+def test_strided_input_gradient_takes_col2im():
+    """With the weight packs in parallel, col2im outran the phased slab path on every
+    strided layer measured, small stride phases (8x8 images) or large (64x64): the phased
+    path stays valid (forced by the tests) and is planned for none."""
     small = ck.conv_plan((64, 256, 8, 8), (512, 256, 3, 3), stride=2, padding=1)
     large = ck.conv_plan((16, 64, 64, 64), (64, 64, 3, 3), stride=2, padding=1)
-    assert "phased" in small.valid_paths("backward_input")
-    assert small.paths["backward_input"] == "col2im"
-    assert large.paths["backward_input"] == "phased"
+    for plan in (small, large):
+        assert "phased" in plan.valid_paths("backward_input")
+        assert plan.paths["backward_input"] == "col2im"
+
+
+def test_few_positions_read_the_weight_rows_in_place(monkeypatch):
+    """With at most two reduction blocks of positions in all, the forward reads the
+    weight's rows in place (packing would copy it to read it once), unless there are more
+    than one block of positions in slab rows of whole vectors (16x16 images: no halo);
+    the input gradient does (col2im_rows) when the weight outgrows four L2 caches."""
+    assert ck.conv_plan((1, 256, 14, 14), (256, 256, 3, 3), padding=1).paths[
+        "forward"] == "im2col_rows"
+    assert ck.conv_plan((4, 512, 7, 7), (512, 512, 3, 3), padding=1).paths[
+        "forward"] == "im2col_rows"
+    info = _conv.kernel_info()["float32"]
+    whole = 16 == info["vector"][0] or 16 % info["gemm"][1] == 0   # AVX2, AVX-512
+    assert ck.conv_plan((1, 128, 16, 16), (128, 128, 3, 3), padding=1).paths[
+        "forward"] == ("slab" if whole else "im2col_rows")
+    x_shape, w_shape = (1, 256, 8, 8), (256, 256, 3, 3)   # a 2.4 MB float32 weight
+    monkeypatch.setattr(_paths, "L2_BYTES", 512 << 10)
+    assert ck.conv_plan(x_shape, w_shape, padding=1).paths["backward_input"] == "col2im_rows"
+    monkeypatch.setattr(_paths, "L2_BYTES", 4 << 20)
+    assert ck.conv_plan(x_shape, w_shape, padding=1).paths["backward_input"] != "col2im_rows"
+
+
+def test_pointwise_rows_that_alias_in_l1_are_copied():
+    """The in-place pointwise paths read one row per channel, P positions apart: 4096
+    float32 samples (16 KiB apart, one L1 set per line offset) with 128 channels are
+    copied (slab); 56x56 images (12.25 KiB apart, 16 sets) keep the in-place paths."""
+    signal = ck.conv_plan((1, 128, 4096), (128, 128, 1))
+    image = ck.conv_plan((1, 96, 56, 56), (96, 96, 1, 1))
+    assert "pointwise" in signal.valid_paths("forward")
+    assert signal.paths["forward"] != "pointwise"
+    assert signal.paths["backward_input"] != "flipped_pointwise"
+    assert image.paths["forward"] == "pointwise"
+    assert image.paths["backward_input"] == "flipped_pointwise"
 
 
 def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
