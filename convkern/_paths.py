@@ -242,6 +242,18 @@ def _weight_exceeds_caches(f):
     return f.groups * f.filters * f.reduction * f.itemsize > 4 * L2_BYTES
 
 
+# A short reduction (at most two reduction blocks of Cg * prod(K) rows) over many positions
+# per image (at least four blocks): im2col_dot's tiles are x's rows of patches, long and
+# contiguous along the positions, and its dot kernel sums each against grad_y's rows in
+# place, with no transposed copy of grad_y and no partial per tile.  Measured on Zen 2
+# (AVX2, float32, 2 threads) over the zoo's weight gradients: 1.0-2.1x PyTorch for
+# MobileNetV2's 1x1 layers, WaveNet's 1-D layers and the 3-channel stems (the GEMM and
+# slab paths 0.4-1.3x), but 0.3-0.7x with fewer than 256 positions per image.
+def _dot_pays(f):
+    return (f.reduction <= 2 * _conv.REDUCTION_BLOCK
+            and f.positions >= 4 * _conv.REDUCTION_BLOCK)
+
+
 # With a few positions in all (fewer than half a reduction block) and a window of several
 # taps, the channels-last GEMM's gradient, written channels-last and transposed, costs
 # more than the product; im2row writes it once in its own layout.
@@ -317,7 +329,7 @@ TABLE = {
         Path("channels_last_gemm", {"operand": "channels-last slab", "kernel": "gemm"},
              lambda f: f.channels_last,
              lambda f: (_channels_last_fills(f) and not _few_positions_for_taps(f)
-                        and not _pointwise_projection(f))),
+                        and not _pointwise_projection(f) and not _dot_pays(f))),
         # few output positions in all: the GEMM writes the gradient in its own layout
         # once per reduction block of positions, where the other GEMM paths write it into
         # partials, add them and transpose it (about three writes): with at most two
@@ -327,12 +339,13 @@ TABLE = {
              _always, lambda f: _long_reduction(f) and _small_images(f)),
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
              lambda f: f.direct, lambda f: (_long_reduction(f) and not _small_output(f)
-                                            and not _pointwise_projection(f))),
+                                            and not _pointwise_projection(f)
+                                            and not _dot_pays(f))),
         Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct,
              lambda f: (not (_long_reduction(f) and _small_output(f))
-                        and not _pointwise_projection(f))),
+                        and not _pointwise_projection(f) and not _dot_pays(f))),
         Path("im2col_gemm", {"operand": "im2col", "kernel": "gemm"}, _always,
-             lambda f: _long_reduction(f) or _pointwise_projection(f)),
+             lambda f: (_long_reduction(f) or _pointwise_projection(f)) and not _dot_pays(f)),
         Path("im2col_dot", {"operand": "im2col", "kernel": "dot"}, _always, _always),
     ),
     "backward_bias": (

@@ -347,10 +347,24 @@ def test_weight_gradient_of_a_pointwise_projection_takes_im2col():
     (MobileNet's projections): im2col is a copy of x and its GEMM puts the channels on the
     micro-kernel's rows; an expansion (more filters than channels) keeps the
     channels-last GEMM at batch 1."""
-    project = ck.conv_plan((1, 144, 56, 56), (24, 144, 1, 1))
+    project = ck.conv_plan((1, 384, 28, 28), (64, 384, 1, 1))
     expand = ck.conv_plan((1, 64, 14, 14), (384, 64, 1, 1))
     assert project.paths["backward_weight"] == "im2col_gemm"
     assert expand.paths["backward_weight"] == "channels_last_gemm"
+
+
+def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
+    """At most two reduction blocks of Cg * prod(K) rows over at least four blocks of
+    positions per image: rows of patches against grad_y's rows in place (im2col_dot),
+    for 1x1 layers, 1-D layers and 3-channel stems alike; a few positions per image keep
+    the GEMMs."""
+    for x_shape, w_shape in [((1, 144, 56, 56), (24, 144, 1, 1)),
+                             ((1, 64, 4096), (128, 64, 2)),
+                             ((4, 3, 224, 224), (32, 3, 3, 3))]:
+        plan = ck.conv_plan(x_shape, w_shape, padding=0)
+        assert plan.paths["backward_weight"] == "im2col_dot", x_shape
+    few = ck.conv_plan((1, 128, 16, 16), (256, 128, 1, 1), stride=2)
+    assert few.paths["backward_weight"] != "im2col_dot"
 
 
 def test_channels_last_weight_gradient_follows_the_partial_gradient_and_the_l2_cache(
