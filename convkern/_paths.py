@@ -73,6 +73,7 @@ Facts = namedtuple(
         "itemsize",        # bytes per element of the dtype
         "row_width",       # OW, outputs per output row
         "vl",              # elements per vector of the micro-kernels for the dtype
+        "disjoint",        # stride >= the dilated window on every axis: no input read twice
     ],
 )
 
@@ -192,13 +193,16 @@ def _channels_last_fills(f):
 # 4096 / gcd(s, 4096) of the L1 cache's 64-byte-line sets (64 sets of 4 KiB per way), so
 # with 8 ways (the fewest of current x86 cores) a micro-kernel sliver keeps at most
 # 8 * 4096 / gcd(s, 4096) of them; a reduction block of more rows (up to KC) evicts its
-# own rows.  The paths that copy the input (slab, im2col tiles) pack the rows densely.
-# Measured on Zen 2 (AVX2, float32): WaveNet's 1x1 layers over 4096 samples (16 KiB
-# rows, 64-256 channels) ran 0.6-0.9x PyTorch in place and 1.1-1.7x on the copying
-# paths; MobileNetV2's 112x112 layers (49 KiB rows, 16-32 channels) keep theirs.
-def _aliased_rows(f, rows):
+# own rows, which matters when the sliver is reused by several blocks of output rows
+# (more than mr of them).  The paths that copy the input (slab, im2col tiles) pack the
+# rows densely.  Measured on Zen 2 (AVX2, float32): WaveNet's 1x1 layers over 4096
+# samples (16 KiB rows, 64-256 channels) ran 0.6-0.9x PyTorch in place and 1.1-1.7x on
+# the copying paths; MobileNetV2's 112x112 layers (49 KiB rows, 16-32 channels) and
+# U-Net's 2-class heads (one block of output rows) keep theirs.
+def _aliased_rows(f, rows, outputs):
     stride = f.positions * f.itemsize
-    return min(rows, _conv.REDUCTION_BLOCK) > 8 * 4096 // math.gcd(stride, 4096)
+    return (outputs > f.mr
+            and min(rows, _conv.REDUCTION_BLOCK) > 8 * 4096 // math.gcd(stride, 4096))
 
 
 # A pointwise layer with fewer filters than channels (MobileNet's projections) and at
@@ -211,6 +215,15 @@ def _aliased_rows(f, rows):
 def _pointwise_projection(f):
     return (f.pointwise and f.filters < f.channels and not _few_filters(f)
             and f.positions >= 2 * _conv.REDUCTION_BLOCK)
+
+
+# Windows that do not overlap (stride >= the dilated window on every axis: the adjoints
+# of transposed convolutions with kernel = stride, patchifying stems): every input value
+# is read once, so im2col is a plain gather, while the slab splits the input into its
+# stride phases and reads each phase at one tap.  Measured on Zen 2 (AVX2, float32, 2
+# threads): U-Net's k2 s2 layers ran 1.0-2.5x PyTorch on im2col, 0.4-1.0x on the slab.
+def _slab_pays(f):
+    return not f.disjoint
 
 
 # The slab computes no halo column when an output row is one vector or whole slivers
@@ -267,11 +280,11 @@ TABLE = {
         Path("dense", {"operand": "in place", "block": "rows"}, lambda f: f.dense, _always),
         Path("depthwise", {"operand": "rows", "block": "none"}, _depthwise,
              _depthwise_rows_pay),
-        # no slab copy, no halo, no copy-out; the wide block unless the narrow one fits
+        # no slab copy, no halo, no copy-out, few filters included (U-Net's 2-class heads
+        # ran 1.2-2.5x PyTorch here, 0.6-2.1x on the narrow slab, Zen 2, 2 threads)
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise,
-             lambda f: (not _few_filters(f) and not _small_output(f)
-                        and not _aliased_rows(f, f.channels))),
+             lambda f: not _small_output(f) and not _aliased_rows(f, f.channels, f.filters)),
         # few positions in all (one tile of them, over images): the packed weights would
         # be swept by that one tile, so packing would copy the whole weight (a pass over
         # memory as long as the product's own, for channel-rich layers) to read it once;
@@ -281,9 +294,9 @@ TABLE = {
         Path("im2col_images", {"operand": "im2col over images", "block": "wide"}, _always,
              lambda f: _small_images(f) and not _few_filters(f)),
         Path("slab_narrow", {"operand": "slab", "block": "narrow"},
-             lambda f: f.direct, _few_filters),
+             lambda f: f.direct, lambda f: _few_filters(f) and _slab_pays(f)),
         Path("slab", {"operand": "slab", "block": "wide"}, lambda f: f.direct,
-             lambda f: not _small_output(f)),
+             lambda f: not _small_output(f) and _slab_pays(f)),
         Path("im2col_narrow", {"operand": "im2col", "block": "narrow"}, _always, _few_filters),
         Path("im2col", {"operand": "im2col", "block": "wide"}, _always, _always),
     ),
@@ -307,7 +320,7 @@ TABLE = {
                         and not (f.pointwise and _channel_rich(f)))),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise,
-             lambda f: _channel_rich(f) and not _aliased_rows(f, f.filters)),
+             lambda f: _channel_rich(f) and not _aliased_rows(f, f.filters, f.channels)),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
              lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
@@ -386,6 +399,8 @@ def facts(geometry, dtype):
         taps=w5[2] * w5[3] * w5[4],
         itemsize=dtype.itemsize,
         row_width=y5[4],
+        disjoint=all(st >= (k - 1) * d + 1
+                     for k, st, d in zip(w5[2:], geometry[4], geometry[6])),
         vl=info["vector"][0],
         **_conv.geometry_facts(*geometry),
     )

@@ -411,3 +411,16 @@ def test_channels_last_weight_gradient_on_ragged_runs(case, dtype, all_threads):
         assert_close(gb, ref.conv_backward_bias(gy.astype(np.float64)), dtype)
         first = first or (gw.tobytes(), gb.tobytes())
         assert (gw.tobytes(), gb.tobytes()) == first
+
+
+def test_disjoint_windows_take_im2col_and_pointwise_heads_stay_in_place():
+    """Windows that do not overlap (kernel 2, stride 2: the adjoint of a transposed
+    convolution) read every input once: im2col's gather, not the slab's stride phases;
+    a 1x1 head with two filters runs in place like any pointwise layer."""
+    for x_shape, w_shape in [((1, 64, 64, 64), (128, 64, 2, 2)),
+                             ((2, 32, 16, 16, 16), (64, 32, 2, 2, 2))]:
+        plan = ck.conv_plan(x_shape, w_shape, stride=2)
+        assert "slab" in plan.valid_paths("forward")
+        assert plan.paths["forward"] in ("im2col", "im2col_rows", "im2col_images")
+    head = ck.conv_plan((1, 32, 128, 128), (2, 32, 1, 1))
+    assert head.paths["forward"] == "pointwise"
