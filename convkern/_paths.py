@@ -74,6 +74,7 @@ Facts = namedtuple(
         "row_width",       # OW, outputs per output row
         "vl",              # elements per vector of the micro-kernels for the dtype
         "disjoint",        # stride >= the dilated window on every axis: no input read twice
+        "depth_taps",      # KD, the window's taps along the first of three spatial axes
     ],
 )
 
@@ -183,9 +184,13 @@ L2_BYTES = _l2_bytes()
 # partial that stays in cache, the slab paths' per-image slab and partial stay close
 # and they win, small images (more halo) included: VGG's 16x16 layers of 32-64 channels
 # at batch 32 ran 0.76-0.92x PyTorch on the channels-last GEMM and 0.9-1.0x on the slab.
+# But a window over three axes gives each slab tile a halo of whole planes (a 16^3
+# volume's tile of two 16x16 planes copies four 18x18 ones): 3-D U-Net's 3x3x3 layers at
+# batch 2 ran 1.4-1.6x on the channels-last GEMM, 0.9-1.2x on the slab.
 def _channels_last_fills(f):
     return (f.channels_last and f.filters >= 4 * f.mr and f.channel_run >= 2 * f.nr
-            and (f.images == 1 or f.reduction * f.filters * f.itemsize > L2_BYTES // 2))
+            and (f.images == 1 or f.depth_taps > 1
+                 or f.reduction * f.filters * f.itemsize > L2_BYTES // 2))
 
 
 # The in-place pointwise paths read the GEMM's B rows, one per reduced channel, straight
@@ -321,12 +326,20 @@ TABLE = {
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise,
              lambda f: _channel_rich(f) and not _aliased_rows(f, f.filters, f.channels)),
+        # the flipped correlations pay a slab or unrolled tiles per image (a 4x4x4
+        # volume's slab is 6x6x6) and the packed weights: with few positions in all,
+        # col2im (whose tiles are the positions themselves) ran 0.8-1.0x PyTorch on 3-D
+        # U-Net's bottleneck and U-Net's 16x16 stage, the flipped paths 0.4-0.7x (Zen 2,
+        # 2 threads; VGG's 16x16 stage at batch 1 lost 6%)
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
-             lambda f: f.flipped, lambda f: _channel_rich(f) and _small_images(f)),
+             lambda f: f.flipped,
+             lambda f: _channel_rich(f) and _small_images(f) and not _few_positions(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
-             lambda f: f.flipped_direct, lambda f: _channel_rich(f) and not _small_output(f)),
+             lambda f: f.flipped_direct,
+             lambda f: _channel_rich(f) and not _small_output(f) and not _few_positions(f)),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
-             lambda f: f.flipped, lambda f: _channel_rich(f) and not _small_output(f)),
+             lambda f: f.flipped,
+             lambda f: _channel_rich(f) and not _small_output(f) and not _few_positions(f)),
         # since the weight packs run in parallel, col2im ran 1.1-3.4x the phased path's
         # speed on every strided layer of the zoo (Zen 2, 1 and 2 threads): kept for
         # tests and forcing, planned for none
@@ -399,6 +412,7 @@ def facts(geometry, dtype):
         taps=w5[2] * w5[3] * w5[4],
         itemsize=dtype.itemsize,
         row_width=y5[4],
+        depth_taps=w5[2],
         disjoint=all(st >= (k - 1) * d + 1
                      for k, st, d in zip(w5[2:], geometry[4], geometry[6])),
         vl=info["vector"][0],

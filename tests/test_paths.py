@@ -196,7 +196,8 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
                                                             all_threads, monkeypatch):
     """Channel-rich small images in a batch plan the image-spanning im2col tiles in all
     three passes (a batch of one does not), the forward reading the weight's rows in
-    place when the batch has few positions in all (one tile of them); both forwards
+    place and the input gradient taking col2im when the batch has few positions in all
+    (one tile of them); the image-spanning paths are forced for the checks; both forwards
     match PyTorch's float64 result within the dtype's tolerance, with the same bits at 1,
     2 and 4 threads.  A batch of 11 puts 2 images in each weight-gradient chunk, and 600
     filters split its reduction rows into several cache blocks.  (The L2 cache is taken
@@ -209,9 +210,9 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
     few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
     assert plan.paths["forward"] == ("im2col_rows" if few else "im2col_images")
-    # (with the L2 cache taken to be large, the weight fits in it: col2im_rows, which
-    # reads it in place, is not planned)
-    assert plan.paths["backward_input"] == "flipped_im2col_images"
+    # (few positions in all take col2im: with the L2 cache taken to be large the weight
+    # fits in it, so col2im_rows, which reads it in place, is not planned)
+    assert plan.paths["backward_input"] == ("col2im" if few else "flipped_im2col_images")
     # few positions in all take the im2row weight gradient;
     # the image-spanning paths are forced below so that their batch chunks and row
     # blocks are checked
@@ -424,3 +425,14 @@ def test_disjoint_windows_take_im2col_and_pointwise_heads_stay_in_place():
         assert plan.paths["forward"] in ("im2col", "im2col_rows", "im2col_images")
     head = ck.conv_plan((1, 32, 128, 128), (2, 32, 1, 1))
     assert head.paths["forward"] == "pointwise"
+
+
+def test_three_dimensional_windows_take_the_channels_last_weight_gradient(monkeypatch):
+    """A 3x3x3 window gives every slab tile whole planes of halo: a batch of volumes takes
+    the channels-last GEMM even when the slab path's partial fits in the L2 cache, where
+    a batch of 2-D images of the same channels keeps the slab."""
+    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 30)
+    volume = ck.conv_plan((2, 32, 8, 8, 8), (64, 32, 3, 3, 3), padding=1)
+    images = ck.conv_plan((2, 32, 32, 32), (64, 32, 3, 3), padding=1)
+    assert volume.paths["backward_weight"] == "channels_last_gemm"
+    assert images.paths["backward_weight"] == "slab_gemm"
