@@ -323,9 +323,12 @@ TABLE = {
              _few_positions,
              lambda f: (f.filters >= 4 * f.nr and _weight_exceeds_caches(f)
                         and not (f.pointwise and _channel_rich(f)))),
+        # (not for an expansion's small output: MobileNetV2's last 1x1, 320 -> 1280 at
+        # 7x7, ran 0.44x PyTorch in place over its 49 positions, 0.75x on col2im)
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
              lambda f: f.pointwise,
-             lambda f: _channel_rich(f) and not _aliased_rows(f, f.filters, f.channels)),
+             lambda f: (_channel_rich(f) and not _aliased_rows(f, f.filters, f.channels)
+                        and not (_small_output(f) and f.filters > f.channels))),
         # the flipped correlations pay a slab or unrolled tiles per image (a 4x4x4
         # volume's slab is 6x6x6) and the packed weights: with few positions in all,
         # col2im (whose tiles are the positions themselves) ran 0.8-1.0x PyTorch on 3-D

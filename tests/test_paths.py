@@ -291,6 +291,10 @@ def test_pointwise_rows_that_alias_in_l1_are_copied():
     assert signal.paths["backward_input"] != "flipped_pointwise"
     assert image.paths["forward"] == "pointwise"
     assert image.paths["backward_input"] == "flipped_pointwise"
+    # an expansion over fewer positions than 4 slivers (5x5 on every ISA) reduces over
+    # many filters per position
+    last = ck.conv_plan((1, 320, 5, 5), (1280, 320, 1, 1))
+    assert last.paths["backward_input"] != "flipped_pointwise"
 
 
 def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
