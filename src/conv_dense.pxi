@@ -158,15 +158,18 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
 
     A[g] is packed (pack_rows) at apack + g * a_group; B[g]'s row k is
     B + g * b_group + k * ldb and C[g]'s row i is C + g * c_group + i * ldc.  offsets
-    holds k * nr for k < KC; scratch dense_gemm_per_thread(kdim, nr) elements per thread.
-    Tasks are (group, column tile, block of A rows).
+    holds k * ldb for k < kdim, then k * nr for k < KC; scratch
+    dense_gemm_per_thread(kdim, nr) elements per thread.  Tasks are (group, column tile,
+    block of A rows).
 
-    B is read in place, but each nr-column sliver of a reduction block is first copied
-    into the task's scratch (its ragged last columns zero), and every block of A rows
-    runs over the copy: B's rows, often the caller's weight rows some power of two
+    When a task has several blocks of A rows, each nr-column sliver of a reduction block
+    is first copied into the task's scratch (its ragged last columns zero), and every
+    block runs over the copy: B's rows, often the caller's weight rows some power of two
     bytes apart (K = 256 * 3 * 3 floats: 9 KiB), would otherwise fall into a few L1
-    sets and evict each other within a sliver.  The same reduction blocks, in the same
-    order, as gemm_block: the same bits.
+    sets and evict each other while the blocks reuse the sliver.  A task of one block
+    (a Dense layer's input gradient at batch 1) reads each sliver once, so it reads B
+    in place, copying only a ragged last sliver.  The same reduction blocks, in the
+    same order, as gemm_block: the same bits.
     """
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t tw = dense_tile(ncols, kdim, nr, sizeof(floating_t))
@@ -175,9 +178,11 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
     cdef Py_ssize_t nsplit = (mblocks + per - 1) // per
     cdef Py_ssize_t kstep = reduction_step(kdim)
     cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
-    cdef Py_ssize_t t, grp, p0, pn, m0, mm, k, kb, k0, kc, jb, j0, nn, mb, rows, i, j
+    cdef Py_ssize_t t, grp, p0, pn, m0, mm, kb, k0, kc, jb, j0, nn, mb, rows, i, j
     cdef bint acc
     cdef const floating_t *bg
+    cdef const floating_t *bj
+    cdef const Py_ssize_t *boff
     cdef const floating_t *a
     cdef floating_t *cg
     cdef floating_t *c
@@ -203,22 +208,25 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
             for jb in range((pn + nr - 1) // nr):
                 j0 = jb * nr
                 nn = min(nr, pn - j0)
-                for k in range(kc):
-                    memcpy(buf + k * nr, bg + (k0 + k) * ldb + j0, nn * sizeof(floating_t))
-                    if nn < nr:
-                        memset(buf + k * nr + nn, 0, (nr - nn) * sizeof(floating_t))
+                if mm <= mr and nn == nr:
+                    bj = bg + j0
+                    boff = offsets + k0
+                else:
+                    copy_sliver(bg + k0 * ldb + j0, ldb, kc, nn, nr, buf)
+                    bj = buf
+                    boff = offsets + kdim
                 for mb in range((mm + mr - 1) // mr):
                     rows = min(mr, mm - mb * mr)
                     c = cg + mb * mr * ldc + j0
                     if rows == mr and nn == nr:
-                        ukernel(kern, kc, a + mb * mr * kdim + k0 * mr, buf, offsets, vl, c,
+                        ukernel(kern, kc, a + mb * mr * kdim + k0 * mr, bj, boff, vl, c,
                                 ldc, acc)
                         continue
                     if acc:
                         for i in range(rows):
                             for j in range(nn):
                                 ctmp[i * nr + j] = c[i * ldc + j]
-                    ukernel(kern, kc, a + mb * mr * kdim + k0 * mr, buf, offsets, vl, ctmp,
+                    ukernel(kern, kc, a + mb * mr * kdim + k0 * mr, bj, boff, vl, ctmp,
                             nr, acc)
                     for i in range(rows):
                         for j in range(nn):
@@ -231,7 +239,7 @@ cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
                      Py_ssize_t G, int nt) except *:
     """dense_gemm with its scratch and offsets allocated (and freed) here."""
     cdef Py_ssize_t nr = block_nr(&KERN, B)
-    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(KC * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch((kdim + KC) * sizeof(Py_ssize_t))
     cdef floating_t *scratch
     try:
         scratch = <floating_t *> alloc_scratch(
@@ -239,7 +247,8 @@ cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
     except MemoryError:
         free(offsets)
         raise
-    row_offsets(offsets, KC, nr)
+    row_offsets(offsets, kdim, ldb)
+    row_offsets(offsets + kdim, KC, nr)
     with nogil:
         dense_gemm(apack, a_group, M, kdim, B, b_group, ldb, ncols, C, c_group, ldc, G,
                    scratch, offsets, &KERN, nt)

@@ -110,9 +110,8 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
     cdef Py_ssize_t per_thread = im2col_per_thread(tw), step = reduction_step(K)
-    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc, f, j
+    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc
     cdef floating_t *col
-    cdef floating_t *yrow
     for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
         col = scratch + threadid() * per_thread
         n = t // (g.G * ntiles)
@@ -127,17 +126,8 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
                        offsets, 0, NULL, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
                        col + KC * tw, k0 > 0)
         if bias_mode != 0 or act != ACT_NONE:
-            for f in range(grp * g.Fg, (grp + 1) * g.Fg):
-                yrow = y + (n * g.F + f) * g.P + p0
-                if bias_mode == 0:
-                    for j in range(pn):
-                        yrow[j] = activate(yrow[j], act)
-                elif bias_mode == 1:
-                    for j in range(pn):
-                        yrow[j] = activate(yrow[j] + bias[f], act)
-                else:
-                    for j in range(pn):
-                        yrow[j] = activate(yrow[j] + bias[f * g.P + p0 + j], act)
+            copy_out(y + (n * g.F + grp * g.Fg) * g.P + p0, g.P, g, grp * g.Fg,
+                     (grp + 1) * g.Fg, n * g.P + p0, pn, bias, bias_mode, act, y)
 
 
 # Bytes of unrolled tiles correlate_im2col_rows holds at once (at least one tile).
@@ -223,7 +213,7 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
     cdef Py_ssize_t fper = blocks_per_split(min(units, per_round), fpad // mr, nt)
     cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
     cdef Py_ssize_t nr = block_nr(kern, x), nkb = (K + KC - 1) // KC
-    cdef Py_ssize_t rnd, u0, nu, t, u, grp, c0, cn, k0, kc, f, f0, f1, ldc, jb, r
+    cdef Py_ssize_t rnd, u0, nu, t, u, grp, c0, cn, k0, kc, f, f0, f1, ldc, jb
     cdef floating_t *ctile
     cdef floating_t *dst
     cdef const floating_t **rows
@@ -241,13 +231,8 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
             # sliver jb of the tile: rows k of nr columns at cols[unit][(jb * K + k) * nr]
             # (the last sliver's columns past the tile zero)
             for jb in range((cn + nr - 1) // nr):
-                dst = cols + (t // nkb) * K * tw + (jb * K + k0) * nr
-                for r in range(kc):
-                    memcpy(dst + r * nr, ctile + r * tw + jb * nr,
-                           min(nr, cn - jb * nr) * sizeof(floating_t))
-                    if cn - jb * nr < nr:
-                        memset(dst + r * nr + cn - jb * nr, 0,
-                               (nr - cn + jb * nr) * sizeof(floating_t))
+                copy_sliver(ctile + jb * nr, tw, kc, min(nr, cn - jb * nr), nr,
+                            cols + (t // nkb) * K * tw + (jb * K + k0) * nr)
         for t in prange(nu * nsplit, num_threads=nt, schedule="static"):
             rows = ptrs + threadid() * (g.Fg + CK_MR_MAX)
             ctile = scratch + threadid() * per_thread

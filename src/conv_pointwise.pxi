@@ -38,12 +38,11 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw, ntasks = g.N * g.G * ntiles
     cdef Py_ssize_t fper = blocks_per_split(ntasks, fpad // mr, nt)
     cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
-    cdef Py_ssize_t t, n, grp, f, f0, f1, m0, p0, pn, full, k, j
+    cdef Py_ssize_t t, n, grp, f0, f1, m0, p0, pn, full, k, j
     cdef const floating_t *xg
     cdef const floating_t *a
     cdef floating_t *yg
     cdef floating_t *tail
-    cdef floating_t *row
     for t in prange(ntasks * nsplit, num_threads=nt, schedule="static"):
         tail = scratch + threadid() * pointwise_per_thread(K, nr)
         n = t // (g.G * ntiles * nsplit)
@@ -71,14 +70,5 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
                 gemm_block(kern, a, mr * K, min(mr, f1 - m0), K, tail, offsets + K, 0, NULL,
                            pn - full, yg + m0 * g.P + full, g.P, tail + K * nr, False)
         if bias_mode != 0 or act != ACT_NONE:
-            for f in range(f0, f1):
-                row = yg + f * g.P
-                if bias_mode == 0:
-                    for j in range(pn):
-                        row[j] = activate(row[j], act)
-                elif bias_mode == 1:
-                    for j in range(pn):
-                        row[j] = activate(row[j] + bias[grp * g.Fg + f], act)
-                else:
-                    for j in range(pn):
-                        row[j] = activate(row[j] + bias[(grp * g.Fg + f) * g.P + p0 + j], act)
+            copy_out(yg + f0 * g.P, g.P, g, grp * g.Fg + f0, grp * g.Fg + f1, n * g.P + p0, pn,
+                     bias, bias_mode, act, y)

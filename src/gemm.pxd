@@ -9,6 +9,8 @@
 #             gemm_block, output rows of row_len columns at given offsets (vector rows);
 #   C:        C[i, j] at C[i * ldc + j], written only for i < M, j < ncols.
 
+from libc.string cimport memcpy, memset
+
 from fused cimport floating_t
 
 cdef extern from "ukernel.h":
@@ -158,6 +160,17 @@ cdef inline Py_ssize_t reduction_step(Py_ssize_t kdim) noexcept nogil:
     output has the same bits whichever path (and tile) computes it."""
     cdef Py_ssize_t nkb = (kdim + KC - 1) // KC
     return (kdim + nkb - 1) // nkb if nkb > 0 else 0
+
+
+cdef inline void copy_sliver(const floating_t *src, Py_ssize_t lds, Py_ssize_t rows,
+                             Py_ssize_t cols, Py_ssize_t nr, floating_t *dst) noexcept nogil:
+    """dst[k * nr + j] = src[k * lds + j] for k < rows, j < cols <= nr, and 0 for the
+    columns cols .. nr: one B sliver, contiguous, its ragged columns zero."""
+    cdef Py_ssize_t k
+    for k in range(rows):
+        memcpy(dst + k * nr, src + k * lds, cols * sizeof(floating_t))
+        if cols < nr:
+            memset(dst + k * nr + cols, 0, (nr - cols) * sizeof(floating_t))
 
 
 cdef inline void pack_rows(const floating_t *src, Py_ssize_t rs, Py_ssize_t cs,
