@@ -37,6 +37,10 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t fper = blocks_per_split(ntasks, fpad // mr, nt)
     cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
     cdef Py_ssize_t t, n, grp, f, f0, f1, pz, r, q, p, ncols, row_len, pitch, cplane
+    # vector-row tiles of a contiguous y are written in place (see below)
+    cdef bint in_place = (d.rowvec and out.offset == 0 and out.sn == g.F * g.P
+                          and out.sf == g.P and out.sd == g.OH * g.OW and out.sh == g.OW
+                          and out.sw == 1)
     cdef Tile tile
     cdef floating_t *slab
     cdef floating_t *ctile
@@ -72,6 +76,18 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
             row_len = 0
             pitch = tile.width
             cplane = tile.srows * tile.width
+        if in_place:
+            # a vector-row tile's outputs are one run of each filter's plane of y, whole
+            # slivers long: the GEMM writes them there (the rows past Fg through the
+            # edge block), then the bias and activation are applied in place
+            p = (tile.od0 * g.OH + tile.oh0) * g.OW
+            dst = y + (n * g.F + grp * g.Fg + f0) * g.P + p
+            gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, min(f1, g.Fg) - f0, K,
+                       slab, boff, row_len, roff, ncols, dst, g.P, ctile + fpad * d.ldc, False)
+            if bias_mode != 0 or act != ACT_NONE:
+                copy_out(dst, g.P, g, grp * g.Fg + f0, grp * g.Fg + min(f1, g.Fg), n * g.P + p,
+                         ncols, bias, bias_mode, act, y)
+            continue
         # whole mr x nr blocks into the tile (the packed rows past Fg are zero, the slab
         # and the tile have room for the last sliver): no ragged-edge copies
         gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, f1 - f0, K, slab, boff,
