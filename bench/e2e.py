@@ -11,8 +11,8 @@ gradients, parameters after one SGD step, batch-1 eval output), times
 
 See :func:`e2e_nets.check_twins` for what is compared before timing (once, before
 the first thread count). The two
-libraries are interleaved (calibrated batches of calls, a pause before each
-switch) and the median is reported, at each thread count (``convkern.set_num_threads``,
+libraries are interleaved (calibrated batches of calls, a pause and one untimed
+call before each switch) and the median is reported, at each thread count (``convkern.set_num_threads``,
 ``torch.set_num_threads`` and, with threadpoolctl, NumPy's BLAS, which convkern's Dense
 layers use). Writes ``<out>/e2e.{json,md}`` (``e2e-partial.*`` for ``--quick`` or
 ``--only``).
@@ -194,7 +194,7 @@ def markdown_report(run):
         f"- NumPy BLAS threads (NumPy's own products; convkern's layers do not use BLAS): {o['blas']}",
         f"- Timing: median of {o['repeats']} interleaved batches (about "
         f"{1e3 * BATCH_SECONDS:.0f} ms, at least one call) per library, pause "
-        f"{o['pause']} s before each switch.",
+        f"{o['pause']} s before each switch, then one untimed call.",
         "- Checked before timing: float64 copies of both networks (same weights) give "
         "the same logits, loss, gradients, parameters after one SGD step and batch-1 "
         "output (max |diff| <= 1e-9 x max); the float32 networks give the same logits, "

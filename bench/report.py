@@ -123,7 +123,7 @@ def markdown_report(run, chart_name):
         f"- Machine: {machine_line(m)}",
         f"- convkern: `{m['convkern_path']}`",
         f"- Timing: median of {run['options']['repeats']} interleaved batches per "
-        f"peer, pause {run['options']['pause']} s between libraries; "
+        f"peer, pause {run['options']['pause']} s between libraries and one untimed call after it; "
         "outputs verified against convkern first.",
     ]
     if m["convkern_config"]:

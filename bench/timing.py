@@ -2,7 +2,11 @@
 
 OpenBLAS and OpenMP worker threads keep spinning for about 0.2 s after a call and
 slow the next library's threads on this 2-core machine, so every switch of
-library is preceded by a pause.
+library is preceded by a pause.  The pause idles the cores, and the first call after
+it runs cold: on Zen 2 (2 threads) a 1.4 ms weight gradient took 2.6 ms right after a
+10 ms sleep and 1.7 ms on the next call, PyTorch's 1.3 ms one 1.7 ms, a 9 MB
+``np.ones`` 0.5 ms instead of 0.25.  So each batch follows one untimed call of the
+same function, as a network's layer follows busy cores, not an idle machine.
 """
 
 import time
@@ -45,7 +49,8 @@ def interleave(jobs, repeats, pause):
     repeats : int
         Batches per label.
     pause : float
-        Seconds to sleep before each batch (each one switches library).
+        Seconds to sleep before each batch (each one switches library); one untimed
+        call follows the pause.
 
     Returns
     -------
@@ -56,6 +61,7 @@ def interleave(jobs, repeats, pause):
     for _ in range(repeats):
         for label, (fn, calls) in jobs.items():
             time.sleep(pause)
+            fn()
             times[label].append(time_batch(fn, calls))
     return times
 

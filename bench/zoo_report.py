@@ -136,8 +136,8 @@ def markdown_report(run, chart_name):
         "measured at the start and end of each thread count; % peak is of the larger.",
         f"- Timing: {o['repeats']} interleaved batches of about "
         f"{1e3 * o['batch_seconds']:.0f} ms per peer, median reported; pause "
-        f"{o['pause']} s before each switch of library; every output checked against "
-        "PyTorch's first (rtol 1e-3, atol 1e-4 x max).",
+        f"{o['pause']} s before each switch of library, then one untimed call; every output "
+        "checked against PyTorch's first (rtol 1e-3, atol 1e-4 x max).",
         f"- Layers: {len(run['layers'])} distinct shapes (list at the end), each at batch "
         "1 and at its network's training batch; float32; convolutions: forward with "
         "bias, input gradient, weight + bias gradient; max-pools with indices: forward, "
