@@ -15,10 +15,10 @@ Backward checks every index against the plane before it writes and counts the ba
 ones, so forged indices are reported, never written out of bounds.
 """
 
-from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int32_t, int64_t
 from libc.math cimport INFINITY
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from libc.stdlib cimport malloc, free
 
@@ -27,13 +27,15 @@ from geometry cimport Geom
 
 cdef extern from "pool_kernel.h":
     ctypedef Py_ssize_t (*ck_pool_s)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     const Py_ssize_t *, Py_ssize_t, float *,
-                                     int64_t *) noexcept nogil
+                                     const Py_ssize_t *, Py_ssize_t, const int32_t *,
+                                     const Py_ssize_t *, float *, int64_t *) noexcept nogil
     ctypedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     const Py_ssize_t *, Py_ssize_t, double *,
-                                     int64_t *) noexcept nogil
+                                     const Py_ssize_t *, Py_ssize_t, const int32_t *,
+                                     const Py_ssize_t *, double *, int64_t *) noexcept nogil
     ck_pool_s ck_pool_select_s() noexcept nogil
     ck_pool_d ck_pool_select_d() noexcept nogil
+    int ck_pool_vl_s() noexcept nogil
+    int ck_pool_vl_d() noexcept nogil
 
 cdef extern from "cpu_isa.h":
     int ck_isa_level() noexcept nogil
@@ -42,6 +44,8 @@ cdef extern from "cpu_isa.h":
 # Vectorised rows for stride 2 along W (NULL without GNU vector extensions).
 cdef ck_pool_s POOL_ROW_S = ck_pool_select_s()
 cdef ck_pool_d POOL_ROW_D = ck_pool_select_d()
+cdef Py_ssize_t POOL_VL_S = ck_pool_vl_s()
+cdef Py_ssize_t POOL_VL_D = ck_pool_vl_d()
 
 
 def kernel_isa():
@@ -113,10 +117,10 @@ cdef inline void pool_run(const floating_t *xp, const Geom *g, Py_ssize_t base,
         # stride 2 along the row: whole vectors of windows at once (pool_kernel.h)
         if floating_t is float:
             if POOL_ROW_S != NULL:
-                done = POOL_ROW_S(xp, g.D * g.H * g.W, base, n, taps, ntaps, yp, ip)
+                done = POOL_ROW_S(xp, g.D * g.H * g.W, base, n, taps, ntaps, NULL, NULL, yp, ip)
         else:
             if POOL_ROW_D != NULL:
-                done = POOL_ROW_D(xp, g.D * g.H * g.W, base, n, taps, ntaps, yp, ip)
+                done = POOL_ROW_D(xp, g.D * g.H * g.W, base, n, taps, ntaps, NULL, NULL, yp, ip)
     for j in range(done, n):
         start = base + j * g.sw
         m = xp[start]
@@ -187,6 +191,97 @@ cdef inline void pool_plane(const floating_t *xp, const Geom *g, floating_t *yp,
                 ow += 1
 
 
+# Small planes of 2x2 (or 2x2x2) windows as many apart: rows of fewer windows than a
+# vector (VGG's 8x8 to 2x2 planes, LeNet's) would run scalar, one window at a time.
+# Every window lies inside the plane and reads two runs of two taps per input plane row
+# pair, so a chunk of planes is copied into one run of rows per tap row (kd, kh), every
+# output row's 2 * OW taps after the previous row's: window J of the chunk (over its
+# planes, then od, oh, ow) then reads taps 2 J and 2 J + 1 of each run, and the row
+# kernel takes whole vectors of windows across rows and planes.  Its indices come from a
+# table of each window's first tap in its plane.  Windows past the last whole vector
+# take scan_window.
+
+
+cdef inline bint pairs_fit(const Geom *g, Py_ssize_t vl) noexcept nogil:
+    """The chunked path applies: 2x2 (2-D) or 2x2x2 / 1x2x2 windows with stride = window,
+    no padding, no dilation, every window inside the input, rows of fewer windows than
+    a vector, and a plane whose positions fit in 32 bits."""
+    return (vl > 0 and g.KH == 2 and g.KW == 2 and g.sh == 2 and g.sw == 2
+            and ((g.KD == 1 and g.sd == 1) or (g.KD == 2 and g.sd == 2 and g.dd == 1))
+            and g.dh == 1 and g.dw == 1 and g.pd == 0 and g.ph == 0 and g.pw == 0
+            and g.sd * (g.OD - 1) + g.KD <= g.D and 2 * g.OH <= g.H and 2 * g.OW <= g.W
+            and g.OW < vl and g.D * g.H * g.W < 2147483647)
+
+
+cdef void pool_pairs(const floating_t *x, const Geom *g, floating_t *y, int64_t *ind,
+                     Py_ssize_t per, Py_ssize_t vl, int nt) except *:
+    """Max-pool x into y and ind, pairs_fit(g), per planes at a time (see above)."""
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W, plane_out = g.OD * g.OH * g.OW
+    cdef Py_ssize_t nplanes = g.N * g.C, n = per * plane_out, W2 = 2 * g.OW
+    cdef Py_ssize_t runs = g.KD * 2, S = 2 * n, size = runs * S + 2 * vl
+    cdef Py_ssize_t t, p, p0, np_, od, oh, ow, r, kd, kh, j, done, row
+    cdef Py_ssize_t taps[8]
+    cdef Py_ssize_t toff[8]
+    cdef floating_t *buf
+    cdef const floating_t *xp
+    cdef int32_t *first = <int32_t *> malloc(n * sizeof(int32_t))
+    cdef floating_t *scratch = <floating_t *> malloc(nt * size * sizeof(floating_t))
+    if first == NULL or scratch == NULL:
+        free(first)
+        free(scratch)
+        raise MemoryError("convkern: cannot allocate the pooling scratch")
+    # taps in scan order (kd, kh, kw): offsets into the runs and into the plane
+    for kd in range(g.KD):
+        for kh in range(2):
+            for j in range(2):
+                taps[(kd * 2 + kh) * 2 + j] = (kd * 2 + kh) * S + j
+                toff[(kd * 2 + kh) * 2 + j] = (kd * g.H + kh) * g.W + j
+    # each window's first tap in its plane (the same for every plane of a chunk)
+    for p in range(per):
+        for od in range(g.OD):
+            for oh in range(g.OH):
+                for ow in range(g.OW):
+                    first[((p * g.OD + od) * g.OH + oh) * g.OW + ow] = (
+                        (g.sd * od * g.H + 2 * oh) * g.W + 2 * ow)
+    with nogil:
+        for t in prange((nplanes + per - 1) // per, num_threads=nt, schedule="static"):
+            buf = scratch + threadid() * size
+            p0 = t * per
+            np_ = min(per, nplanes - p0)
+            # run (kd, kh): row (p, od, oh) holds input row (sd * od + kd, 2 * oh + kh)
+            for p in range(np_):
+                for od in range(g.OD):
+                    for oh in range(g.OH):
+                        row = (p * g.OD + od) * g.OH + oh
+                        for r in range(runs):
+                            xp = x + (p0 + p) * plane_in + (
+                                (g.sd * od + r // 2) * g.H + 2 * oh + r % 2) * g.W
+                            memcpy(buf + r * S + row * W2, xp, W2 * sizeof(floating_t))
+            memset(buf + runs * S, 0, 2 * vl * sizeof(floating_t))
+            done = 0
+            if floating_t is float:
+                done = POOL_ROW_S(buf, size, 0, np_ * plane_out, taps, runs * 2, first, toff,
+                                  y + p0 * plane_out, ind + p0 * plane_out)
+            else:
+                done = POOL_ROW_D(buf, size, 0, np_ * plane_out, taps, runs * 2, first, toff,
+                                  y + p0 * plane_out, ind + p0 * plane_out)
+            for j in range(done, np_ * plane_out):
+                p = j // plane_out
+                od = j % plane_out // (g.OH * g.OW)
+                oh = j % (g.OH * g.OW) // g.OW
+                ow = j % g.OW
+                scan_window(x + (p0 + p) * plane_in, g, g.sd * od, g.sd * od + g.KD,
+                            2 * oh, 2 * oh + 2, 2 * ow, 2 * ow + 2, &y[p0 * plane_out + j],
+                            &ind[p0 * plane_out + j])
+    free(scratch)
+    free(first)
+
+
+# Outputs a chunk of planes of pool_pairs holds at most (fewer when that leaves a thread
+# fewer than four chunks).
+cdef Py_ssize_t PAIRS_CHUNK = 4096
+
+
 def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
                     floating_t[:, :, :, :, ::1] out not None,
                     int64_t[:, :, :, :, ::1] indices not None,
@@ -194,8 +289,9 @@ def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
                     int num_threads):
     """Fill out and indices (N, C, OD, OH, OW) with window maxima of x and their positions."""
     cdef Geom g
-    cdef Py_ssize_t plane_in, plane_out, t, kd, kh, kw, ntaps
+    cdef Py_ssize_t plane_in, plane_out, t, kd, kh, kw, ntaps, per
     cdef Py_ssize_t *taps = NULL
+    cdef Py_ssize_t vl = POOL_VL_S if floating_t is float else POOL_VL_D
     g.N, g.C, g.D, g.H, g.W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     g.OD, g.OH, g.OW = out.shape[2], out.shape[3], out.shape[4]
     g.KD, g.KH, g.KW = kernel
@@ -204,6 +300,13 @@ def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
     g.dd, g.dh, g.dw = dilation
     plane_in = g.D * g.H * g.W
     plane_out = g.OD * g.OH * g.OW
+    # small planes of 2x2 windows: chunks of planes copied into runs of tap rows
+    if plane_out > 0 and g.N * g.C > 0 and pairs_fit(&g, vl):
+        per = max(1, min(PAIRS_CHUNK // plane_out,
+                         (g.N * g.C + 4 * max(1, num_threads) - 1) // (4 * max(1, num_threads))))
+        pool_pairs(&x[0, 0, 0, 0, 0], &g, &out[0, 0, 0, 0, 0], &indices[0, 0, 0, 0, 0],
+                   per, vl, max(1, num_threads))
+        return
     # the vector rows keep indices in 32 bits, need stride 2 along W and a small window
     # (each factor is bounded before the product, which could otherwise wrap)
     ntaps = 0

@@ -14,9 +14,11 @@
 #include "cpu_isa.h"
 
 typedef Py_ssize_t (*ck_pool_s)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                const Py_ssize_t *, Py_ssize_t, float *, int64_t *);
+                                const Py_ssize_t *, Py_ssize_t, const int32_t *,
+                                const Py_ssize_t *, float *, int64_t *);
 typedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                const Py_ssize_t *, Py_ssize_t, double *, int64_t *);
+                                const Py_ssize_t *, Py_ssize_t, const int32_t *,
+                                const Py_ssize_t *, double *, int64_t *);
 
 #if (defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)
 
@@ -100,9 +102,28 @@ static ck_pool_d ck_pool_select_d(void)
     }
 }
 
+/* Elements per vector of the selected kernels. */
+static int ck_pool_vl_s(void)
+{
+    switch (ck_isa_level()) {
+#ifdef CK_X86_DISPATCH
+    case CK_ISA_AVX512:
+        return 16;
+    case CK_ISA_AVX2:
+        return 8;
+#endif
+    default:
+        return 4;
+    }
+}
+
+static int ck_pool_vl_d(void) { return ck_pool_vl_s() / 2; }
+
 #else
 
 static ck_pool_s ck_pool_select_s(void) { return NULL; }
+static int ck_pool_vl_s(void) { return 0; }
+static int ck_pool_vl_d(void) { return 0; }
 static ck_pool_d ck_pool_select_d(void) { return NULL; }
 
 #endif

@@ -313,3 +313,45 @@ def test_empty_batch(d, dtype, rng):
     assert idx.shape == y.shape and idx.dtype == np.int64
     gx = convkern.maxpool_backward(y.copy(), idx, x.shape)
     assert gx.shape == x.shape and gx.dtype == dtype
+
+
+# Small planes of 2x2 (2x2x2, 1x2x2) windows as many apart, no padding: rows of fewer
+# windows than a vector, which _pool.pyx copies chunk by chunk into runs of tap rows so
+# that vectors of windows run across rows and planes (pool_pairs).  One window per row
+# takes that path on every vector ISA; 1 to 7 windows per row on the wider ones.  Odd
+# sizes leave rows and columns no window reads (floor mode); 3 and 70 planes put vectors
+# across plane and chunk boundaries, and the batch of 33 x 64 leaves a ragged last chunk.
+PAIRS = [
+    ((1, 1, 2, 2), 2),
+    ((3, 1, 2, 2), 2),
+    ((2, 35, 4, 4), 2),
+    ((1, 70, 5, 3), 2),
+    ((4, 9, 8, 8), 2),
+    ((2, 5, 14, 6), (2, 2)),
+    ((1, 3, 7, 15), 2),
+    ((33, 64, 2, 2), 2),
+    ((2, 6, 4, 4, 4), 2),
+    ((1, 5, 3, 6, 2), (1, 2, 2)),
+    ((2, 3, 5, 5, 7), (2, 2, 2)),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel", PAIRS, ids=[str(p[0]) for p in PAIRS])
+def test_small_planes_of_pairs(shape, kernel, dtype, data, threads, rng, monkeypatch):
+    case = {"N": shape[0], "C": shape[1], "S": shape[2:]}
+    x = make_pool_input(case, dtype, data, rng)
+    # every call on all the threads it is given (small calls would run on one)
+    monkeypatch.setattr("convkern.pool_plans.threads_for", lambda work, grain: threads)
+    try:
+        y, idx = convkern.maxpool_forward(x, kernel)
+    finally:
+        monkeypatch.undo()
+    ey, ei = ref.maxpool_forward(x, kernel)
+    np.testing.assert_array_equal(y, ey.astype(dtype))  # NaN == NaN here
+    np.testing.assert_array_equal(idx, ei)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(convkern.maxpool_backward(g, idx, x.shape),
+                 ref.maxpool_backward(g, idx, x.shape, len(shape) - 2), dtype)
