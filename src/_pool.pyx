@@ -338,16 +338,29 @@ def maxpool_backward(const floating_t[:, ::1] grad_y not None,
     [0, plane_size) is counted and skipped.
     """
     cdef Py_ssize_t planes = out.shape[0], size = out.shape[1], per = grad_y.shape[1]
-    cdef Py_ssize_t t, o
+    # chunks of planes (small planes: one memset and one task for many of them)
+    cdef Py_ssize_t chunk = max(1, min(SCATTER_CHUNK // max(1, size + per),
+                                       (planes + 4 * max(1, num_threads) - 1)
+                                       // (4 * max(1, num_threads))))
+    cdef Py_ssize_t c, t, t1, o
     cdef int64_t idx
     cdef Py_ssize_t bad = 0
+    if planes == 0 or size == 0:
+        return 0
     with nogil:
-        for t in prange(planes, num_threads=max(1, num_threads), schedule="static"):
-            memset(&out[t, 0], 0, size * sizeof(floating_t))
-            for o in range(per):
-                idx = indices[t, o]
-                if idx < 0 or idx >= size:
-                    bad += 1
-                else:
-                    out[t, idx] = out[t, idx] + grad_y[t, o]
+        for c in prange((planes + chunk - 1) // chunk, num_threads=max(1, num_threads),
+                        schedule="static"):
+            t1 = min(planes, (c + 1) * chunk)
+            memset(&out[c * chunk, 0], 0, (t1 - c * chunk) * size * sizeof(floating_t))
+            for t in range(c * chunk, t1):
+                for o in range(per):
+                    idx = indices[t, o]
+                    if idx < 0 or idx >= size:
+                        bad += 1
+                    else:
+                        out[t, idx] = out[t, idx] + grad_y[t, o]
     return bad
+
+
+# Elements (input and output) a chunk of maxpool_backward's planes holds at most.
+cdef Py_ssize_t SCATTER_CHUNK = 16384
