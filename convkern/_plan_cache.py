@@ -15,13 +15,21 @@ import numpy as np
 CACHE_SIZE = 256
 
 
+# The plain kinds a key holds by value (the common case, checked first: a key is built
+# on every call); any subclass or NumPy scalar goes through the general checks.
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
 def frozen(value):
     """A hashable key for a parameter that keeps its kind (see the module docstring)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return (kind.__name__, value)
     if isinstance(value, (tuple, list)):
-        return (type(value).__name__,) + tuple(frozen(v) for v in value)
-    if isinstance(value, (int, float, str, np.integer, np.floating, np.bool_)) or value is None:
-        return (type(value).__name__, value)
-    return (type(value).__name__, id(value))  # anything else: never shared
+        return (kind.__name__,) + tuple(frozen(v) for v in value)
+    if isinstance(value, (int, float, str, np.integer, np.floating, np.bool_)):
+        return (kind.__name__, value)
+    return (kind.__name__, id(value))  # anything else: never shared
 
 
 class PlanCache:
