@@ -102,22 +102,34 @@ static ck_pool_d ck_pool_select_d(void)
     }
 }
 
-/* Elements per vector of the selected kernels. */
+/* Windows per vector of the kernels ck_pool_select_s / _d return. */
 static int ck_pool_vl_s(void)
 {
     switch (ck_isa_level()) {
 #ifdef CK_X86_DISPATCH
     case CK_ISA_AVX512:
-        return 16;
+        return ck_pool_s_avx512_vl;
     case CK_ISA_AVX2:
-        return 8;
+        return ck_pool_s_avx2_vl;
 #endif
     default:
-        return 4;
+        return ck_pool_s_base_vl;
     }
 }
 
-static int ck_pool_vl_d(void) { return ck_pool_vl_s() / 2; }
+static int ck_pool_vl_d(void)
+{
+    switch (ck_isa_level()) {
+#ifdef CK_X86_DISPATCH
+    case CK_ISA_AVX512:
+        return ck_pool_d_avx512_vl;
+    case CK_ISA_AVX2:
+        return ck_pool_d_avx2_vl;
+#endif
+    default:
+        return ck_pool_d_base_vl;
+    }
+}
 
 #else
 

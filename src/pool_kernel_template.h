@@ -12,6 +12,14 @@
  * store.  Returns how many windows it did: whole vectors whose two loads per tap stay
  * inside the plane; the caller does the rest.
  */
+#ifndef PK_CAT
+#define PK_CAT2(a, b) a##_##b
+#define PK_CAT(a, b) PK_CAT2(a, b)
+#endif
+
+/* The kernel's vector length (windows per vector), for the caller's choice of path. */
+static const int PK_CAT(PK_NAME, vl) = PK_VL;
+
 static PK_ATTR Py_ssize_t PK_NAME(const PK_T *xp, Py_ssize_t end, Py_ssize_t base, Py_ssize_t n,
                                   const Py_ssize_t *taps, Py_ssize_t ntaps,
                                   const int32_t *first, const Py_ssize_t *toff, PK_T *y,
