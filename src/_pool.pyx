@@ -32,20 +32,20 @@ cdef extern from "pool_kernel.h":
     ctypedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      const Py_ssize_t *, Py_ssize_t, const int32_t *,
                                      const Py_ssize_t *, double *, int64_t *) noexcept nogil
-    ck_pool_s ck_pool_select_s() noexcept nogil
-    ck_pool_d ck_pool_select_d() noexcept nogil
-    int ck_pool_vl_s() noexcept nogil
-    int ck_pool_vl_d() noexcept nogil
+    ck_pool_s ck_pool_select_s(int *vl) noexcept nogil
+    ck_pool_d ck_pool_select_d(int *vl) noexcept nogil
 
 cdef extern from "cpu_isa.h":
     int ck_isa_level() noexcept nogil
     const char *ck_isa_names[]
 
-# Vectorised rows for stride 2 along W (NULL without GNU vector extensions).
-cdef ck_pool_s POOL_ROW_S = ck_pool_select_s()
-cdef ck_pool_d POOL_ROW_D = ck_pool_select_d()
-cdef Py_ssize_t POOL_VL_S = ck_pool_vl_s()
-cdef Py_ssize_t POOL_VL_D = ck_pool_vl_d()
+# Vectorised rows for stride 2 along W (NULL without GNU vector extensions), and their
+# windows per vector.
+cdef int _vl_s = 0, _vl_d = 0
+cdef ck_pool_s POOL_ROW_S = ck_pool_select_s(&_vl_s)
+cdef ck_pool_d POOL_ROW_D = ck_pool_select_d(&_vl_d)
+cdef Py_ssize_t POOL_VL_S = _vl_s
+cdef Py_ssize_t POOL_VL_D = _vl_d
 
 
 def kernel_isa():

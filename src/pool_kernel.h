@@ -1,8 +1,9 @@
 /* Vectorised max-pool rows (stride 2 along the row), selected once at run time.
  *
  * ck_pool_select_s / _d return the kernel of the level cpu_isa.h picks (see
- * pool_kernel_template.h), or NULL where GNU vector extensions are missing; the
- * caller then uses its scalar path for every window.
+ * pool_kernel_template.h) and its windows per vector, or NULL (and 0) where GNU
+ * vector extensions are missing; the caller then uses its scalar path for every
+ * window.
  */
 #ifndef CONVKERN_POOL_KERNEL_H
 #define CONVKERN_POOL_KERNEL_H
@@ -74,69 +75,45 @@ typedef Py_ssize_t (*ck_pool_d)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize
 #define PK_ATTR
 #include "pool_kernel_template.h"
 
-static ck_pool_s ck_pool_select_s(void)
+/* The kernel of the level cpu_isa.h picks; *vl gets its windows per vector. */
+static ck_pool_s ck_pool_select_s(int *vl)
 {
     switch (ck_isa_level()) {
 #ifdef CK_X86_DISPATCH
     case CK_ISA_AVX512:
+        *vl = ck_pool_s_avx512_vl;
         return ck_pool_s_avx512;
     case CK_ISA_AVX2:
+        *vl = ck_pool_s_avx2_vl;
         return ck_pool_s_avx2;
 #endif
     default:
+        *vl = ck_pool_s_base_vl;
         return ck_pool_s_base;
     }
 }
 
-static ck_pool_d ck_pool_select_d(void)
+static ck_pool_d ck_pool_select_d(int *vl)
 {
     switch (ck_isa_level()) {
 #ifdef CK_X86_DISPATCH
     case CK_ISA_AVX512:
+        *vl = ck_pool_d_avx512_vl;
         return ck_pool_d_avx512;
     case CK_ISA_AVX2:
+        *vl = ck_pool_d_avx2_vl;
         return ck_pool_d_avx2;
 #endif
     default:
+        *vl = ck_pool_d_base_vl;
         return ck_pool_d_base;
-    }
-}
-
-/* Windows per vector of the kernels ck_pool_select_s / _d return. */
-static int ck_pool_vl_s(void)
-{
-    switch (ck_isa_level()) {
-#ifdef CK_X86_DISPATCH
-    case CK_ISA_AVX512:
-        return ck_pool_s_avx512_vl;
-    case CK_ISA_AVX2:
-        return ck_pool_s_avx2_vl;
-#endif
-    default:
-        return ck_pool_s_base_vl;
-    }
-}
-
-static int ck_pool_vl_d(void)
-{
-    switch (ck_isa_level()) {
-#ifdef CK_X86_DISPATCH
-    case CK_ISA_AVX512:
-        return ck_pool_d_avx512_vl;
-    case CK_ISA_AVX2:
-        return ck_pool_d_avx2_vl;
-#endif
-    default:
-        return ck_pool_d_base_vl;
     }
 }
 
 #else
 
-static ck_pool_s ck_pool_select_s(void) { return NULL; }
-static int ck_pool_vl_s(void) { return 0; }
-static int ck_pool_vl_d(void) { return 0; }
-static ck_pool_d ck_pool_select_d(void) { return NULL; }
+static ck_pool_s ck_pool_select_s(int *vl) { *vl = 0; return NULL; }
+static ck_pool_d ck_pool_select_d(int *vl) { *vl = 0; return NULL; }
 
 #endif
 #endif /* CONVKERN_POOL_KERNEL_H */
