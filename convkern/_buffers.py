@@ -9,6 +9,8 @@ recently used one goes beyond ``MAX_SHAPES``).
 
 import numpy as np
 
+from ._validation import empty_aligned
+
 MAX_SHAPES = 4
 
 
@@ -44,7 +46,7 @@ class Entry:
         """
         a = self.arrays.get(name)
         if a is None or _overlaps(a, avoid):
-            a = self.arrays[name] = np.empty(shape, dtype)
+            a = self.arrays[name] = empty_aligned(shape, dtype)
         return a
 
 

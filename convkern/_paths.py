@@ -251,13 +251,12 @@ def _forward_rows_pay(f):
             and not (f.images * f.positions > _conv.REDUCTION_BLOCK and slab_fits))
 
 
-# The input gradient's col2im_rows reads the weight's rows in place too, but its
-# alternatives pack a weight that, when it fits in the cores' L2 caches (four of them:
-# the packed copy and the weight side by side on two cores), costs little to pack: on
-# Zen 2, with few positions, col2im_rows ran 0.8-1.3x PyTorch for weights of 2.1-9.4 MB
-# (col2im 0.6-0.9x) and 0.6-0.8x for 0.3-1.8 MB ones (col2im and the flipped slab 0.7-1.5x).
-def _weight_exceeds_caches(f):
-    return f.groups * f.filters * f.reduction * f.itemsize > 4 * L2_BYTES
+# The pointwise input gradient's flipped product in place: a channel-rich layer whose
+# rows do not alias in L1, unless it is an expansion over a small output (MobileNetV2's
+# last 1x1, 320 -> 1280 at 7x7, ran 0.44x PyTorch in place over its 49 positions).
+def _flipped_pointwise_pays(f):
+    return (f.pointwise and _channel_rich(f) and not _aliased_rows(f, f.filters, f.channels)
+            and not (_small_output(f) and f.filters > f.channels))
 
 
 # A short reduction (at most two reduction blocks of Cg * prod(K) rows) over many positions
@@ -317,18 +316,15 @@ TABLE = {
         # costs as much as a product over a few positions); its reduction runs over the
         # filters, so it needs as many as a long reduction (below, the flipped paths);
         # a channel-rich pointwise layer's flipped product runs in place, with no copy
-        # at all; and a weight that fits in the caches costs little to pack
-        # (_weight_exceeds_caches)
+        # at all.  Measured on Zen 2 (AVX2, float32, 2 threads) over the zoo's layers
+        # with at least 64 filters and few positions: 0.64-1.64x PyTorch against col2im's
+        # 0.55-1.25x on 3x3, 3x3x3, k2 s2 and 1x1 expansion layers; col2im kept 5-15% on
+        # some strided 1x1 downsamples, all above 1.4x
         Path("col2im_rows", {"formulation": "col2im", "operand": "weight rows"},
              _few_positions,
-             lambda f: (f.filters >= 4 * f.nr and _weight_exceeds_caches(f)
-                        and not (f.pointwise and _channel_rich(f)))),
-        # (not for an expansion's small output: MobileNetV2's last 1x1, 320 -> 1280 at
-        # 7x7, ran 0.44x PyTorch in place over its 49 positions, 0.75x on col2im)
+             lambda f: f.filters >= 4 * f.nr and not _flipped_pointwise_pays(f)),
         Path("flipped_pointwise", {"formulation": "flipped", "operand": "in place"},
-             lambda f: f.pointwise,
-             lambda f: (_channel_rich(f) and not _aliased_rows(f, f.filters, f.channels)
-                        and not (_small_output(f) and f.filters > f.channels))),
+             lambda f: f.pointwise, _flipped_pointwise_pays),
         # the flipped correlations pay a slab or unrolled tiles per image (a 4x4x4
         # volume's slab is 6x6x6) and the packed weights: with few positions in all,
         # col2im (whose tiles are the positions themselves) ran 0.8-1.0x PyTorch on 3-D

@@ -214,10 +214,30 @@ def conv_output_shape(spatial, kernel, stride, padding, dilation):
     )
 
 
+CACHE_LINE = 64
+
+
+def empty_aligned(shape, dtype):
+    """``numpy.empty(shape, dtype)`` whose data starts on a 64-byte cache line.
+
+    NumPy's own allocation is 16-byte aligned.  Kernels that split an output's rows
+    among threads by columns cut them at whole vectors from each row's start; with the
+    rows off the line grid, the two threads' tiles share a line at every such cut and
+    write it in turn (MobileNetV2's 576 x 96 1x1 weight gradient at batch 1 ran about
+    10% slower on two threads).
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + CACHE_LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def check_out(out, shape, dtype, inputs):
-    """Validate a caller-supplied output array; return it, or a new one if ``out`` is None."""
+    """Validate a caller-supplied output array; return it, or a new one (cache-line
+    aligned, :func:`empty_aligned`) if ``out`` is None."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return empty_aligned(shape, dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:

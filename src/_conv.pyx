@@ -71,14 +71,14 @@ by the same sequence of operations whatever thread runs it.
 """
 
 from cython.parallel cimport prange, threadid
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
 from geometry cimport Geom, position
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
-                   gemm_rows_block, dot_block, gemv_block, ukernel, copy_sliver, KC, CK_MR_MAX,
+                   gemm_rows_block, dot_block, gemv_block, ukernel, copy_sliver, rows_alias, KC, CK_MR_MAX,
                    CK_NR_MAX)
 from unroll cimport (Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets,
                      SLAB_SKEW)

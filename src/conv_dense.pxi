@@ -162,24 +162,35 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
     dense_gemm_per_thread(kdim, nr) elements per thread.  Tasks are (group, column tile,
     block of A rows).
 
-    When a task has several blocks of A rows, each nr-column sliver of a reduction block
-    is first copied into the task's scratch (its ragged last columns zero), and every
-    block runs over the copy: B's rows, often the caller's weight rows some power of two
-    bytes apart (K = 256 * 3 * 3 floats: 9 KiB), would otherwise fall into a few L1
-    sets and evict each other while the blocks reuse the sliver.  A task of one block
-    (a Dense layer's input gradient at batch 1) reads each sliver once, so it reads B
-    in place, copying only a ragged last sliver.  The same reduction blocks, in the
-    same order, as gemm_block: the same bits.
+    Columns are cut into chunks of whole slivers, as even as slivers allow; with few
+    chunks in all (fewer than 4 per thread) their number is a multiple of the thread
+    count, so that the static schedule gives every thread the same share of columns
+    (MobileNet's 960 x 160 weight at batch 1 is 10 slivers: 5 per thread, where tiles
+    of 4, 4 and 2 slivers gave one thread twice the other's work).  Blocks of A rows are
+    split among tasks only when there are fewer chunks in all than threads.
+
+    When a task has several blocks of A rows and B's rows are some power of two bytes
+    apart (the caller's weight rows, K = 256 * 3 * 3 floats: 9 KiB), each nr-column
+    sliver of a reduction block is first copied into the task's scratch (its ragged last
+    columns zero) and every block runs over the copy: in place, such rows fall into a
+    few L1 sets and evict each other while the blocks reuse the sliver (rows_alias).
+    Otherwise B is read in place, copying only a ragged last sliver.  The same
+    reduction blocks, in the same order, as gemm_block: the same bits.
     """
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t tw = dense_tile(ncols, kdim, nr, sizeof(floating_t))
-    cdef Py_ssize_t ntiles = (ncols + tw - 1) // tw, mblocks = (M + mr - 1) // mr
-    cdef Py_ssize_t per = blocks_per_split(G * ntiles, mblocks, nt)
-    cdef Py_ssize_t nsplit = (mblocks + per - 1) // per
+    cdef Py_ssize_t slivers = (ncols + nr - 1) // nr, mblocks = (M + mr - 1) // mr
+    cdef Py_ssize_t ntiles = (ncols + tw - 1) // tw
+    cdef Py_ssize_t per, nsplit
     cdef Py_ssize_t kstep = reduction_step(kdim)
     cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
-    cdef Py_ssize_t t, grp, p0, pn, m0, mm, kb, k0, kc, jb, j0, nn, mb, rows, i, j
+    cdef Py_ssize_t t, grp, p0, pn, m0, mm, kb, k0, kc, jb, j0, nn, mb, rows, i, j, chunk
     cdef bint acc
+    cdef bint alias = rows_alias(ldb * <Py_ssize_t> sizeof(floating_t), kstep)
+    if G * ntiles < 4 * nt:
+        ntiles = min(slivers, round_up(ntiles, nt))
+    per = mblocks if G * ntiles >= nt else blocks_per_split(G * ntiles, mblocks, nt)
+    nsplit = (mblocks + per - 1) // per
     cdef const floating_t *bg
     cdef const floating_t *bj
     cdef const Py_ssize_t *boff
@@ -192,8 +203,9 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
         buf = scratch + threadid() * dense_gemm_per_thread(kdim, nr)
         ctmp = buf + min(kdim, <Py_ssize_t> KC) * nr
         grp = t // (ntiles * nsplit)
-        p0 = t // nsplit % ntiles * tw
-        pn = min(tw, ncols - p0)
+        chunk = t // nsplit % ntiles
+        p0 = slivers * chunk // ntiles * nr
+        pn = min(slivers * (chunk + 1) // ntiles * nr, ncols) - p0
         m0 = t % nsplit * per * mr
         mm = min(per * mr, M - m0)
         if mm <= 0:
@@ -208,7 +220,7 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
             for jb in range((pn + nr - 1) // nr):
                 j0 = jb * nr
                 nn = min(nr, pn - j0)
-                if mm <= mr and nn == nr:
+                if (mm <= mr or not alias) and nn == nr:
                     bj = bg + j0
                     boff = offsets + k0
                 else:
@@ -231,6 +243,19 @@ cdef void dense_gemm(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M, 
                     for i in range(rows):
                         for j in range(nn):
                             c[i * ldc + j] = ctmp[i * nr + j]
+
+
+cdef void pack_rows_tasks(const floating_t *src, Py_ssize_t src_group, Py_ssize_t rs,
+                          Py_ssize_t cs, Py_ssize_t M, Py_ssize_t kdim, Py_ssize_t mr,
+                          floating_t *dst, Py_ssize_t dst_group, Py_ssize_t G,
+                          int nt) noexcept nogil:
+    """pack_rows of each group's M x kdim matrix (src + g * src_group) into dst + g *
+    dst_group, one task per group and block of mr rows."""
+    cdef Py_ssize_t nb = (M + mr - 1) // mr, t, b
+    for t in prange(G * nb, num_threads=nt, schedule="static"):
+        b = t % nb
+        pack_rows(src + t // nb * src_group + b * mr * rs, rs, cs, min(mr, M - b * mr), kdim,
+                  mr, dst + t // nb * dst_group + b * mr * kdim)
 
 
 cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
@@ -308,12 +333,11 @@ cdef void dense_backward_input(const floating_t *gy, const floating_t *w, const 
                                floating_t *gx, int nt) except *:
     """gx[n, group g] (N x R) = gy[n, group g] (N x Fg) @ w[g] (Fg x R), dense_fits(g)."""
     cdef Py_ssize_t mr = block_mr(&KERN, gy), R = g.Cg * g.KK
-    cdef Py_ssize_t npad = round_up(g.N, mr), grp
+    cdef Py_ssize_t npad = round_up(g.N, mr)
     cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * npad * g.Fg * sizeof(floating_t))
     try:
         with nogil:
-            for grp in range(g.G):
-                pack_rows(gy + grp * g.Fg, g.F, 1, g.N, g.Fg, mr, apack + grp * npad * g.Fg)
+            pack_rows_tasks(gy, g.Fg, g.F, 1, g.N, g.Fg, mr, apack, npad * g.Fg, g.G, nt)
         dense_call(apack, npad * g.Fg, g.N, g.Fg, w, g.Fg * R, R, R, gx, R, g.C * g.KK, g.G,
                    nt)
     finally:
@@ -325,12 +349,11 @@ cdef void dense_backward_weight(const floating_t *x, const floating_t *gy, const
     """gw[g] (Fg x R) = gy[:, group g]^T (Fg x N) @ x[:, group g] (N x R), dense_fits(g);
     bias_out (F,), when not NULL, gets grad_y's column sums."""
     cdef Py_ssize_t mr = block_mr(&KERN, gy), R = g.Cg * g.KK
-    cdef Py_ssize_t fpad = round_up(g.Fg, mr), grp, f
+    cdef Py_ssize_t fpad = round_up(g.Fg, mr), f
     cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * fpad * g.N * sizeof(floating_t))
     try:
         with nogil:
-            for grp in range(g.G):
-                pack_rows(gy + grp * g.Fg, 1, g.F, g.Fg, g.N, mr, apack + grp * fpad * g.N)
+            pack_rows_tasks(gy, g.Fg, 1, g.F, g.Fg, g.N, mr, apack, fpad * g.N, g.G, nt)
         dense_call(apack, fpad * g.N, g.Fg, g.N, x, R, g.C * g.KK, R, gw, g.Fg * R, R, g.G,
                    nt)
     finally:
@@ -357,6 +380,7 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
     cdef Py_ssize_t fpad = round_up(g.Fg, mr), plane_in = g.D * g.H * g.W
     cdef Py_ssize_t grp, n, b, i, k, f, row, t
     cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * fpad * NP * sizeof(floating_t))
+    cdef floating_t *a
     cdef floating_t *rows = NULL
     cdef floating_t *col = NULL
     cdef floating_t *cols
@@ -371,13 +395,16 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
         with nogil:
             for grp in range(g.G):
                 # A[f, n * P + p] = gy[n, grp * Fg + f, p], packed in mr-row blocks
+                # (image by image: no division per element)
                 for b in range(fpad // mr):
-                    for k in range(NP):
-                        for i in range(mr):
-                            row = b * mr + i
-                            apack[grp * fpad * NP + (b * NP + k) * mr + i] = (
-                                gy[(k // g.P * g.F + grp * g.Fg + row) * g.P + k % g.P]
-                                if row < g.Fg else 0)
+                    for i in range(mr):
+                        row = b * mr + i
+                        a = apack + grp * fpad * NP + b * NP * mr + i
+                        for n in range(g.N):
+                            for k in range(g.P):
+                                a[(n * g.P + k) * mr] = (
+                                    gy[(n * g.F + grp * g.Fg + row) * g.P + k]
+                                    if row < g.Fg else 0)
             # tasks (group, image) unroll and transpose their own rows of patches
             for t in prange(g.G * g.N, num_threads=nt, schedule="static"):
                 grp = t // g.N
@@ -414,6 +441,8 @@ cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const G
     cdef Py_ssize_t nch = (g.Cg + cch - 1) // cch
     cdef Py_ssize_t grp, n, b, i, f, row, t, c0, c1
     cdef floating_t *apack = <floating_t *> alloc_uninit(g.G * npad * g.Fg * sizeof(floating_t))
+    cdef floating_t *a
+    cdef const floating_t *src
     cdef floating_t *colst = NULL
     cdef floating_t *cols
     cdef floating_t *gxc
@@ -428,15 +457,28 @@ cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const G
     try:
         with nogil:
             # A[n * P + p, f] = gy[n, grp * Fg + f, p], packed in mr-row blocks
+            # (a block of mr positions of one image reads mr contiguous values per filter;
+            # only a block across images or past the end finds each row's source)
             for t in prange(g.G * (npad // mr), num_threads=nt, schedule="static"):
                 grp = t // (npad // mr)
                 b = t % (npad // mr)
-                for f in range(g.Fg):
-                    for i in range(mr):
-                        row = b * mr + i
-                        apack[grp * npad * g.Fg + (b * g.Fg + f) * mr + i] = (
-                            gy[(row // g.P * g.F + grp * g.Fg + f) * g.P + row % g.P]
-                            if row < NP else 0)
+                row = b * mr
+                a = apack + grp * npad * g.Fg + b * g.Fg * mr
+                if row + mr <= NP and row % g.P + mr <= g.P:
+                    src = gy + (row // g.P * g.F + grp * g.Fg) * g.P + row % g.P
+                    for f in range(g.Fg):
+                        for i in range(mr):
+                            a[f * mr + i] = src[f * g.P + i]
+                    continue
+                for i in range(mr):
+                    row = b * mr + i
+                    if row >= NP:
+                        for f in range(g.Fg):
+                            a[f * mr + i] = 0
+                        continue
+                    src = gy + (row // g.P * g.F + grp * g.Fg) * g.P + row % g.P
+                    for f in range(g.Fg):
+                        a[f * mr + i] = src[f * g.P]
         dense_call(apack, npad * g.Fg, NP, g.Fg, w, g.Fg * K, K, K, colst, NP * K, K, g.G, nt)
         with nogil:
             # tasks (image, group, chunk of channels) scatter into their own channels

@@ -162,6 +162,16 @@ cdef inline Py_ssize_t reduction_step(Py_ssize_t kdim) noexcept nogil:
     return (kdim + nkb - 1) // nkb if nkb > 0 else 0
 
 
+cdef inline bint rows_alias(Py_ssize_t stride_bytes, Py_ssize_t rows) noexcept nogil:
+    """Rows stride_bytes apart fall into too few L1 sets for a sliver of `rows` of them
+    to stay in the cache: they start in only 4096 / gcd(stride, 4096) of its 64-byte-line
+    sets, and 8 ways (the fewest of current x86 cores) hold 8 lines of each."""
+    cdef Py_ssize_t a = stride_bytes, b = 4096
+    while b != 0:
+        a, b = b, a % b
+    return rows > 8 * 4096 // a
+
+
 cdef inline void copy_sliver(const floating_t *src, Py_ssize_t lds, Py_ssize_t rows,
                              Py_ssize_t cols, Py_ssize_t nr, floating_t *dst) noexcept nogil:
     """dst[k * nr + j] = src[k * lds + j] for k < rows, j < cols <= nr, and 0 for the

@@ -210,9 +210,11 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
     few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
     assert plan.paths["forward"] == ("im2col_rows" if few else "im2col_images")
-    # (few positions in all take col2im: with the L2 cache taken to be large the weight
-    # fits in it, so col2im_rows, which reads it in place, is not planned)
-    assert plan.paths["backward_input"] == ("col2im" if few else "flipped_im2col_images")
+    # (few positions in all read the weight's rows in place when there are filters for
+    # a long reduction, col2im_rows; else col2im)
+    rows = "col2im_rows" if filters >= 4 * _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1] \
+        else "col2im"
+    assert plan.paths["backward_input"] == (rows if few else "flipped_im2col_images")
     # few positions in all take the im2row weight gradient;
     # the image-spanning paths are forced below so that their batch chunks and row
     # blocks are checked
@@ -260,11 +262,12 @@ def test_strided_input_gradient_takes_col2im():
         assert plan.paths["backward_input"] == "col2im"
 
 
-def test_few_positions_read_the_weight_rows_in_place(monkeypatch):
+def test_few_positions_read_the_weight_rows_in_place():
     """With at most two reduction blocks of positions in all, the forward reads the
     weight's rows in place (packing would copy it to read it once), unless there are more
     than one block of positions in slab rows of whole vectors (16x16 images: no halo);
-    the input gradient does (col2im_rows) when the weight outgrows four L2 caches."""
+    so does the input gradient (col2im_rows) with filters for a long reduction, unless a
+    pointwise layer's flipped product runs in place."""
     assert ck.conv_plan((1, 256, 14, 14), (256, 256, 3, 3), padding=1).paths[
         "forward"] == "im2col_rows"
     assert ck.conv_plan((4, 512, 7, 7), (512, 512, 3, 3), padding=1).paths[
@@ -273,11 +276,17 @@ def test_few_positions_read_the_weight_rows_in_place(monkeypatch):
     whole = 16 == info["vector"][0] or 16 % info["gemm"][1] == 0   # AVX2, AVX-512
     assert ck.conv_plan((1, 128, 16, 16), (128, 128, 3, 3), padding=1).paths[
         "forward"] == ("slab" if whole else "im2col_rows")
-    x_shape, w_shape = (1, 256, 8, 8), (256, 256, 3, 3)   # a 2.4 MB float32 weight
-    monkeypatch.setattr(_paths, "L2_BYTES", 512 << 10)
-    assert ck.conv_plan(x_shape, w_shape, padding=1).paths["backward_input"] == "col2im_rows"
-    monkeypatch.setattr(_paths, "L2_BYTES", 4 << 20)
-    assert ck.conv_plan(x_shape, w_shape, padding=1).paths["backward_input"] != "col2im_rows"
+    assert ck.conv_plan((1, 256, 8, 8), (256, 256, 3, 3), padding=1).paths[
+        "backward_input"] == "col2im_rows"
+    # few filters for the reduction over them: col2im
+    assert ck.conv_plan((1, 256, 8, 8), (16, 256, 3, 3), padding=1).paths[
+        "backward_input"] == "col2im"
+    # a pointwise projection takes its flipped product in place, an expansion over a
+    # small output reads the weight's rows
+    assert ck.conv_plan((1, 576, 7, 7), (160, 576, 1, 1)).paths[
+        "backward_input"] == "flipped_pointwise"
+    assert ck.conv_plan((1, 320, 7, 7), (1280, 320, 1, 1)).paths[
+        "backward_input"] == "col2im_rows"
 
 
 def test_pointwise_rows_that_alias_in_l1_are_copied():
