@@ -271,11 +271,17 @@ def _dot_pays(f):
             and f.positions >= 4 * _conv.REDUCTION_BLOCK)
 
 
-# With a few positions in all (fewer than half a reduction block) and a window of several
-# taps, the channels-last GEMM's gradient, written channels-last and transposed, costs
-# more than the product; im2row writes it once in its own layout.
-def _few_positions_for_taps(f):
-    return f.taps > 1 and f.images * f.positions < _conv.REDUCTION_BLOCK // 2
+# With a few positions in all (at most half a reduction block) over a window of one or
+# two axes, the channels-last GEMM's gradient, written channels-last and transposed,
+# costs more than the product; im2row writes it once in its own layout.  Measured on
+# Zen 2 (AVX2, float32, 2 threads) since im2row packs grad_y without a division per
+# element: 1.0-1.6x PyTorch at 49-64 positions (VGG's 8x8 and 4x4 stages, ResNet's
+# strided 1x1 downsamples, MobileNetV2's 7x7 1x1 layers, U-Net's 8x8 bottleneck)
+# against the channels-last GEMM's 0.67-1.33x, but 0.47-0.85x against 0.56-1.36x at
+# 196-256 positions; a window over three axes (27 taps per row of patches) kept the
+# channels-last GEMM ahead (3-D U-Net's 4x4x4 bottleneck: 1.3-1.6x against 0.8-1.0x).
+def _few_positions_for_rows(f):
+    return f.depth_taps == 1 and f.images * f.positions <= _conv.REDUCTION_BLOCK // 2
 
 
 TABLE = {
@@ -353,7 +359,7 @@ TABLE = {
         # one GEMM over a channels-last copy of the input (_channels_last_fills)
         Path("channels_last_gemm", {"operand": "channels-last slab", "kernel": "gemm"},
              lambda f: f.channels_last,
-             lambda f: (_channels_last_fills(f) and not _few_positions_for_taps(f)
+             lambda f: (_channels_last_fills(f) and not _few_positions_for_rows(f)
                         and not _pointwise_projection(f) and not _dot_pays(f))),
         # few output positions in all: the GEMM writes the gradient in its own layout
         # once per reduction block of positions, where the other GEMM paths write it into
