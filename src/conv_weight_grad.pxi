@@ -19,6 +19,9 @@ cdef struct WgradLayout:
     Py_ssize_t per_thread, gyt, edge, gys, res
     Py_ssize_t thread_offsets, shared_offsets, thread_ptrs
     Py_ssize_t nchunks, per_chunk
+    # (im2col dot path) its chunks are runs of (image, tile of tw positions) units,
+    # tiles_per_image of them per image: a batch of one still splits over the threads
+    Py_ssize_t tiles_per_image
     Py_ssize_t bytes_per_thread
 
 
@@ -37,6 +40,7 @@ cdef WgradLayout wgrad_layout(const Geom *g, int path, const floating_t *tag) no
     L.tw = min(g.P, DOT_TILE)
     L.rb = dc * 8
     L.gyt = L.edge = L.gys = L.res = -1
+    L.tiles_per_image = 0
     L.shared_offsets = 0
     if path == BWW_SLAB_GEMM:
         L.d = plan_direct(g, nr, 0, DIRECT_TILE)
@@ -83,6 +87,9 @@ cdef WgradLayout wgrad_layout(const Geom *g, int path, const floating_t *tag) no
         L.per_thread = L.res + dr * dc
         L.thread_offsets = 0
         L.thread_ptrs = dr + dc
+        L.tiles_per_image = (g.P + L.tw - 1) // L.tw
+        L.nchunks = max(1, min(g.N * L.tiles_per_image, MAX_CHUNKS,
+                               PARTIAL_BYTES // max(1, part * <Py_ssize_t> sizeof(floating_t))))
     L.bytes_per_thread = (L.per_thread * sizeof(floating_t) + L.thread_offsets * sizeof(Py_ssize_t)
                           + L.thread_ptrs * sizeof(floating_t *))
     return L
@@ -420,13 +427,19 @@ cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Ge
                              int nt) noexcept nogil:
     """Any-stride weight gradient: rows of grad_y against rows of an im2col tile.
 
-    Tasks are (batch chunk, group, block of rb reduction rows).
+    Tasks are (chunk, group, block of rb reduction rows); chunk b sums the units (image
+    n, tile tb of tw positions) u = n * tiles_per_image + tb for U * b // nchunks <= u <
+    U * (b + 1) // nchunks, U being all of them, so that one image's tiles split over
+    the threads too (MobileNetV2's 3-channel stem at batch 1 is 7 tiles of 27 rows).  A
+    pointwise layer's rows of patches are x's rows, read in place.
     """
     cdef Py_ssize_t dr = dot_rows(&KERN, x), dc = dot_cols(&KERN, x)
     cdef Py_ssize_t K = g.Cg * g.KK, plane = g.D * g.H * g.W
-    cdef Py_ssize_t tw = L.tw, rb = L.rb, per_chunk = L.per_chunk
+    cdef Py_ssize_t tw = L.tw, rb = L.rb, tpi = L.tiles_per_image, units = g.N * tpi
     cdef Py_ssize_t nkb = (K + rb - 1) // rb
-    cdef Py_ssize_t t, b, grp, r0, nb, n, f, tb, p0, pn, fb, jb, i, j
+    cdef Py_ssize_t t, b, grp, r0, nb, n, f, u, tb, p0, pn, fb, jb, i, j, ldcol
+    cdef bint in_place = pointwise_fits(g)
+    cdef const floating_t *rows
     cdef floating_t *col
     cdef floating_t *res
     cdef floating_t *dst
@@ -445,23 +458,30 @@ cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Ge
         dst = partials + b * g.F * K + grp * g.Fg * K + r0
         for f in range(g.Fg):
             memset(dst + f * K, 0, nb * sizeof(floating_t))
-        for n in range(b * per_chunk, min(g.N, (b + 1) * per_chunk)):
-            for tb in range((g.P + tw - 1) // tw):
-                p0 = tb * tw
-                pn = min(tw, g.P - p0)
+        for u in range(units * b // L.nchunks, units * (b + 1) // L.nchunks):
+            n = u // tpi
+            tb = u % tpi
+            p0 = tb * tw
+            pn = min(tw, g.P - p0)
+            if in_place:
+                rows = x + (n * g.C + grp * g.Cg + r0) * g.P + p0
+                ldcol = g.P
+            else:
                 im2col(x + (n * g.C + grp * g.Cg) * plane, g, r0, nb, p0, pn, col, tw)
-                if bsum != NULL and r0 == 0:
-                    add_rows(bsum + b * g.F + grp * g.Fg, gy + (n * g.F + grp * g.Fg) * g.P + p0,
-                             g.P, g.Fg, pn)
-                for fb in range((g.Fg + dr - 1) // dr):
-                    # rows past the end repeat the last row; their sums are dropped
-                    for i in range(dr):
-                        a[i] = gy + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P + p0
-                    for jb in range((nb + dc - 1) // dc):
-                        for j in range(dc):
-                            bp[j] = col + min(jb * dc + j, nb - 1) * tw
-                        dot_accumulate(&KERN, pn, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
-                                       min(dc, nb - jb * dc), res, dst + fb * dr * K + jb * dc, K)
+                rows = col
+                ldcol = tw
+            if bsum != NULL and r0 == 0:
+                add_rows(bsum + b * g.F + grp * g.Fg, gy + (n * g.F + grp * g.Fg) * g.P + p0,
+                         g.P, g.Fg, pn)
+            for fb in range((g.Fg + dr - 1) // dr):
+                # rows past the end repeat the last row; their sums are dropped
+                for i in range(dr):
+                    a[i] = gy + (n * g.F + grp * g.Fg + min(fb * dr + i, g.Fg - 1)) * g.P + p0
+                for jb in range((nb + dc - 1) // dc):
+                    for j in range(dc):
+                        bp[j] = rows + min(jb * dc + j, nb - 1) * ldcol
+                    dot_accumulate(&KERN, pn, a, bp, dr, dc, min(dr, g.Fg - fb * dr),
+                                   min(dc, nb - jb * dc), res, dst + fb * dr * K + jb * dc, K)
 
 
 def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,

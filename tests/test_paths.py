@@ -282,10 +282,11 @@ def test_few_positions_read_the_weight_rows_in_place():
     assert ck.conv_plan((1, 256, 8, 8), (16, 256, 3, 3), padding=1).paths[
         "backward_input"] == "col2im"
     # a pointwise projection takes its flipped product in place, an expansion over a
-    # small output reads the weight's rows
+    # small output (fewer positions than 4 slivers: 5x5 on every ISA) reads the
+    # weight's rows
     assert ck.conv_plan((1, 576, 7, 7), (160, 576, 1, 1)).paths[
         "backward_input"] == "flipped_pointwise"
-    assert ck.conv_plan((1, 320, 7, 7), (1280, 320, 1, 1)).paths[
+    assert ck.conv_plan((1, 320, 5, 5), (1280, 320, 1, 1)).paths[
         "backward_input"] == "col2im_rows"
 
 
@@ -380,6 +381,38 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
         assert plan.paths["backward_weight"] == "im2col_dot", x_shape
     few = ck.conv_plan((1, 128, 16, 16), (256, 128, 1, 1), stride=2)
     assert few.paths["backward_weight"] != "im2col_dot"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    # (x shape, weight shape, stride, padding, groups)
+    ((1, 5, 50, 50), (7, 5, 1, 1), 1, 0, 1),        # pointwise: x's rows read in place
+    ((3, 6, 47, 45), (4, 3, 1, 1), 1, 0, 2),        # ... grouped, tiles across images
+    ((1, 3, 101, 99), (9, 3, 3, 3), 2, 1, 1),       # a 3-channel stem, one image
+    ((2, 2, 70, 70), (5, 2, 3, 3), 1, 1, 1),        # 3 tiles per image, 6 in all
+])
+def test_dot_weight_gradient_splits_one_image_into_tiles(case, dtype, all_threads):
+    """The im2col dot weight gradient (and its fused bias gradient), forced, where one
+    image is several tiles of positions: its chunks are runs of (image, tile) units, so
+    that a batch of one splits over the threads; pointwise layers read x's rows in place.
+    The float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
+    x_shape, w_shape, stride, padding, groups = case
+    kw = dict(stride=stride, padding=padding, groups=groups)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    assert math.prod(plan.y_shape[2:]) > 2048        # more than one tile (DOT_TILE)
+    forced = plan.force(backward_weight="im2col_dot")
+    rng = np.random.default_rng(x_shape[2])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    want = ref.conv_backward_weight(x.astype(np.float64), gy.astype(np.float64), w_shape, **kw)
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        gw, gb = forced.backward_weight_bias(x, gy)
+        assert_close(gw, want, dtype)
+        assert_close(gb, ref.conv_backward_bias(gy.astype(np.float64)), dtype)
+        first = first or (gw.tobytes(), gb.tobytes())
+        assert (gw.tobytes(), gb.tobytes()) == first
 
 
 def test_channels_last_weight_gradient_follows_the_partial_gradient_and_the_l2_cache(
