@@ -71,7 +71,7 @@ by the same sequence of operations whatever thread runs it.
 """
 
 from cython.parallel cimport prange, threadid
-from libc.stdlib cimport free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
