@@ -26,8 +26,10 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     (contiguous whenever there is a bias); wpack holds G blocks of round_up(Fg, mr) x K
     packed rows for kern's mr.  Tasks are (image, group, tile, block of filters): with
     fewer (image, group, tile) tasks than a few per thread (a small batch), the filters
-    are split too, and each split fills its own slab.  Every output is computed the same
-    way whatever the split, so the bits do not depend on the thread count.
+    are split too; a thread fills a tile's slab once for its consecutive splits of it
+    (MobileNet-sized and ResNet's 28x28 layers at batch 1 filled each slab 2-4 times).
+    Every output is computed the same way whatever the split, so the bits do not depend
+    on the thread count.  offsets holds direct_offsets(g, d) per thread, zeroed.
     """
     cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
@@ -48,19 +50,26 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef floating_t *dst
     cdef Py_ssize_t *boff
     cdef Py_ssize_t *roff
+    cdef Py_ssize_t *filled
     for t in prange(ntasks * nsplit, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * d.per_thread
         ctile = slab + d.slab
-        boff = offsets + threadid() * (K + d.planes * d.rows)
+        boff = offsets + threadid() * direct_offsets(g, d)
         roff = boff + K
+        filled = roff + d.planes * d.rows
         n = t // (g.G * ntiles * nsplit)
         grp = (t // (ntiles * nsplit)) % g.G
         tile = tile_of(g, d, t // nsplit % ntiles)
         # filter rows f0 .. f1 of the group (whole mr-row blocks; rows past Fg are zero)
         f0 = t % nsplit * fper * mr
         f1 = min(fpad, f0 + fper * mr)
-        fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
-        slab_offsets(g, &tile, boff)
+        # a thread's tasks are consecutive: the splits of one (image, group, tile) after
+        # the first find its slab and offsets already there (filled[0] is 1 + the last
+        # one it filled; the caller zeroes it)
+        if filled[0] != t // nsplit + 1:
+            fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
+            slab_offsets(g, &tile, boff)
+            filled[0] = t // nsplit + 1
         # output (pz, r, q) is column pz * cplane + r * pitch + q of the tile's matrix:
         # vector rows are packed, padded-row tiles keep the slab's halo columns
         if d.rowvec:
@@ -373,6 +382,12 @@ cdef inline bint pointwise_fits(const Geom *g) noexcept nogil:
             and g.pd == 0 and g.ph == 0 and g.pw == 0)
 
 
+cdef inline Py_ssize_t direct_offsets(const Geom *g, const DirectPlan *d) noexcept nogil:
+    """Offsets per thread of correlate_direct: the slab's K tap offsets, a vector-row
+    tile's row offsets and the index of the tile last filled."""
+    return g.Cg * g.KK + d.planes * d.rows + 1
+
+
 cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, int operand,
                                   const floating_t *tag) noexcept nogil:
     """Bytes of scratch per thread of correlate on the given operand."""
@@ -380,7 +395,7 @@ cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, int operan
     cdef DirectPlan d
     if operand == OPERAND_SLAB:
         d = plan_direct(g, nr, block_vl(kern, tag), DIRECT_TILE)
-        return d.per_thread * sizeof(floating_t) + (K + d.planes * d.rows) * sizeof(Py_ssize_t)
+        return d.per_thread * sizeof(floating_t) + direct_offsets(g, &d) * sizeof(Py_ssize_t)
     if operand == OPERAND_IN_PLACE:
         return pointwise_per_thread(K, nr) * sizeof(floating_t)
     if operand == OPERAND_IM2COL_IMAGES:
@@ -420,7 +435,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
                                 nt)
     elif operand == OPERAND_SLAB:
         d = plan_direct(g, nr, block_vl(kern, x), DIRECT_TILE)
-        offsets = <Py_ssize_t *> alloc_scratch(nt * (K + d.planes * d.rows) * sizeof(Py_ssize_t))
+        offsets = <Py_ssize_t *> alloc_scratch(nt * direct_offsets(g, &d) * sizeof(Py_ssize_t))
         try:
             scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
         except MemoryError:
