@@ -251,6 +251,19 @@ def _forward_rows_pay(f):
             and not (f.images * f.positions > _conv.REDUCTION_BLOCK and slab_fits))
 
 
+# The slab forward with the weight's rows read in place (gemm_rows) instead of packed:
+# packing is a pass over the whole weight (read and written) per call, which the
+# product amortises over its positions.  Measured on Zen 2 (AVX2, float32, 2 threads),
+# channel-rich 3x3 and 3x3x3 layers of at most four reduction blocks of positions in all
+# (8x8 to 16x16 images, 4x4x4 volumes): 0.73-1.54x PyTorch against 0.51-1.54x on the
+# packed slab and 0.55-1.05x on im2col_rows (4 x 256 x 8x8 -> 512: 1.23x against 0.84x);
+# at 784-1024 positions level with the packed slab.  Not for small outputs (a 4x4
+# image's slab is mostly halo: im2col_rows ran 0.93x, the slab 0.61-0.71x).
+def _slab_rows_pay(f):
+    return (f.direct and _slab_pays(f) and not _small_output(f) and not _few_filters(f)
+            and f.images * f.positions <= 4 * _conv.REDUCTION_BLOCK)
+
+
 # The pointwise input gradient's flipped product in place: a channel-rich layer whose
 # rows do not alias in L1, unless it is an expansion over a small output (MobileNetV2's
 # last 1x1, 320 -> 1280 at 7x7, ran 0.44x PyTorch in place over its 49 positions).
@@ -295,6 +308,9 @@ TABLE = {
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise,
              lambda f: not _small_output(f) and not _aliased_rows(f, f.channels, f.filters)),
+        # the slab with the weight's rows read in place (_slab_rows_pay)
+        Path("slab_rows", {"operand": "slab", "block": "weight rows"}, lambda f: f.direct,
+             _slab_rows_pay),
         # few positions in all (one tile of them, over images): the packed weights would
         # be swept by that one tile, so packing would copy the whole weight (a pass over
         # memory as long as the product's own, for channel-rich layers) to read it once;

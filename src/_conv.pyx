@@ -137,7 +137,7 @@ def kernel_info():
 # rules that choose among them; the kernels only run the path they are given.
 PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images",
-                "dense", "depthwise", "im2col_rows"),
+                "dense", "depthwise", "im2col_rows", "slab_rows"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
                        "flipped_im2col_images", "dense", "depthwise", "col2im_rows"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
@@ -147,7 +147,7 @@ PATHS = {
 }
 cdef enum:
     FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE, FWD_IM2COL_IMAGES,
-    FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS
+    FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS, FWD_SLAB_ROWS
 cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
     BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE, BWI_COL2IM_ROWS
@@ -242,6 +242,9 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
         return depthwise_scratch(pass_name, g, tag)
     if pass_name == "forward" and path == FWD_IM2COL_ROWS:
         return im2col_rows_scratch(g, tag)
+    if pass_name == "forward" and path == FWD_SLAB_ROWS:
+        return (correlate_scratch(g, &KERN, OPERAND_SLAB, tag)
+                + (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
     if pass_name == "forward" and path == FWD_DENSE and g.N < nr // block_vl(&KERN, tag):
         return gemv_rows(&KERN, tag) * (sizeof(floating_t) + sizeof(floating_t *))
     if pass_name == "forward" and path == FWD_DENSE:

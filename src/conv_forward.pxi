@@ -19,8 +19,12 @@ cdef inline Py_ssize_t im2col_per_thread(Py_ssize_t tw) noexcept nogil:
 cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t *wpack,
                            const floating_t *bias, int bias_mode, int act, floating_t *y,
                            const OutLayout *out, const DirectPlan *d, floating_t *scratch,
-                           Py_ssize_t *offsets, const Kernels *kern, int nt) noexcept nogil:
-    """Direct-path correlation y = act(x * W + bias) with the weights packed per group.
+                           Py_ssize_t *offsets, const Kernels *kern, int nt,
+                           const floating_t *w=NULL, const floating_t **ptrs=NULL) noexcept nogil:
+    """Direct-path correlation y = act(x * W + bias) with the weights packed per group,
+    or, with wpack NULL, W's rows read in place (w, the forward's weight; ptrs holds
+    Fg + CK_MR_MAX row pointers per thread): no pack, whose pass over a large weight
+    costs as much as a good part of the product when few positions sweep it.
 
     x is (N, C, D, H, W), contiguous; y (N, F, OD, OH, OW) is laid out as out says
     (contiguous whenever there is a bias); wpack holds G blocks of round_up(Fg, mr) x K
@@ -51,6 +55,7 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t *boff
     cdef Py_ssize_t *roff
     cdef Py_ssize_t *filled
+    cdef const floating_t **rows
     for t in prange(ntasks * nsplit, num_threads=nt, schedule="static"):
         slab = scratch + threadid() * d.per_thread
         ctile = slab + d.slab
@@ -85,22 +90,42 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
             row_len = 0
             pitch = tile.width
             cplane = tile.srows * tile.width
+        if wpack == NULL:
+            rows = ptrs + threadid() * (g.Fg + CK_MR_MAX)
+            for f in range(min(f1, g.Fg) - f0):
+                rows[f] = w + (grp * g.Fg + f0 + f) * K
         if in_place:
             # a vector-row tile's outputs are one run of each filter's plane of y, whole
             # slivers long: the GEMM writes them there (the rows past Fg through the
             # edge block), then the bias and activation are applied in place
             p = (tile.od0 * g.OH + tile.oh0) * g.OW
             dst = y + (n * g.F + grp * g.Fg + f0) * g.P + p
-            gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, min(f1, g.Fg) - f0, K,
-                       slab, boff, row_len, roff, ncols, dst, g.P, ctile + fpad * d.ldc, False)
+            if wpack == NULL:
+                for f in range(min(f1, g.Fg) - f0):
+                    memset(dst + f * g.P, 0, ncols * sizeof(floating_t))
+                gemm_rows_block(kern, rows, 0, min(f1, g.Fg) - f0, K, slab, boff, ncols, dst,
+                                g.P, rows + g.Fg, ctile + fpad * d.ldc, 0, row_len, roff)
+            else:
+                gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, min(f1, g.Fg) - f0,
+                           K, slab, boff, row_len, roff, ncols, dst, g.P, ctile + fpad * d.ldc,
+                           False)
             if bias_mode != 0 or act != ACT_NONE:
                 copy_out(dst, g.P, g, grp * g.Fg + f0, grp * g.Fg + min(f1, g.Fg), n * g.P + p,
                          ncols, bias, bias_mode, act, y)
             continue
-        # whole mr x nr blocks into the tile (the packed rows past Fg are zero, the slab
-        # and the tile have room for the last sliver): no ragged-edge copies
-        gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, f1 - f0, K, slab, boff,
-                   row_len, roff, round_up(ncols, nr), ctile, d.ldc, ctile + fpad * d.ldc, False)
+        if wpack == NULL:
+            # the group's real rows only (the rows past Fg repeat the last one into the
+            # edge block), summed into a zeroed tile
+            memset(ctile, 0, (min(f1, g.Fg) - f0) * d.ldc * sizeof(floating_t))
+            gemm_rows_block(kern, rows, 0, min(f1, g.Fg) - f0, K, slab, boff,
+                            round_up(ncols, nr), ctile, d.ldc, rows + g.Fg,
+                            ctile + fpad * d.ldc, 0, row_len, roff)
+        else:
+            # whole mr x nr blocks into the tile (the packed rows past Fg are zero, the
+            # slab and the tile have room for the last sliver): no ragged-edge copies
+            gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, f1 - f0, K, slab, boff,
+                       row_len, roff, round_up(ncols, nr), ctile, d.ldc, ctile + fpad * d.ldc,
+                       False)
         # copy the tile's outputs out, dropping the halo columns, adding the bias and
         # applying the activation
         for f in range(f0, min(f1, g.Fg)):
@@ -472,6 +497,34 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
     free(offsets)
 
 
+cdef void correlate_slab_rows_call(const floating_t *x, const Geom *g, const floating_t *w,
+                                   const floating_t *bias, int bias_mode, int act,
+                                   floating_t *y, int nt) except *:
+    """correlate_direct with the weight's rows read in place (no pack), its scratch,
+    offsets and row pointers allocated here; y contiguous."""
+    cdef Py_ssize_t nr = block_nr(&KERN, x)
+    cdef DirectPlan d = plan_direct(g, nr, block_vl(&KERN, x), DIRECT_TILE)
+    cdef OutLayout layout = contiguous(g)
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(
+        nt * direct_offsets(g, &d) * sizeof(Py_ssize_t))
+    cdef floating_t *scratch = NULL
+    cdef const floating_t **ptrs = NULL
+    try:
+        scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
+        ptrs = <const floating_t **> alloc_scratch(
+            nt * (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
+    except MemoryError:
+        free(offsets)
+        free(scratch)
+        raise
+    with nogil:
+        correlate_direct(x, g, NULL, bias, bias_mode, act, y, &layout, &d, scratch, offsets,
+                         &KERN, nt, w, ptrs)
+    free(ptrs)
+    free(scratch)
+    free(offsets)
+
+
 def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
                  const floating_t[:, :, :, :, ::1] weight not None,
                  const floating_t[::1] bias not None, int bias_mode,
@@ -495,6 +548,11 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
         correlate_im2col_rows_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
                                    &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
                                    &out[0, 0, 0, 0, 0], max(1, num_threads))
+        return
+    if path == FWD_SLAB_ROWS:
+        correlate_slab_rows_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
+                                 &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
+                                 &out[0, 0, 0, 0, 0], max(1, num_threads))
         return
     if path == FWD_DENSE:
         dense_forward_call(&x[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,

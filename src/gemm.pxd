@@ -272,16 +272,19 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                                  Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
                                  const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
                                  Py_ssize_t ldc, const floating_t **aptr,
-                                 floating_t *ctmp, Py_ssize_t sliver=0) noexcept nogil:
+                                 floating_t *ctmp, Py_ssize_t sliver=0, Py_ssize_t row_len=0,
+                                 const Py_ssize_t *roff=NULL) noexcept nogil:
     """C[:M, :ncols] += A[:M, :kdim] @ B[:kdim, :ncols] with A[i, k] = rows[i][a_off + k].
 
     The rows of A are read in place (no packing); aptr is scratch for mr pointers and
     ctmp for an mr x nr edge block, as in gemm_block.  B's nr-column sliver s starts at
     B + s * sliver: nr (the default, 0) for B's rows contiguous, kdim * nr for B packed
-    sliver by sliver (then boff[k] = k * nr).
+    sliver by sliver (then boff[k] = k * nr).  With row_len > 0, B's columns are vector
+    rows, as in gemm_block.
     """
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
-    cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
+    cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j, row
+    cdef Py_ssize_t vs = vl
     # equal reduction blocks (reduction_step): C is read and written once per block, so
     # a short last block would cost as much C traffic as a full one
     cdef Py_ssize_t kstep = reduction_step(kdim)
@@ -297,6 +300,11 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
             j0 = jb * nr
             nn = min(nr, ncols - j0)
             bj = B + jb * sliver
+            if row_len > 0:
+                row = j0 // row_len
+                bj = B + roff[row] + j0 % row_len
+                if row_len < nr:
+                    vs = roff[row + 1] - roff[row]
             for mb in range((M + mr - 1) // mr):
                 m0 = mb * mr
                 mm = min(mr, M - m0)
@@ -305,12 +313,12 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                     aptr[i] = rows[min(m0 + i, M - 1)] + a_off + k0
                 c = C + m0 * ldc + j0
                 if mm == mr and nn == nr:
-                    ukernel_rows(kern, kc, aptr, bj, boff + k0, vl, c, ldc, 1)
+                    ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, c, ldc, 1)
                     continue
                 for i in range(mm):
                     for j in range(nn):
                         ctmp[i * nr + j] = c[i * ldc + j]
-                ukernel_rows(kern, kc, aptr, bj, boff + k0, vl, ctmp, nr, 1)
+                ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, ctmp, nr, 1)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]

@@ -263,19 +263,23 @@ def test_strided_input_gradient_takes_col2im():
 
 
 def test_few_positions_read_the_weight_rows_in_place():
-    """With at most two reduction blocks of positions in all, the forward reads the
-    weight's rows in place (packing would copy it to read it once), unless there are more
-    than one block of positions in slab rows of whole vectors (16x16 images: no halo);
-    so does the input gradient (col2im_rows) with filters for a long reduction, unless a
-    pointwise layer's flipped product runs in place."""
-    assert ck.conv_plan((1, 256, 14, 14), (256, 256, 3, 3), padding=1).paths[
-        "forward"] == "im2col_rows"
-    assert ck.conv_plan((4, 512, 7, 7), (512, 512, 3, 3), padding=1).paths[
-        "forward"] == "im2col_rows"
-    info = _conv.kernel_info()["float32"]
-    whole = 16 == info["vector"][0] or 16 % info["gemm"][1] == 0   # AVX2, AVX-512
-    assert ck.conv_plan((1, 128, 16, 16), (128, 128, 3, 3), padding=1).paths[
-        "forward"] == ("slab" if whole else "im2col_rows")
+    """With few positions in all the forward reads the weight's rows in place (packing
+    would copy the whole weight to read it a few times): on the slab (slab_rows) when
+    the images have at least 4 slivers of positions, on im2col tiles (im2col_rows) when
+    they have fewer (a small image's slab is mostly halo); so does the input gradient
+    (col2im_rows) with filters for a long reduction, unless a pointwise layer's flipped
+    product runs in place."""
+    nr = _conv.kernel_info()["float32"]["gemm"][1]
+    for x_shape, w_shape in [((1, 256, 14, 14), (256, 256, 3, 3)),
+                             ((4, 512, 7, 7), (512, 512, 3, 3)),
+                             ((1, 128, 16, 16), (128, 128, 3, 3)),
+                             ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3))]:
+        small = math.prod(x_shape[2:]) < 4 * nr
+        assert ck.conv_plan(x_shape, w_shape, padding=1).paths["forward"] == (
+            "im2col_rows" if small else "slab_rows"), x_shape
+    # many positions: the packed slab
+    assert ck.conv_plan((4, 128, 32, 32), (128, 128, 3, 3), padding=1).paths[
+        "forward"] == "slab"
     assert ck.conv_plan((1, 256, 8, 8), (256, 256, 3, 3), padding=1).paths[
         "backward_input"] == "col2im_rows"
     # few filters for the reduction over them: col2im
@@ -288,6 +292,38 @@ def test_few_positions_read_the_weight_rows_in_place():
         "backward_input"] == "flipped_pointwise"
     assert ck.conv_plan((1, 320, 5, 5), (1280, 320, 1, 1)).paths[
         "backward_input"] == "col2im_rows"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out, stride, groups", [
+    ((3, 8), 1, 1), ((16, 16), 1, 2), ((5, 32), 2, 1), ((4, 13), 1, 2),   # 2-D
+    ((2, 3, 16), 1, 1), ((3, 4, 7), 2, 2),                                 # 3-D
+    ((40,), 1, 1),                                                         # 1-D
+])
+def test_slab_with_the_weight_rows_in_place(out, stride, groups, dtype, all_threads):
+    """The slab forward reading the weight's rows in place (slab_rows), forced, with a
+    bias and ReLU: vector-row tiles written into y (widths of one vector or whole slivers
+    on some ISA), padded-row tiles with halo columns, strides, groups of 7 filters (a
+    ragged block of rows); the float64 reference within tolerance, the same bits at 1,
+    2 and 4 threads."""
+    kw = dict(stride=stride, padding=1, groups=groups)
+    x_shape = (2, 5 * groups) + tuple((o - 1) * stride + 1 for o in out)
+    w_shape = (7 * groups, 5) + (3,) * len(out)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    assert plan.y_shape[2:] == out
+    forced = plan.force(forward="slab_rows")
+    rng = np.random.default_rng(sum(out))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    want = np.maximum(ref.conv_forward(*(a.astype(np.float64) for a in (x, w, b)), **kw), 0)
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        y = forced.forward(x, w, b, activation="relu")
+        assert_close(y, want, dtype)
+        first = first or y.tobytes()
+        assert y.tobytes() == first
 
 
 def test_pointwise_rows_that_alias_in_l1_are_copied():
