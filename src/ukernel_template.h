@@ -36,6 +36,7 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
 #pragma GCC unroll 8
         for (v = 0; v < UK_NV; v++)
             acc[i][v] = zero;
+#pragma GCC unroll 2
     for (k = 0; k < kc; k++) {
         vec_t b[UK_NV];
 #pragma GCC unroll 8
