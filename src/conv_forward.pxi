@@ -30,8 +30,7 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     (contiguous whenever there is a bias); wpack holds G blocks of round_up(Fg, mr) x K
     packed rows for kern's mr.  Tasks are (image, group, tile, block of filters): with
     fewer (image, group, tile) tasks than a few per thread (a small batch), the filters
-    are split too; a thread fills a tile's slab once for its consecutive splits of it
-    (MobileNet-sized and ResNet's 28x28 layers at batch 1 filled each slab 2-4 times).
+    are split in one part per thread, the split outermost (see below).
     Every output is computed the same way whatever the split, so the bits do not depend
     on the thread count.  offsets holds direct_offsets(g, d) per thread, zeroed.
     """
@@ -40,9 +39,13 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = d.npl * d.nrb * d.nseg
     cdef Py_ssize_t ntasks = g.N * g.G * ntiles
-    cdef Py_ssize_t fper = blocks_per_split(ntasks, fpad // mr, nt)
-    cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
-    cdef Py_ssize_t t, n, grp, f, f0, f1, pz, r, q, p, ncols, row_len, pitch, cplane
+    # few (image, group, tile) units: one split of the filters per thread, over every
+    # unit (the split outermost): the threads write different filters' planes of y, not
+    # different tiles of the same planes, whose cuts (rarely on the 64-byte line grid)
+    # both would write, once per reduction block
+    cdef Py_ssize_t nsplit = min(fpad // mr, nt) if ntasks < 4 * nt else 1
+    cdef Py_ssize_t fper = (fpad // mr + nsplit - 1) // nsplit
+    cdef Py_ssize_t t, u, n, grp, f, f0, f1, pz, r, q, p, ncols, row_len, pitch, cplane
     # vector-row tiles of a contiguous y are written in place (see below)
     cdef bint in_place = (d.rowvec and out.offset == 0 and out.sn == g.F * g.P
                           and out.sf == g.P and out.sd == g.OH * g.OW and out.sh == g.OW
@@ -62,19 +65,19 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
         boff = offsets + threadid() * direct_offsets(g, d)
         roff = boff + K
         filled = roff + d.planes * d.rows
-        n = t // (g.G * ntiles * nsplit)
-        grp = (t // (ntiles * nsplit)) % g.G
-        tile = tile_of(g, d, t // nsplit % ntiles)
+        u = t % ntasks
+        n = u // (g.G * ntiles)
+        grp = u // ntiles % g.G
+        tile = tile_of(g, d, u % ntiles)
         # filter rows f0 .. f1 of the group (whole mr-row blocks; rows past Fg are zero)
-        f0 = t % nsplit * fper * mr
+        f0 = t // ntasks * fper * mr
         f1 = min(fpad, f0 + fper * mr)
-        # a thread's tasks are consecutive: the splits of one (image, group, tile) after
-        # the first find its slab and offsets already there (filled[0] is 1 + the last
-        # one it filled; the caller zeroes it)
-        if filled[0] != t // nsplit + 1:
+        # a unit the thread filled last (filled[0] is 1 + its index; the caller zeroes
+        # it) keeps its slab and offsets: one unit and one split, run again
+        if filled[0] != u + 1:
             fill_slab(x + (n * g.C + grp * g.Cg) * plane_in, g, &tile, slab)
             slab_offsets(g, &tile, boff)
-            filled[0] = t // nsplit + 1
+            filled[0] = u + 1
         # output (pz, r, q) is column pz * cplane + r * pitch + q of the tile's matrix:
         # vector rows are packed, padded-row tiles keep the slab's halo columns
         if d.rowvec:
