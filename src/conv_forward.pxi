@@ -157,30 +157,43 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
                            const floating_t *bias, int bias_mode, int act, floating_t *y,
                            Py_ssize_t tw, floating_t *scratch, Py_ssize_t *offsets,
                            const Kernels *kern, int nt) noexcept nogil:
-    """Any-stride correlation y = act(x * W + bias) on im2col tiles of tw positions."""
+    """Any-stride correlation y = act(x * W + bias) on im2col tiles of tw positions.
+
+    Tasks are (image, group, tile); with few of them (a batch of one image of a few
+    tiles) the filters are split too, one part per thread and the split outermost, as on
+    the slab path: each thread unrolls every tile and writes its own filters' planes.
+    """
     cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
-    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw
+    cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw, units = g.N * g.G * ntiles
     cdef Py_ssize_t per_thread = im2col_per_thread(tw), step = reduction_step(K)
-    cdef Py_ssize_t t, n, grp, p0, pn, kb, k0, kc
+    cdef Py_ssize_t nsplit = min(fpad // mr, nt) if units < 4 * nt else 1
+    cdef Py_ssize_t fper = (fpad // mr + nsplit - 1) // nsplit
+    cdef Py_ssize_t t, u, n, grp, p0, pn, kb, k0, kc, f0, f1
     cdef floating_t *col
-    for t in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
+    cdef floating_t *yt
+    for t in prange(units * nsplit, num_threads=nt, schedule="static"):
         col = scratch + threadid() * per_thread
-        n = t // (g.G * ntiles)
-        grp = (t // ntiles) % g.G
-        p0 = (t % ntiles) * tw
+        u = t % units
+        n = u // (g.G * ntiles)
+        grp = u // ntiles % g.G
+        p0 = u % ntiles * tw
         pn = min(tw, g.P - p0)
+        f0 = t // units * fper * mr
+        f1 = min(g.Fg, f0 + fper * mr)
+        if f0 >= f1:
+            continue
+        yt = y + (n * g.F + grp * g.Fg + f0) * g.P + p0
         for kb in range((K + step - 1) // step):
             k0 = kb * step
             kc = min(step, K - k0)
             im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw)
-            gemm_block(kern, wpack + grp * fpad * K + k0 * mr, mr * K, g.Fg, kc, col,
-                       offsets, 0, NULL, pn, y + (n * g.F + grp * g.Fg) * g.P + p0, g.P,
-                       col + KC * tw, k0 > 0)
+            gemm_block(kern, wpack + grp * fpad * K + f0 * K + k0 * mr, mr * K, f1 - f0, kc,
+                       col, offsets, 0, NULL, pn, yt, g.P, col + KC * tw, k0 > 0)
         if bias_mode != 0 or act != ACT_NONE:
-            copy_out(y + (n * g.F + grp * g.Fg) * g.P + p0, g.P, g, grp * g.Fg,
-                     (grp + 1) * g.Fg, n * g.P + p0, pn, bias, bias_mode, act, y)
+            copy_out(yt, g.P, g, grp * g.Fg + f0, grp * g.Fg + f1, n * g.P + p0, pn, bias,
+                     bias_mode, act, y)
 
 
 # Bytes of unrolled tiles correlate_im2col_rows holds at once (at least one tile).
@@ -286,14 +299,16 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
             for jb in range((cn + nr - 1) // nr):
                 copy_sliver(ctile + jb * nr, tw, kc, min(nr, cn - jb * nr), nr,
                             cols + (t // nkb) * K * tw + (jb * K + k0) * nr)
+        # (the split outermost: the threads take different filters of a tile rather than
+        # different tiles of one image, whose cut in each filter's row of y both write)
         for t in prange(nu * nsplit, num_threads=nt, schedule="static"):
             rows = ptrs + threadid() * (g.Fg + CK_MR_MAX)
             ctile = scratch + threadid() * per_thread
-            u = u0 + t // nsplit
+            u = u0 + t % nu
             grp = u // ntiles
             c0 = u % ntiles * tw
             cn = min(tw, NP - c0)
-            f0 = t % nsplit * fper * mr
+            f0 = t // nu * fper * mr
             f1 = min(g.Fg, f0 + fper * mr)
             if f0 >= f1:
                 continue
@@ -306,7 +321,7 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
             for f in range(f1 - f0):
                 rows[f] = w + (grp * g.Fg + f0 + f) * K
                 memset(dst + f * ldc, 0, cn * sizeof(floating_t))
-            gemm_rows_block(kern, rows, 0, f1 - f0, K, cols + (t // nsplit) * K * tw, offsets,
+            gemm_rows_block(kern, rows, 0, f1 - f0, K, cols + (t % nu) * K * tw, offsets,
                             cn, dst, ldc, rows + g.Fg, ctile + g.Fg * tw, K * nr)
             if dst == ctile or bias_mode != 0 or act != ACT_NONE:
                 copy_out(dst, ldc, g, grp * g.Fg + f0, grp * g.Fg + f1, c0, cn, bias,
