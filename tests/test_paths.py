@@ -429,9 +429,10 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
 ])
 def test_dot_weight_gradient_splits_one_image_into_tiles(case, dtype, all_threads):
     """The im2col dot weight gradient (and its fused bias gradient), forced, where one
-    image is several tiles of positions: its chunks are runs of (image, tile) units, so
-    that a batch of one splits over the threads; pointwise layers read x's rows in place.
-    The float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
+    image is several tiles of positions: with fewer than 4 tasks of whole images its
+    chunks are runs of (image, tile) units, so that a batch of one splits over the
+    threads (the grouped case keeps image chunks); pointwise layers read x's rows in
+    place.  The float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
     x_shape, w_shape, stride, padding, groups = case
     kw = dict(stride=stride, padding=padding, groups=groups)
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
