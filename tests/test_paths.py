@@ -419,6 +419,20 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     assert few.paths["backward_weight"] != "im2col_dot"
 
 
+def check_weight_gradient(forced, x, gy, w_shape, kw, dtype):
+    """A forced plan's weight gradient and fused bias gradient: the float64 reference
+    within the dtype's tolerance, the same bits at 1, 2 and 4 threads."""
+    want = ref.conv_backward_weight(x.astype(np.float64), gy.astype(np.float64), w_shape, **kw)
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        gw, gb = forced.backward_weight_bias(x, gy)
+        assert_close(gw, want, dtype)
+        assert_close(gb, ref.conv_backward_bias(gy.astype(np.float64)), dtype)
+        first = first or (gw.tobytes(), gb.tobytes())
+        assert (gw.tobytes(), gb.tobytes()) == first
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [
     # (x shape, weight shape, stride, padding, groups)
@@ -441,15 +455,7 @@ def test_dot_weight_gradient_splits_one_image_into_tiles(case, dtype, all_thread
     rng = np.random.default_rng(x_shape[2])
     x = rng.standard_normal(x_shape).astype(dtype)
     gy = rng.standard_normal(plan.y_shape).astype(dtype)
-    want = ref.conv_backward_weight(x.astype(np.float64), gy.astype(np.float64), w_shape, **kw)
-    first = None
-    for nt in (1, 2, 4):
-        ck.set_num_threads(nt)
-        gw, gb = forced.backward_weight_bias(x, gy)
-        assert_close(gw, want, dtype)
-        assert_close(gb, ref.conv_backward_bias(gy.astype(np.float64)), dtype)
-        first = first or (gw.tobytes(), gb.tobytes())
-        assert (gw.tobytes(), gb.tobytes()) == first
+    check_weight_gradient(forced, x, gy, w_shape, kw, dtype)
 
 
 def test_channels_last_weight_gradient_follows_the_partial_gradient_and_the_l2_cache(
@@ -487,15 +493,7 @@ def test_channels_last_weight_gradient_on_ragged_runs(case, dtype, all_threads):
     rng = np.random.default_rng(len(x_shape) + w_shape[0])
     x = rng.standard_normal(x_shape).astype(dtype)
     gy = rng.standard_normal(plan.y_shape).astype(dtype)
-    want = ref.conv_backward_weight(x.astype(np.float64), gy.astype(np.float64), w_shape, **kw)
-    first = None
-    for nt in (1, 2, 4):
-        ck.set_num_threads(nt)
-        gw, gb = forced.backward_weight_bias(x, gy)
-        assert_close(gw, want, dtype)
-        assert_close(gb, ref.conv_backward_bias(gy.astype(np.float64)), dtype)
-        first = first or (gw.tobytes(), gb.tobytes())
-        assert (gw.tobytes(), gb.tobytes()) == first
+    check_weight_gradient(forced, x, gy, w_shape, kw, dtype)
 
 
 def test_disjoint_windows_take_im2col_and_pointwise_heads_stay_in_place():
