@@ -5,6 +5,7 @@ kernel runs: the kernels have bounds checks off.  Kinds of argument that are wro
 raise TypeError; wrong values raise ValueError.  Every message names the argument.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -215,10 +216,14 @@ def conv_output_shape(spatial, kernel, stride, padding, dilation):
 
 
 CACHE_LINE = 64
+# Outputs smaller than this are allocated by NumPy as they are: the threads of the
+# calls that make them barely split them, and aligning costs a few microseconds a call.
+ALIGN_BYTES = 64 << 10
 
 
 def empty_aligned(shape, dtype):
-    """``numpy.empty(shape, dtype)`` whose data starts on a 64-byte cache line.
+    """``numpy.empty(shape, dtype)`` whose data starts on a 64-byte cache line when it
+    holds at least ``ALIGN_BYTES``.
 
     NumPy's own allocation is 16-byte aligned.  Kernels that split an output's rows
     among threads by columns cut them at whole vectors from each row's start; with the
@@ -227,9 +232,11 @@ def empty_aligned(shape, dtype):
     10% slower on two threads).
     """
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < ALIGN_BYTES:
+        return np.empty(shape, dtype)
     raw = np.empty(nbytes + CACHE_LINE, dtype=np.uint8)
-    start = -raw.ctypes.data % CACHE_LINE
+    start = -raw.__array_interface__["data"][0] % CACHE_LINE
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
