@@ -46,6 +46,7 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t nsplit = min(fpad // mr, nt) if ntasks < 4 * nt else 1
     cdef Py_ssize_t fper = (fpad // mr + nsplit - 1) // nsplit
     cdef Py_ssize_t t, u, n, grp, f, f0, f1, pz, r, q, p, ncols, row_len, pitch, cplane
+    nsplit = (fpad // mr + fper - 1) // fper   # every split has filters (5 blocks, 4 threads: 3)
     # vector-row tiles of a contiguous y are written in place (see below)
     cdef bint in_place = (d.rowvec and out.offset == 0 and out.sn == g.F * g.P
                           and out.sf == g.P and out.sd == g.OH * g.OW and out.sh == g.OW
@@ -171,6 +172,7 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
     cdef Py_ssize_t nsplit = min(fpad // mr, nt) if units < 4 * nt else 1
     cdef Py_ssize_t fper = (fpad // mr + nsplit - 1) // nsplit
     cdef Py_ssize_t t, u, n, grp, p0, pn, kb, k0, kc, f0, f1
+    nsplit = (fpad // mr + fper - 1) // fper   # every split has filters
     cdef floating_t *col
     cdef floating_t *yt
     for t in prange(units * nsplit, num_threads=nt, schedule="static"):

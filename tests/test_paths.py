@@ -326,6 +326,29 @@ def test_slab_with_the_weight_rows_in_place(out, stride, groups, dtype, all_thre
         assert y.tobytes() == first
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["slab_rows", "slab", "im2col"])
+def test_filter_splits_of_a_small_call_each_have_filters(path, dtype, all_threads):
+    """A small call splits its filters one part per thread: 5 blocks of filters on 4
+    threads make 3 splits of 2 blocks, not 4 (the last would start past the filters and
+    clear a negative number of bytes, which AddressSanitizer caught); the float64
+    reference within tolerance, the same bits at 1, 2 and 4 threads."""
+    mr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][0]
+    x_shape, w_shape = (1, 3, 6, 6), (5 * mr - 1, 3, 3, 3)
+    forced = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1).force(forward=path)
+    rng = np.random.default_rng(mr)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    want = ref.conv_forward(x.astype(np.float64), w.astype(np.float64), padding=1)
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        y = forced.forward(x, w)
+        assert_close(y, want, dtype)
+        first = first or y.tobytes()
+        assert y.tobytes() == first
+
+
 def test_pointwise_rows_that_alias_in_l1_are_copied():
     """The in-place pointwise paths read one row per channel, P positions apart: 4096
     float32 samples (16 KiB apart, one L1 set per line offset) with 128 channels are
