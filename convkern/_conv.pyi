@@ -20,6 +20,7 @@ REDUCTION_BLOCK: int
 # Activations the forward applies in its output tile; the code is the index.
 ACTIVATIONS: tuple[str, ...]
 
+def l1_aliased(stride_bytes: int, rows: int) -> bool: ...
 def cpu_isa() -> str:
     """Return the widest instruction-set level of the running CPU: 'baseline', 'avx2' or 'avx512'."""
 

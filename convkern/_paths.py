@@ -39,7 +39,6 @@ geometry's facts (``convkern._conv.geometry_facts``) and the micro-kernels' bloc
 shapes (``convkern._conv.kernel_info``), which depend on the CPU's vector width.
 """
 
-import math
 import pathlib
 from collections import namedtuple
 
@@ -205,9 +204,8 @@ def _channels_last_fills(f):
 # the copying paths; MobileNetV2's 112x112 layers (49 KiB rows, 16-32 channels) and
 # U-Net's 2-class heads (one block of output rows) keep theirs.
 def _aliased_rows(f, rows, outputs):
-    stride = f.positions * f.itemsize
     return (outputs > f.mr
-            and min(rows, _conv.REDUCTION_BLOCK) > 8 * 4096 // math.gcd(stride, 4096))
+            and _conv.l1_aliased(f.positions * f.itemsize, min(rows, _conv.REDUCTION_BLOCK)))
 
 
 # A pointwise layer with fewer filters than channels (MobileNet's projections) and at

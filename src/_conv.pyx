@@ -115,6 +115,12 @@ cdef extern from "cpu_isa.h":
 REDUCTION_BLOCK = KC
 
 
+def l1_aliased(Py_ssize_t stride_bytes, Py_ssize_t rows):
+    """Whether `rows` rows stride_bytes apart fall into too few L1 sets to stay in the
+    cache together (gemm.pxd's rows_alias: the planner and the kernels share the rule)."""
+    return bool(rows_alias(stride_bytes, rows))
+
+
 def cpu_isa():
     """Return the widest instruction-set level the running CPU supports: 'baseline',
     'avx2' or 'avx512' (see src/cpu_isa.h)."""
