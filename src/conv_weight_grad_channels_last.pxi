@@ -117,7 +117,7 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
     group * Fg + f, p] in mr-row blocks (rows past Fg zero), R = nc * P columns; with
     bsum, bsum[n * F + f] = sum over p of gy[n, f, p] in order (double)."""
     cdef Py_ssize_t mr = block_mr(&KERN, gy), R = nc * g.P, nb = L.fpad // mr
-    cdef Py_ssize_t t, grp, nl, b, i, f, p
+    cdef Py_ssize_t t, grp, nl, b, i, p, rows
     cdef floating_t *dst
     cdef const floating_t *src
     for t in prange(g.G * nc * nb, num_threads=nt, schedule="static"):
@@ -125,18 +125,18 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
         nl = t // nb % nc
         b = t % nb
         dst = apack + grp * L.fpad * R + (b * R + nl * g.P) * mr
-        for i in range(mr):
-            f = b * mr + i
-            if f >= g.Fg:
-                for p in range(g.P):
-                    dst[p * mr + i] = 0
-                continue
-            src = gy + ((n0 + nl) * g.F + grp * g.Fg + f) * g.P
-            for p in range(g.P):
-                dst[p * mr + i] = src[p]
-            if bsum != NULL:
-                # bsum is zeroed and each (image, filter) summed once
-                add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + f, src, g.P, 1, g.P)
+        rows = min(mr, g.Fg - b * mr)
+        src = gy + ((n0 + nl) * g.F + grp * g.Fg + b * mr) * g.P
+        # the block's rows of this image, a transposed copy (whole vectors)
+        transpose(src, g.P, rows, g.P, dst, mr)
+        for p in range(g.P):
+            for i in range(rows, mr):
+                dst[p * mr + i] = 0
+        if bsum != NULL:
+            # bsum is zeroed and each (image, filter) summed once
+            for i in range(rows):
+                add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + b * mr + i, src + i * g.P, g.P,
+                         1, g.P)
 
 
 cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t n0,

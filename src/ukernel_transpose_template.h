@@ -18,35 +18,47 @@
 static UK_ATTR void UKT_NAME(const UK_T *src, Py_ssize_t lds, Py_ssize_t rows,
                              Py_ssize_t cols, UK_T *dst, Py_ssize_t ldd)
 {
-    Py_ssize_t i0 = 0, j0, i, j, full_rows = 0, full_cols = 0;
+    Py_ssize_t i0 = 0, j0, i, j, full_cols = 0;
 #ifndef __clang__
     typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
     typedef UK_IT idx_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
 #include "ukernel_shuffle.h"
-    full_rows = rows;
+    /* One group of n = rows < VL rows whose columns are contiguous runs (ldd == rows: a
+     * packed GEMM block of mr rows): a column but the matrix's last is stored as a
+     * whole vector, its VL - n extra lanes landing on the next column's first rows,
+     * which that column's store overwrites (columns go in ascending order, and the
+     * element loop below writes whole columns). */
+    const int runs = rows < UK_VL && ldd == rows && 2 * rows >= UK_VL;
     full_cols = cols / UK_VL * UK_VL;
     for (j0 = 0; j0 < full_cols; j0 += UK_VL) {
         for (i0 = 0; i0 < rows; i0 += UK_VL) {
             const Py_ssize_t n = rows - i0 < UK_VL ? rows - i0 : UK_VL;
-            const vec_t zero = {0};
             vec_t v[UK_VL];
-#pragma GCC unroll 16
-            for (i = 0; i < UK_VL; i++) {
-                if (i < n)
-                    memcpy(&v[i], src + (i0 + i) * lds + j0, sizeof(vec_t));
-                else
-                    v[i] = zero;
-            }
-            UKS_TRANSPOSE(v) /* now v[j] is column j0 + j */
             if (n == UK_VL) {
+                /* a whole block: straight-line loads, shuffles and stores (no lane
+                 * test, so v stays in registers) */
+#pragma GCC unroll 16
+                for (i = 0; i < UK_VL; i++)
+                    memcpy(&v[i], src + (i0 + i) * lds + j0, sizeof(vec_t));
+                UKS_TRANSPOSE(v)
 #pragma GCC unroll 16
                 for (j = 0; j < UK_VL; j++)
                     memcpy(dst + (j0 + j) * ldd + i0, &v[j], sizeof(vec_t));
                 continue;
             }
+            /* the missing rows repeat the last one (no lane test: v stays in
+             * registers); their lanes are not stored */
+#pragma GCC unroll 16
+            for (i = 0; i < UK_VL; i++)
+                memcpy(&v[i], src + (i0 + (i < n ? i : n - 1)) * lds + j0, sizeof(vec_t));
+            UKS_TRANSPOSE(v) /* now v[j] is column j0 + j */
 #pragma GCC unroll 16
             for (j = 0; j < UK_VL; j++) {
                 UK_T *d = dst + (j0 + j) * ldd + i0;
+                if (runs && j0 + j + 1 < cols) {
+                    memcpy(d, &v[j], sizeof(vec_t));
+                    continue;
+                }
                 /* n lanes: a constant-size copy per case, so no library call */
                 switch (n) {
 #define UKT_LANES(m) case m: memcpy(d, &v[j], (m) * sizeof(UK_T)); break;
@@ -73,14 +85,14 @@ static UK_ATTR void UKT_NAME(const UK_T *src, Py_ssize_t lds, Py_ssize_t rows,
 #undef UKS_LEVEL
 #undef UKS_TRANSPOSE
 #endif
-    /* the rest, element by element: every row of the columns past full_cols (and, under
-     * clang, every column: full_rows is then 0) */
-    for (j0 = 0; j0 < cols; j0 += 16) {
+    /* the rest, element by element: the columns past full_cols (under clang, every
+     * column: full_cols is then 0) */
+    for (j0 = full_cols; j0 < cols; j0 += 16) {
         const Py_ssize_t j1 = j0 + 16 < cols ? j0 + 16 : cols;
         for (i0 = 0; i0 < rows; i0 += 16) {
             const Py_ssize_t i1 = i0 + 16 < rows ? i0 + 16 : rows;
             for (j = j0; j < j1; j++)
-                for (i = (j < full_cols && i0 < full_rows) ? full_rows : i0; i < i1; i++)
+                for (i = i0; i < i1; i++)
                     dst[j * ldd + i] = src[i * lds + j];
         }
     }
