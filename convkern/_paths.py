@@ -291,7 +291,16 @@ def _dot_pays(f):
 # against the channels-last GEMM's 0.67-1.33x, but 0.47-0.85x against 0.56-1.36x at
 # 196-256 positions; a window over three axes (27 taps per row of patches) kept the
 # channels-last GEMM ahead (3-D U-Net's 4x4x4 bottleneck: 1.3-1.6x against 0.8-1.0x).
+# A 1x1 window's rows of patches are x's rows transposed, no larger than x: with grad_y
+# read in place and the rows built packed sliver by sliver, im2row ran 0.92-2.3x PyTorch
+# at up to two blocks of positions (MobileNetV2's 14x14 and 7x7 expansions, ResNet's
+# strided downsamples, at batch 1 and at their training batch) where the channels-last
+# GEMM ran 0.46-1.55x; but a projection (fewer filters than channels) over more than
+# half a block of positions per image kept it (0.83-1.06x against 1.01-1.17x).
 def _few_positions_for_rows(f):
+    if f.taps == 1:
+        return (_few_positions(f) and not (f.filters < f.channels
+                                           and f.positions > _conv.REDUCTION_BLOCK // 2))
     return f.depth_taps == 1 and f.images * f.positions <= _conv.REDUCTION_BLOCK // 2
 
 

@@ -264,10 +264,11 @@ cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
                      Py_ssize_t G, int nt) except *:
     """dense_gemm with its scratch and offsets allocated (and freed) here."""
     cdef Py_ssize_t nr = block_nr(&KERN, B)
-    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch((kdim + KC) * sizeof(Py_ssize_t))
+    # every element of these is written before it is read
+    cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_uninit((kdim + KC) * sizeof(Py_ssize_t))
     cdef floating_t *scratch
     try:
-        scratch = <floating_t *> alloc_scratch(
+        scratch = <floating_t *> alloc_uninit(
             nt * dense_gemm_per_thread(kdim, nr) * sizeof(floating_t))
     except MemoryError:
         free(offsets)
@@ -365,62 +366,125 @@ cdef void dense_backward_weight(const floating_t *x, const floating_t *gy, const
 
 
 # The weight gradient of a call with few output positions in all (N * P at most two
-# reduction blocks, 2 KC; the planner's rule): gw[g] (Fg x K) = gy[g] (Fg x NP) @ rows (NP x K), where row
-# (n, p) holds the input patch that output position p of image n reads (an im2col tile
-# transposed: "im2row").  The GEMM writes gw in its own layout once per reduction block,
-# where the im2col paths write the transposed gradient into per-chunk partials, add
-# them and transpose them: with few positions the output traffic is the cost.
+# reduction blocks, 2 KC; the planner's rule): gw[g] (Fg x K) = gy[g] (Fg x NP) @ rows
+# (NP x K), where row (n, p) holds the input patch that output position p of image n
+# reads (an im2col tile transposed: "im2row").  The GEMM writes gw in its own layout once
+# per reduction block of positions, where the im2col paths write the transposed gradient
+# into per-chunk partials, add them and transpose them: with few positions the output
+# traffic is the cost.
+#
+# The rows of patches are built packed sliver by sliver (nr columns of K, every position:
+# sliver s holds rows[r, s * nr + j] at [(s * NP + r) * nr + j], its ragged columns zero),
+# each a transposed copy of nr unrolled rows (of x itself for a pointwise layer): no
+# sliver is copied again in the GEMM, and channel counts of a power of two (whose rows,
+# K apart, would fall in a few L1 sets) cost nothing.  grad_y is read in place as the
+# GEMM's A rows (gemm_rows), at batch 1 straight from gy, otherwise from a copy with each
+# filter's positions of every image contiguous (runs of P values: memcpy, not a
+# transposing pack).  Two parallel regions: the operands (and the bias sums), then the
+# GEMM, whose tasks are (group, range of mr-row blocks of filters, range of slivers),
+# filter ranges first, so that each thread writes whole rows of gw.
 
 
 cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Geom *g,
                              floating_t *gw, floating_t *bias_out, int nt) except *:
     """gw (F x Cg * KK) = per group gy (Fg x N * P) @ im2row (N * P x Cg * KK); bias_out
     (F,), when not NULL, gets grad_y's sums per filter."""
-    cdef Py_ssize_t mr = block_mr(&KERN, gy), K = g.Cg * g.KK, NP = g.N * g.P
-    cdef Py_ssize_t fpad = round_up(g.Fg, mr), plane_in = g.D * g.H * g.W
-    cdef Py_ssize_t grp, n, b, i, k, f, row, t
-    cdef floating_t *apack = <floating_t *> alloc_scratch(g.G * fpad * NP * sizeof(floating_t))
-    cdef floating_t *a
-    cdef floating_t *rows = NULL
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), nr = block_nr(&KERN, gy)
+    cdef Py_ssize_t K = g.Cg * g.KK, NP = g.N * g.P, plane_in = g.D * g.H * g.W
+    cdef Py_ssize_t ns = (K + nr - 1) // nr, mblocks = (g.Fg + mr - 1) // mr
+    cdef bint direct = pointwise_fits(g)
+    # operand tasks: (group, image, range of slivers) and (group, range of filters)
+    cdef Py_ssize_t nsc = max(1, min(ns, (2 * nt + g.G * g.N - 1) // (g.G * g.N)))
+    cdef Py_ssize_t sper = (ns + nsc - 1) // nsc
+    cdef Py_ssize_t nfc = min(g.Fg, 2 * nt), nbuild = g.G * g.N * nsc
+    # GEMM tasks: filter ranges first, then (few filters) sliver ranges
+    cdef Py_ssize_t msplit = max(1, min(mblocks, (nt + g.G - 1) // g.G))
+    cdef Py_ssize_t csplit = max(1, min(ns, (nt + g.G * msplit - 1) // (g.G * msplit)))
+    cdef Py_ssize_t mper = (mblocks + msplit - 1) // msplit, cper = (ns + csplit - 1) // csplit
+    cdef Py_ssize_t t, u, grp, n, s, s0, s1, rs, f, f0, f1, k0, p, m0, mm
+    cdef floating_t *bpack = NULL
+    cdef floating_t *arows = NULL
     cdef floating_t *col = NULL
-    cdef floating_t *cols
+    cdef floating_t *edge = NULL
+    cdef const floating_t **ptrs = NULL
+    cdef const floating_t **aptr
+    cdef const floating_t *src
+    cdef floating_t *dst
+    cdef Py_ssize_t *boff = NULL
     try:
-        rows = <floating_t *> alloc_scratch(g.G * NP * K * sizeof(floating_t))
-        col = <floating_t *> alloc_scratch(nt * K * g.P * sizeof(floating_t))
-    except MemoryError:
-        free(apack)
-        free(rows)
-        raise
-    try:
+        # every element of these is written before it is read
+        bpack = <floating_t *> alloc_uninit(g.G * ns * NP * nr * sizeof(floating_t))
+        if g.N > 1:
+            arows = <floating_t *> alloc_uninit(g.F * NP * sizeof(floating_t))
+        if not direct:
+            col = <floating_t *> alloc_uninit(nt * sper * nr * g.P * sizeof(floating_t))
+        edge = <floating_t *> alloc_uninit(nt * CK_MR_MAX * CK_NR_MAX * sizeof(floating_t))
+        ptrs = <const floating_t **> alloc_uninit(
+            (g.F + nt * CK_MR_MAX) * sizeof(floating_t *))
+        boff = <Py_ssize_t *> alloc_uninit(NP * sizeof(Py_ssize_t))
+        row_offsets(boff, NP, nr)
+        for f in range(g.F):
+            ptrs[f] = (arows + f * NP) if g.N > 1 else (gy + f * g.P)
         with nogil:
-            for grp in range(g.G):
-                # A[f, n * P + p] = gy[n, grp * Fg + f, p], packed in mr-row blocks
-                # (image by image: no division per element)
-                for b in range(fpad // mr):
-                    for i in range(mr):
-                        row = b * mr + i
-                        a = apack + grp * fpad * NP + b * NP * mr + i
-                        for n in range(g.N):
-                            for k in range(g.P):
-                                a[(n * g.P + k) * mr] = (
-                                    gy[(n * g.F + grp * g.Fg + row) * g.P + k]
-                                    if row < g.Fg else 0)
-            # tasks (group, image) unroll and transpose their own rows of patches
-            for t in prange(g.G * g.N, num_threads=nt, schedule="static"):
-                grp = t // g.N
-                n = t % g.N
-                cols = col + threadid() * K * g.P
-                im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, 0, K, 0, g.P, cols, g.P)
-                transpose(cols, g.P, K, g.P, rows + (grp * NP + n * g.P) * K, K)
-        dense_call(apack, fpad * NP, g.Fg, NP, rows, NP * K, K, K, gw, g.Fg * K, K, g.G, nt)
+            for t in prange(nbuild + g.G * nfc, num_threads=nt, schedule="static"):
+                if t >= nbuild:
+                    # filters f0 .. f1 of a group: their rows of A, their bias sums
+                    u = t - nbuild
+                    grp = u // nfc
+                    f0 = grp * g.Fg + g.Fg * (u % nfc) // nfc
+                    f1 = grp * g.Fg + g.Fg * (u % nfc + 1) // nfc
+                    for f in range(f0, f1):
+                        if g.N > 1:
+                            for n in range(g.N):
+                                memcpy(arows + f * NP + n * g.P, gy + (n * g.F + f) * g.P,
+                                       g.P * sizeof(floating_t))
+                        if bias_out != NULL:
+                            bias_sum(gy + f * g.P, g.N, g.F * g.P, g.P, bias_out + f)
+                    continue
+                # slivers s0 .. s1 of image n's rows of patches
+                grp = t // (g.N * nsc)
+                n = t // nsc % g.N
+                s0 = t % nsc * sper
+                s1 = min(ns, s0 + sper)
+                if s1 <= s0:
+                    continue
+                k0 = s0 * nr
+                if direct:
+                    src = x + (n * g.C + grp * g.Cg + k0) * plane_in
+                else:
+                    src = col + threadid() * sper * nr * g.P
+                    im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0,
+                           min(K, s1 * nr) - k0, 0, g.P, <floating_t *> src, g.P)
+                for s in range(s0, s1):
+                    rs = min(nr, K - s * nr)
+                    dst = bpack + ((grp * ns + s) * NP + n * g.P) * nr
+                    transpose(src + (s * nr - k0) * g.P, g.P, rs, g.P, dst, nr)
+                    if rs < nr:
+                        for p in range(g.P):
+                            memset(dst + p * nr + rs, 0, (nr - rs) * sizeof(floating_t))
+            for t in prange(g.G * msplit * csplit, num_threads=nt, schedule="static"):
+                grp = t // (msplit * csplit)
+                m0 = t // csplit % msplit * mper * mr
+                mm = min(mper * mr, g.Fg - m0)
+                s0 = t % csplit * cper
+                s1 = min(ns, s0 + cper)
+                if mm <= 0 or s1 <= s0:
+                    continue
+                dst = gw + (grp * g.Fg + m0) * K + s0 * nr
+                for f in range(mm):
+                    memset(dst + f * K, 0, (min(K, s1 * nr) - s0 * nr) * sizeof(floating_t))
+                aptr = ptrs + g.F + threadid() * CK_MR_MAX
+                gemm_rows_block(&KERN, ptrs + grp * g.Fg + m0, 0, mm, NP,
+                                bpack + (grp * ns + s0) * NP * nr, boff,
+                                min(K, s1 * nr) - s0 * nr, dst, K, aptr,
+                                edge + threadid() * CK_MR_MAX * CK_NR_MAX, NP * nr)
     finally:
+        free(boff)
+        free(ptrs)
+        free(edge)
         free(col)
-        free(rows)
-        free(apack)
-    if bias_out != NULL:
-        with nogil:
-            for f in range(g.F):
-                bias_sum(gy + f * g.P, g.N, g.F * g.P, g.P, bias_out + f)
+        free(arows)
+        free(bpack)
 
 
 # The input gradient of a call with few output positions in all (the same rule):

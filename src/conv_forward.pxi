@@ -422,9 +422,12 @@ cdef void correlate_im2col_images(const floating_t *x, const Geom *g, const floa
 
 
 cdef inline bint pointwise_fits(const Geom *g) noexcept nogil:
-    """A 1x1, stride-1, unpadded correlation: a plain GEMM per image (correlate_pointwise)."""
+    """A 1x1, stride-1, unpadded correlation: a plain GEMM per image (correlate_pointwise).
+    Unpadded on both sides: padding after the input (implied by the output's size) would
+    make positions past the input's end."""
     return (g.KK == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1
-            and g.pd == 0 and g.ph == 0 and g.pw == 0)
+            and g.pd == 0 and g.ph == 0 and g.pw == 0
+            and g.OD == g.D and g.OH == g.H and g.OW == g.W)
 
 
 cdef inline Py_ssize_t direct_offsets(const Geom *g, const DirectPlan *d) noexcept nogil:

@@ -383,8 +383,13 @@ def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, spatial", [(1, (2, 2)), (16, (2, 2)), (3, (5, 7)), (2, (3, 3, 3))])
-def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype, all_threads):
+@pytest.mark.parametrize("n, spatial, window", [
+    (1, (2, 2), 3), (16, (2, 2), 3), (3, (5, 7), 3), (2, (3, 3, 3), 3),
+    # pointwise: the rows of patches are x's own rows, transposed (grad_y read in place
+    # at batch 1, copied image by image otherwise)
+    (1, (7, 7), 1), (3, (4, 5), 1)])
+def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, window, dtype,
+                                                             all_threads):
     """At most two reduction blocks of output positions in the whole call: the weight
     gradient (and the fused bias gradient) on rows of patches, written once in its own
     layout (planned with at most half a block of them over one or two axes, forced
@@ -392,8 +397,9 @@ def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype,
     input gradient on col2im with the weight's rows in place; the float64 reference
     within tolerance, the same bits at 1, 2 and 4 threads."""
     k = len(spatial)
-    x_shape, w_shape = (n, 40) + spatial, (70, 20) + (3,) * k
-    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1, groups=2)
+    pad = window // 2
+    x_shape, w_shape = (n, 40) + spatial, (70, 20) + (window,) * k
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=pad, groups=2)
     if n * math.prod(spatial) <= _conv.REDUCTION_BLOCK // 2 and k < 3:
         assert plan.paths["backward_weight"] == "im2row_gemm"
     plan = plan.force(backward_weight="im2row_gemm")
@@ -401,9 +407,9 @@ def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype,
     x = rng.standard_normal(x_shape).astype(dtype)
     gy = rng.standard_normal(plan.y_shape).astype(dtype)
     x64, gy64 = x.astype(np.float64), gy.astype(np.float64)
-    want = ref.conv_backward_weight(x64, gy64, w_shape, padding=1, groups=2)
+    want = ref.conv_backward_weight(x64, gy64, w_shape, padding=pad, groups=2)
     w = rng.standard_normal(w_shape).astype(dtype)
-    want_gx = ref.conv_backward_input(gy64, w.astype(np.float64), x_shape, padding=1, groups=2)
+    want_gx = ref.conv_backward_input(gy64, w.astype(np.float64), x_shape, padding=pad, groups=2)
     rows = plan.force(backward_input="col2im_rows")
     first = None
     for nt in (1, 2, 4):
@@ -420,12 +426,18 @@ def test_few_positions_in_all_take_the_im2row_weight_gradient(n, spatial, dtype,
 def test_weight_gradient_of_a_pointwise_projection_takes_im2col():
     """A 1x1 layer with fewer filters than channels and many positions per image
     (MobileNet's projections): im2col is a copy of x and its GEMM puts the channels on the
-    micro-kernel's rows; an expansion (more filters than channels) keeps the
-    channels-last GEMM at batch 1."""
+    micro-kernel's rows; an expansion (more filters than channels) over a few positions
+    in all takes the rows of patches (x's rows transposed), at batch 1 and over a few
+    images; a projection over a few positions per image too, over 14x14 the
+    channels-last GEMM."""
     project = ck.conv_plan((1, 384, 28, 28), (64, 384, 1, 1))
     expand = ck.conv_plan((1, 64, 14, 14), (384, 64, 1, 1))
     assert project.paths["backward_weight"] == "im2col_gemm"
-    assert expand.paths["backward_weight"] == "channels_last_gemm"
+    assert expand.paths["backward_weight"] == "im2row_gemm"
+    assert ck.conv_plan((4, 160, 7, 7), (960, 160, 1, 1)).paths["backward_weight"] == "im2row_gemm"
+    assert ck.conv_plan((4, 576, 7, 7), (160, 576, 1, 1)).paths["backward_weight"] == "im2row_gemm"
+    assert (ck.conv_plan((1, 384, 14, 14), (64, 384, 1, 1)).paths["backward_weight"]
+            == "channels_last_gemm")
 
 
 def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
@@ -541,3 +553,30 @@ def test_three_dimensional_windows_take_the_channels_last_weight_gradient(monkey
     images = ck.conv_plan((2, 32, 32, 32), (64, 32, 3, 3), padding=1)
     assert volume.paths["backward_weight"] == "channels_last_gemm"
     assert images.paths["backward_weight"] == "slab_gemm"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_1x1_window_padded_after_the_input_is_not_pointwise(dtype):
+    """A 1x1 window with padding after the input only (the output one position longer
+    than the input) is no plain GEMM over the arrays in place: the in-place paths are not
+    valid, and every path of every pass matches the float64 reference (a found fuzz case:
+    the forced pointwise forward read past the input, and im2row took x's rows as its
+    rows of patches)."""
+    x_shape, w_shape = (2, 9, 7), (3, 3, 1)
+    kw = dict(padding=((0, 1),), dilation=2, groups=3)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, **kw)
+    assert "pointwise" not in plan.valid_paths("forward")
+    assert "flipped_pointwise" not in plan.valid_paths("backward_input")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    x64, w64, gy64 = (a.astype(np.float64) for a in (x, w, gy))
+    want = {"forward": ref.conv_forward(x64, w64, None, **kw),
+            "backward_input": ref.conv_backward_input(gy64, w64, x_shape, **kw),
+            "backward_weight": ref.conv_backward_weight(x64, gy64, w_shape, **kw)}
+    run = {"forward": lambda q: q.forward(x, w), "backward_input": lambda q: q.backward_input(gy, w),
+           "backward_weight": lambda q: q.backward_weight(x, gy)}
+    for pass_name, expected in want.items():
+        for path in plan.valid_paths(pass_name):
+            assert_close(run[pass_name](plan.force(**{pass_name: path})), expected, dtype)
