@@ -249,6 +249,15 @@ def _forward_rows_pay(f):
             and not (f.images * f.positions > _conv.REDUCTION_BLOCK and slab_fits))
 
 
+# A small output's pointwise forward reads x in place where im2col_rows copies it (C x
+# N * P values) to read the weight (C x F) in place: with more positions in all than
+# filters the copy is the larger.  Measured on Zen 2 (AVX2, float32, 2 threads):
+# MobileNetV2's 7x7 projections at batch 4 (576 and 960 -> 160) ran 0.93-1.05x PyTorch in
+# place and 0.73-0.74x on im2col_rows; 960 -> 320 ran 0.87-0.88x on both.
+def _pointwise_input_outweighs(f):
+    return f.images * f.positions > f.filters
+
+
 # The slab forward with the weight's rows read in place (gemm_rows) instead of packed:
 # packing is a pass over the whole weight (read and written) per call, which the
 # product amortises over its positions.  Measured on Zen 2 (AVX2, float32, 2 threads),
@@ -314,7 +323,8 @@ TABLE = {
         # ran 1.2-2.5x PyTorch here, 0.6-2.1x on the narrow slab, Zen 2, 2 threads)
         Path("pointwise", {"operand": "in place", "block": "wide"},
              lambda f: f.pointwise,
-             lambda f: not _small_output(f) and not _aliased_rows(f, f.channels, f.filters)),
+             lambda f: ((not _small_output(f) or _pointwise_input_outweighs(f))
+                        and not _aliased_rows(f, f.channels, f.filters))),
         # the slab with the weight's rows read in place (_slab_rows_pay)
         Path("slab_rows", {"operand": "slab", "block": "weight rows"}, lambda f: f.direct,
              _slab_rows_pay),

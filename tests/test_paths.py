@@ -580,3 +580,15 @@ def test_a_1x1_window_padded_after_the_input_is_not_pointwise(dtype):
     for pass_name, expected in want.items():
         for path in plan.valid_paths(pass_name):
             assert_close(run[pass_name](plan.force(**{pass_name: path})), expected, dtype)
+
+
+def test_a_pointwise_forward_over_a_small_output_stays_in_place_when_x_outweighs_the_weight():
+    """Few positions per image: im2col_rows copies x (C x N * P values) to read the
+    weight (C x F) in place, the pointwise path reads x in place; with more positions in
+    all than filters (MobileNetV2's 7x7 projections at batch 4) x is the larger."""
+    project = ck.conv_plan((4, 576, 7, 7), (160, 576, 1, 1))
+    expand = ck.conv_plan((4, 160, 7, 7), (960, 160, 1, 1))
+    one = ck.conv_plan((1, 576, 7, 7), (160, 576, 1, 1))
+    assert project.paths["forward"] == "pointwise"
+    assert expand.paths["forward"] == "im2col_rows"
+    assert one.paths["forward"] == "im2col_rows"
