@@ -3,7 +3,7 @@
 # Reduction index k = ((c * KD + kd) * KH + kh) * KW + kw, the order of the weight layout
 # (F, Cg, KD, KH, KW).  Output positions p = (od * OH + oh) * OW + ow.
 
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
 from geometry cimport Geom, position, next_row, row_span
@@ -18,6 +18,65 @@ cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
     kw[0] = k % g.KW
 
 
+# Unrolling works output row by output row; a short row (a small image's) pays more for
+# finding where it reads (row_span's bounds and divisions) than for copying.  When the
+# padded extent of one channel (the input positions the window reads, padding included)
+# fits PADDED_MAX elements, im2col copies each channel once into a zero-padded volume on
+# the stack and unrolls from it with plain copies.  Only copies: the same values.
+cdef enum:
+    PADDED_MAX = 4096
+    PADDED_ROW_MAX = 16
+
+
+cdef inline void fill_padded(const floating_t *xc, const Geom *g, Py_ssize_t ED,
+                             Py_ssize_t EH, Py_ssize_t EW, floating_t *pad) noexcept nogil:
+    """pad[(ed * EH + eh) * EW + ew] = x[ed - pd, eh - ph, ew - pw] of one channel, zero
+    where that is outside the input."""
+    cdef Py_ssize_t ed, eh, n = min(g.W, EW - g.pw)
+    cdef floating_t *dst
+    cdef const floating_t *src
+    memset(pad, 0, ED * EH * EW * sizeof(floating_t))
+    if n <= 0:   # the window reads padding columns only
+        return
+    for ed in range(max(0, g.pd), min(ED, g.D + g.pd)):
+        for eh in range(max(0, g.ph), min(EH, g.H + g.ph)):
+            dst = pad + (ed * EH + eh) * EW + g.pw
+            src = xc + ((ed - g.pd) * g.H + eh - g.ph) * g.W
+            memcpy(dst, src, n * sizeof(floating_t))
+
+
+cdef inline void im2col_padded(const floating_t *xg, const Geom *g, Py_ssize_t ED,
+                               Py_ssize_t EH, Py_ssize_t EW, Py_ssize_t k0, Py_ssize_t nk,
+                               Py_ssize_t p0, Py_ssize_t pn, floating_t *dst,
+                               Py_ssize_t ld) noexcept nogil:
+    """im2col from a zero-padded copy of each channel (ED x EH x EW <= PADDED_MAX, so
+    pn <= P <= PADDED_MAX too): position p0 + j reads the copy at at[j] plus the tap's
+    offset, the same for every row."""
+    cdef floating_t pad[PADDED_MAX]
+    cdef int at[PADDED_MAX]
+    cdef Py_ssize_t plane = g.D * g.H * g.W, r = 0, r1, rr, c, t, j, od, oh, ow
+    cdef const floating_t *base
+    cdef floating_t *row
+    position(g, p0, &od, &oh, &ow)
+    for j in range(pn):
+        at[j] = <int> ((od * g.sd * EH + oh * g.sh) * EW + ow * g.sw)
+        ow += 1
+        if ow == g.OW:
+            next_row(g, &od, &oh, &ow)
+    while r < nk:
+        c = (k0 + r) // g.KK
+        r1 = min(nk, (c + 1) * g.KK - k0)   # this channel's rows
+        fill_padded(xg + c * plane, g, ED, EH, EW, pad)
+        for rr in range(r, r1):
+            t = k0 + rr - c * g.KK
+            base = pad + (((t // (g.KH * g.KW)) * g.dd * EH + (t // g.KW % g.KH) * g.dh) * EW
+                          + t % g.KW * g.dw)
+            row = dst + rr * ld
+            for j in range(pn):
+                row[j] = base[at[j]]
+        r = r1
+
+
 cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_ssize_t nk,
                         Py_ssize_t p0, Py_ssize_t pn, floating_t *dst, Py_ssize_t ld) noexcept nogil:
     """Unroll reduction rows k0 .. k0 + nk for output positions p0 .. p0 + pn.
@@ -25,6 +84,14 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
     Writes value (r, j) (zero where the window reads padding) to dst[r * ld + j].
     xg points at channel 0 of the group in one image.
     """
+    cdef Py_ssize_t ED = (g.OD - 1) * g.sd + (g.KD - 1) * g.dd + 1
+    cdef Py_ssize_t EH = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    cdef Py_ssize_t EW = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
+    # (each extent bounded first: huge dilations would overflow their product)
+    if (g.OW < PADDED_ROW_MAX and ED <= PADDED_MAX and EH <= PADDED_MAX and EW <= PADDED_MAX
+            and ED * EH * EW <= PADDED_MAX):
+        im2col_padded(xg, g, ED, EH, EW, k0, nk, p0, pn, dst, ld)
+        return
     cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow
     cdef Py_ssize_t plane = g.D * g.H * g.W
     cdef const floating_t *xc

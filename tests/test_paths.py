@@ -590,5 +590,8 @@ def test_a_pointwise_forward_over_a_small_output_stays_in_place_when_x_outweighs
     expand = ck.conv_plan((4, 160, 7, 7), (960, 160, 1, 1))
     one = ck.conv_plan((1, 576, 7, 7), (160, 576, 1, 1))
     assert project.paths["forward"] == "pointwise"
-    assert expand.paths["forward"] == "im2col_rows"
-    assert one.paths["forward"] == "im2col_rows"
+    # 49 positions are a small output for a GEMM block of 16 or more columns (a narrower
+    # ISA's wider output keeps x in place anyway)
+    if _conv.kernel_info()["float32"]["gemm"][1] >= 16:
+        assert expand.paths["forward"] == "im2col_rows"
+        assert one.paths["forward"] == "im2col_rows"
