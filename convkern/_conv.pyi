@@ -21,6 +21,10 @@ REDUCTION_BLOCK: int
 ACTIVATIONS: tuple[str, ...]
 
 def l1_aliased(stride_bytes: int, rows: int) -> bool: ...
+def slab_use(
+    xs: tuple[int, ...], ws: tuple[int, ...], ys: tuple[int, ...], groups: int,
+    stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...], nr: int, vl: int,
+) -> float: ...
 def cpu_isa() -> str:
     """Return the widest instruction-set level of the running CPU: 'baseline', 'avx2' or 'avx512'."""
 

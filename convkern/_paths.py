@@ -74,6 +74,7 @@ Facts = namedtuple(
         "vl",              # elements per vector of the micro-kernels for the dtype
         "disjoint",        # stride >= the dilated window on every axis: no input read twice
         "depth_taps",      # KD, the window's taps along the first of three spatial axes
+        "slab_use",        # outputs / columns a slab tile computes (the rest is halo)
     ],
 )
 
@@ -226,7 +227,18 @@ def _pointwise_projection(f):
 # stride phases and reads each phase at one tap.  Measured on Zen 2 (AVX2, float32, 2
 # threads): U-Net's k2 s2 layers ran 1.0-2.5x PyTorch on im2col, 0.4-1.0x on the slab.
 def _slab_pays(f):
-    return not f.disjoint
+    return not f.disjoint and f.slab_use >= SLAB_USE_MIN
+
+
+# A slab tile computes its outputs plus halo columns; a small volume's tile is mostly halo
+# (a 4x4x4 output with a 3x3x3 window: 128 columns for 64 outputs), where im2col's tiles,
+# since unrolling reads small images from a padded copy, compute the outputs alone.
+# Measured on Zen 2 (AVX2, float32, 2 threads), 3-D U-Net's 4x4x4 bottleneck: 0.63-0.67x
+# PyTorch on the slab with the weight's rows in place, 0.81-0.90x on im2col_rows (batch
+# 2); 1.21x and 1.60x at batch 1.  The zoo's 2-D layers that use less than this (VGG's
+# 4x4 and 2x2 stages, ResNet's strided 8x8 layer) took im2col tiles already (small
+# outputs); LeNet's 5x5 layer over 14x14 uses 0.62 and keeps the slab.
+SLAB_USE_MIN = 0.6
 
 
 # The slab computes no halo column when an output row is one vector or whole slivers
@@ -456,6 +468,7 @@ def facts(geometry, dtype):
         disjoint=all(st >= (k - 1) * d + 1
                      for k, st, d in zip(w5[2:], geometry[4], geometry[6])),
         vl=info["vector"][0],
+        slab_use=_conv.slab_use(*geometry, nr, info["vector"][0]),
         **_conv.geometry_facts(*geometry),
     )
 

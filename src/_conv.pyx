@@ -121,6 +121,19 @@ def l1_aliased(Py_ssize_t stride_bytes, Py_ssize_t rows):
     return bool(rows_alias(stride_bytes, rows))
 
 
+def slab_use(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride, tuple pad,
+             tuple dilation, Py_ssize_t nr, Py_ssize_t vl):
+    """The fraction of the columns a slab tile computes that are outputs (the rest are
+    its halo columns, see plan_direct), for GEMM blocks of nr columns and vectors of vl;
+    0 where the slab path does not apply."""
+    cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
+    cdef DirectPlan d
+    if not direct_fits(&g):
+        return 0.0
+    d = plan_direct(&g, nr, vl, DIRECT_TILE)
+    return d.planes * d.rows * min(d.seg, g.OW) / <double> d.ldc
+
+
 def cpu_isa():
     """Return the widest instruction-set level the running CPU supports: 'baseline',
     'avx2' or 'avx512' (see src/cpu_isa.h)."""

@@ -262,19 +262,31 @@ def test_strided_input_gradient_takes_col2im():
         assert plan.paths["backward_input"] == "col2im"
 
 
+def _five_d(geometry):
+    """A geometry's shapes as the kernels take them: 2-D shapes get a depth of 1."""
+    xs, ws, ys = (s if len(s) == 5 else s[:2] + (1,) + s[2:] for s in geometry[:3])
+    pad3 = lambda t: t if len(t) == 3 else (1,) + t  # noqa: E731
+    return (xs, ws, ys, geometry[3], pad3(geometry[4]), (0,) * (3 - len(geometry[5]))
+            + geometry[5], pad3(geometry[6]))
+
+
 def test_few_positions_read_the_weight_rows_in_place():
     """With few positions in all the forward reads the weight's rows in place (packing
     would copy the whole weight to read it a few times): on the slab (slab_rows) when
     the images have at least 4 slivers of positions, on im2col tiles (im2col_rows) when
-    they have fewer (a small image's slab is mostly halo); so does the input gradient
+    they have fewer or the slab is mostly halo (a 4x4x4 volume's); so does the input gradient
     (col2im_rows) with filters for a long reduction, unless a pointwise layer's flipped
     product runs in place."""
     nr = _conv.kernel_info()["float32"]["gemm"][1]
+    vl = _conv.kernel_info()["float32"]["vector"][0]
     for x_shape, w_shape in [((1, 256, 14, 14), (256, 256, 3, 3)),
                              ((4, 512, 7, 7), (512, 512, 3, 3)),
                              ((1, 128, 16, 16), (128, 128, 3, 3)),
                              ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3))]:
-        small = math.prod(x_shape[2:]) < 4 * nr
+        k = len(x_shape) - 2
+        geometry = (x_shape, w_shape, x_shape, 1, (1,) * k, (1,) * k, (1,) * k)
+        small = (math.prod(x_shape[2:]) < 4 * nr
+                 or _conv.slab_use(*_five_d(geometry), nr, vl) < _paths.SLAB_USE_MIN)
         assert ck.conv_plan(x_shape, w_shape, padding=1).paths["forward"] == (
             "im2col_rows" if small else "slab_rows"), x_shape
     # many positions: the packed slab
@@ -595,3 +607,21 @@ def test_a_pointwise_forward_over_a_small_output_stays_in_place_when_x_outweighs
     if _conv.kernel_info()["float32"]["gemm"][1] >= 16:
         assert expand.paths["forward"] == "im2col_rows"
         assert one.paths["forward"] == "im2col_rows"
+
+
+def test_a_slab_of_mostly_halo_gives_way_to_im2col():
+    """A 4x4x4 output's slab tile computes twice as many columns as outputs (the rest
+    halo): the forward takes im2col tiles (3-D U-Net's bottleneck, at batch 1 and 2); a tile
+    of whole vector rows (8x8x8 on AVX2) computes no halo and keeps the slab."""
+    small = ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), (2, 128, 4, 4, 4))
+    nr, vl = 16, 8
+    geometry = (small[0], small[1], small[2], 1, (1, 1, 1), (1, 1, 1), (1, 1, 1))
+    assert _conv.slab_use(*geometry, nr, vl) <= 0.5
+    rows = ((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), (2, 64, 8, 8, 8), 1, (1, 1, 1), (1, 1, 1),
+            (1, 1, 1))
+    assert _conv.slab_use(*rows, nr, vl) == 1.0
+    info = _conv.kernel_info()["float32"]
+    if _conv.slab_use(*geometry, info["gemm"][1], info["vector"][0]) < _paths.SLAB_USE_MIN:
+        for n in (1, 2):   # (a narrower ISA's slab tiles may use more of their columns)
+            plan = ck.conv_plan((n,) + small[0][1:], small[1], padding=1)
+            assert plan.paths["forward"] == "im2col_rows"
