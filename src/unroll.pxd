@@ -9,6 +9,20 @@ from fused cimport floating_t
 from geometry cimport Geom, position, next_row, row_span
 
 
+cdef extern from "strided_copy.h":
+    void ck_copy_stride2_f(float *dst, const float *src, Py_ssize_t n) noexcept nogil
+    void ck_copy_stride2_d(double *dst, const double *src, Py_ssize_t n) noexcept nogil
+
+
+cdef inline void copy_stride2(floating_t *dst, const floating_t *src,
+                              Py_ssize_t n) noexcept nogil:
+    """dst[q] = src[2 * q] for q < n (strided_copy.h)."""
+    if floating_t is float:
+        ck_copy_stride2_f(dst, src, n)
+    else:
+        ck_copy_stride2_d(dst, src, n)
+
+
 cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
                      Py_ssize_t *kh, Py_ssize_t *kw) noexcept nogil:
     """Split the reduction index k into channel and kernel tap."""
@@ -16,6 +30,35 @@ cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
     kd[0] = (k // (g.KH * g.KW)) % g.KD
     kh[0] = (k // g.KW) % g.KH
     kw[0] = k % g.KW
+
+
+cdef inline void whole_row_span(const Geom *g, Py_ssize_t kw, Py_ssize_t *qlo,
+                                Py_ssize_t *qhi) noexcept nogil:
+    """row_span's [qlo, qhi) for a whole output row (ow = 0, seg = OW) inside the input:
+    it depends on the tap's kw only, so a tap's rows share it (row_span's two divisions
+    per row were most of the unrolling of strided layers' rows)."""
+    cdef Py_ssize_t iw0 = kw * g.dw - g.pw, lo, hi
+    lo = 0 if iw0 >= 0 else (-iw0 - 1) // g.sw + 1
+    hi = 0 if iw0 >= g.W else (g.W - 1 - iw0) // g.sw + 1
+    hi = min(hi, g.OW)
+    qlo[0] = min(lo, hi)
+    qhi[0] = hi
+
+
+cdef inline Py_ssize_t whole_row_offset(const Geom *g, Py_ssize_t kd, Py_ssize_t kh,
+                                        Py_ssize_t kw, Py_ssize_t od, Py_ssize_t oh,
+                                        Py_ssize_t lo_row, Py_ssize_t hi_row,
+                                        Py_ssize_t *qlo, Py_ssize_t *qhi) noexcept nogil:
+    """row_span for the whole output row (od, oh), given whole_row_span's range."""
+    cdef Py_ssize_t id = od * g.sd - g.pd + kd * g.dd
+    cdef Py_ssize_t ih = oh * g.sh - g.ph + kh * g.dh
+    if id < 0 or id >= g.D or ih < 0 or ih >= g.H:
+        qlo[0] = 0
+        qhi[0] = 0
+        return 0
+    qlo[0] = lo_row
+    qhi[0] = hi_row
+    return (id * g.H + ih) * g.W - g.pw + kw * g.dw
 
 
 # Unrolling works output row by output row; a short row (a small image's) pays more for
@@ -92,7 +135,7 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
             and ED * EH * EW <= PADDED_MAX):
         im2col_padded(xg, g, ED, EH, EW, k0, nk, p0, pn, dst, ld)
         return
-    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow
+    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, lo_row, hi_row
     cdef Py_ssize_t plane = g.D * g.H * g.W
     cdef const floating_t *xc
     cdef floating_t *row
@@ -100,16 +143,22 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
         tap(g, k0 + r, &c, &kd, &kh, &kw)
         xc = xg + c * plane
         row = dst + r * ld
+        whole_row_span(g, kw, &lo_row, &hi_row)
         position(g, p0, &od, &oh, &ow)
         j = 0
         while j < pn:
             seg = min(g.OW - ow, pn - j)
-            off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
+            if seg == g.OW:
+                off = whole_row_offset(g, kd, kh, kw, od, oh, lo_row, hi_row, &lo, &hi)
+            else:
+                off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
             for q in range(lo):
                 row[j + q] = 0
             if g.sw == 1:
                 for q in range(lo, hi):
                     row[j + q] = xc[off + q]
+            elif g.sw == 2:
+                copy_stride2(row + j + lo, xc + off + 2 * lo, hi - lo)
             else:
                 for q in range(lo, hi):
                     row[j + q] = xc[off + q * g.sw]
