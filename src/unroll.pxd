@@ -175,7 +175,7 @@ cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
 
     gxc points at the channel that reduction index 0 belongs to.
     """
-    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow
+    cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, lo_row, hi_row
     cdef Py_ssize_t plane = g.D * g.H * g.W
     cdef floating_t *dst
     cdef const floating_t *row
@@ -183,11 +183,15 @@ cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
         tap(g, k0 + r, &c, &kd, &kh, &kw)
         dst = gxc + c * plane
         row = col + r * ld
+        whole_row_span(g, kw, &lo_row, &hi_row)
         position(g, p0, &od, &oh, &ow)
         j = 0
         while j < pn:
             seg = min(g.OW - ow, pn - j)
-            off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
+            if seg == g.OW:
+                off = whole_row_offset(g, kd, kh, kw, od, oh, lo_row, hi_row, &lo, &hi)
+            else:
+                off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
             if g.sw == 1:
                 for q in range(lo, hi):
                     dst[off + q] += row[j + q]
