@@ -130,6 +130,14 @@ def _channel_rich(f):
     return f.channels >= 2 * f.mr
 
 
+# One whole block of rows (Cg >= mr) over a long flipped reduction (Fg * prod(K) rows)
+# keeps the flipped slab ahead too: LeNet-5's C3 (6 <- 16 channels, 5x5, batch 64) ran
+# 0.84-0.95x PyTorch flipped and 0.71-0.79x on col2im (Zen 2, 1 and 2 threads), where
+# the stems' 1-3 channels (part of a block) ran 0.9-2.1x flipped and 1.3-5.5x on col2im.
+def _flipped_block_pays(f):
+    return _channel_rich(f) or (f.channels >= f.mr and f.filters * f.taps >= 8 * f.nr)
+
+
 # The GEMM weight gradient transposes grad_y per tile, which pays off only over enough
 # reduction rows; shorter reductions take the dot products.
 def _long_reduction(f):
@@ -386,7 +394,8 @@ TABLE = {
              lambda f: _channel_rich(f) and _small_images(f) and not _few_positions(f)),
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
              lambda f: f.flipped_direct,
-             lambda f: _channel_rich(f) and not _small_output(f) and not _few_positions(f)),
+             lambda f: (_flipped_block_pays(f) and not _small_output(f)
+                        and not _few_positions(f))),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
              lambda f: f.flipped,
              lambda f: _channel_rich(f) and not _small_output(f) and not _few_positions(f)),

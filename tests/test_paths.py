@@ -625,3 +625,14 @@ def test_a_slab_of_mostly_halo_gives_way_to_im2col():
         for n in (1, 2):   # (a narrower ISA's slab tiles may use more of their columns)
             plan = ck.conv_plan((n,) + small[0][1:], small[1], padding=1)
             assert plan.paths["forward"] == "im2col_rows"
+
+
+def test_one_block_of_channels_over_a_long_reduction_takes_the_flipped_slab():
+    """The input gradient's flipped product has Cg rows: one whole block of them (LeNet-5's
+    C3, 6 channels) over a long reduction (16 filters x 25 taps) takes the flipped slab
+    at a training batch; a stem's 1-3 channels (part of a block) keep col2im."""
+    mr = _conv.kernel_info()["float32"]["gemm"][0]
+    c3 = ck.conv_plan((64, mr, 14, 14), (16, mr, 5, 5))
+    stem = ck.conv_plan((16, 3, 32, 32), (64, 3, 3, 3), padding=1)
+    assert c3.paths["backward_input"] == "flipped"
+    assert stem.paths["backward_input"] == "col2im"
