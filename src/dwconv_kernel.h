@@ -20,6 +20,7 @@
 #include <Python.h>
 
 #include "cpu_isa.h"
+#include "strided_copy.h"
 
 #define CK_DW_TYPES(S, T)                                                               \
     typedef void (*ck_dw_fwd_##S)(T *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const T *,       \

@@ -391,6 +391,15 @@ static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_s
                 }
             }
 #endif
+            if (s == 2 && t < t1) {
+                /* the rest (all of a short row): two SSE vectors de-interleaved at a
+                 * time, reading no further than the element loop */
+                if (sizeof(DW_T) == sizeof(float))
+                    ck_copy_stride2_f((float *)(di + t), (const float *)(si + 2 * t), t1 - t);
+                else
+                    ck_copy_stride2_d((double *)(di + t), (const double *)(si + 2 * t), t1 - t);
+                continue;
+            }
             for (; t < t1; t++)
                 di[t] = si[s * t];
         }
