@@ -31,11 +31,12 @@ def float_array(name, a):
     """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype.newbyteorder("=") not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
-    if not a.dtype.isnative:
+    if a.dtype not in FLOAT_DTYPES:   # (native float32 and float64 compare equal here)
+        if a.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
         raise TypeError(f"{name} must be in native byte order, got {a.dtype.str}")
-    return np.ascontiguousarray(a)
+    # (checked first: a small call's validation is a good part of it)
+    return a if type(a) is np.ndarray and a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def index_array(name, a):

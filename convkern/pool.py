@@ -60,13 +60,14 @@ def maxpool_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_
     indices : ndarray of int64, same shape as y
         Flat position of each maximum within its ``(n, c)`` plane of the unpadded input.
     """
+    given = x
     x = float_array("x", x)
     key = (x.shape, x.dtype, frozen(kernel_size), frozen(stride), frozen(padding),
            frozen(dilation), frozen(ceil_mode))
     plan = _plans.get(key, lambda: PoolPlan(
         x.shape, kernel_size, dtype=x.dtype, stride=stride, padding=padding,
         dilation=dilation, ceil_mode=ceil_mode))
-    return plan.forward(x, out=out)
+    return plan._forward(given, x, out)
 
 
 def maxpool_backward(grad_y, indices, x_shape, *, spatial_dims=None, out=None):

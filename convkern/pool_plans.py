@@ -158,8 +158,11 @@ class PoolPlan:
         indices : ndarray of int64, shape y_shape
             Flat position of each maximum within its ``(n, c)`` plane of the unpadded input.
         """
-        given = x
-        x = self._array("x", x, self.x_shape, float_array)
+        return self._forward(x, self._array("x", x, self.x_shape, float_array), out)
+
+    def _forward(self, given, x, out):
+        """forward of an x already checked against the plan (C-contiguous, its shape and
+        dtype): maxpool_forward's key holds them, so it checks x once, not twice."""
         if out is not None and not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(f"out must be a (y, indices) pair of arrays, got {out!r}")
         out_y, out_indices = (None, None) if out is None else out
