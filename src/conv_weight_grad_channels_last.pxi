@@ -69,9 +69,9 @@ cdef struct ClLayout:
 cdef ClLayout cl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
     cdef ClLayout L
     cdef Py_ssize_t mr = block_mr(&KERN, tag), nr = block_nr(&KERN, tag), per_image
-    L.ED = (g.OD - 1) * g.sd + (g.KD - 1) * g.dd + 1
-    L.EH = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    L.EW = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
+    L.ED = read_extent(g.OD, g.sd, g.KD, g.dd)
+    L.EH = read_extent(g.OH, g.sh, g.KH, g.dh)
+    L.EW = read_extent(g.OW, g.sw, g.KW, g.dw)
     L.plane = L.ED * L.EH * L.EW
     if g.KW == 1 or g.dw == 1:
         L.run = g.KW * g.Cg
@@ -134,9 +134,7 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
                 dst[p * mr + i] = 0
         if bsum != NULL:
             # bsum is zeroed and each (image, filter) summed once
-            for i in range(rows):
-                add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + b * mr + i, src + i * g.P, g.P,
-                         1, g.P)
+            add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + b * mr, src, g.P, rows, g.P)
 
 
 cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t n0,

@@ -6,7 +6,7 @@
 from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
-from geometry cimport Geom, position, next_row, row_span
+from geometry cimport Geom, position, next_row, row_span, column_range, row_at, read_extent
 
 
 cdef extern from "strided_copy.h":
@@ -30,35 +30,6 @@ cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
     kd[0] = (k // (g.KH * g.KW)) % g.KD
     kh[0] = (k // g.KW) % g.KH
     kw[0] = k % g.KW
-
-
-cdef inline void whole_row_span(const Geom *g, Py_ssize_t kw, Py_ssize_t *qlo,
-                                Py_ssize_t *qhi) noexcept nogil:
-    """row_span's [qlo, qhi) for a whole output row (ow = 0, seg = OW) inside the input:
-    it depends on the tap's kw only, so a tap's rows share it (row_span's two divisions
-    per row were most of the unrolling of strided layers' rows)."""
-    cdef Py_ssize_t iw0 = kw * g.dw - g.pw, lo, hi
-    lo = 0 if iw0 >= 0 else (-iw0 - 1) // g.sw + 1
-    hi = 0 if iw0 >= g.W else (g.W - 1 - iw0) // g.sw + 1
-    hi = min(hi, g.OW)
-    qlo[0] = min(lo, hi)
-    qhi[0] = hi
-
-
-cdef inline Py_ssize_t whole_row_offset(const Geom *g, Py_ssize_t kd, Py_ssize_t kh,
-                                        Py_ssize_t kw, Py_ssize_t od, Py_ssize_t oh,
-                                        Py_ssize_t lo_row, Py_ssize_t hi_row,
-                                        Py_ssize_t *qlo, Py_ssize_t *qhi) noexcept nogil:
-    """row_span for the whole output row (od, oh), given whole_row_span's range."""
-    cdef Py_ssize_t id = od * g.sd - g.pd + kd * g.dd
-    cdef Py_ssize_t ih = oh * g.sh - g.ph + kh * g.dh
-    if id < 0 or id >= g.D or ih < 0 or ih >= g.H:
-        qlo[0] = 0
-        qhi[0] = 0
-        return 0
-    qlo[0] = lo_row
-    qhi[0] = hi_row
-    return (id * g.H + ih) * g.W - g.pw + kw * g.dw
 
 
 # Unrolling works output row by output row; a short row (a small image's) pays more for
@@ -127,9 +98,9 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
     Writes value (r, j) (zero where the window reads padding) to dst[r * ld + j].
     xg points at channel 0 of the group in one image.
     """
-    cdef Py_ssize_t ED = (g.OD - 1) * g.sd + (g.KD - 1) * g.dd + 1
-    cdef Py_ssize_t EH = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    cdef Py_ssize_t EW = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
+    cdef Py_ssize_t ED = read_extent(g.OD, g.sd, g.KD, g.dd)
+    cdef Py_ssize_t EH = read_extent(g.OH, g.sh, g.KH, g.dh)
+    cdef Py_ssize_t EW = read_extent(g.OW, g.sw, g.KW, g.dw)
     # (each extent bounded first: huge dilations would overflow their product)
     if (g.OW < PADDED_ROW_MAX and ED <= PADDED_MAX and EH <= PADDED_MAX and EW <= PADDED_MAX
             and ED * EH * EW <= PADDED_MAX):
@@ -143,13 +114,15 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
         tap(g, k0 + r, &c, &kd, &kh, &kw)
         xc = xg + c * plane
         row = dst + r * ld
-        whole_row_span(g, kw, &lo_row, &hi_row)
+        # a whole output row's column range depends on the tap's kw only (row_span's
+        # divisions per row were most of the unrolling of strided layers' rows)
+        column_range(g, kw * g.dw - g.pw, g.OW, &lo_row, &hi_row)
         position(g, p0, &od, &oh, &ow)
         j = 0
         while j < pn:
             seg = min(g.OW - ow, pn - j)
             if seg == g.OW:
-                off = whole_row_offset(g, kd, kh, kw, od, oh, lo_row, hi_row, &lo, &hi)
+                off = row_at(g, kd, kh, kw, od, oh, 0, lo_row, hi_row, &lo, &hi)
             else:
                 off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
             for q in range(lo):
@@ -183,13 +156,15 @@ cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
         tap(g, k0 + r, &c, &kd, &kh, &kw)
         dst = gxc + c * plane
         row = col + r * ld
-        whole_row_span(g, kw, &lo_row, &hi_row)
+        # a whole output row's column range depends on the tap's kw only (row_span's
+        # divisions per row were most of the unrolling of strided layers' rows)
+        column_range(g, kw * g.dw - g.pw, g.OW, &lo_row, &hi_row)
         position(g, p0, &od, &oh, &ow)
         j = 0
         while j < pn:
             seg = min(g.OW - ow, pn - j)
             if seg == g.OW:
-                off = whole_row_offset(g, kd, kh, kw, od, oh, lo_row, hi_row, &lo, &hi)
+                off = row_at(g, kd, kh, kw, od, oh, 0, lo_row, hi_row, &lo, &hi)
             else:
                 off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
             if g.sw == 1:
