@@ -21,6 +21,11 @@ POOL_GRAIN = 25_000
 # Elements per thread of an elementwise pass (activations, bias sums), a few per
 # nanosecond.
 ELTWISE_GRAIN = 250_000
+# Elements of the activations (input and output) per thread of a convolution pass that
+# streams more than it multiplies (a 1x1 head of few filters over a large volume: 3-D
+# U-Net's 16 -> 2 over 32^3 reads 2 MiB for 2 M multiply-adds x 2): its time is the
+# memory's, which two cores read faster than one.
+CONV_MEMORY_GRAIN = ELTWISE_GRAIN
 
 
 def threads_for(work, grain):

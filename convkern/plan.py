@@ -8,6 +8,8 @@ validation or planning.  The functional API (:mod:`convkern.conv`) is a cached u
 plans: a function and the plan of the same geometry give the same bits.
 """
 
+import math
+
 import numpy as np
 
 from . import _conv, _paths
@@ -23,7 +25,7 @@ from ._validation import (
     nonzero_dims,
     padding_pairs,
 )
-from ._work import CONV_GRAIN, DEPTHWISE_GRAIN, ELTWISE_GRAIN, threads_for
+from ._work import CONV_GRAIN, CONV_MEMORY_GRAIN, DEPTHWISE_GRAIN, ELTWISE_GRAIN, threads_for
 
 __all__ = ["ConvPlan", "conv_plan", "BIAS_MODES", "ACTIVATIONS"]
 
@@ -187,6 +189,7 @@ class ConvPlan:
         self.bias = bias
         self._args = g.kernel_args()
         self._flops = g.flops()
+        self._activations = math.prod(g.x_shape) + math.prod(g.y_shape)
         self._facts = _paths.facts(self._args, self.dtype)
         self.paths = {p: _paths.choose(p, self._facts) for p in _paths.PASSES}
         self._set_paths(self.paths)
@@ -202,8 +205,9 @@ class ConvPlan:
 
     @property
     def num_threads(self):
-        return threads_for(self._flops,
-                           DEPTHWISE_GRAIN if self._facts.channels == 1 else CONV_GRAIN)
+        grain = DEPTHWISE_GRAIN if self._facts.channels == 1 else CONV_GRAIN
+        return max(threads_for(self._flops, grain),
+                   threads_for(self._activations, CONV_MEMORY_GRAIN))
 
     def valid_paths(self, pass_name):
         """The paths of ``pass_name`` that compute this geometry correctly, in table order."""

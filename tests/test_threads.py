@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import convkern as ck
+from convkern._work import CONV_GRAIN
 
 HAS_FORK = hasattr(os, "fork")
 
@@ -132,6 +133,22 @@ def restore_threads(monkeypatch):
         monkeypatch.setattr(f"{mod}.threads_for", lambda work, grain: ck.get_num_threads())
     yield
     ck.set_num_threads(None)
+
+
+@pytest.mark.skipif(not ck._openmp.openmp_enabled(), reason="a build without OpenMP")
+def test_small_calls_take_one_thread_and_streaming_ones_more():
+    ck.set_num_threads(2)
+    try:
+        # few multiply-adds over few values: not worth a second thread
+        assert ck.conv_plan((1, 4, 8, 8), (4, 4, 3, 3)).num_threads == 1
+        # many multiply-adds
+        assert ck.conv_plan((1, 64, 32, 32), (64, 64, 3, 3)).num_threads == 2
+        # few multiply-adds per value over a large volume (a 1x1 head of two classes):
+        # the pass streams memory, which two cores read faster than one
+        head = ck.conv_plan((1, 16, 32, 32, 32), (2, 16, 1, 1, 1))
+        assert head._flops < 2 * CONV_GRAIN and head.num_threads == 2
+    finally:
+        ck.set_num_threads(None)
 
 
 @pytest.mark.parametrize("name, fn", CASES, ids=[c[0] for c in CASES])
