@@ -1,6 +1,8 @@
 /* Copies of every second element: dst[q] = src[2 q] for q < n, the rows im2col unrolls
  * for a stride-2 window (a k2 s2 adjoint's or a strided stem's taps read every second
- * input column) and the stride-2 depthwise phase copy's short rows.  An element loop
+ * input column) and the stride-2 depthwise phase copy's short rows; and the split of a
+ * run into both: even[q] = src[2 q], odd[q] = src[2 q + 1] (two neighbouring taps of a
+ * stride-2 window, one pass over their input).  An element loop
  * moves one value per load and store; here, under gcc and clang, two 16-byte vectors of
  * the input are de-interleaved by one shuffle (shufps on SSE, which every x86-64 CPU
  * has, so no ISA dispatch is needed).  The vector loop stops one vector early so that it
@@ -17,9 +19,13 @@
 #ifdef __clang__
 #define CK_EVEN_LANES(a, b, VL, IT) __builtin_shufflevector(a, b, 0, 2, 4, 6)
 #define CK_EVEN_LANES2(a, b, VL, IT) __builtin_shufflevector(a, b, 0, 2)
+#define CK_ODD_LANES(a, b, VL, IT) __builtin_shufflevector(a, b, 1, 3, 5, 7)
+#define CK_ODD_LANES2(a, b, VL, IT) __builtin_shufflevector(a, b, 1, 3)
 #else
 #define CK_EVEN_LANES(a, b, VL, IT) __builtin_shuffle(a, b, (IT){0, 2, 4, 6})
 #define CK_EVEN_LANES2(a, b, VL, IT) __builtin_shuffle(a, b, (IT){0, 2})
+#define CK_ODD_LANES(a, b, VL, IT) __builtin_shuffle(a, b, (IT){1, 3, 5, 7})
+#define CK_ODD_LANES2(a, b, VL, IT) __builtin_shuffle(a, b, (IT){1, 3})
 #endif
 /* NAME(dst, src, n) for element type T, VL of them to a 16-byte vector, EVEN the macro
  * that picks the even lanes of two vectors */
@@ -39,6 +45,27 @@
         for (; q < n; q++)                                                             \
             dst[q] = src[2 * q];                                                       \
     }
+/* NAME(even, odd, src, n), reading src[0 .. 2 n - 1]; ODD picks the odd lanes */
+#define CK_SPLIT_STRIDE2(NAME, T, IT_ELEM, VL, EVEN, ODD)                              \
+    static inline void NAME(T *even, T *odd, const T *src, Py_ssize_t n)               \
+    {                                                                                  \
+        typedef T vec_t __attribute__((vector_size(16)));                              \
+        typedef IT_ELEM idx_t __attribute__((vector_size(16), unused));                \
+        Py_ssize_t q = 0;                                                              \
+        for (; q + VL <= n; q += VL) {                                                 \
+            vec_t a, b, e, o;                                                          \
+            memcpy(&a, src + 2 * q, sizeof a);                                         \
+            memcpy(&b, src + 2 * q + VL, sizeof b);                                    \
+            e = EVEN(a, b, VL, idx_t);                                                 \
+            o = ODD(a, b, VL, idx_t);                                                  \
+            memcpy(even + q, &e, sizeof e);                                            \
+            memcpy(odd + q, &o, sizeof o);                                             \
+        }                                                                              \
+        for (; q < n; q++) {                                                           \
+            even[q] = src[2 * q];                                                      \
+            odd[q] = src[2 * q + 1];                                                   \
+        }                                                                              \
+    }
 #else
 #define CK_COPY_STRIDE2(NAME, T, IT_ELEM, VL, EVEN)                                    \
     static inline void NAME(T *dst, const T *src, Py_ssize_t n)                        \
@@ -47,9 +74,20 @@
         for (q = 0; q < n; q++)                                                        \
             dst[q] = src[2 * q];                                                       \
     }
+#define CK_SPLIT_STRIDE2(NAME, T, IT_ELEM, VL, EVEN, ODD)                              \
+    static inline void NAME(T *even, T *odd, const T *src, Py_ssize_t n)               \
+    {                                                                                  \
+        Py_ssize_t q;                                                                  \
+        for (q = 0; q < n; q++) {                                                      \
+            even[q] = src[2 * q];                                                      \
+            odd[q] = src[2 * q + 1];                                                   \
+        }                                                                              \
+    }
 #endif
 
 CK_COPY_STRIDE2(ck_copy_stride2_f, float, int, 4, CK_EVEN_LANES)
 CK_COPY_STRIDE2(ck_copy_stride2_d, double, long long, 2, CK_EVEN_LANES2)
+CK_SPLIT_STRIDE2(ck_split_stride2_f, float, int, 4, CK_EVEN_LANES, CK_ODD_LANES)
+CK_SPLIT_STRIDE2(ck_split_stride2_d, double, long long, 2, CK_EVEN_LANES2, CK_ODD_LANES2)
 
 #endif

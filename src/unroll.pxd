@@ -12,6 +12,10 @@ from geometry cimport Geom, position, next_row, row_span, column_range, row_at, 
 cdef extern from "strided_copy.h":
     void ck_copy_stride2_f(float *dst, const float *src, Py_ssize_t n) noexcept nogil
     void ck_copy_stride2_d(double *dst, const double *src, Py_ssize_t n) noexcept nogil
+    void ck_split_stride2_f(float *even, float *odd, const float *src,
+                            Py_ssize_t n) noexcept nogil
+    void ck_split_stride2_d(double *even, double *odd, const double *src,
+                            Py_ssize_t n) noexcept nogil
 
 
 cdef inline void copy_stride2(floating_t *dst, const floating_t *src,
@@ -21,6 +25,15 @@ cdef inline void copy_stride2(floating_t *dst, const floating_t *src,
         ck_copy_stride2_f(dst, src, n)
     else:
         ck_copy_stride2_d(dst, src, n)
+
+
+cdef inline void split_stride2(floating_t *even, floating_t *odd, const floating_t *src,
+                               Py_ssize_t n) noexcept nogil:
+    """even[q] = src[2 * q], odd[q] = src[2 * q + 1] for q < n (strided_copy.h)."""
+    if floating_t is float:
+        ck_split_stride2_f(even, odd, src, n)
+    else:
+        ck_split_stride2_d(even, odd, src, n)
 
 
 cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
@@ -107,22 +120,36 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
         im2col_padded(xg, g, ED, EH, EW, k0, nk, p0, pn, dst, ld)
         return
     cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, lo_row, hi_row
-    cdef Py_ssize_t plane = g.D * g.H * g.W
+    cdef Py_ssize_t plane = g.D * g.H * g.W, lo_next, hi_next
+    cdef bint pair
     cdef const floating_t *xc
     cdef floating_t *row
-    for r in range(nk):
+    r = 0
+    while r < nk:
         tap(g, k0 + r, &c, &kd, &kh, &kw)
         xc = xg + c * plane
         row = dst + r * ld
         # a whole output row's column range depends on the tap's kw only (row_span's
         # divisions per row were most of the unrolling of strided layers' rows)
         column_range(g, kw * g.dw - g.pw, g.OW, &lo_row, &hi_row)
+        # a stride-2 window's taps kw and kw + 1 (rows r and r + 1) read neighbouring
+        # input columns: where both read whole output rows, one pass splits the run into
+        # both (a k2 s2 layer's unrolling is then one read of x)
+        pair = g.sw == 2 and g.dw == 1 and kw + 1 < g.KW and r + 1 < nk
+        if pair:
+            column_range(g, kw + 1 - g.pw, g.OW, &lo_next, &hi_next)
+            pair = lo_row == 0 and lo_next == 0 and hi_row == g.OW and hi_next == g.OW
         position(g, p0, &od, &oh, &ow)
         j = 0
         while j < pn:
             seg = min(g.OW - ow, pn - j)
             if seg == g.OW:
                 off = row_at(g, kd, kh, kw, od, oh, 0, lo_row, hi_row, &lo, &hi)
+                if pair and lo == 0 and hi == seg:
+                    split_stride2(row + j, row + ld + j, xc + off, seg)
+                    j += seg
+                    next_row(g, &od, &oh, &ow)
+                    continue
             else:
                 off = row_span(g, kd, kh, kw, od, oh, ow, seg, &lo, &hi)
             for q in range(lo):
@@ -137,8 +164,17 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
                     row[j + q] = xc[off + q * g.sw]
             for q in range(hi, seg):
                 row[j + q] = 0
+            if pair:
+                # the neighbouring tap's part of the run, on its own
+                off = row_span(g, kd, kh, kw + 1, od, oh, ow, seg, &lo, &hi)
+                for q in range(lo):
+                    row[ld + j + q] = 0
+                copy_stride2(row + ld + j + lo, xc + off + 2 * lo, hi - lo)
+                for q in range(hi, seg):
+                    row[ld + j + q] = 0
             j += seg
             next_row(g, &od, &oh, &ow)
+        r += 2 if pair else 1
 
 
 cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,

@@ -543,6 +543,43 @@ def test_channels_last_weight_gradient_on_ragged_runs(case, dtype, all_threads):
     check_weight_gradient(forced, x, gy, w_shape, kw, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    # (x shape, weight shape, stride, padding): output rows of at least 16 columns, so
+    # im2col unrolls x in place (no padded copy)
+    ((2, 3, 9, 50), (4, 3, 2, 2), 2, (1, 0)),         # k2 s2: padded rows of both taps
+    ((1, 2, 6, 48), (5, 2, 3, 2), 2, (1, 0)),
+    ((2, 3, 7, 41), (4, 3, 3, 3), 2, 0),              # kw 0, 1 paired, kw 2 alone
+    ((1, 2, 9, 70), (3, 2, 2, 4), (1, 2), (0, 1)),    # padded columns: no pair
+    ((1, 2, 9, 70), (3, 2, 2, 5), (1, 2), (2, 0)),
+    ((3, 4, 40), (5, 4, 2), 2, 0),                    # 1-D
+    ((1, 2, 5, 6, 34), (3, 2, 2, 2, 2), 2, 0),        # 3-D k2 s2
+    ((1, 2, 17, 600), (3, 2, 2, 2), 2, 0),            # rows cut by the tiles
+])
+def test_stride_two_taps_unrolled_in_pairs(case, dtype, all_threads):
+    """im2col unrolls a stride-2 window's neighbouring taps kw, kw + 1 in one pass over
+    their input where both read whole output rows (strided_copy.h's split), and tap by
+    tap elsewhere (padded columns, rows cut by a tile): the forward and weight gradient
+    on im2col tiles, forced, against the float64 reference, the same bits as the slab
+    and at 1, 2 and 4 threads."""
+    x_shape, w_shape, stride, padding = case
+    kw = dict(stride=stride, padding=padding)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    rng = np.random.default_rng(w_shape[0] + x_shape[-1])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    want = ref.conv_forward(x.astype(np.float64), w.astype(np.float64), None, **kw)
+    slab = plan.force(forward="slab").forward(x, w)
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        y = plan.force(forward="im2col").forward(x, w)
+        assert_close(y, want, dtype)
+        assert y.tobytes() == slab.tobytes()
+    for path in ("im2col_gemm", "im2col_dot"):
+        check_weight_gradient(plan.force(backward_weight=path), x, gy, w_shape, kw, dtype)
+
+
 def test_disjoint_windows_take_im2col_and_pointwise_heads_stay_in_place():
     """Windows that do not overlap (kernel 2, stride 2: the adjoint of a transposed
     convolution) read every input once: im2col's gather, not the slab's stride phases;
