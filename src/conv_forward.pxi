@@ -163,13 +163,17 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
     Tasks are (image, group, tile); with few of them (a batch of one image of a few
     tiles) the filters are split too, one part per thread and the split outermost, as on
     the slab path: each thread unrolls every tile and writes its own filters' planes.
+    But every split unrolls each tile again, so tasks that share out evenly over the
+    threads are not split (3-D U-Net's k2 s2 adjoint at batch 2, four tiles on two
+    threads, unrolls a copy of x: split, that was a quarter of the call).
     """
     cdef Py_ssize_t mr = block_mr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t fpad = round_up(g.Fg, mr)
     cdef Py_ssize_t plane_in = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw, units = g.N * g.G * ntiles
     cdef Py_ssize_t per_thread = im2col_per_thread(tw), step = reduction_step(K)
-    cdef Py_ssize_t nsplit = min(fpad // mr, nt) if units < 4 * nt else 1
+    cdef Py_ssize_t nsplit = (min(fpad // mr, nt) if units < 4 * nt and units % nt != 0
+                              else 1)
     cdef Py_ssize_t fper = (fpad // mr + nsplit - 1) // nsplit
     cdef Py_ssize_t t, u, n, grp, p0, pn, kb, k0, kc, f0, f1
     nsplit = (fpad // mr + fper - 1) // fper   # every split has filters

@@ -78,26 +78,37 @@ cdef inline void im2col_padded(const floating_t *xg, const Geom *g, Py_ssize_t E
                                Py_ssize_t ld) noexcept nogil:
     """im2col from a zero-padded copy of each channel (ED x EH x EW <= PADDED_MAX, so
     pn <= P <= PADDED_MAX too): position p0 + j reads the copy at at[j] plus the tap's
-    offset, the same for every row."""
+    offset, the same for every row.  A window that reads no padding (the adjoint of a
+    k2 s2 transposed convolution) reads the channel itself, with its own pitches: the
+    copy would be a copy of the whole channel."""
     cdef floating_t pad[PADDED_MAX]
     cdef int at[PADDED_MAX]
     cdef Py_ssize_t plane = g.D * g.H * g.W, r = 0, r1, rr, c, t, j, od, oh, ow
+    cdef bint inside = (g.pd == 0 and g.ph == 0 and g.pw == 0 and ED <= g.D and EH <= g.H
+                        and EW <= g.W and plane < (1 << 30))
+    cdef Py_ssize_t pitch = g.W if inside else EW       # elements per row
+    cdef Py_ssize_t rows = g.H if inside else EH        # rows per plane
+    cdef const floating_t *src
     cdef const floating_t *base
     cdef floating_t *row
     position(g, p0, &od, &oh, &ow)
     for j in range(pn):
-        at[j] = <int> ((od * g.sd * EH + oh * g.sh) * EW + ow * g.sw)
+        at[j] = <int> ((od * g.sd * rows + oh * g.sh) * pitch + ow * g.sw)
         ow += 1
         if ow == g.OW:
             next_row(g, &od, &oh, &ow)
     while r < nk:
         c = (k0 + r) // g.KK
         r1 = min(nk, (c + 1) * g.KK - k0)   # this channel's rows
-        fill_padded(xg + c * plane, g, ED, EH, EW, pad)
+        if inside:
+            src = xg + c * plane
+        else:
+            fill_padded(xg + c * plane, g, ED, EH, EW, pad)
+            src = pad
         for rr in range(r, r1):
             t = k0 + rr - c * g.KK
-            base = pad + (((t // (g.KH * g.KW)) * g.dd * EH + (t // g.KW % g.KH) * g.dh) * EW
-                          + t % g.KW * g.dw)
+            base = src + (((t // (g.KH * g.KW)) * g.dd * rows + (t // g.KW % g.KH) * g.dh)
+                          * pitch + t % g.KW * g.dw)
             row = dst + rr * ld
             for j in range(pn):
                 row[j] = base[at[j]]

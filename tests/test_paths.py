@@ -559,11 +559,31 @@ def test_channels_last_weight_gradient_on_ragged_runs(case, dtype, all_threads):
 def test_stride_two_taps_unrolled_in_pairs(case, dtype, all_threads):
     """im2col unrolls a stride-2 window's neighbouring taps kw, kw + 1 in one pass over
     their input where both read whole output rows (strided_copy.h's split), and tap by
-    tap elsewhere (padded columns, rows cut by a tile): the forward and weight gradient
-    on im2col tiles, forced, against the float64 reference, the same bits as the slab
-    and at 1, 2 and 4 threads."""
-    x_shape, w_shape, stride, padding = case
-    kw = dict(stride=stride, padding=padding)
+    tap elsewhere (padded columns, rows cut by a tile)."""
+    check_im2col_paths(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    # (x shape, weight shape, stride, padding[, dilation]): output rows shorter than 16
+    ((2, 3, 8, 8), (4, 3, 2, 2), 2, 0),               # k2 s2: the whole input
+    ((1, 2, 9, 9), (3, 2, 2, 2), 2, 0),               # ... its last row and column unread
+    ((2, 2, 10, 10), (3, 2, 3, 3), 1, 0),             # a valid 3x3
+    ((2, 2, 9, 9), (3, 2, 3, 3), 1, 0, 2),            # dilated
+    ((2, 2, 6, 6, 6), (3, 2, 2, 2, 2), 2, 0),         # 3-D k2 s2
+    ((2, 2, 6, 6, 6), (3, 2, 3, 3, 3), 1, (0, 1, 0)),  # padded along one axis: a copy
+])
+def test_small_images_that_read_no_padding_unroll_in_place(case, dtype, all_threads):
+    """A small image (rows shorter than 16) unrolls from a zero-padded copy of each
+    channel, or, where the window reads no padding, from the channel itself."""
+    check_im2col_paths(case, dtype)
+
+
+def check_im2col_paths(case, dtype):
+    """The forward and weight gradient on im2col tiles, forced, against the float64
+    reference, the same bits as the slab and at 1, 2 and 4 threads."""
+    x_shape, w_shape, stride, padding, dilation = (case + (1,))[:5]
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
     rng = np.random.default_rng(w_shape[0] + x_shape[-1])
     x = rng.standard_normal(x_shape).astype(dtype)
