@@ -49,7 +49,8 @@ cdef inline void tap(const Geom *g, Py_ssize_t k, Py_ssize_t *c, Py_ssize_t *kd,
 # finding where it reads (row_span's bounds and divisions) than for copying.  When the
 # padded extent of one channel (the input positions the window reads, padding included)
 # fits PADDED_MAX elements, im2col copies each channel once into a zero-padded volume on
-# the stack and unrolls from it with plain copies.  Only copies: the same values.
+# the stack and unrolls from it with plain copies.  Only copies: the same values.  Its
+# adjoint, col2im_add, adds into such a copy of grad_x's channel and copies it back.
 cdef enum:
     PADDED_MAX = 4096
     PADDED_ROW_MAX = 16
@@ -72,6 +73,54 @@ cdef inline void fill_padded(const floating_t *xc, const Geom *g, Py_ssize_t ED,
             memcpy(dst, src, n * sizeof(floating_t))
 
 
+cdef inline void unfill_padded(const floating_t *pad, const Geom *g, Py_ssize_t ED,
+                               Py_ssize_t EH, Py_ssize_t EW, floating_t *xc) noexcept nogil:
+    """The inverse of fill_padded: x[ed - pd, eh - ph, ew - pw] = pad[(ed * EH + eh) * EW
+    + ew] for every position of one channel the padded volume holds."""
+    cdef Py_ssize_t ed, eh, n = min(g.W, EW - g.pw)
+    if n <= 0:
+        return
+    for ed in range(max(0, g.pd), min(ED, g.D + g.pd)):
+        for eh in range(max(0, g.ph), min(EH, g.H + g.ph)):
+            memcpy(xc + ((ed - g.pd) * g.H + eh - g.ph) * g.W, pad + (ed * EH + eh) * EW + g.pw,
+                   n * sizeof(floating_t))
+
+
+cdef inline bint padded_fits(const Geom *g, Py_ssize_t ED, Py_ssize_t EH,
+                             Py_ssize_t EW) noexcept nogil:
+    """Unrolling (and its adjoint) works on padded volumes: short rows, small extents
+    (each bounded first: huge dilations would overflow their product)."""
+    return (g.OW < PADDED_ROW_MAX and ED <= PADDED_MAX and EH <= PADDED_MAX
+            and EW <= PADDED_MAX and ED * EH * EW <= PADDED_MAX)
+
+
+cdef inline bint reads_no_padding(const Geom *g, Py_ssize_t ED, Py_ssize_t EH,
+                                  Py_ssize_t EW) noexcept nogil:
+    """The window reads inside the input only (the adjoint of a k2 s2 transposed
+    convolution): a padded volume would be a copy of the whole channel."""
+    return (g.pd == 0 and g.ph == 0 and g.pw == 0 and ED <= g.D and EH <= g.H
+            and EW <= g.W and g.D * g.H * g.W < (1 << 30))
+
+
+cdef inline void padded_positions(const Geom *g, Py_ssize_t rows, Py_ssize_t pitch,
+                                  Py_ssize_t p0, Py_ssize_t pn, int *at) noexcept nogil:
+    """at[j]: where position p0 + j's window starts in a volume of rows x pitch planes."""
+    cdef Py_ssize_t j, od, oh, ow
+    position(g, p0, &od, &oh, &ow)
+    for j in range(pn):
+        at[j] = <int> ((od * g.sd * rows + oh * g.sh) * pitch + ow * g.sw)
+        ow += 1
+        if ow == g.OW:
+            next_row(g, &od, &oh, &ow)
+
+
+cdef inline Py_ssize_t padded_tap(const Geom *g, Py_ssize_t t, Py_ssize_t rows,
+                                  Py_ssize_t pitch) noexcept nogil:
+    """Where tap t reads, relative to a window's start, in a volume of rows x pitch planes."""
+    return (((t // (g.KH * g.KW)) * g.dd * rows + (t // g.KW % g.KH) * g.dh) * pitch
+            + t % g.KW * g.dw)
+
+
 cdef inline void im2col_padded(const floating_t *xg, const Geom *g, Py_ssize_t ED,
                                Py_ssize_t EH, Py_ssize_t EW, Py_ssize_t k0, Py_ssize_t nk,
                                Py_ssize_t p0, Py_ssize_t pn, floating_t *dst,
@@ -83,20 +132,14 @@ cdef inline void im2col_padded(const floating_t *xg, const Geom *g, Py_ssize_t E
     copy would be a copy of the whole channel."""
     cdef floating_t pad[PADDED_MAX]
     cdef int at[PADDED_MAX]
-    cdef Py_ssize_t plane = g.D * g.H * g.W, r = 0, r1, rr, c, t, j, od, oh, ow
-    cdef bint inside = (g.pd == 0 and g.ph == 0 and g.pw == 0 and ED <= g.D and EH <= g.H
-                        and EW <= g.W and plane < (1 << 30))
+    cdef Py_ssize_t plane = g.D * g.H * g.W, r = 0, r1, rr, c, j
+    cdef bint inside = reads_no_padding(g, ED, EH, EW)
     cdef Py_ssize_t pitch = g.W if inside else EW       # elements per row
     cdef Py_ssize_t rows = g.H if inside else EH        # rows per plane
     cdef const floating_t *src
     cdef const floating_t *base
     cdef floating_t *row
-    position(g, p0, &od, &oh, &ow)
-    for j in range(pn):
-        at[j] = <int> ((od * g.sd * rows + oh * g.sh) * pitch + ow * g.sw)
-        ow += 1
-        if ow == g.OW:
-            next_row(g, &od, &oh, &ow)
+    padded_positions(g, rows, pitch, p0, pn, at)
     while r < nk:
         c = (k0 + r) // g.KK
         r1 = min(nk, (c + 1) * g.KK - k0)   # this channel's rows
@@ -106,9 +149,7 @@ cdef inline void im2col_padded(const floating_t *xg, const Geom *g, Py_ssize_t E
             fill_padded(xg + c * plane, g, ED, EH, EW, pad)
             src = pad
         for rr in range(r, r1):
-            t = k0 + rr - c * g.KK
-            base = src + (((t // (g.KH * g.KW)) * g.dd * rows + (t // g.KW % g.KH) * g.dh)
-                          * pitch + t % g.KW * g.dw)
+            base = src + padded_tap(g, k0 + rr - c * g.KK, rows, pitch)
             row = dst + rr * ld
             for j in range(pn):
                 row[j] = base[at[j]]
@@ -125,9 +166,7 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
     cdef Py_ssize_t ED = read_extent(g.OD, g.sd, g.KD, g.dd)
     cdef Py_ssize_t EH = read_extent(g.OH, g.sh, g.KH, g.dh)
     cdef Py_ssize_t EW = read_extent(g.OW, g.sw, g.KW, g.dw)
-    # (each extent bounded first: huge dilations would overflow their product)
-    if (g.OW < PADDED_ROW_MAX and ED <= PADDED_MAX and EH <= PADDED_MAX and EW <= PADDED_MAX
-            and ED * EH * EW <= PADDED_MAX):
+    if padded_fits(g, ED, EH, EW):
         im2col_padded(xg, g, ED, EH, EW, k0, nk, p0, pn, dst, ld)
         return
     cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, lo_row, hi_row
@@ -188,6 +227,43 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
         r += 2 if pair else 1
 
 
+cdef inline void col2im_padded(const floating_t *col, Py_ssize_t ld, const Geom *g,
+                               Py_ssize_t ED, Py_ssize_t EH, Py_ssize_t EW, Py_ssize_t k0,
+                               Py_ssize_t nk, Py_ssize_t p0, Py_ssize_t pn,
+                               floating_t *gxc) noexcept nogil:
+    """col2im_add through a padded copy of each channel of gx (im2col_padded's adjoint):
+    the copy takes gx's values, every row adds into it at at[j] plus its tap's offset,
+    and the copy's inside goes back to gx.  Each value gets the same additions in the same
+    order (the rows in turn; a row adds to a value at most once) as in col2im_add, so the
+    same bits; the additions that land on padding are dropped with it."""
+    cdef floating_t pad[PADDED_MAX]
+    cdef int at[PADDED_MAX]
+    cdef Py_ssize_t plane = g.D * g.H * g.W, r = 0, r1, rr, c, j
+    cdef bint inside = reads_no_padding(g, ED, EH, EW)
+    cdef Py_ssize_t pitch = g.W if inside else EW
+    cdef Py_ssize_t rows = g.H if inside else EH
+    cdef floating_t *acc
+    cdef floating_t *base
+    cdef const floating_t *row
+    padded_positions(g, rows, pitch, p0, pn, at)
+    while r < nk:
+        c = (k0 + r) // g.KK
+        r1 = min(nk, (c + 1) * g.KK - k0)   # this channel's rows
+        if inside:
+            acc = gxc + c * plane
+        else:
+            fill_padded(gxc + c * plane, g, ED, EH, EW, pad)
+            acc = pad
+        for rr in range(r, r1):
+            base = acc + padded_tap(g, k0 + rr - c * g.KK, rows, pitch)
+            row = col + rr * ld
+            for j in range(pn):
+                base[at[j]] += row[j]
+        if not inside:
+            unfill_padded(pad, g, ED, EH, EW, gxc + c * plane)
+        r = r1
+
+
 cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
                             Py_ssize_t k0, Py_ssize_t nk, Py_ssize_t p0, Py_ssize_t pn,
                             floating_t *gxc) noexcept nogil:
@@ -195,6 +271,12 @@ cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
 
     gxc points at the channel that reduction index 0 belongs to.
     """
+    cdef Py_ssize_t ED = read_extent(g.OD, g.sd, g.KD, g.dd)
+    cdef Py_ssize_t EH = read_extent(g.OH, g.sh, g.KH, g.dh)
+    cdef Py_ssize_t EW = read_extent(g.OW, g.sw, g.KW, g.dw)
+    if padded_fits(g, ED, EH, EW):
+        col2im_padded(col, ld, g, ED, EH, EW, k0, nk, p0, pn, gxc)
+        return
     cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, lo_row, hi_row
     cdef Py_ssize_t plane = g.D * g.H * g.W
     cdef floating_t *dst

@@ -574,14 +574,16 @@ def test_stride_two_taps_unrolled_in_pairs(case, dtype, all_threads):
     ((2, 2, 6, 6, 6), (3, 2, 3, 3, 3), 1, (0, 1, 0)),  # padded along one axis: a copy
 ])
 def test_small_images_that_read_no_padding_unroll_in_place(case, dtype, all_threads):
-    """A small image (rows shorter than 16) unrolls from a zero-padded copy of each
-    channel, or, where the window reads no padding, from the channel itself."""
+    """A small image (rows shorter than 16) unrolls from (and col2im adds into) a
+    zero-padded copy of each channel, or, where the window reads no padding, the
+    channel itself."""
     check_im2col_paths(case, dtype)
 
 
 def check_im2col_paths(case, dtype):
-    """The forward and weight gradient on im2col tiles, forced, against the float64
-    reference, the same bits as the slab and at 1, 2 and 4 threads."""
+    """The forward and weight gradient on im2col tiles and the input gradient by col2im
+    (im2col's adjoint), forced, against the float64 reference, the same bits at 1, 2 and
+    4 threads (and the forward the slab's)."""
     x_shape, w_shape, stride, padding, dilation = (case + (1,))[:5]
     kw = dict(stride=stride, padding=padding, dilation=dilation)
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
@@ -598,6 +600,17 @@ def check_im2col_paths(case, dtype):
         assert y.tobytes() == slab.tobytes()
     for path in ("im2col_gemm", "im2col_dot"):
         check_weight_gradient(plan.force(backward_weight=path), x, gy, w_shape, kw, dtype)
+    want = ref.conv_backward_input(gy.astype(np.float64), w.astype(np.float64), x_shape, **kw)
+    for path in ("col2im", "col2im_rows"):
+        if path not in plan.valid_paths("backward_input"):
+            continue
+        first = None
+        for nt in (1, 2, 4):
+            ck.set_num_threads(nt)
+            gx = plan.force(backward_input=path).backward_input(gy, w)
+            assert_close(gx, want, dtype, err_msg=path)
+            first = first or gx.tobytes()
+            assert gx.tobytes() == first
 
 
 def test_disjoint_windows_take_im2col_and_pointwise_heads_stay_in_place():
