@@ -371,6 +371,32 @@ static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_s
         }
         return;
     }
+    if (s == 2) {
+        /* both phases in one pass: the elements j = j0 + 2 u, j + 1 (padded columns
+           2 (m0 + u), 2 (m0 + u) + 1) go to phases 0 and 1 at m0 + u, split by
+           strided_copy.h; a row starting at an odd padded column has element 0 left
+           over, and an odd count one more at its end */
+        Py_ssize_t j0 = left % 2, m0 = (j0 + left) / 2, np = (n - j0) / 2, m;
+        if (m0 + np > lph)
+            np = lph > m0 ? lph - m0 : 0;
+        for (i = 0; i < nrows; i++) {
+            const DW_T *si = src + i * lds;
+            DW_T *d0 = dst + i * ldd;
+            if (j0 == 1 && left / 2 < lph)
+                d0[lph + left / 2] = si[0];
+            if (sizeof(DW_T) == sizeof(float))
+                ck_split_stride2_f((float *)(d0 + m0), (float *)(d0 + lph + m0),
+                                   (const float *)(si + j0), np);
+            else
+                ck_split_stride2_d((double *)(d0 + m0), (double *)(d0 + lph + m0),
+                                   (const double *)(si + j0), np);
+            j = j0 + 2 * np;
+            m = (j + left) / 2;
+            if (j < n && m < lph)
+                d0[(j + left) % 2 * lph + m] = si[j];
+        }
+        return;
+    }
     for (a = 0; a < s; a++) {
         /* phase a holds the elements j = a + s t - left, 0 <= j < n, t < lph */
         t0 = left > a ? (left - a + s - 1) / s : 0;
