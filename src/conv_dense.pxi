@@ -471,13 +471,12 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
                 if mm <= 0 or s1 <= s0:
                     continue
                 dst = gw + (grp * g.Fg + m0) * K + s0 * nr
-                for f in range(mm):
-                    memset(dst + f * K, 0, (min(K, s1 * nr) - s0 * nr) * sizeof(floating_t))
                 aptr = ptrs + g.F + threadid() * CK_MR_MAX
                 gemm_rows_block(&KERN, ptrs + grp * g.Fg + m0, 0, mm, NP,
                                 bpack + (grp * ns + s0) * NP * nr, boff,
                                 min(K, s1 * nr) - s0 * nr, dst, K, aptr,
-                                edge + threadid() * CK_MR_MAX * CK_NR_MAX, NP * nr)
+                                edge + threadid() * CK_MR_MAX * CK_NR_MAX, NP * nr, 0, NULL,
+                                False)
     finally:
         free(boff)
         free(ptrs)

@@ -273,8 +273,9 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                                  const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
                                  Py_ssize_t ldc, const floating_t **aptr,
                                  floating_t *ctmp, Py_ssize_t sliver=0, Py_ssize_t row_len=0,
-                                 const Py_ssize_t *roff=NULL) noexcept nogil:
-    """C[:M, :ncols] += A[:M, :kdim] @ B[:kdim, :ncols] with A[i, k] = rows[i][a_off + k].
+                                 const Py_ssize_t *roff=NULL, bint accumulate=True) noexcept nogil:
+    """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols] with A[i, k] = rows[i][a_off + k]
+    (accumulate False overwrites C: no zeroing pass over it first).
 
     The rows of A are read in place (no packing); aptr is scratch for mr pointers and
     ctmp for an mr x nr edge block, as in gemm_block.  B's nr-column sliver s starts at
@@ -291,11 +292,13 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
     cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
     cdef floating_t *c
     cdef const floating_t *bj
+    cdef int acc
     if sliver == 0:
         sliver = nr
     for kb in range(nkb):
         k0 = kb * kstep
         kc = min(kstep, kdim - k0)
+        acc = accumulate or k0 > 0
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)
@@ -313,12 +316,13 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                     aptr[i] = rows[min(m0 + i, M - 1)] + a_off + k0
                 c = C + m0 * ldc + j0
                 if mm == mr and nn == nr:
-                    ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, c, ldc, 1)
+                    ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, c, ldc, acc)
                     continue
-                for i in range(mm):
-                    for j in range(nn):
-                        ctmp[i * nr + j] = c[i * ldc + j]
-                ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, ctmp, nr, 1)
+                if acc:
+                    for i in range(mm):
+                        for j in range(nn):
+                            ctmp[i * nr + j] = c[i * ldc + j]
+                ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, ctmp, nr, acc)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]
