@@ -3,35 +3,23 @@
 
 
 cdef enum:
-    LANES = 16       # independent double sums of the bias gradient (a fixed fold order)
     BIAS_BLOCK = 256  # positions summed at once by the untied bias gradient
 
 
-cdef void bias_sum(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,
-                   floating_t *out) noexcept nogil:
-    """out[0] = sum over n < N, p < P of gy[n * ld + p], in double.
+cdef extern from "bias_sum.h":
+    float ck_bias_sum_f(const float *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P) noexcept nogil
+    double ck_bias_sum_d(const double *gy, Py_ssize_t N, Py_ssize_t ld,
+                         Py_ssize_t P) noexcept nogil
 
-    Position p goes to lane p % LANES; the lanes are folded in halves at the end, so
-    the order of the additions is fixed (and vectorisable).
-    """
-    cdef double acc[LANES]
-    cdef Py_ssize_t n, p, j, w, pv = P - P % LANES
-    cdef const floating_t *row
-    for j in range(<Py_ssize_t> LANES):
-        acc[j] = 0
-    for n in range(N):
-        row = gy + n * ld
-        for p in range(pv // LANES):
-            for j in range(<Py_ssize_t> LANES):
-                acc[j] += row[p * LANES + j]
-        for p in range(pv, P):
-            acc[p - pv] += row[p]
-    w = LANES // 2
-    while w > 0:
-        for j in range(w):
-            acc[j] += acc[j + w]
-        w = w // 2
-    out[0] = <floating_t> acc[0]
+
+cdef inline void bias_sum(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,
+                          floating_t *out) noexcept nogil:
+    """out[0] = sum over n < N, p < P of gy[n * ld + p], in double, in a fixed order
+    (bias_sum.h: position p to lane p % 16, the lanes folded in halves)."""
+    if floating_t is float:
+        out[0] = ck_bias_sum_f(gy, N, ld, P)
+    else:
+        out[0] = ck_bias_sum_d(gy, N, ld, P)
 
 
 cdef void bias_sum_untied(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,

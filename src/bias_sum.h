@@ -1,0 +1,77 @@
+/* The bias gradient's sum of one filter: the values gy[n * ld + p] (n < N, p < P) added
+ * in double into 16 lanes (position p to lane p % 16, image after image), the lanes then
+ * folded in halves (lane j += lane j + w for w = 8, 4, 2, 1).  The order of the additions
+ * is fixed whatever the shape.  Under gcc and clang the lanes are eight 2-double vectors
+ * held in registers: the same additions, lane by lane, without a stack array that is
+ * zeroed, stored by element and reloaded by vector per call (store-forwarding stalls that,
+ * for few positions per filter, a 4x4 output, cost more than the sums).  A row's last
+ * partial block adds zeros to its unused lanes: a lane never holds -0 (it starts at +0,
+ * and x + y is -0 only when both are), so adding +0 leaves it as it is.
+ * One definition per element type (CK_BIAS_SUM).
+ */
+#ifndef CONVKERN_BIAS_SUM_H
+#define CONVKERN_BIAS_SUM_H
+
+#include <string.h>
+#include <Python.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef double ck_d2 __attribute__((vector_size(16)));
+
+/* lanes 2 v, 2 v + 1 of the 16 += the values src[2 v], src[2 v + 1] in double */
+#define CK_BIAS_ADD_BLOCK(T, acc, src)                                                 \
+    do {                                                                               \
+        int v_;                                                                        \
+        for (v_ = 0; v_ < 8; v_++) {                                                   \
+            ck_d2 x_ = {(double)(src)[2 * v_], (double)(src)[2 * v_ + 1]};             \
+            (acc)[v_] += x_;                                                           \
+        }                                                                              \
+    } while (0)
+
+#define CK_BIAS_SUM(NAME, T)                                                           \
+    static inline T NAME(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)       \
+    {                                                                                  \
+        ck_d2 acc[8];                                                                  \
+        T tail[16];                                                                    \
+        Py_ssize_t n, p, pv = P - P % 16;                                              \
+        int v;                                                                         \
+        for (v = 0; v < 8; v++)                                                        \
+            acc[v] = (ck_d2){0, 0};                                                    \
+        for (n = 0; n < N; n++) {                                                      \
+            const T *row = gy + n * ld;                                                \
+            for (p = 0; p < pv; p += 16)                                               \
+                CK_BIAS_ADD_BLOCK(T, acc, row + p);                                    \
+            if (pv < P) {                                                              \
+                memset(tail, 0, sizeof tail);                                          \
+                memcpy(tail, row + pv, (size_t)(P - pv) * sizeof(T));                  \
+                CK_BIAS_ADD_BLOCK(T, acc, tail);                                       \
+            }                                                                          \
+        }                                                                              \
+        for (v = 0; v < 4; v++)                                                        \
+            acc[v] += acc[v + 4];                                                      \
+        for (v = 0; v < 2; v++)                                                        \
+            acc[v] += acc[v + 2];                                                      \
+        acc[0] += acc[1];                                                              \
+        return (T)(acc[0][0] + acc[0][1]);                                             \
+    }
+#else
+#define CK_BIAS_SUM(NAME, T)                                                           \
+    static T NAME(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)              \
+    {                                                                                  \
+        double acc[16] = {0};                                                          \
+        Py_ssize_t n, p;                                                               \
+        int j, w;                                                                      \
+        for (n = 0; n < N; n++)                                                        \
+            for (p = 0; p < P; p++)                                                    \
+                acc[p % 16] += gy[n * ld + p];                                         \
+        for (w = 8; w > 0; w /= 2)                                                     \
+            for (j = 0; j < w; j++)                                                    \
+                acc[j] += acc[j + w];                                                  \
+        return (T) acc[0];                                                             \
+    }
+#endif
+
+CK_BIAS_SUM(ck_bias_sum_f, float)
+CK_BIAS_SUM(ck_bias_sum_d, double)
+
+#endif
