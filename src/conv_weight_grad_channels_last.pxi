@@ -255,12 +255,18 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
         if bias_out != NULL:
             bsum = <double *> alloc_scratch(g.N * g.F * sizeof(double))
         with nogil:
-            # where position r = nl * P + p's window starts in the slab
+            # where position r = nl * P + p's window starts in the slab (positions in
+            # order: no division per position, this loop runs on one thread)
             for nl in range(L.per_chunk):
+                od = 0
+                oh = 0
+                ow = 0
                 for p in range(g.P):
-                    position(g, p, &od, &oh, &ow)
                     boff[nl * g.P + p] = (((nl * L.ED + od * g.sd) * L.EH + oh * g.sh) * L.EW
                                           + ow * g.sw) * g.Cg
+                    ow += 1
+                    if ow == g.OW:
+                        next_row(g, &od, &oh, &ow)
             for c0 in range(L.nchunks):
                 n0 = c0 * L.per_chunk
                 nc = min(L.per_chunk, g.N - n0)
