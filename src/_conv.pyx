@@ -75,7 +75,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
-from geometry cimport Geom, next_row, position, read_extent
+from geometry cimport Geom, next_row, read_extent
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
                    gemm_rows_block, dot_block, gemv_block, ukernel, copy_sliver, rows_alias, KC, CK_MR_MAX,
