@@ -110,10 +110,12 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
                 gemm_rows_block(kern, rows, 0, min(f1, g.Fg) - f0, K, slab, boff, ncols, dst,
                                 g.P, rows + g.Fg, ctile + fpad * d.ldc, 0, row_len, roff)
             else:
+                # a tied bias and the activation in the GEMM's last stores
                 gemm_block(kern, wpack + grp * fpad * K + f0 * K, mr * K, min(f1, g.Fg) - f0,
                            K, slab, boff, row_len, roff, ncols, dst, g.P, ctile + fpad * d.ldc,
-                           False)
-            if bias_mode != 0 or act != ACT_NONE:
+                           False, bias + grp * g.Fg + f0 if bias_mode == 1 else NULL,
+                           act == ACT_RELU and bias_mode != 2)
+            if bias_mode == 2 or (wpack == NULL and (bias_mode != 0 or act != ACT_NONE)):
                 copy_out(dst, g.P, g, grp * g.Fg + f0, grp * g.Fg + min(f1, g.Fg), n * g.P + p,
                          ncols, bias, bias_mode, act, y)
             continue
@@ -195,9 +197,12 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
             k0 = kb * step
             kc = min(step, K - k0)
             im2col(x + (n * g.C + grp * g.Cg) * plane_in, g, k0, kc, p0, pn, col, tw)
+            # the last block's stores add a tied bias and apply the activation
             gemm_block(kern, wpack + grp * fpad * K + f0 * K + k0 * mr, mr * K, f1 - f0, kc,
-                       col, offsets, 0, NULL, pn, yt, g.P, col + KC * tw, k0 > 0)
-        if bias_mode != 0 or act != ACT_NONE:
+                       col, offsets, 0, NULL, pn, yt, g.P, col + KC * tw, k0 > 0,
+                       bias + grp * g.Fg + f0 if bias_mode == 1 and k0 + kc == K else NULL,
+                       act == ACT_RELU and bias_mode != 2 and k0 + kc == K)
+        if bias_mode == 2:
             copy_out(yt, g.P, g, grp * g.Fg + f0, grp * g.Fg + f1, n * g.P + p0, pn, bias,
                      bias_mode, act, y)
 

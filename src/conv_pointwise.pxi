@@ -50,6 +50,7 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     nsplit = (fblocks + fper - 1) // fper
     cdef const floating_t *xg
     cdef const floating_t *a
+    cdef const floating_t *brow
     cdef floating_t *yg
     cdef floating_t *tail
     for t in prange(units * nsplit, num_threads=nt, schedule="static"):
@@ -73,12 +74,16 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
         for j in range((f1 - f0 + mr - 1) // mr):
             m0 = f0 + j * mr
             a = wpack + grp * fpad * K + m0 * K
+            # a tied bias and the activation in the GEMM's last stores
+            brow = bias + grp * g.Fg + m0 if bias_mode == 1 else NULL
             if full > 0:
                 gemm_block(kern, a, mr * K, min(mr, f1 - m0), K, xg, offsets, 0, NULL, full,
-                           yg + m0 * g.P, g.P, tail + K * nr, False)
+                           yg + m0 * g.P, g.P, tail + K * nr, False, brow,
+                           act == ACT_RELU and bias_mode != 2)
             if pn > full:
                 gemm_block(kern, a, mr * K, min(mr, f1 - m0), K, tail, offsets + K, 0, NULL,
-                           pn - full, yg + m0 * g.P + full, g.P, tail + K * nr, False)
-        if bias_mode != 0 or act != ACT_NONE:
+                           pn - full, yg + m0 * g.P + full, g.P, tail + K * nr, False, brow,
+                           act == ACT_RELU and bias_mode != 2)
+        if bias_mode == 2:
             copy_out(yg + f0 * g.P, g.P, g, grp * g.Fg + f0, grp * g.Fg + f1, n * g.P + p0, pn,
                      bias, bias_mode, act, y)

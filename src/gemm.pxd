@@ -16,16 +16,16 @@ from fused cimport floating_t
 cdef extern from "ukernel.h":
     ctypedef void (*ck_gemm_s)(Py_ssize_t, const float *, const float *,
                                const Py_ssize_t *, Py_ssize_t, float *, Py_ssize_t,
-                               int) noexcept nogil
+                               int, const float *) noexcept nogil
     ctypedef void (*ck_gemm_d)(Py_ssize_t, const double *, const double *,
                                const Py_ssize_t *, Py_ssize_t, double *, Py_ssize_t,
-                               int) noexcept nogil
+                               int, const double *) noexcept nogil
     ctypedef void (*ck_gemm_rows_s)(Py_ssize_t, const float * const *, const float *,
                                     const Py_ssize_t *, Py_ssize_t, float *, Py_ssize_t,
-                                    int) noexcept nogil
+                                    int, const float *) noexcept nogil
     ctypedef void (*ck_gemm_rows_d)(Py_ssize_t, const double * const *, const double *,
                                     const Py_ssize_t *, Py_ssize_t, double *, Py_ssize_t,
-                                    int) noexcept nogil
+                                    int, const double *) noexcept nogil
     ctypedef void (*ck_dot_s)(Py_ssize_t, const float * const *, const float * const *,
                               float *) noexcept nogil
     ctypedef void (*ck_gemv_s)(Py_ssize_t, const float * const *, const float *, float *,
@@ -59,6 +59,8 @@ cdef extern from "ukernel.h":
     enum:
         CK_MR_MAX
         CK_NR_MAX
+        CK_GEMM_ACCUMULATE
+        CK_GEMM_RELU
 
 # Reduction block: one B sliver (KC x nr) stays in L1 while the mr-row blocks of A stream.
 cdef enum:
@@ -197,28 +199,32 @@ cdef inline void pack_rows(const floating_t *src, Py_ssize_t rs, Py_ssize_t cs,
 
 cdef inline void ukernel(const Kernels *kern, Py_ssize_t kc, const floating_t *A,
                          const floating_t *B, const Py_ssize_t *boff, Py_ssize_t vs,
-                         floating_t *C, Py_ssize_t ldc, int accumulate) noexcept nogil:
+                         floating_t *C, Py_ssize_t ldc, int flags,
+                         const floating_t *bias=NULL) noexcept nogil:
+    """One micro-kernel block; flags: CK_GEMM_ACCUMULATE, CK_GEMM_RELU (ukernel_template.h)."""
     if floating_t is float:
-        kern.s.gemm(kc, A, B, boff, vs, C, ldc, accumulate)
+        kern.s.gemm(kc, A, B, boff, vs, C, ldc, flags, bias)
     else:
-        kern.d.gemm(kc, A, B, boff, vs, C, ldc, accumulate)
+        kern.d.gemm(kc, A, B, boff, vs, C, ldc, flags, bias)
 
 
 cdef inline void ukernel_rows(const Kernels *kern, Py_ssize_t kc, const floating_t **A,
                               const floating_t *B, const Py_ssize_t *boff, Py_ssize_t vs,
-                              floating_t *C, Py_ssize_t ldc, int accumulate) noexcept nogil:
+                              floating_t *C, Py_ssize_t ldc, int flags) noexcept nogil:
     if floating_t is float:
-        kern.s.gemm_rows(kc, A, B, boff, vs, C, ldc, accumulate)
+        kern.s.gemm_rows(kc, A, B, boff, vs, C, ldc, flags, NULL)
     else:
-        kern.d.gemm_rows(kc, A, B, boff, vs, C, ldc, accumulate)
+        kern.d.gemm_rows(kc, A, B, boff, vs, C, ldc, flags, NULL)
 
 
 cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t a_stride,
                             Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
                             const Py_ssize_t *boff, Py_ssize_t row_len,
                             const Py_ssize_t *roff, Py_ssize_t ncols, floating_t *C,
-                            Py_ssize_t ldc, floating_t *ctmp, bint accumulate) noexcept nogil:
-    """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols].
+                            Py_ssize_t ldc, floating_t *ctmp, bint accumulate,
+                            const floating_t *bias=NULL, bint relu=False) noexcept nogil:
+    """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols], then, with bias (M values,
+    not NULL) or relu, C = relu(C + bias[row]) in the last reduction block's stores.
 
     A is packed (a_stride elements between mr-row blocks, so a block may be a column
     slice of a wider packed matrix); ctmp is mr x nr scratch for the ragged edges.
@@ -235,12 +241,16 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
     cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
     cdef const floating_t *a
     cdef const floating_t *bj
+    cdef const floating_t *bm
     cdef floating_t *c
+    cdef floating_t bedge[CK_MR_MAX]
     cdef int acc
     for kb in range(nkb):
         k0 = kb * kstep
         kc = min(kstep, kdim - k0)
-        acc = accumulate or k0 > 0
+        acc = CK_GEMM_ACCUMULATE if accumulate or k0 > 0 else 0
+        if kb == nkb - 1 and relu:
+            acc = acc | CK_GEMM_RELU
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)
@@ -255,14 +265,22 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
                 mm = min(mr, M - m0)
                 a = A + mb * a_stride + k0 * mr
                 c = C + m0 * ldc + j0
+                bm = NULL
+                if bias != NULL and kb == nkb - 1:
+                    bm = bias + m0
+                    if mm < mr:
+                        # the edge block's rows past M get a zero bias (and are dropped)
+                        for i in range(mr):
+                            bedge[i] = bias[m0 + i] if i < mm else 0
+                        bm = bedge
                 if mm == mr and nn == nr:
-                    ukernel(kern, kc, a, bj, boff + k0, vs, c, ldc, acc)
+                    ukernel(kern, kc, a, bj, boff + k0, vs, c, ldc, acc, bm)
                     continue
-                if acc:
+                if acc & CK_GEMM_ACCUMULATE:
                     for i in range(mm):
                         for j in range(nn):
                             ctmp[i * nr + j] = c[i * ldc + j]
-                ukernel(kern, kc, a, bj, boff + k0, vs, ctmp, nr, acc)
+                ukernel(kern, kc, a, bj, boff + k0, vs, ctmp, nr, acc, bm)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]
@@ -298,7 +316,7 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
     for kb in range(nkb):
         k0 = kb * kstep
         kc = min(kstep, kdim - k0)
-        acc = accumulate or k0 > 0
+        acc = CK_GEMM_ACCUMULATE if accumulate or k0 > 0 else 0
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)

@@ -32,12 +32,16 @@
 #define CK_MR_MAX 16
 #define CK_NR_MAX 64
 
+/* The GEMM kernels' flags: add to C (rather than overwrite it); apply ReLU at the store. */
+#define CK_GEMM_ACCUMULATE 1
+#define CK_GEMM_RELU 2
+
 #define CK_DECLARE_KERNELS(T, S)                                                     \
     typedef void (*ck_gemm_##S)(Py_ssize_t, const T *, const T *, const Py_ssize_t *, \
-                                Py_ssize_t, T *, Py_ssize_t, int);                   \
+                                Py_ssize_t, T *, Py_ssize_t, int, const T *);        \
     typedef void (*ck_gemm_rows_##S)(Py_ssize_t, const T *const *, const T *,        \
                                      const Py_ssize_t *, Py_ssize_t, T *, Py_ssize_t, \
-                                     int);                                           \
+                                     int, const T *);                                \
     typedef void (*ck_dot_##S)(Py_ssize_t, const T *const *, const T *const *, T *);  \
     typedef void (*ck_gemv_##S)(Py_ssize_t, const T *const *, const T *, T *, int);   \
     typedef void (*ck_transpose_##S)(const T *, Py_ssize_t, Py_ssize_t, Py_ssize_t,   \
@@ -177,7 +181,7 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
 /* One 4 x 4 GEMM block; A_AT reads A at row i, reduction index k (packed or by rows). */
 #define CK_SCALAR_GEMM(NAME, T, A_TYPE, A_AT)                                        \
     static void NAME(Py_ssize_t kc, A_TYPE A, const T *B, const Py_ssize_t *boff,    \
-                     Py_ssize_t vs, T *C, Py_ssize_t ldc, int accumulate)            \
+                     Py_ssize_t vs, T *C, Py_ssize_t ldc, int flags, const T *bias)  \
     {                                                                                \
         T acc[4][4] = {{0}};                                                         \
         Py_ssize_t k;                                                                \
@@ -188,8 +192,15 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
                 for (j = 0; j < 4; j++)                                              \
                     acc[i][j] += (A_AT) * B[boff[k] + j];                            \
         for (i = 0; i < 4; i++)                                                      \
-            for (j = 0; j < 4; j++)                                                  \
-                C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j]; \
+            for (j = 0; j < 4; j++) {                                                \
+                T v = flags & CK_GEMM_ACCUMULATE ? C[i * ldc + j] + acc[i][j]        \
+                                                 : acc[i][j];                        \
+                if (bias != NULL)                                                    \
+                    v = v + bias[i];                                                 \
+                if ((flags & CK_GEMM_RELU) && v <= 0)                                \
+                    v = 0;                                                           \
+                C[i * ldc + j] = v;                                                  \
+            }                                                                        \
     }
 
 #define CK_SCALAR_KERNELS(S, T)                                                      \

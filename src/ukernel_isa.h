@@ -18,6 +18,7 @@
 
 #define UK_NAME CKI_FN(gemm)
 #define UK_T CKI_T
+#define UK_IT CKI_IT
 #define UK_VL CKI_VL
 #define UK_MR CKI_MR
 #define UK_NV CKI_NV
@@ -25,6 +26,7 @@
 #include "ukernel_template.h"
 #define UK_NAME CKI_FN(gemm_rows)
 #define UK_T CKI_T
+#define UK_IT CKI_IT
 #define UK_VL CKI_VL
 #define UK_MR CKI_MR
 #define UK_NV CKI_NV
@@ -33,6 +35,7 @@
 #include "ukernel_template.h"
 #define UK_NAME CKI_FN(gemm4)
 #define UK_T CKI_T
+#define UK_IT CKI_IT
 #define UK_VL CKI_VL
 #define UK_MR 4
 #define UK_NV CKI_NV4
@@ -40,6 +43,7 @@
 #include "ukernel_template.h"
 #define UK_NAME CKI_FN(gemm4_rows)
 #define UK_T CKI_T
+#define UK_IT CKI_IT
 #define UK_VL CKI_VL
 #define UK_MR 4
 #define UK_NV CKI_NV4

@@ -8,11 +8,16 @@
  *     im2col tile has boff[k] = k * ld; a padded input slab has one offset per kernel
  *     tap), or the slab's row pitch when each vector is one output row,
  *   C is row-major with leading dimension ldc.
- * accumulate == 0 overwrites C, otherwise adds to it.  The accumulators live in
+ * flags & CK_GEMM_ACCUMULATE adds the block to C, otherwise it overwrites C; then, the
+ * epilogue of a product's last reduction block, bias (when not NULL) adds bias[i] to row
+ * i and flags & CK_GEMM_RELU applies ReLU (v <= 0 becomes +0, NaN stays): the operations
+ * and their order of the separate pass that they replace (conv_forward.pxi's copy_out),
+ * so the same bits.  The accumulators live in
  * MR * NV vector registers; every reduction runs k = 0, 1, ... in order, so a given
  * binary gives the same bits on every call and for any thread count.
  *
- * Parameters (macros): UK_NAME, UK_T, UK_VL (elements per vector), UK_MR, UK_NV,
+ * Parameters (macros): UK_NAME, UK_T, UK_IT (the integer of UK_T's size), UK_VL
+ * (elements per vector), UK_MR, UK_NV,
  * UK_ATTR (a target attribute or nothing) and optionally UK_AROWS.
  */
 #ifdef UK_AROWS
@@ -24,11 +29,14 @@
 #endif
 static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
                             const UK_T *restrict B, const Py_ssize_t *restrict boff,
-                            Py_ssize_t vs, UK_T *restrict C, Py_ssize_t ldc, int accumulate)
+                            Py_ssize_t vs, UK_T *restrict C, Py_ssize_t ldc, int flags,
+                            const UK_T *restrict bias)
 {
     typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
+    typedef UK_IT ivec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
     vec_t acc[UK_MR][UK_NV];
     const vec_t zero = {0};
+    const int accumulate = flags & CK_GEMM_ACCUMULATE, relu = flags & CK_GEMM_RELU;
     int i, v;
     Py_ssize_t k;
 #pragma GCC unroll 16
@@ -60,6 +68,10 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
                 memcpy(&old, c, sizeof(vec_t));
                 acc[i][v] += old;
             }
+            if (bias != NULL)
+                acc[i][v] += bias[i] - zero;
+            if (relu)
+                acc[i][v] = (vec_t) ((ivec_t) acc[i][v] & ~(ivec_t) (acc[i][v] <= zero));
             memcpy(c, &acc[i][v], sizeof(vec_t));
         }
     }
@@ -70,6 +82,7 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
 #undef UK_AROWS
 #undef UK_NAME
 #undef UK_T
+#undef UK_IT
 #undef UK_VL
 #undef UK_MR
 #undef UK_NV
