@@ -15,6 +15,28 @@
 #include <string.h>
 #include <Python.h>
 
+/* The same sum with the lanes as scalars: every value to lane p % 16 in turn, then the
+ * fold.  The whole sum when there are no vectors to use (compilers without vector
+ * extensions) or no whole block of 16 positions (a Dense layer's one position per
+ * image: the vector path's zero-padded block per image would cost more than the sum). */
+#define CK_CAT_SMALL(NAME) NAME##_lanes
+#define CK_BIAS_SUM_LANES(NAME, T)                                                     \
+    static T NAME##_lanes(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)      \
+    {                                                                                  \
+        double acc[16] = {0};                                                          \
+        Py_ssize_t n, p;                                                               \
+        int j, w;                                                                      \
+        for (n = 0; n < N; n++)                                                        \
+            for (p = 0; p < P; p++)                                                    \
+                acc[p % 16] += gy[n * ld + p];                                         \
+        for (w = 8; w > 0; w /= 2)                                                     \
+            for (j = 0; j < w; j++)                                                    \
+                acc[j] += acc[j + w];                                                  \
+        return (T) acc[0];                                                             \
+    }
+CK_BIAS_SUM_LANES(ck_bias_sum_f, float)
+CK_BIAS_SUM_LANES(ck_bias_sum_d, double)
+
 #if defined(__GNUC__) || defined(__clang__)
 typedef double ck_d2 __attribute__((vector_size(16)));
 
@@ -35,6 +57,8 @@ typedef double ck_d2 __attribute__((vector_size(16)));
         T tail[16];                                                                    \
         Py_ssize_t n, p, pv = P - P % 16;                                              \
         int v;                                                                         \
+        if (P < 16)                                                                    \
+            return CK_CAT_SMALL(NAME)(gy, N, ld, P);                                   \
         for (v = 0; v < 8; v++)                                                        \
             acc[v] = (ck_d2){0, 0};                                                    \
         for (n = 0; n < N; n++) {                                                      \
@@ -58,16 +82,7 @@ typedef double ck_d2 __attribute__((vector_size(16)));
 #define CK_BIAS_SUM(NAME, T)                                                           \
     static T NAME(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)              \
     {                                                                                  \
-        double acc[16] = {0};                                                          \
-        Py_ssize_t n, p;                                                               \
-        int j, w;                                                                      \
-        for (n = 0; n < N; n++)                                                        \
-            for (p = 0; p < P; p++)                                                    \
-                acc[p % 16] += gy[n * ld + p];                                         \
-        for (w = 8; w > 0; w /= 2)                                                     \
-            for (j = 0; j < w; j++)                                                    \
-                acc[j] += acc[j + w];                                                  \
-        return (T) acc[0];                                                             \
+        return CK_CAT_SMALL(NAME)(gy, N, ld, P);                                       \
     }
 #endif
 
