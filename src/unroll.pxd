@@ -121,38 +121,51 @@ cdef inline Py_ssize_t padded_tap(const Geom *g, Py_ssize_t t, Py_ssize_t rows,
             + t % g.KW * g.dw)
 
 
-cdef inline void im2col_padded(const floating_t *xg, const Geom *g, Py_ssize_t ED,
-                               Py_ssize_t EH, Py_ssize_t EW, Py_ssize_t k0, Py_ssize_t nk,
-                               Py_ssize_t p0, Py_ssize_t pn, floating_t *dst,
-                               Py_ssize_t ld) noexcept nogil:
-    """im2col from a zero-padded copy of each channel (ED x EH x EW <= PADDED_MAX, so
-    pn <= P <= PADDED_MAX too): position p0 + j reads the copy at at[j] plus the tap's
-    offset, the same for every row.  A window that reads no padding (the adjoint of a
-    k2 s2 transposed convolution) reads the channel itself, with its own pitches: the
-    copy would be a copy of the whole channel."""
+cdef inline void padded_unroll(floating_t *xc, const Geom *g, Py_ssize_t ED, Py_ssize_t EH,
+                               Py_ssize_t EW, Py_ssize_t k0, Py_ssize_t nk, Py_ssize_t p0,
+                               Py_ssize_t pn, floating_t *cols, Py_ssize_t ld,
+                               bint adjoint) noexcept nogil:
+    """Small images' unrolling (ED x EH x EW <= PADDED_MAX, so pn <= P <= PADDED_MAX too)
+    through a zero-padded copy of each channel: position p0 + j's window starts at at[j]
+    in the copy and tap t is an offset from there, the same for every row.
+
+    im2col (adjoint False): cols[r, j] = the copy at at[j] + offset of row k0 + r, xc
+    read only.  col2im_add (adjoint True): the copy takes grad_x's values (xc), every row
+    adds into it, cols[r, j] to the copy at at[j] + offset, and the copy's inside goes
+    back to grad_x: each value gets the same additions in the same order as in
+    col2im_add's row walk (the rows in turn; a row adds to a value at most once), so the
+    same bits, and the additions that land on padding are dropped with it.  A window that
+    reads no padding (the adjoint of a k2 s2 transposed convolution) works on the channel
+    itself, with its own pitches: the copy would be a copy of the whole channel."""
     cdef floating_t pad[PADDED_MAX]
     cdef int at[PADDED_MAX]
     cdef Py_ssize_t plane = g.D * g.H * g.W, r = 0, r1, rr, c, j
     cdef bint inside = reads_no_padding(g, ED, EH, EW)
     cdef Py_ssize_t pitch = g.W if inside else EW       # elements per row
     cdef Py_ssize_t rows = g.H if inside else EH        # rows per plane
-    cdef const floating_t *src
-    cdef const floating_t *base
+    cdef floating_t *vol
+    cdef floating_t *base
     cdef floating_t *row
     padded_positions(g, rows, pitch, p0, pn, at)
     while r < nk:
         c = (k0 + r) // g.KK
         r1 = min(nk, (c + 1) * g.KK - k0)   # this channel's rows
         if inside:
-            src = xg + c * plane
+            vol = xc + c * plane
         else:
-            fill_padded(xg + c * plane, g, ED, EH, EW, pad)
-            src = pad
+            fill_padded(xc + c * plane, g, ED, EH, EW, pad)
+            vol = pad
         for rr in range(r, r1):
-            base = src + padded_tap(g, k0 + rr - c * g.KK, rows, pitch)
-            row = dst + rr * ld
-            for j in range(pn):
-                row[j] = base[at[j]]
+            base = vol + padded_tap(g, k0 + rr - c * g.KK, rows, pitch)
+            row = cols + rr * ld
+            if adjoint:
+                for j in range(pn):
+                    base[at[j]] += row[j]
+            else:
+                for j in range(pn):
+                    row[j] = base[at[j]]
+        if adjoint and not inside:
+            unfill_padded(pad, g, ED, EH, EW, xc + c * plane)
         r = r1
 
 
@@ -167,7 +180,8 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
     cdef Py_ssize_t EH = read_extent(g.OH, g.sh, g.KH, g.dh)
     cdef Py_ssize_t EW = read_extent(g.OW, g.sw, g.KW, g.dw)
     if padded_fits(g, ED, EH, EW):
-        im2col_padded(xg, g, ED, EH, EW, k0, nk, p0, pn, dst, ld)
+        # (read only: the cast serves the adjoint's signature)
+        padded_unroll(<floating_t *> xg, g, ED, EH, EW, k0, nk, p0, pn, dst, ld, False)
         return
     cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, lo_row, hi_row
     cdef Py_ssize_t plane = g.D * g.H * g.W, lo_next, hi_next
@@ -227,43 +241,6 @@ cdef inline void im2col(const floating_t *xg, const Geom *g, Py_ssize_t k0, Py_s
         r += 2 if pair else 1
 
 
-cdef inline void col2im_padded(const floating_t *col, Py_ssize_t ld, const Geom *g,
-                               Py_ssize_t ED, Py_ssize_t EH, Py_ssize_t EW, Py_ssize_t k0,
-                               Py_ssize_t nk, Py_ssize_t p0, Py_ssize_t pn,
-                               floating_t *gxc) noexcept nogil:
-    """col2im_add through a padded copy of each channel of gx (im2col_padded's adjoint):
-    the copy takes gx's values, every row adds into it at at[j] plus its tap's offset,
-    and the copy's inside goes back to gx.  Each value gets the same additions in the same
-    order (the rows in turn; a row adds to a value at most once) as in col2im_add, so the
-    same bits; the additions that land on padding are dropped with it."""
-    cdef floating_t pad[PADDED_MAX]
-    cdef int at[PADDED_MAX]
-    cdef Py_ssize_t plane = g.D * g.H * g.W, r = 0, r1, rr, c, j
-    cdef bint inside = reads_no_padding(g, ED, EH, EW)
-    cdef Py_ssize_t pitch = g.W if inside else EW
-    cdef Py_ssize_t rows = g.H if inside else EH
-    cdef floating_t *acc
-    cdef floating_t *base
-    cdef const floating_t *row
-    padded_positions(g, rows, pitch, p0, pn, at)
-    while r < nk:
-        c = (k0 + r) // g.KK
-        r1 = min(nk, (c + 1) * g.KK - k0)   # this channel's rows
-        if inside:
-            acc = gxc + c * plane
-        else:
-            fill_padded(gxc + c * plane, g, ED, EH, EW, pad)
-            acc = pad
-        for rr in range(r, r1):
-            base = acc + padded_tap(g, k0 + rr - c * g.KK, rows, pitch)
-            row = col + rr * ld
-            for j in range(pn):
-                base[at[j]] += row[j]
-        if not inside:
-            unfill_padded(pad, g, ED, EH, EW, gxc + c * plane)
-        r = r1
-
-
 cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
                             Py_ssize_t k0, Py_ssize_t nk, Py_ssize_t p0, Py_ssize_t pn,
                             floating_t *gxc) noexcept nogil:
@@ -275,7 +252,7 @@ cdef inline void col2im_add(const floating_t *col, Py_ssize_t ld, const Geom *g,
     cdef Py_ssize_t EH = read_extent(g.OH, g.sh, g.KH, g.dh)
     cdef Py_ssize_t EW = read_extent(g.OW, g.sw, g.KW, g.dw)
     if padded_fits(g, ED, EH, EW):
-        col2im_padded(col, ld, g, ED, EH, EW, k0, nk, p0, pn, gxc)
+        padded_unroll(gxc, g, ED, EH, EW, k0, nk, p0, pn, <floating_t *> col, ld, True)
         return
     cdef Py_ssize_t r, c, kd, kh, kw, j, q, seg, off, lo, hi, od, oh, ow, lo_row, hi_row
     cdef Py_ssize_t plane = g.D * g.H * g.W
