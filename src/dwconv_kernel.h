@@ -60,12 +60,7 @@ CK_DW_TYPES(d, double)
 #else
 #define CK_DW_SHUFFLE(a, b, ivec_t, ...) __builtin_shuffle(a, b, (ivec_t){__VA_ARGS__})
 #endif
-/* Lane masks: the even lanes of two vectors, and the low and high halves of two
-   vectors interleaved. */
-#define CK_DW_EVEN2 0, 2
-#define CK_DW_EVEN4 0, 2, 4, 6
-#define CK_DW_EVEN8 0, 2, 4, 6, 8, 10, 12, 14
-#define CK_DW_EVEN16 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+/* Lane masks: the low and high halves of two vectors interleaved. */
 #define CK_DW_ZIPLO2 0, 2
 #define CK_DW_ZIPHI2 1, 3
 #define CK_DW_ZIPLO4 0, 4, 1, 5
@@ -84,7 +79,6 @@ CK_DW_TYPES(d, double)
 #define DW_T float
 #define DW_I int32_t
 #define DW_VL 16
-#define DW_EVEN CK_DW_EVEN16
 #define DW_ZIPLO CK_DW_ZIPLO16
 #define DW_ZIPHI CK_DW_ZIPHI16
 #define DW_ATTR CK_DW_AVX512
@@ -93,7 +87,6 @@ CK_DW_TYPES(d, double)
 #define DW_T double
 #define DW_I int64_t
 #define DW_VL 8
-#define DW_EVEN CK_DW_EVEN8
 #define DW_ZIPLO CK_DW_ZIPLO8
 #define DW_ZIPHI CK_DW_ZIPHI8
 #define DW_ATTR CK_DW_AVX512
@@ -102,7 +95,6 @@ CK_DW_TYPES(d, double)
 #define DW_T float
 #define DW_I int32_t
 #define DW_VL 8
-#define DW_EVEN CK_DW_EVEN8
 #define DW_ZIPLO CK_DW_ZIPLO8
 #define DW_ZIPHI CK_DW_ZIPHI8
 #define DW_ATTR CK_DW_AVX2
@@ -111,7 +103,6 @@ CK_DW_TYPES(d, double)
 #define DW_T double
 #define DW_I int64_t
 #define DW_VL 4
-#define DW_EVEN CK_DW_EVEN4
 #define DW_ZIPLO CK_DW_ZIPLO4
 #define DW_ZIPHI CK_DW_ZIPHI4
 #define DW_ATTR CK_DW_AVX2
@@ -124,7 +115,6 @@ CK_DW_TYPES(d, double)
 #define DW_I int32_t
 #ifdef CK_DW_VECTORS
 #define DW_VL 4
-#define DW_EVEN CK_DW_EVEN4
 #define DW_ZIPLO CK_DW_ZIPLO4
 #define DW_ZIPHI CK_DW_ZIPHI4
 #else
@@ -137,7 +127,6 @@ CK_DW_TYPES(d, double)
 #define DW_I int64_t
 #ifdef CK_DW_VECTORS
 #define DW_VL 2
-#define DW_EVEN CK_DW_EVEN2
 #define DW_ZIPLO CK_DW_ZIPLO2
 #define DW_ZIPHI CK_DW_ZIPHI2
 #else

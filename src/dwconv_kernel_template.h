@@ -2,7 +2,7 @@
  * by dwconv_kernel.h.
  *
  * Parameters (macros): DW_NAME (prefix), DW_T (element), DW_I (the integer of its size),
- * DW_VL (elements per vector; 1 means scalar loops only), DW_EVEN, DW_ZIPLO, DW_ZIPHI
+ * DW_VL (elements per vector; 1 means scalar loops only), DW_ZIPLO, DW_ZIPHI
  * (lane masks, for DW_VL > 1), DW_ATTR (a target attribute or nothing).
  *
  * A plane operation runs nrows output rows of n outputs.  Output row i reads R input
@@ -343,7 +343,8 @@ static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows
  * (j + left) % s at (j + left) / s, phase a starting at a * lph (s = 1: one phase of
  * lph elements).  With s = 1 a row's last vector is stored whole, its lanes past the
  * row zero (the padding's value), while it stays inside the row and its loads inside the
- * rows. */
+ * rows; s = 2 splits each row into both phases in one pass; larger strides go element
+ * by element. */
 static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_ssize_t lds,
                                 Py_ssize_t nrows, Py_ssize_t n, Py_ssize_t s, Py_ssize_t left,
                                 Py_ssize_t lph)
@@ -405,28 +406,7 @@ static DW_ATTR void DW_FN(copy)(DW_T *dst, Py_ssize_t ldd, const DW_T *src, Py_s
         for (i = 0; i < nrows; i++) {
             const DW_T *si = src + i * lds + a - left;
             DW_T *di = dst + i * ldd + a * lph;
-            t = t0;
-#if DW_VL > 1
-            if (s == 2) {
-                /* the even lanes of two loads, which end one element past the last used
-                   (short rows go scalar: a masked last vector measured no faster) */
-                for (; t + DW_VL <= t1 && a + 2 * (t + DW_VL) - left <= n; t += DW_VL) {
-                    DW_V lo = DW_FN(ld)(si + 2 * t);
-                    DW_V hi = DW_FN(ld)(si + 2 * t + DW_VL);
-                    DW_FN(st)(di + t, CK_DW_SHUFFLE(lo, hi, DW_IV, DW_EVEN));
-                }
-            }
-#endif
-            if (s == 2 && t < t1) {
-                /* the rest (all of a short row): two SSE vectors de-interleaved at a
-                 * time, reading no further than the element loop */
-                if (sizeof(DW_T) == sizeof(float))
-                    ck_copy_stride2_f((float *)(di + t), (const float *)(si + 2 * t), t1 - t);
-                else
-                    ck_copy_stride2_d((double *)(di + t), (const double *)(si + 2 * t), t1 - t);
-                continue;
-            }
-            for (; t < t1; t++)
+            for (t = t0; t < t1; t++)
                 di[t] = si[s * t];
         }
     }
@@ -478,7 +458,6 @@ static DW_ATTR void DW_FN(zip)(DW_T *dst, const DW_T *a, const DW_T *b, Py_ssize
 #undef DW_V
 #undef DW_IV
 #undef DW_DV
-#undef DW_EVEN
 #undef DW_ZIPLO
 #undef DW_ZIPHI
 #endif
