@@ -233,25 +233,43 @@ DW_INLINE void DW_FN(wg33)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_s
 #undef DW_WG_STEP
 #undef DW_ALL
 
-/* wgrad for any R and KW: one tap at a time over the plane */
+/* wgrad for any R and KW: up to DW_WG_TAPS taps of a window row at a time over the
+ * plane, each in its own register, so that every grad_y vector is loaded once per group
+ * of taps and the taps' chains run side by side.  A row's last, partial vector of grad_y
+ * is loaded whole where it stays inside this call's rows (as in wg33); its products are
+ * masked, as the scalar loop's terms past the row do not exist.  Every lane still sums
+ * its terms in the order of i, then q. */
+#define DW_WG_TAPS 8
 DW_INLINE void DW_FN(wgg)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ssize_t n,
                           const DW_T *base, Py_ssize_t step, const Py_ssize_t *roff,
                           Py_ssize_t R, Py_ssize_t KW, const Py_ssize_t *coff, DW_T *lanes,
                           double *blanes)
 {
-    Py_ssize_t i, q, r, k, nv = n / DW_VL * DW_VL;
+    Py_ssize_t i, q, r, k0, k, nk, nv = n / DW_VL * DW_VL;
     DW_IV keep = DW_FN(keep)(n - nv);
+    DW_V acc[DW_WG_TAPS];
     for (r = 0; r < R; r++) {
-        for (k = 0; k < KW; k++) {
-            DW_V acc = DW_FN(ld)(lanes + (r * KW + k) * DW_VL);
+        for (k0 = 0; k0 < KW; k0 += nk) {
+            nk = KW - k0 < DW_WG_TAPS ? KW - k0 : DW_WG_TAPS;
+            for (k = 0; k < nk; k++)
+                acc[k] = DW_FN(ld)(lanes + (r * KW + k0 + k) * DW_VL);
             for (i = 0; i < nrows; i++) {
-                const DW_T *p = base + i * step + roff[r] + coff[k], *gi = g + i * ldg;
-                for (q = 0; q < nv; q += DW_VL)
-                    acc += DW_FN(ld)(gi + q) * DW_FN(ld)(p + q);
-                if (q < n)
-                    acc += DW_KEEP(DW_FN(ldp)(gi + q, n - q) * DW_FN(ld)(p + q));
+                const DW_T *p = base + i * step + roff[r], *gi = g + i * ldg;
+                const Py_ssize_t *c = coff + k0;
+                for (q = 0; q < nv; q += DW_VL) {
+                    DW_V gv = DW_FN(ld)(gi + q);
+                    for (k = 0; k < nk; k++)
+                        acc[k] += gv * DW_FN(ld)(p + q + c[k]);
+                }
+                if (q < n) {
+                    DW_V gv = ldg == n && i * n + q + DW_VL <= nrows * n
+                                  ? DW_FN(ld)(gi + q) : DW_FN(ldp)(gi + q, n - q);
+                    for (k = 0; k < nk; k++)
+                        acc[k] += DW_KEEP(gv * DW_FN(ld)(p + q + c[k]));
+                }
             }
-            DW_FN(st)(lanes + (r * KW + k) * DW_VL, acc);
+            for (k = 0; k < nk; k++)
+                DW_FN(st)(lanes + (r * KW + k0 + k) * DW_VL, acc[k]);
         }
     }
     if (blanes != NULL) {
@@ -267,6 +285,7 @@ DW_INLINE void DW_FN(wgg)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows, Py_ss
     }
 }
 #undef DW_KEEP
+#undef DW_WG_TAPS
 #endif
 
 /* y[i * ldy + q] = act(init + sum over r < R, k < KW of w[r * KW + k] *
