@@ -25,6 +25,10 @@ def slab_use(
     xs: tuple[int, ...], ws: tuple[int, ...], ys: tuple[int, ...], groups: int,
     stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...], nr: int, vl: int,
 ) -> float: ...
+def flipped_slab_use(
+    xs: tuple[int, ...], ws: tuple[int, ...], ys: tuple[int, ...], groups: int,
+    stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...], nr: int, vl: int,
+) -> float: ...
 def cpu_isa() -> str:
     """Return the widest instruction-set level of the running CPU: 'baseline', 'avx2' or 'avx512'."""
 

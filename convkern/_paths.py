@@ -75,6 +75,7 @@ Facts = namedtuple(
         "disjoint",        # stride >= the dilated window on every axis: no input read twice
         "depth_taps",      # KD, the window's taps along the first of three spatial axes
         "slab_use",        # outputs / columns a slab tile computes (the rest is halo)
+        "flipped_slab_use",  # ... of the input gradient's flipped correlation
     ],
 )
 
@@ -139,9 +140,16 @@ def _flipped_block_pays(f):
 
 
 # The GEMM weight gradient transposes grad_y per tile, which pays off only over enough
-# reduction rows; shorter reductions take the dot products.
+# reduction rows; shorter reductions take the dot products.  The transpose moves each
+# grad_y value once and the product multiplies it by every reduction row, both a vector
+# at a time: the break-even is a number of rows, whatever the vector width.  Measured
+# at 64 rows on Zen 2 (AVX2); on an AVX-512 Xeon MobileNetV2's 1x1 expansions of 64 and
+# 96 channels at batch 4 ran 1.9-2.0x faster on the GEMM than on the dots.
+LONG_REDUCTION = 64
+
+
 def _long_reduction(f):
-    return f.reduction >= 4 * f.nr
+    return f.reduction >= LONG_REDUCTION
 
 
 # A small image gives a GEMM tile only a few nr-slivers of columns (and the slab path
@@ -199,6 +207,26 @@ def _channels_last_fills(f):
     return (f.channels_last and f.filters >= 4 * f.mr and f.channel_run >= 2 * f.nr
             and (f.images == 1 or f.depth_taps > 1
                  or f.reduction * f.filters * f.itemsize > L2_BYTES // 2))
+
+
+def _round_up(n, m):
+    return -(-n // m) * m
+
+
+# The other GEMM paths put the filters on the micro-kernel's columns: fewer filters than
+# a sliver (16 filters on AVX-512's 32 columns) waste the rest, whatever the cache.  The
+# channels-last GEMM puts them on the rows and the input's runs on the columns; it pays
+# when it uses more of its block (rows x columns) than they use of their columns.
+# Measured on an AVX-512 Xeon (2 threads): 3-D U-Net's 16-filter 3x3x3 layers at 32^3
+# ran 2.2-3.8x faster on the channels-last GEMM than on the slab GEMM, LeNet-5's C3 (6 ->
+# 16 channels, 5x5, batch 64) 1.9x.  (On AVX2 16 filters fill a sliver: no change.)
+# With few positions in all, im2row, whose columns are the patches, stays first.
+def _filter_columns_wasted(f):
+    filter_use = f.filters / _round_up(f.filters, f.nr)
+    block_use = (f.filters / _round_up(f.filters, f.mr)
+                 * f.channel_run / _round_up(f.channel_run, f.nr))
+    return (f.channels_last and filter_use < 0.75 and block_use > filter_use
+            and not _few_positions(f))
 
 
 # The in-place pointwise paths read the GEMM's B rows, one per reduced channel, straight
@@ -306,9 +334,20 @@ def _flipped_pointwise_pays(f):
 # (AVX2, float32, 2 threads) over the zoo's weight gradients: 1.0-2.1x PyTorch for
 # MobileNetV2's 1x1 layers, WaveNet's 1-D layers and the 3-channel stems (the GEMM and
 # slab paths 0.4-1.3x), but 0.3-0.7x with fewer than 256 positions per image.
+# The dot kernel reads DR + DC rows of a long tile (2048 positions, beyond L1) per block,
+# a vector of each per DR * DC multiply-adds: its bytes per multiply-add grow with the
+# vector, while the GEMM reads packed slivers that stay in L1.  With 64-byte vectors it
+# keeps its lead only where the GEMM's transpose is not amortised (short reductions),
+# where its rows are the arrays themselves (pointwise layers: no im2col copy) or where
+# few channels make every GEMM path unroll long windows (the stems).  On an AVX-512 Xeon
+# (2 threads) WaveNet's dilated 64-channel layers (128 rows) ran 1.2-1.6x faster on the
+# GEMM paths; its 1x1 layers at batch 1 ran 1.2-1.4x faster on the dots, and ResNet's
+# 7x7 stem at batch 1 1.3x.
 def _dot_pays(f):
     return (f.reduction <= 2 * _conv.REDUCTION_BLOCK
-            and f.positions >= 4 * _conv.REDUCTION_BLOCK)
+            and f.positions >= 4 * _conv.REDUCTION_BLOCK
+            and (f.vl * f.itemsize <= 32 or not _long_reduction(f) or f.pointwise
+                 or not _channel_rich(f)))
 
 
 # With a few positions in all (at most half a reduction block) over a window of one or
@@ -395,7 +434,8 @@ TABLE = {
         Path("flipped", {"formulation": "flipped", "operand": "slab"},
              lambda f: f.flipped_direct,
              lambda f: (_flipped_block_pays(f) and not _small_output(f)
-                        and not _few_positions(f))),
+                        and not _few_positions(f)
+                        and f.flipped_slab_use >= SLAB_USE_MIN)),
         Path("flipped_im2col", {"formulation": "flipped", "operand": "im2col"},
              lambda f: f.flipped,
              lambda f: _channel_rich(f) and not _small_output(f) and not _few_positions(f)),
@@ -413,7 +453,8 @@ TABLE = {
         # one GEMM over a channels-last copy of the input (_channels_last_fills)
         Path("channels_last_gemm", {"operand": "channels-last slab", "kernel": "gemm"},
              lambda f: f.channels_last,
-             lambda f: (_channels_last_fills(f) and not _few_positions_for_rows(f)
+             lambda f: ((_channels_last_fills(f) or _filter_columns_wasted(f))
+                        and not _few_positions_for_rows(f)
                         and not _pointwise_projection(f) and not _dot_pays(f))),
         # few output positions in all: the GEMM writes the gradient in its own layout
         # once per reduction block of positions, where the other GEMM paths write it into
@@ -425,12 +466,15 @@ TABLE = {
         # (not for a pointwise layer, whose im2col is a plain copy of x: MobileNetV2's 14x14
         # 1x1 layers at batch 4 ran 0.93-1.38x PyTorch on im2col_gemm, 0.82-1.01x on the
         # slab GEMM and 0.2-0.4x on the slab dots, Zen 2, 2 threads)
+        # (nor, with the slab dots, for windows that do not overlap, _slab_pays: U-Net's
+        # k2 s2 adjoints ran 1.3-6x faster on im2col, AVX-512 Xeon, 2 threads)
         Path("slab_gemm", {"operand": "slab", "kernel": "gemm"},
              lambda f: f.direct, lambda f: (_long_reduction(f) and not _small_output(f)
-                                            and not f.pointwise and not _dot_pays(f))),
+                                            and not f.pointwise and not _dot_pays(f)
+                                            and _slab_pays(f))),
         Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct,
              lambda f: (not (_long_reduction(f) and _small_output(f))
-                        and not f.pointwise and not _dot_pays(f))),
+                        and not f.pointwise and not _dot_pays(f) and _slab_pays(f))),
         Path("im2col_gemm", {"operand": "im2col", "kernel": "gemm"}, _always,
              lambda f: (_long_reduction(f) or _pointwise_projection(f)) and not _dot_pays(f)),
         Path("im2col_dot", {"operand": "im2col", "kernel": "dot"}, _always, _always),
@@ -478,6 +522,7 @@ def facts(geometry, dtype):
                      for k, st, d in zip(w5[2:], geometry[4], geometry[6])),
         vl=info["vector"][0],
         slab_use=_conv.slab_use(*geometry, nr, info["vector"][0]),
+        flipped_slab_use=_conv.flipped_slab_use(*geometry, nr, info["vector"][0]),
         **_conv.geometry_facts(*geometry),
     )
 

@@ -127,10 +127,26 @@ def slab_use(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride, tupl
     its halo columns, see plan_direct), for GEMM blocks of nr columns and vectors of vl;
     0 where the slab path does not apply."""
     cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
-    cdef DirectPlan d
-    if not direct_fits(&g):
+    return geom_slab_use(&g, nr, vl)
+
+
+def flipped_slab_use(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride,
+                     tuple pad, tuple dilation, Py_ssize_t nr, Py_ssize_t vl):
+    """slab_use of the input gradient's flipped correlation (grad_y with the flipped
+    weights); 0 where that correlation does not take the slab path."""
+    cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
+    cdef Geom t
+    if not flip_fits(&g):
         return 0.0
-    d = plan_direct(&g, nr, vl, DIRECT_TILE)
+    t = flipped_geom(&g)
+    return geom_slab_use(&t, nr, vl)
+
+
+cdef double geom_slab_use(const Geom *g, Py_ssize_t nr, Py_ssize_t vl) noexcept:
+    cdef DirectPlan d
+    if not direct_fits(g):
+        return 0.0
+    d = plan_direct(g, nr, vl, DIRECT_TILE)
     return d.planes * d.rows * min(d.seg, g.OW) / <double> d.ldc
 
 

@@ -456,14 +456,20 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     """At most two reduction blocks of Cg * prod(K) rows over at least four blocks of
     positions per image: rows of patches against grad_y's rows in place (im2col_dot),
     for 1x1 layers, 1-D layers and 3-channel stems alike; a few positions per image keep
-    the GEMMs."""
-    for x_shape, w_shape in [((1, 144, 56, 56), (24, 144, 1, 1)),
-                             ((1, 64, 4096), (128, 64, 2)),
-                             ((4, 3, 224, 224), (32, 3, 3, 3))]:
+    the GEMMs.  With 64-byte vectors a channel-rich layer that is not pointwise and has
+    a long reduction (64 channels x 2 taps) takes a GEMM path instead, and a 64-row 1x1
+    layer over few positions per image (no dots) the GEMM, not the dots."""
+    wide = _conv.kernel_info()["float32"]["vector"][0] * 4 > 32
+    for x_shape, w_shape, dots in [((1, 144, 56, 56), (24, 144, 1, 1), True),
+                                   ((1, 64, 4096), (128, 64, 2), not wide),
+                                   ((4, 3, 224, 224), (32, 3, 3, 3), True),
+                                   ((4, 3, 224, 224), (64, 3, 7, 7), True)]:
         plan = ck.conv_plan(x_shape, w_shape, padding=0)
-        assert plan.paths["backward_weight"] == "im2col_dot", x_shape
+        assert (plan.paths["backward_weight"] == "im2col_dot") == dots, x_shape
     few = ck.conv_plan((1, 128, 16, 16), (256, 128, 1, 1), stride=2)
     assert few.paths["backward_weight"] != "im2col_dot"
+    expand = ck.conv_plan((4, 64, 14, 14), (384, 64, 1, 1))
+    assert expand.paths["backward_weight"] == "im2col_gemm"
 
 
 def check_weight_gradient(forced, x, gy, w_shape, kw, dtype):
@@ -698,11 +704,43 @@ def test_a_slab_of_mostly_halo_gives_way_to_im2col():
 
 
 def test_one_block_of_channels_over_a_long_reduction_takes_the_flipped_slab():
-    """The input gradient's flipped product has Cg rows: one whole block of them (LeNet-5's
-    C3, 6 channels) over a long reduction (16 filters x 25 taps) takes the flipped slab
-    at a training batch; a stem's 1-3 channels (part of a block) keep col2im."""
+    """The input gradient's flipped product has Cg rows: one whole block of them (as in
+    LeNet-5's C3, 6 channels on AVX2) over a long reduction (16 filters x 25 taps) takes
+    the flipped slab at a training batch; a stem's 1-3 channels (part of a block) keep
+    col2im.  (An 18x18 input: C3's 10x10 output is a small output for AVX-512's wider
+    blocks, which takes col2im.)"""
     mr = _conv.kernel_info()["float32"]["gemm"][0]
-    c3 = ck.conv_plan((64, mr, 14, 14), (16, mr, 5, 5))
+    c3 = ck.conv_plan((64, mr, 18, 18), (16, mr, 5, 5))
     stem = ck.conv_plan((16, 3, 32, 32), (64, 3, 3, 3), padding=1)
     assert c3.paths["backward_input"] == "flipped"
     assert stem.paths["backward_input"] == "col2im"
+
+
+def test_weight_gradient_rules_follow_the_block_shape():
+    """Rules that read the micro-kernel's block, so that a wider ISA plans by its own
+    shape: filters that use less than three quarters of their slivers of columns (16
+    filters on AVX-512's 32, or on the baseline's 12) take the channels-last GEMM, whose rows are the filters, while 16
+    filters on AVX2's 16 columns keep the slab GEMM; windows that do not overlap (k2 s2)
+    never take the slab weight gradients; and a flipped slab that would be mostly halo
+    (an 8x8x8 volume's 3x3x3 correlation on AVX-512's 32 columns) gives way to unrolled
+    tiles."""
+    info = _conv.kernel_info()["float32"]
+    mr, nr = info["gemm"]
+    vl = info["vector"][0]
+    wasted = ck.conv_plan((2, 16, 32, 32, 32), (16, 16, 3, 3, 3), padding=1)
+    want = "channels_last_gemm" if 16 < 0.75 * (-(-16 // nr) * nr) else "slab_gemm"
+    assert wasted.paths["backward_weight"] == want
+    full = ck.conv_plan((2, 16, 32, 32, 32), (nr, 16, 3, 3, 3), padding=1)
+    assert full.paths["backward_weight"] in ("slab_gemm", "channels_last_gemm")
+    for x_shape, w_shape in [((4, 128, 32, 32), (64, 128, 2, 2)),
+                             ((2, 32, 16, 16, 16), (16, 32, 2, 2, 2))]:
+        plan = ck.conv_plan(x_shape, w_shape, stride=2)
+        assert plan.paths["backward_weight"] not in ("slab_gemm", "slab_dot"), x_shape
+    geometry = ((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), (2, 64, 8, 8, 8), 1, (1, 1, 1),
+                (1, 1, 1), (1, 1, 1))
+    plan = ck.conv_plan((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), padding=1)
+    if _conv.flipped_slab_use(*geometry, nr, vl) < _paths.SLAB_USE_MIN:
+        assert plan.paths["backward_input"] != "flipped"
+    assert 0 < _conv.flipped_slab_use(*geometry, nr, vl) <= 1
+    assert _conv.flipped_slab_use(*((2, 4, 9, 9, 9), (4, 4, 3, 3, 3), (2, 4, 4, 4, 4), 1,
+                                    (2, 2, 2), (0, 0, 0), (1, 1, 1)), nr, vl) == 0
