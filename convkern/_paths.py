@@ -202,11 +202,21 @@ L2_BYTES = _l2_bytes()
 # at batch 32 ran 0.76-0.92x PyTorch on the channels-last GEMM and 0.9-1.0x on the slab.
 # But a window over three axes gives each slab tile a halo of whole planes (a 16^3
 # volume's tile of two 16x16 planes copies four 18x18 ones): 3-D U-Net's 3x3x3 layers at
-# batch 2 ran 1.4-1.6x on the channels-last GEMM, 0.9-1.2x on the slab.
+# batch 2 ran 1.4-1.6x on the channels-last GEMM, 0.9-1.2x on the slab.  Small images
+# (a few slivers of positions, _small_images) likewise, whatever the partial: a VGG-style
+# net's 8x8 layers of 64-128 channels at batch 32 (a 295-590 KiB partial) ran 1.4x
+# faster on the channels-last GEMM than on the image-spanning tiles (AVX-512 Xeon, 2
+# threads; on AVX2 an 8x8 image is not small and its partial is past half of Zen 2's
+# L2).  Not a 1x1 window's, whose unrolling is a plain strided copy (ResNet's strided
+# downsample at 8x8 ran 1.1-1.4x slower on it); nor with few positions in all, im2row's.
 def _channels_last_fills(f):
     return (f.channels_last and f.filters >= 4 * f.mr and f.channel_run >= 2 * f.nr
-            and (f.images == 1 or f.depth_taps > 1
+            and (f.images == 1 or f.depth_taps > 1 or _small_windowed_images(f)
                  or f.reduction * f.filters * f.itemsize > L2_BYTES // 2))
+
+
+def _small_windowed_images(f):
+    return _small_images(f) and f.taps > 1 and not _few_positions(f)
 
 
 def _round_up(n, m):
