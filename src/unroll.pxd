@@ -121,40 +121,25 @@ cdef inline Py_ssize_t padded_tap(const Geom *g, Py_ssize_t t, Py_ssize_t rows,
             + t % g.KW * g.dw)
 
 
+cdef inline void copy4(const floating_t *vol, floating_t *row) noexcept nogil:
+    """row[i] = vol[i] for i < 4, through locals (no loop, no overlap check)."""
+    cdef floating_t a0 = vol[0], a1 = vol[1], a2 = vol[2], a3 = vol[3]
+    row[0] = a0
+    row[1] = a1
+    row[2] = a2
+    row[3] = a3
+
+
 cdef inline void run_copy(floating_t *vol, floating_t *row, Py_ssize_t n,
                           bint adjoint) noexcept nogil:
     """row[i] = vol[i] (im2col), or vol[i] += row[i] (its adjoint), for i < n.  Runs of
-    4 and 8 (4- and 8-wide outputs, the small images' usual widths) are copied through
-    locals, with no loop and no overlap check."""
+    4 and 8 (4- and 8-wide outputs, the small images' usual widths) are copied four at a
+    time through locals."""
     cdef Py_ssize_t i
-    cdef floating_t a0, a1, a2, a3, a4, a5, a6, a7
-    if n == 4 and not adjoint:
-        a0 = vol[0]
-        a1 = vol[1]
-        a2 = vol[2]
-        a3 = vol[3]
-        row[0] = a0
-        row[1] = a1
-        row[2] = a2
-        row[3] = a3
-        return
-    if n == 8 and not adjoint:
-        a0 = vol[0]
-        a1 = vol[1]
-        a2 = vol[2]
-        a3 = vol[3]
-        a4 = vol[4]
-        a5 = vol[5]
-        a6 = vol[6]
-        a7 = vol[7]
-        row[0] = a0
-        row[1] = a1
-        row[2] = a2
-        row[3] = a3
-        row[4] = a4
-        row[5] = a5
-        row[6] = a6
-        row[7] = a7
+    if (n == 4 or n == 8) and not adjoint:
+        copy4(vol, row)
+        if n == 8:
+            copy4(vol + 4, row + 4)
         return
     if adjoint:
         for i in range(n):
