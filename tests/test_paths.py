@@ -716,7 +716,7 @@ def test_one_block_of_channels_over_a_long_reduction_takes_the_flipped_slab():
     assert stem.paths["backward_input"] == "col2im"
 
 
-def test_weight_gradient_rules_follow_the_block_shape():
+def test_weight_gradient_rules_follow_the_block_shape(monkeypatch):
     """Rules that read the micro-kernel's block, so that a wider ISA plans by its own
     shape: filters that use less than three quarters of their slivers of columns (16
     filters on AVX-512's 32, or on the baseline's 12) take the channels-last GEMM, whose
@@ -734,21 +734,6 @@ def test_weight_gradient_rules_follow_the_block_shape():
     assert wasted.paths["backward_weight"] == want
     full = ck.conv_plan((2, 16, 32, 32, 32), (nr, 16, 3, 3, 3), padding=1)
     assert full.paths["backward_weight"] in ("slab_gemm", "channels_last_gemm")
-    # small images whose blocks fill take the channels-last GEMM whatever the partial's
-    # size; a 1x1 window's do not
-    _, nr_ = info["gemm"]
-    side = 4 if 16 < 4 * nr_ else 2   # a small image here: fewer than 4 slivers of positions
-    monkey = _paths.L2_BYTES
-    try:
-        _paths.L2_BYTES = 1 << 30
-        filters = -(-4 * mr // nr_) * nr_   # rows for 4 blocks, whole slivers of columns
-        small = ck.conv_plan((32, 4 * nr_, side, side), (filters, 4 * nr_, 3, 3), padding=1)
-        assert small.paths["backward_weight"] == "channels_last_gemm"
-        one = ck.conv_plan((32, 4 * nr_, 2 * side, 2 * side), (filters, 4 * nr_, 1, 1),
-                           stride=2)
-        assert one.paths["backward_weight"] != "channels_last_gemm"
-    finally:
-        _paths.L2_BYTES = monkey
     for x_shape, w_shape in [((4, 128, 32, 32), (64, 128, 2, 2)),
                              ((2, 32, 16, 16, 16), (16, 32, 2, 2, 2))]:
         plan = ck.conv_plan(x_shape, w_shape, stride=2)
@@ -761,3 +746,12 @@ def test_weight_gradient_rules_follow_the_block_shape():
     assert 0 < _conv.flipped_slab_use(*geometry, nr, vl) <= 1
     assert _conv.flipped_slab_use(*((2, 4, 9, 9, 9), (4, 4, 3, 3, 3), (2, 4, 4, 4, 4), 1,
                                     (2, 2, 2), (0, 0, 0), (1, 1, 1)), nr, vl) == 0
+    # small images whose blocks fill take the channels-last GEMM whatever the partial's
+    # size; a 1x1 window's do not
+    side = 4 if 16 < 4 * nr else 2   # a small image here: fewer than 4 slivers of positions
+    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 30)
+    filters = -(-4 * mr // nr) * nr   # rows for 4 blocks, whole slivers of columns
+    small = ck.conv_plan((32, 4 * nr, side, side), (filters, 4 * nr, 3, 3), padding=1)
+    assert small.paths["backward_weight"] == "channels_last_gemm"
+    one = ck.conv_plan((32, 4 * nr, 2 * side, 2 * side), (filters, 4 * nr, 1, 1), stride=2)
+    assert one.paths["backward_weight"] != "channels_last_gemm"
