@@ -1,5 +1,5 @@
 # The weight gradient as one GEMM per group over a channels-last copy of the input, read
-# in place: no im2col, no halo columns, no partials.  Included by _conv.pyx.
+# in place: no im2col, no halo columns.  Included by _conv.pyx.
 #
 # With the input copied channels-last and zero-padded (slab[n][position][c], the
 # positions those the window reads, see cl_layout), the input patch that output position
@@ -13,22 +13,31 @@
 # where run u is a (kd, kh) row of taps (or one tap when the innermost axis is dilated)
 # and boff[r] is where position r's window starts.  The GEMM micro-kernel reads B's rows
 # through boff, so B is never built; A is grad_y packed in mr-row blocks.  The reduction
-# runs over every output position of a chunk of images (gemm.pxd's equal KC blocks, chunk
-# after chunk), so there is no halo to drop (the slab paths compute the padded row width)
-# and one image's few positions never cap a reduction block.  The channels-last gradient
+# runs over every output position of a sub-chunk of images (gemm.pxd's equal KC blocks,
+# sub-chunk after sub-chunk), so there is no halo to drop (the slab paths compute the
+# padded row width) and one image's few positions never cap a reduction block.  The channels-last gradient
 # is transposed into (F, Cg, KD, KH, KW) at the end (a 1x1 window's is copied).
 #
 # Lanes: a run fills whole column slivers when it is a multiple of nr values long; its
 # last sliver reads up to nr - 1 values past the run (the next position's channels, or
 # the zeroed tail past the slab) into columns that are dropped.
 #
-# Tasks: per chunk, (group, image, block of filters) pack grad_y and sum the bias
-# gradient, (group, image, slab row) fill the slab, then (group, range of column slivers,
-# range of filter blocks) run the GEMM; each owns what it writes.  The chunks depend on the shapes
-# only, so every element is the same sequence of operations whatever the thread count.
+# Tasks: the batch is cut into chunks (a function of the shapes only), each reduced into
+# its own partial gradient; a task is a chunk, or (when there are fewer chunks than
+# threads) a chunk's range of column slivers, and runs on one thread from start to end:
+# sub-chunk by sub-chunk of images, it packs grad_y, fills the slab and runs the GEMM
+# while both are still in its core's L2 cache (two threads sharing one chunk's packed
+# operands read them from the other core and the L3: the 2-thread GEMM ran 1.6x the
+# 1-thread speed that way, against 2x for two separate calls).  The partials are then
+# added in chunk order, so every element is the same sequence of operations whatever the
+# thread count.
 
-# Upper bound, in bytes, of one chunk's slab and packed grad_y.
-cdef Py_ssize_t CHANNELS_LAST_CHUNK_BYTES = 16 << 20
+# Upper bound, in bytes, of a sub-chunk's slab and packed grad_y (unless one image, or
+# the images for two reduction blocks, take more): half the smallest
+# per-core L2 of the x86 cores the wheels target (Zen 2's 512 KiB), so that they stay in
+# cache between the pack and the GEMM on any of them.  A constant: the sub-chunks set
+# the reduction's blocks, and with them the bits.
+cdef Py_ssize_t CHANNELS_LAST_SUB_BYTES = 256 << 10
 
 
 cdef inline bint channels_last_axis_fits(Py_ssize_t X, Py_ssize_t K, Py_ssize_t O,
@@ -56,19 +65,25 @@ cdef struct ClLayout:
     # included) and positions per image; B's runs (columns per run, runs per group);
     # the channels-last gradient's row stride (KK * Cg rounded up to a 64-byte cache line,
     # so that threads writing neighbouring column ranges of it never share a line);
-    # filters per group rounded up to mr; images per chunk and chunks; per chunk, the
-    # elements of one group's slab (its images, then nr values zeroed after the chunk's
-    # last image for the last run's overread) and packed grad_y, and of all groups'.
+    # filters per group rounded up to mr; images per chunk and chunks (one partial
+    # gradient of F rows of ldc each per chunk); images per sub-chunk; per sub-chunk, the
+    # elements of one group's slab (its images, then nr values zeroed after the last
+    # image for the last run's overread) and packed grad_y; a thread's scratch elements
+    # (every group's slab and packed grad_y, the micro-kernel's edge block, rounded up to
+    # a cache line).
     Py_ssize_t ED, EH, EW, plane
     Py_ssize_t run, nruns, ldc
     Py_ssize_t fpad
-    Py_ssize_t per_chunk, nchunks
-    Py_ssize_t group_slab, group_pack, slab, pack
+    Py_ssize_t per_chunk, nchunks, part
+    Py_ssize_t per_sub
+    Py_ssize_t group_slab, group_pack, per_thread
 
 
 cdef ClLayout cl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
     cdef ClLayout L
-    cdef Py_ssize_t mr = block_mr(&KERN, tag), nr = block_nr(&KERN, tag), per_image
+    cdef Py_ssize_t mr = block_mr(&KERN, tag), nr = block_nr(&KERN, tag), line
+    cdef Py_ssize_t per_image, nsub, min_images
+    line = 64 // <Py_ssize_t> sizeof(floating_t)
     L.ED = read_extent(g.OD, g.sd, g.KD, g.dd)
     L.EH = read_extent(g.OH, g.sh, g.KH, g.dh)
     L.EW = read_extent(g.OW, g.sw, g.KW, g.dw)
@@ -79,25 +94,37 @@ cdef ClLayout cl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
     else:
         L.run = g.Cg
         L.nruns = g.KK
-    L.ldc = round_up(g.KK * g.Cg, 64 // <Py_ssize_t> sizeof(floating_t))
+    L.ldc = round_up(g.KK * g.Cg, line)
     L.fpad = round_up(g.Fg, mr)
+    L.part = g.F * L.ldc
+    # images whose positions make two reduction blocks: every block of the GEMM loads and
+    # stores the whole partial, so shorter blocks (a few positions per image, one image
+    # per sub-chunk) would multiply that traffic (VGG's 4x4 layers of 512 channels ran
+    # 2.3x slower in sub-chunks of two images than in one of sixteen)
+    min_images = (2 * KC + g.P - 1) // max(1, g.P)
+    # batch chunks as the other weight-gradient paths cut them (equal ones), of at least
+    # min_images images each
+    L.nchunks = max(1, min(g.N, MAX_CHUNKS, g.N // min_images,
+                           PARTIAL_BYTES // max(1, L.part * <Py_ssize_t> sizeof(floating_t))))
+    L.per_chunk = max(1, (g.N + L.nchunks - 1) // L.nchunks)
+    L.nchunks = max(1, (g.N + L.per_chunk - 1) // L.per_chunk)
     per_image = g.G * (L.plane * g.Cg + L.fpad * g.P) * <Py_ssize_t> sizeof(floating_t)
-    L.per_chunk = max(1, min(g.N, CHANNELS_LAST_CHUNK_BYTES // max(1, per_image)))
-    L.nchunks = (g.N + L.per_chunk - 1) // L.per_chunk
-    L.per_chunk = (g.N + L.nchunks - 1) // L.nchunks   # equal chunks
-    L.group_slab = L.per_chunk * L.plane * g.Cg + nr
-    L.group_pack = L.fpad * L.per_chunk * g.P
-    L.slab = g.G * L.group_slab
-    L.pack = g.G * L.group_pack
+    L.per_sub = max(1, min(L.per_chunk,
+                           max(min_images, CHANNELS_LAST_SUB_BYTES // max(1, per_image))))
+    nsub = (L.per_chunk + L.per_sub - 1) // L.per_sub
+    L.per_sub = (L.per_chunk + nsub - 1) // nsub   # equal sub-chunks
+    L.group_slab = L.per_sub * L.plane * g.Cg + nr
+    L.group_pack = L.fpad * L.per_sub * g.P
+    L.per_thread = round_up(g.G * (L.group_slab + L.group_pack) + CK_MR_MAX * CK_NR_MAX, line)
     return L
 
 
 cdef Py_ssize_t channels_last_scratch(const Geom *g, const floating_t *tag) noexcept nogil:
-    """Bytes of scratch of one call (shared by its threads): a chunk's slab, packed grad_y
-    and window offsets, the channels-last gradient and the edge blocks of 8 threads."""
+    """Bytes of scratch per thread: its sub-chunk's slab and packed grad_y and edge block,
+    and (shared by the threads) the chunks' partial gradients and the window offsets."""
     cdef ClLayout L = cl_layout(g, tag)
-    return ((L.slab + L.pack + g.F * L.ldc + 8 * CK_MR_MAX * CK_NR_MAX) * sizeof(floating_t)
-            + L.per_chunk * g.P * sizeof(Py_ssize_t))
+    return ((L.per_thread + L.nchunks * L.part) * sizeof(floating_t)
+            + L.per_sub * g.P * sizeof(Py_ssize_t) + 64)
 
 
 cdef inline Py_ssize_t cl_shift(const Geom *g, const ClLayout *L, Py_ssize_t u) noexcept nogil:
@@ -112,110 +139,85 @@ cdef inline Py_ssize_t cl_shift(const Geom *g, const ClLayout *L, Py_ssize_t u) 
 
 
 cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssize_t n0,
-                  Py_ssize_t nc, floating_t *apack, double *bsum, int nt) noexcept nogil:
-    """Pack grad_y of images n0 .. n0 + nc: per group, A[f, nl * P + p] = gy[n0 + nl,
-    group * Fg + f, p] in mr-row blocks (rows past Fg zero), R = nc * P columns; with
-    bsum, bsum[n * F + f] = sum over p of gy[n, f, p] in order (double)."""
+                  Py_ssize_t nc, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t bias_from,
+                  floating_t *apack, double *bsum) noexcept nogil:
+    """Pack grad_y of images n0 .. n0 + nc, groups g0 .. g1 - 1: per group,
+    A[f, nl * P + p] = gy[n0 + nl, group * Fg + f, p] in mr-row blocks (rows past Fg
+    zero), R = nc * P columns; with bsum, for the groups from bias_from on,
+    bsum[n * F + f] = sum over p of gy[n, f, p] in order (double)."""
     cdef Py_ssize_t mr = block_mr(&KERN, gy), R = nc * g.P, nb = L.fpad // mr
-    cdef Py_ssize_t t, grp, nl, b, i, p, rows
+    cdef Py_ssize_t grp, nl, b, i, p, rows
     cdef floating_t *dst
     cdef const floating_t *src
-    for t in prange(g.G * nc * nb, num_threads=nt, schedule="static"):
-        grp = t // (nc * nb)
-        nl = t // nb % nc
-        b = t % nb
-        dst = apack + grp * L.fpad * R + (b * R + nl * g.P) * mr
-        rows = min(mr, g.Fg - b * mr)
-        src = gy + ((n0 + nl) * g.F + grp * g.Fg + b * mr) * g.P
-        # the block's rows of this image, a transposed copy (whole vectors)
-        transpose(src, g.P, rows, g.P, dst, mr)
-        for p in range(g.P):
-            for i in range(rows, mr):
-                dst[p * mr + i] = 0
-        if bsum != NULL:
-            # bsum is zeroed and each (image, filter) summed once
-            add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + b * mr, src, g.P, rows, g.P)
+    for grp in range(g0, g1):
+        for nl in range(nc):
+            for b in range(nb):
+                dst = apack + grp * L.group_pack + (b * R + nl * g.P) * mr
+                rows = min(mr, g.Fg - b * mr)
+                src = gy + ((n0 + nl) * g.F + grp * g.Fg + b * mr) * g.P
+                # the block's rows of this image, a transposed copy (whole vectors)
+                transpose(src, g.P, rows, g.P, dst, mr)
+                for p in range(g.P):
+                    for i in range(rows, mr):
+                        dst[p * mr + i] = 0
+                if bsum != NULL and grp >= bias_from:
+                    add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + b * mr, src, g.P, rows, g.P)
 
 
 cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t n0,
-                       Py_ssize_t nc, floating_t *slab, int nt) noexcept nogil:
-    """The channels-last zero-padded slab of images n0 .. n0 + nc: per group,
-    slab[((nl * ED + ed) * EH + eh) * EW + ew][c] = x[n0 + nl, group * Cg + c, ed - pd,
-    eh - ph, ew - pw], zero outside the input, and nr zeros after the last image.  Tasks
-    are (group, image, slab row, segment of the row): a few long rows (1-D, one image)
-    are split so that every thread gets a share."""
+                       Py_ssize_t nc, Py_ssize_t g0, Py_ssize_t g1,
+                       floating_t *slab) noexcept nogil:
+    """The channels-last zero-padded slab of images n0 .. n0 + nc, groups g0 .. g1 - 1:
+    per group, slab[((nl * ED + ed) * EH + eh) * EW + ew][c] = x[n0 + nl, group * Cg + c,
+    ed - pd, eh - ph, ew - pw], zero outside the input, and nr zeros after the last
+    image."""
     cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = L.EW * g.Cg
-    cdef Py_ssize_t nr = block_nr(&KERN, x), rows = g.G * nc * L.ED * L.EH
-    cdef Py_ssize_t nseg = max(1, min((L.EW + 15) // 16, (4 * nt + rows - 1) // rows))
-    cdef Py_ssize_t seg = (L.EW + nseg - 1) // nseg
+    cdef Py_ssize_t nr = block_nr(&KERN, x)
     # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
     cdef Py_ssize_t w0 = min(g.pw, L.EW), w1 = max(w0, min(L.EW, g.W + g.pw))
-    cdef Py_ssize_t t, grp, nl, ed, eh, id, ih, e0, e1, a, b
+    cdef Py_ssize_t grp, nl, ed, eh, id, ih
     cdef floating_t *dst
-    for grp in range(g.G):
+    for grp in range(g0, g1):
         memset(slab + grp * L.group_slab + nc * L.plane * g.Cg, 0, nr * sizeof(floating_t))
-    for t in prange(rows * nseg, num_threads=nt, schedule="static"):
-        grp = t // (nseg * nc * L.ED * L.EH)
-        nl = t // (nseg * L.ED * L.EH) % nc
-        ed = t // (nseg * L.EH) % L.ED
-        eh = t // nseg % L.EH
-        e0 = t % nseg * seg
-        e1 = min(L.EW, e0 + seg)
-        if e1 <= e0:
-            continue
-        dst = slab + grp * L.group_slab + ((nl * L.ED + ed) * L.EH + eh) * rowlen
-        id = ed - g.pd
-        ih = eh - g.ph
-        a = e0
-        b = e0
-        if id >= 0 and id < g.D and ih >= 0 and ih < g.H:
-            a = min(max(w0, e0), e1)
-            b = min(max(w1, a), e1)
-        memset(dst + e0 * g.Cg, 0, (a - e0) * g.Cg * sizeof(floating_t))
-        if b > a:
-            transpose(x + ((n0 + nl) * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
-                      + a - g.pw, plane_in, g.Cg, b - a, dst + a * g.Cg, g.Cg)
-        memset(dst + b * g.Cg, 0, (e1 - b) * g.Cg * sizeof(floating_t))
+        for nl in range(nc):
+            for ed in range(L.ED):
+                id = ed - g.pd
+                for eh in range(L.EH):
+                    ih = eh - g.ph
+                    dst = slab + grp * L.group_slab + ((nl * L.ED + ed) * L.EH + eh) * rowlen
+                    if id < 0 or id >= g.D or ih < 0 or ih >= g.H or w1 <= w0:
+                        memset(dst, 0, rowlen * sizeof(floating_t))
+                        continue
+                    memset(dst, 0, w0 * g.Cg * sizeof(floating_t))
+                    transpose(x + ((n0 + nl) * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
+                              + w0 - g.pw, plane_in, g.Cg, w1 - w0, dst + w0 * g.Cg, g.Cg)
+                    memset(dst + w1 * g.Cg, 0, (L.EW - w1) * g.Cg * sizeof(floating_t))
 
 
 cdef void cl_gemm(const floating_t *apack, const floating_t *slab, const Py_ssize_t *boff,
-                  Py_ssize_t R, const Geom *g, const ClLayout *L, floating_t *cmat,
-                  bint accumulate, floating_t *edge, int nt) noexcept nogil:
+                  Py_ssize_t R, const Geom *g, const ClLayout *L, Py_ssize_t sl0,
+                  Py_ssize_t sl1, floating_t *cmat, bint accumulate,
+                  floating_t *ctmp) noexcept nogil:
     """cmat[(group * Fg + f) * ldc + u * run + j] (+)= sum over r < R of
     A[f, r] * B[r, u * run + j]
-    (the products of the file's comment).
-
-    The nr-column slivers of a group's runs are numbered in order; a task is (group,
-    range of slivers, range of filter blocks), as few and as wide as give every thread
-    one, and sweeps its ranges once per reduction block: the block of packed grad_y
-    (filters x KC) is reused by every sliver of the range and each B sliver, read from
-    the slab, by every filter block."""
+    (the products of the file's comment) for the column slivers sl0 .. sl1 - 1 of the
+    groups' slivers numbered in order (S per group: each run's, in run order), on one
+    thread.  Per reduction block the block of packed grad_y (filters x KC) is reused by
+    every sliver and each B sliver, read from the slab, by every filter block."""
     cdef Py_ssize_t mr = block_mr(&KERN, apack), nr = block_nr(&KERN, apack)
-    cdef Py_ssize_t ldc = L.ldc
     cdef Py_ssize_t nsl = (L.run + nr - 1) // nr, S = L.nruns * nsl
-    cdef Py_ssize_t mblocks = (g.Fg + mr - 1) // mr
-    cdef Py_ssize_t splits = (nt + g.G - 1) // g.G
-    cdef Py_ssize_t ncs = min(splits, S), nms = min(mblocks, (splits + ncs - 1) // ncs)
-    cdef Py_ssize_t sper = (S + ncs - 1) // ncs, mper = (mblocks + nms - 1) // nms
     cdef Py_ssize_t kstep = reduction_step(R)
     cdef Py_ssize_t nkb = (R + kstep - 1) // kstep if kstep > 0 else 0
-    cdef Py_ssize_t t, grp, s0, s1, m0, mm, kb, k0, kc, u, j0, j1
+    cdef Py_ssize_t grp, s0, s1, kb, k0, kc, u, j0, j1
     cdef const floating_t *a
     cdef const floating_t *bg
     cdef floating_t *cg
-    cdef floating_t *ctmp
-    for t in prange(g.G * ncs * nms, num_threads=nt, schedule="static"):
-        ctmp = edge + threadid() * CK_MR_MAX * CK_NR_MAX
-        grp = t // (ncs * nms)
-        s0 = t // nms % ncs * sper
-        s1 = min(S, s0 + sper)
-        m0 = t % nms * mper * mr
-        mm = min(mper * mr, g.Fg - m0)
-        if mm <= 0 or s1 <= s0:
-            continue
-        a = apack + grp * L.fpad * R + m0 * R
+    for grp in range(sl0 // S, (sl1 - 1) // S + 1):
+        s0 = max(sl0, grp * S) - grp * S
+        s1 = min(sl1, (grp + 1) * S) - grp * S
+        a = apack + grp * L.group_pack
         bg = slab + grp * L.group_slab
-        cg = cmat + (grp * g.Fg + m0) * ldc
+        cg = cmat + grp * g.Fg * L.ldc
         for kb in range(nkb):
             k0 = kb * kstep
             kc = min(kstep, R - k0)
@@ -223,9 +225,46 @@ cdef void cl_gemm(const floating_t *apack, const floating_t *slab, const Py_ssiz
                 # this run's slivers in the range: columns j0 .. j1 of the run
                 j0 = (max(s0, u * nsl) - u * nsl) * nr
                 j1 = min((min(s1, (u + 1) * nsl) - u * nsl) * nr, L.run)
-                gemm_block(&KERN, a + k0 * mr, mr * R, mm, kc,
+                gemm_block(&KERN, a + k0 * mr, mr * R, g.Fg, kc,
                            bg + cl_shift(g, L, u) + j0, boff + k0, 0, NULL, j1 - j0,
-                           cg + u * L.run + j0, ldc, ctmp, accumulate or k0 > 0)
+                           cg + u * L.run + j0, L.ldc, ctmp, accumulate or k0 > 0)
+
+
+cdef void cl_chunks(const floating_t *x, const floating_t *gy, const Geom *g,
+                    const ClLayout *L, const Py_ssize_t *boff, floating_t *partials,
+                    floating_t *scratch, double *bsum, int nt) noexcept nogil:
+    """Every chunk's partial gradient (see the file's comment on tasks); bsum as in
+    cl_pack, for every image."""
+    cdef Py_ssize_t nr = block_nr(&KERN, x)
+    cdef Py_ssize_t S = L.nruns * ((L.run + nr - 1) // nr), slivers = g.G * S
+    # column splits per chunk: enough tasks for the threads (no effect on the bits)
+    cdef Py_ssize_t ncs = min(slivers, max(1, (nt + L.nchunks - 1) // L.nchunks))
+    cdef Py_ssize_t sper = (slivers + ncs - 1) // ncs
+    cdef Py_ssize_t t, c, sl0, sl1, g0, g1, n, nend, nc
+    cdef floating_t *slab
+    cdef floating_t *apack
+    cdef floating_t *ctmp
+    for t in prange(L.nchunks * ncs, num_threads=nt, schedule="static"):
+        c = t // ncs
+        sl0 = t % ncs * sper
+        sl1 = min(slivers, sl0 + sper)
+        if sl1 <= sl0:
+            continue
+        g0 = sl0 // S
+        g1 = (sl1 - 1) // S + 1
+        slab = scratch + threadid() * L.per_thread
+        apack = slab + g.G * L.group_slab
+        ctmp = apack + g.G * L.group_pack
+        n = c * L.per_chunk
+        nend = min(g.N, n + L.per_chunk)
+        while n < nend:
+            nc = min(L.per_sub, nend - n)
+            # a group's bias is summed by the task holding its first sliver
+            cl_pack(gy, g, L, n, nc, g0, g1, (sl0 + S - 1) // S, apack, bsum)
+            cl_fill_slab(x, g, L, n, nc, g0, g1, slab)
+            cl_gemm(apack, slab, boff, nc * g.P, g, L, sl0, sl1, partials + c * L.part,
+                    n > c * L.per_chunk, ctmp)
+            n = n + nc
 
 
 cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, const Geom *g,
@@ -233,31 +272,27 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
     """gw (F, Cg, KD, KH, KW) of a call that channels_last_fits, as in the file's comment;
     bias_out (F,), when not NULL, gets grad_y's sums per filter (double, in image order)."""
     cdef ClLayout L = cl_layout(g, x)
-    cdef Py_ssize_t K = g.Cg * g.KK, nl, p, od, oh, ow, c0, n0, nc, f, n
-    cdef floating_t *apack = NULL
-    cdef floating_t *slab = NULL
-    cdef floating_t *cmat = NULL
-    cdef floating_t *cmat_raw = NULL
-    cdef floating_t *edge = NULL
+    cdef Py_ssize_t K = g.Cg * g.KK, nl, p, od, oh, ow, f, n, b, k
+    cdef floating_t *scratch = NULL
+    cdef floating_t *partials = NULL
+    cdef floating_t *partials_raw = NULL
     cdef Py_ssize_t *boff = NULL
     cdef double *bsum = NULL
     cdef double acc
     try:
         # every element of these is written before it is read
-        apack = <floating_t *> alloc_uninit(L.pack * sizeof(floating_t))
-        slab = <floating_t *> alloc_uninit(L.slab * sizeof(floating_t))
-        boff = <Py_ssize_t *> alloc_scratch(L.per_chunk * g.P * sizeof(Py_ssize_t))
-        edge = <floating_t *> alloc_scratch(nt * CK_MR_MAX * CK_NR_MAX * sizeof(floating_t))
-        # 64-byte aligned, rows of whole cache lines: the threads' column ranges (whole
-        # slivers) then meet at line boundaries
-        cmat_raw = <floating_t *> alloc_uninit(g.F * L.ldc * sizeof(floating_t) + 64)
-        cmat = <floating_t *> ((<size_t> cmat_raw + 63) // 64 * 64)
+        scratch = <floating_t *> alloc_uninit(nt * L.per_thread * sizeof(floating_t))
+        boff = <Py_ssize_t *> alloc_uninit(L.per_sub * g.P * sizeof(Py_ssize_t))
+        # 64-byte aligned, rows of whole cache lines: the column ranges of a chunk's tasks
+        # (whole slivers) then meet at line boundaries
+        partials_raw = <floating_t *> alloc_uninit(L.nchunks * L.part * sizeof(floating_t) + 64)
+        partials = <floating_t *> ((<size_t> partials_raw + 63) // 64 * 64)
         if bias_out != NULL:
             bsum = <double *> alloc_scratch(g.N * g.F * sizeof(double))
         with nogil:
-            # where position r = nl * P + p's window starts in the slab (positions in
-            # order: no division per position, this loop runs on one thread)
-            for nl in range(L.per_chunk):
+            # where position r = nl * P + p's window starts in a sub-chunk's slab
+            # (positions in order: no division per position)
+            for nl in range(L.per_sub):
                 od = 0
                 oh = 0
                 ow = 0
@@ -267,18 +302,17 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
                     ow += 1
                     if ow == g.OW:
                         next_row(g, &od, &oh, &ow)
-            for c0 in range(L.nchunks):
-                n0 = c0 * L.per_chunk
-                nc = min(L.per_chunk, g.N - n0)
-                cl_pack(gy, g, &L, n0, nc, apack, bsum, nt)
-                cl_fill_slab(x, g, &L, n0, nc, slab, nt)
-                cl_gemm(apack, slab, boff, nc * g.P, g, &L, cmat, c0 > 0, edge, nt)
-            # gw[f, c, tap] = cmat[f * ldc + tap * Cg + c]
+            cl_chunks(x, gy, g, &L, boff, partials, scratch, bsum, nt)
+            # partial[0] += partial[b] for b = 1, 2, ... in chunk order, then
+            # gw[f, c, tap] = partial[0][f * ldc + tap * Cg + c]
             for f in prange(g.F, num_threads=nt, schedule="static"):
+                for b in range(1, L.nchunks):
+                    for k in range(K):
+                        partials[f * L.ldc + k] += partials[b * L.part + f * L.ldc + k]
                 if g.KK == 1:
-                    memcpy(gw + f * K, cmat + f * L.ldc, K * sizeof(floating_t))
+                    memcpy(gw + f * K, partials + f * L.ldc, K * sizeof(floating_t))
                 else:
-                    transpose(cmat + f * L.ldc, g.Cg, g.KK, g.Cg, gw + f * K, g.KK)
+                    transpose(partials + f * L.ldc, g.Cg, g.KK, g.Cg, gw + f * K, g.KK)
             if bsum != NULL:
                 for f in range(g.F):
                     acc = 0
@@ -287,8 +321,6 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
                     bias_out[f] = <floating_t> acc
     finally:
         free(bsum)
-        free(cmat_raw)
-        free(edge)
+        free(partials_raw)
         free(boff)
-        free(slab)
-        free(apack)
+        free(scratch)
