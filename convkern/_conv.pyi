@@ -29,6 +29,12 @@ def flipped_slab_use(
     xs: tuple[int, ...], ws: tuple[int, ...], ys: tuple[int, ...], groups: int,
     stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...], nr: int, vl: int,
 ) -> float: ...
+def scratch_cache_bytes() -> int:
+    """Bytes of freed scratch blocks kept for the next calls (src/scratch_cache.h)."""
+
+def release_scratch_cache() -> None:
+    """Free the scratch blocks kept for the next calls (src/scratch_cache.h)."""
+
 def cpu_isa() -> str:
     """Return the widest instruction-set level of the running CPU: 'baseline', 'avx2' or 'avx512'."""
 

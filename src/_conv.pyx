@@ -71,7 +71,6 @@ by the same sequence of operations whatever thread runs it.
 """
 
 from cython.parallel cimport prange, threadid
-from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
@@ -148,6 +147,16 @@ cdef double geom_slab_use(const Geom *g, Py_ssize_t nr, Py_ssize_t vl) noexcept:
         return 0.0
     d = plan_direct(g, nr, vl, DIRECT_TILE)
     return d.planes * d.rows * min(d.seg, g.OW) / <double> d.ldc
+
+
+def scratch_cache_bytes():
+    """Bytes of freed scratch blocks kept for the next calls (src/scratch_cache.h)."""
+    return ck_cache_total
+
+
+def release_scratch_cache():
+    """Free the scratch blocks kept for the next calls (src/scratch_cache.h)."""
+    ck_scratch_release_cache()
 
 
 def cpu_isa():

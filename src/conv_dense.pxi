@@ -271,15 +271,15 @@ cdef void dense_call(const floating_t *apack, Py_ssize_t a_group, Py_ssize_t M,
         scratch = <floating_t *> alloc_uninit(
             nt * dense_gemm_per_thread(kdim, nr) * sizeof(floating_t))
     except MemoryError:
-        free(offsets)
+        release(offsets)
         raise
     row_offsets(offsets, kdim, ldb)
     row_offsets(offsets + kdim, KC, nr)
     with nogil:
         dense_gemm(apack, a_group, M, kdim, B, b_group, ldb, ncols, C, c_group, ldc, G,
                    scratch, offsets, &KERN, nt)
-    free(scratch)
-    free(offsets)
+    release(scratch)
+    release(offsets)
 
 
 cdef inline Py_ssize_t dense_forward_tile(const Geom *g, Py_ssize_t nr,
@@ -305,12 +305,12 @@ cdef void dense_forward_call(const floating_t *x, const floating_t *w, const Geo
         try:
             scratch = <floating_t *> alloc_scratch(nt * gr * sizeof(floating_t))
         except MemoryError:
-            free(ptrs)
+            release(ptrs)
             raise
         with nogil:
             dense_forward_rows(x, w, g, bias, bias_mode, act, y, ptrs, scratch, &KERN, nt)
-        free(scratch)
-        free(ptrs)
+        release(scratch)
+        release(ptrs)
         return
     offsets = <Py_ssize_t *> alloc_scratch(R * sizeof(Py_ssize_t))
     try:
@@ -319,15 +319,15 @@ cdef void dense_forward_call(const floating_t *x, const floating_t *w, const Geo
         scratch = <floating_t *> alloc_scratch(
             nt * dense_forward_per_thread(g, tw, mr, nr) * sizeof(floating_t))
     except MemoryError:
-        free(offsets)
-        free(ptrs)
+        release(offsets)
+        release(ptrs)
         raise
     row_offsets(offsets, R, tw)
     with nogil:
         dense_forward(x, w, g, bias, bias_mode, act, y, tw, scratch, ptrs, offsets, &KERN, nt)
-    free(scratch)
-    free(ptrs)
-    free(offsets)
+    release(scratch)
+    release(ptrs)
+    release(offsets)
 
 
 cdef void dense_backward_input(const floating_t *gy, const floating_t *w, const Geom *g,
@@ -342,7 +342,7 @@ cdef void dense_backward_input(const floating_t *gy, const floating_t *w, const 
         dense_call(apack, npad * g.Fg, g.N, g.Fg, w, g.Fg * R, R, R, gx, R, g.C * g.KK, g.G,
                    nt)
     finally:
-        free(apack)
+        release(apack)
 
 
 cdef void dense_backward_weight(const floating_t *x, const floating_t *gy, const Geom *g,
@@ -358,7 +358,7 @@ cdef void dense_backward_weight(const floating_t *x, const floating_t *gy, const
         dense_call(apack, fpad * g.N, g.Fg, g.N, x, R, g.C * g.KK, R, gw, g.Fg * R, R, g.G,
                    nt)
     finally:
-        free(apack)
+        release(apack)
     if bias_out != NULL:
         with nogil:
             for f in range(g.F):
@@ -478,12 +478,12 @@ cdef void weight_grad_im2row(const floating_t *x, const floating_t *gy, const Ge
                                 edge + threadid() * CK_MR_MAX * CK_NR_MAX, NP * nr, 0, NULL,
                                 False)
     finally:
-        free(boff)
-        free(ptrs)
-        free(edge)
-        free(col)
-        free(arows)
-        free(bpack)
+        release(boff)
+        release(ptrs)
+        release(edge)
+        release(col)
+        release(arows)
+        release(bpack)
 
 
 # The input gradient of a call with few output positions in all (the same rule):
@@ -514,8 +514,8 @@ cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const G
         colst = <floating_t *> alloc_lines(g.G * NP * K * sizeof(floating_t))
         col = <floating_t *> alloc_uninit(nt * cch * g.KK * g.P * sizeof(floating_t))
     except MemoryError:
-        free(apack)
-        free(colst)
+        release(apack)
+        release(colst)
         raise
     try:
         with nogil:
@@ -557,6 +557,6 @@ cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const G
                           (c1 - c0) * g.KK, cols, g.P)
                 col2im_add(cols, g.P, g, c0 * g.KK, (c1 - c0) * g.KK, 0, g.P, gxc)
     finally:
-        free(col)
-        free(colst)
-        free(apack)
+        release(col)
+        release(colst)
+        release(apack)

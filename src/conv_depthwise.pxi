@@ -445,13 +445,13 @@ cdef void depthwise_forward_call(const floating_t *x, const Geom *g, const float
     try:
         scratch = <char *> alloc_scratch(nt * P.bytes)  # zero: the padding
     except MemoryError:
-        free(roff)
+        release(roff)
         raise
     with nogil:
         window_offsets(g, &P, roff, roff + g.KD * g.KH)
         depthwise_forward(x, g, w, bias, bias_mode, act, y, roff, scratch, nt)
-    free(scratch)
-    free(roff)
+    release(scratch)
+    release(roff)
 
 
 cdef void depthwise_input_grad_call(const floating_t *gy, const floating_t *w, const Geom *g,
@@ -478,9 +478,9 @@ cdef void depthwise_input_grad_call(const floating_t *gy, const floating_t *w, c
                     wflip[f * g.KK + k] = w[f * g.KK + g.KK - 1 - k]
             depthwise_input_grad(gy, wflip, g, gx, roff, scratch, nt)
     finally:
-        free(scratch)
-        free(wflip)
-        free(roff)
+        release(scratch)
+        release(wflip)
+        release(roff)
 
 
 cdef void depthwise_weight_grad_call(const floating_t *x, const floating_t *gy, const Geom *g,
@@ -515,7 +515,7 @@ cdef void depthwise_weight_grad_call(const floating_t *x, const floating_t *gy, 
                         acc = acc + bpart[b * g.F + f]
                     bias_out[f] = <floating_t> acc
     finally:
-        free(bpart)
-        free(scratch)
-        free(roff)
-        free(partials)
+        release(bpart)
+        release(scratch)
+        release(roff)
+        release(partials)

@@ -370,18 +370,18 @@ cdef void correlate_im2col_rows_call(const floating_t *x, const Geom *g, const f
         # every value the GEMM reads is unrolled first
         cols = <floating_t *> alloc_uninit(per_round * K * tw * sizeof(floating_t))
     except MemoryError:
-        free(offsets)
-        free(ptrs)
-        free(scratch)
+        release(offsets)
+        release(ptrs)
+        release(scratch)
         raise
     row_offsets(offsets, K, block_nr(&KERN, x))
     with nogil:
         correlate_im2col_rows(x, g, w, bias, bias_mode, act, y, tw, per_round, cols, scratch,
                               per_thread, offsets, ptrs, &KERN, nt)
-    free(cols)
-    free(scratch)
-    free(ptrs)
-    free(offsets)
+    release(cols)
+    release(scratch)
+    release(ptrs)
+    release(offsets)
 
 
 cdef inline Py_ssize_t images_tile_width(const Geom *g, Py_ssize_t nr, int nt) noexcept nogil:
@@ -483,7 +483,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
             scratch = <floating_t *> alloc_scratch(
                 nt * pointwise_per_thread(K, nr) * sizeof(floating_t))
         except MemoryError:
-            free(offsets)
+            release(offsets)
             raise
         row_offsets(offsets, K, g.P)
         row_offsets(offsets + K, K, nr)
@@ -496,7 +496,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
         try:
             scratch = <floating_t *> alloc_scratch(nt * d.per_thread * sizeof(floating_t))
         except MemoryError:
-            free(offsets)
+            release(offsets)
             raise
         with nogil:
             correlate_direct(x, g, wpack, bias, bias_mode, act, y, out, &d, scratch, offsets,
@@ -507,7 +507,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
         try:
             scratch = <floating_t *> alloc_scratch(nt * correlate_scratch(g, kern, operand, x))
         except MemoryError:
-            free(offsets)
+            release(offsets)
             raise
         row_offsets(offsets, KC, tw)
         with nogil:
@@ -519,14 +519,14 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
         try:
             scratch = <floating_t *> alloc_scratch(nt * im2col_per_thread(tw) * sizeof(floating_t))
         except MemoryError:
-            free(offsets)
+            release(offsets)
             raise
         row_offsets(offsets, KC, tw)
         with nogil:
             correlate_im2col(x, g, wpack, bias, bias_mode, act, y, tw, scratch, offsets, kern,
                              nt)
-    free(scratch)
-    free(offsets)
+    release(scratch)
+    release(offsets)
 
 
 cdef void correlate_slab_rows_call(const floating_t *x, const Geom *g, const floating_t *w,
@@ -546,15 +546,15 @@ cdef void correlate_slab_rows_call(const floating_t *x, const Geom *g, const flo
         ptrs = <const floating_t **> alloc_scratch(
             nt * (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
     except MemoryError:
-        free(offsets)
-        free(scratch)
+        release(offsets)
+        release(scratch)
         raise
     with nogil:
         correlate_direct(x, g, NULL, bias, bias_mode, act, y, &layout, &d, scratch, offsets,
                          &KERN, nt, w, ptrs)
-    free(ptrs)
-    free(scratch)
-    free(offsets)
+    release(ptrs)
+    release(scratch)
+    release(offsets)
 
 
 def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
@@ -609,4 +609,4 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
                   bias_mode, activation, &out[0, 0, 0, 0, 0], &layout, operand, kern,
                   max(1, num_threads))
     finally:
-        free(wpack)
+        release(wpack)

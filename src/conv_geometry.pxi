@@ -20,37 +20,43 @@ cdef Geom make_geom(const Py_ssize_t *xs, const Py_ssize_t *ws, const Py_ssize_t
     return g
 
 
+cdef extern from "scratch_cache.h":
+    void *ck_scratch_alloc(size_t n, int zero) noexcept nogil
+    void ck_scratch_free(void *p) noexcept nogil
+    void ck_scratch_release_cache() noexcept nogil
+    size_t ck_cache_total
+
+
 cdef void *alloc_scratch(Py_ssize_t nbytes) except NULL:
-    cdef void *p = calloc(<size_t> max(nbytes, 1), 1)
+    """Zeroed scratch on a 64-byte line, released with release (scratch_cache.h: the
+    last large blocks are kept for the next call)."""
+    cdef void *p = ck_scratch_alloc(<size_t> max(nbytes, 1), 1)
     if p == NULL:
         raise MemoryError(f"convkern: cannot allocate {nbytes} bytes of scratch")
     return p
 
 
 cdef void *alloc_uninit(Py_ssize_t nbytes) except NULL:
-    """Scratch that the caller writes in full before reading it: malloc, no zeroing (a
-    large calloc zero-fills reused heap memory, a whole extra pass over it)."""
-    cdef void *p = malloc(<size_t> max(nbytes, 1))
+    """Scratch that the caller writes in full before reading it: alloc_scratch without
+    the zeroing (a whole extra pass over it)."""
+    cdef void *p = ck_scratch_alloc(<size_t> max(nbytes, 1), 0)
     if p == NULL:
         raise MemoryError(f"convkern: cannot allocate {nbytes} bytes of scratch")
     return p
 
 
-cdef extern from "stdlib.h" nogil:
-    int posix_memalign(void **memptr, size_t alignment, size_t size)
+cdef inline void release(void *p) noexcept nogil:
+    """Release scratch from alloc_scratch, alloc_uninit or alloc_lines (NULL is a no-op)."""
+    ck_scratch_free(p)
 
 
 cdef void *alloc_lines(Py_ssize_t nbytes) except NULL:
-    """alloc_uninit starting on a 64-byte cache line (freed with free), for a product
-    whose rows two threads split by columns: with malloc's 16-byte alignment their
-    tiles share a line at every cut and write it in turn (MobileNetV2's 160 -> 960 1x1
-    input gradient at batch 1: 0.265 ms on 2 threads, slower than on 1; aligned 0.17).
-    Not for all scratch: the slab forward of a 3-channel stem ran 20-40% slower with its
-    slab and tiles moved onto the line grid."""
-    cdef void *p = NULL
-    if posix_memalign(&p, 64, <size_t> max(nbytes, 1)) != 0:
-        raise MemoryError(f"convkern: cannot allocate {nbytes} bytes of scratch")
-    return p
+    """alloc_uninit, named for a product whose rows two threads split by columns: on a
+    64-byte line (every scratch block is), since with malloc's 16-byte alignment their
+    tiles would share a line at every cut and write it in turn (MobileNetV2's 160 -> 960
+    1x1 input gradient at batch 1: 0.265 ms on 2 threads, slower than on 1; aligned
+    0.17)."""
+    return alloc_uninit(nbytes)
 
 
 cdef inline bint has_nonfinite(const floating_t *v, Py_ssize_t n) noexcept nogil:

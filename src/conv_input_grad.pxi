@@ -37,7 +37,7 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
         layout = contiguous(&t)
         correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, operand, &KERN, nt)
     finally:
-        free(wpack)
+        release(wpack)
 
 
 cdef struct Col2imLayout:
@@ -86,8 +86,8 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
         scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
         offsets = <Py_ssize_t *> alloc_scratch(g.Fg * sizeof(Py_ssize_t))
     except MemoryError:
-        free(wpack)
-        free(scratch)
+        release(wpack)
+        release(scratch)
         raise
     row_offsets(offsets, g.Fg, tw)
     with nogil:
@@ -117,9 +117,9 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
                     gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt, offsets,
                                0, NULL, pn, cols, tw, cols + rb * tw, False)
                     col2im_add(cols, tw, g, r0, nb, p0, pn, gxc)
-    free(scratch)
-    free(offsets)
-    free(wpack)
+    release(scratch)
+    release(offsets)
+    release(wpack)
 
 
 cdef struct AxisPhase:
@@ -260,9 +260,9 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
                 correlate(gy + n0 * g.F * g.P, &t, wpack + woff[e], NULL, 0, ACT_NONE,
                           gx + n0 * g.C * plane, &out, OPERAND_SLAB, &KERN, nt)
     finally:
-        free(wpack)
-        free(taps)
-        free(woff)
+        release(wpack)
+        release(taps)
+        release(woff)
 
 
 def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,

@@ -539,7 +539,7 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     try:
         partials = <floating_t *> alloc_scratch(L.nchunks * part * sizeof(floating_t))
     except MemoryError:
-        free(bsum)
+        release(bsum)
         raise
     try:
         scratch = <floating_t *> alloc_scratch(nt * L.per_thread * sizeof(floating_t))
@@ -547,10 +547,10 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
             (nt * L.thread_offsets + L.shared_offsets) * sizeof(Py_ssize_t))
         ptrs = <const floating_t **> alloc_scratch(nt * L.thread_ptrs * sizeof(floating_t *))
     except MemoryError:
-        free(partials)
-        free(scratch)
-        free(offsets)
-        free(bsum)
+        release(partials)
+        release(scratch)
+        release(offsets)
+        release(bsum)
         raise
     with nogil:
         if path == BWW_SLAB_GEMM:
@@ -590,8 +590,8 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
                 for b in range(L.nchunks):
                     acc += bsum[b * g.F + f]
                 bias_out[f] = <floating_t> acc
-    free(bsum)
-    free(ptrs)
-    free(offsets)
-    free(scratch)
-    free(partials)
+    release(bsum)
+    release(ptrs)
+    release(offsets)
+    release(scratch)
+    release(partials)

@@ -320,7 +320,7 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
                         acc += bsum[n * g.F + f]
                     bias_out[f] = <floating_t> acc
     finally:
-        free(bsum)
-        free(partials_raw)
-        free(boff)
-        free(scratch)
+        release(bsum)
+        release(partials_raw)
+        release(boff)
+        release(scratch)

@@ -148,3 +148,25 @@ if __name__ == "__main__":
     print(f"worst growth {worst:.2f} MiB (limit {LIMIT_MIB} MiB):",
           "ok" if worst < LIMIT_MIB else "LEAK")
     sys.exit(0 if worst < LIMIT_MIB else 1)
+
+
+def test_the_scratch_cache_reuses_large_blocks_and_gives_them_back():
+    """A call's large scratch blocks are kept for the next call (src/scratch_cache.h):
+    after a call some are cached, within the cache's 256 MiB bound; the same call again
+    reuses them (the cache does not grow); releasing the cache frees them all."""
+    from convkern import _conv
+    _conv.release_scratch_cache()
+    assert _conv.scratch_cache_bytes() == 0
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 256, 16, 16)).astype(np.float32)
+    plan = ck.conv_plan(x.shape, (256, 256, 3, 3), padding=1)
+    gy = rng.standard_normal(plan.y_shape).astype(np.float32)
+    for _ in range(2):   # (a block freed within the first call may serve a smaller one)
+        plan.backward_weight_bias(x, gy)
+    cached = _conv.scratch_cache_bytes()
+    assert 256 << 10 <= cached <= 256 << 20
+    for _ in range(3):
+        plan.backward_weight_bias(x, gy)
+    assert _conv.scratch_cache_bytes() == cached
+    _conv.release_scratch_cache()
+    assert _conv.scratch_cache_bytes() == 0
