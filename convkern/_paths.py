@@ -39,7 +39,6 @@ geometry's facts (``convkern._conv.geometry_facts``) and the micro-kernels' bloc
 shapes (``convkern._conv.kernel_info``), which depend on the CPU's vector width.
 """
 
-import pathlib
 from collections import namedtuple
 
 from . import _conv
@@ -170,53 +169,30 @@ def _few_positions(f):
     return f.images * f.positions <= 2 * _conv.REDUCTION_BLOCK
 
 
-def _l2_bytes():
-    """The L2 cache of one core, as the OS describes cpu0's caches (Linux sysfs); 512 KiB,
-    the smallest of current x86 server cores, where it does not say."""
-    root = pathlib.Path("/sys/devices/system/cpu/cpu0/cache")
-    try:
-        for index in sorted(root.glob("index*")):
-            if ((index / "level").read_text().strip() == "2"
-                    and (index / "type").read_text().strip() in ("Unified", "Data")):
-                size = (index / "size").read_text().strip().upper()
-                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
-                return int(size.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        pass
-    return 512 << 10
-
-
-L2_BYTES = _l2_bytes()
-
-
 # The channels-last weight gradient (src/conv_weight_grad_channels_last.pxi) is one GEMM
 # with grad_y's filters as rows and runs of the channels-last input as columns, reduced
-# over every output position of a chunk of images.  Its blocks fill when there are filters
-# for several row blocks (each B sliver it reads from the slab serves every block of
-# filters) and at least two column slivers per run.  It pays against the per-image slab
-# paths when the batch is one image (the slab paths then split the reduction rows among
-# the threads, each copying the slab) or when their Cg * prod(K) x Fg partial gradient,
-# which every image sweeps, does not fit in half the core's L2 cache.  With a batch and a
-# partial that stays in cache, the slab paths' per-image slab and partial stay close
-# and they win, small images (more halo) included: VGG's 16x16 layers of 32-64 channels
-# at batch 32 ran 0.76-0.92x PyTorch on the channels-last GEMM and 0.9-1.0x on the slab.
-# But a window over three axes gives each slab tile a halo of whole planes (a 16^3
-# volume's tile of two 16x16 planes copies four 18x18 ones): 3-D U-Net's 3x3x3 layers at
-# batch 2 ran 1.4-1.6x on the channels-last GEMM, 0.9-1.2x on the slab.  Small images
-# (a few slivers of positions, _small_images) likewise, whatever the partial: a VGG-style
-# net's 8x8 layers of 64-128 channels at batch 32 (a 295-590 KiB partial) ran 1.4x
-# faster on the channels-last GEMM than on the image-spanning tiles (AVX-512 Xeon, 2
-# threads; on AVX2 an 8x8 image is not small and its partial is past half of Zen 2's
-# L2).  Not a 1x1 window's, whose unrolling is a plain strided copy (ResNet's strided
-# downsample at 8x8 ran 1.1-1.4x slower on it); nor with few positions in all, im2row's.
+# over the output positions of a chunk of images, each chunk on one thread with its own
+# partial gradient.  Its blocks fill when there are filters for several row blocks (each
+# B sliver it reads from the slab serves every block of filters) and at least two column
+# slivers per run; then it beats the per-image slab paths, whose every image sweeps the
+# whole Cg * prod(K) x Fg partial, and the im2col tiles, which copy each input value
+# prod(K) times.  Measured on an AVX-512 Xeon (2 threads) once its chunks ran on one
+# thread each (pack, slab and GEMM in one core's cache): every zoo layer the slab GEMM
+# had (VGG's, ResNet's and U-Net's 3x3 layers at batch 4-16, WaveNet's dilated ones at
+# batch 4) ran 1.0-1.5x faster on it, and 1x1 expansions at batch 4 1.4x faster than on
+# im2col.  Before, a chunk's pack and GEMM were split among the threads, which then read
+# each other's operands from L3, and the slab kept the batches whose partial fits in
+# half the L2 (on Zen 2, VGG's 16x16 layers at batch 32 ran 0.76-0.92x PyTorch on it
+# then, 0.9-1.0x on the slab).  Not a strided or padded 1x1 window's, whose im2col is a
+# plain strided copy (ResNet's downsamples: within 10% either way); nor, for a batch with
+# few positions in all under a 1-D or 2-D window, im2row's (VGG's 4x4, ResNet's 7x7 and
+# 4x4, U-Net's 8x8 layers at batch 4-16: within 5% either way, U-Net's k2 s2 adjoint
+# 1.2x faster on im2row), where a 3-D window's stays (3-D U-Net's 4x4x4 bottleneck at
+# batch 2: 1.5x faster on the channels-last GEMM).
 def _channels_last_fills(f):
     return (f.channels_last and f.filters >= 4 * f.mr and f.channel_run >= 2 * f.nr
-            and (f.images == 1 or f.depth_taps > 1 or _small_windowed_images(f)
-                 or f.reduction * f.filters * f.itemsize > L2_BYTES // 2))
-
-
-def _small_windowed_images(f):
-    return _small_images(f) and f.taps > 1 and not _few_positions(f)
+            and (f.taps > 1 or f.pointwise)
+            and (f.images == 1 or f.depth_taps > 1 or not _few_positions(f)))
 
 
 def _round_up(n, m):

@@ -193,18 +193,15 @@ def test_the_default_choice_is_the_first_valid_and_preferred_row():
 @pytest.mark.parametrize("spatial, filters", [((2, 2), 36), ((4, 4), 36), ((3,), 36),
                                               ((2, 2), 600)])
 def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dtype,
-                                                            all_threads, monkeypatch):
+                                                            all_threads):
     """Channel-rich small images in a batch plan the image-spanning im2col tiles in all
     three passes (a batch of one does not), the forward reading the weight's rows in
     place and the input gradient taking col2im when the batch has few positions in all
     (one tile of them); the image-spanning paths are forced for the checks; both forwards
     match PyTorch's float64 result within the dtype's tolerance, with the same bits at 1,
     2 and 4 threads.  A batch of 11 puts 2 images in each weight-gradient chunk, and 600
-    filters split its reduction rows into several cache blocks.  (The L2 cache is taken
-    to be large, so that the channels-last weight gradient is not planned for the 600
-    filters' partial.)"""
+    filters split its reduction rows into several cache blocks."""
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 30)
     k = len(spatial)
     x_shape, w_shape = (11, 48) + spatial, (filters, 48) + (3,) * k
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
@@ -215,10 +212,12 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     rows = "col2im_rows" if filters >= 4 * _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1] \
         else "col2im"
     assert plan.paths["backward_input"] == (rows if few else "flipped_im2col_images")
-    # few positions in all take the im2row weight gradient;
-    # the image-spanning paths are forced below so that their batch chunks and row
-    # blocks are checked
-    assert plan.paths["backward_weight"] == ("im2row_gemm" if few else "im2col_gemm_images")
+    # few positions in all take the im2row weight gradient, others the channels-last
+    # GEMM where its blocks fill; the image-spanning paths are forced below so that their
+    # batch chunks and row blocks are checked
+    wide = "channels_last_gemm" if _paths._channels_last_fills(plan._facts) \
+        else "im2col_gemm_images"
+    assert plan.paths["backward_weight"] == ("im2row_gemm" if few else wide)
     plan = plan.force(backward_input="flipped_im2col_images",
                       backward_weight="im2col_gemm_images")
     single = ck.conv_plan((1,) + x_shape[1:], w_shape, dtype=dtype, padding=1)
@@ -458,7 +457,8 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     for 1x1 layers, 1-D layers and 3-channel stems alike; a few positions per image keep
     the GEMMs.  With 64-byte vectors a channel-rich layer that is not pointwise and has
     a long reduction (64 channels x 2 taps) takes a GEMM path instead, and a 64-row 1x1
-    layer over few positions per image (no dots) the GEMM, not the dots."""
+    expansion over few positions per image (no dots) the channels-last GEMM (its
+    filters fill the rows), not the dots."""
     wide = _conv.kernel_info()["float32"]["vector"][0] * 4 > 32
     for x_shape, w_shape, dots in [((1, 144, 56, 56), (24, 144, 1, 1), True),
                                    ((1, 64, 4096), (128, 64, 2), not wide),
@@ -469,7 +469,7 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     few = ck.conv_plan((1, 128, 16, 16), (256, 128, 1, 1), stride=2)
     assert few.paths["backward_weight"] != "im2col_dot"
     expand = ck.conv_plan((4, 64, 14, 14), (384, 64, 1, 1))
-    assert expand.paths["backward_weight"] == "im2col_gemm"
+    assert expand.paths["backward_weight"] == "channels_last_gemm"
 
 
 def check_weight_gradient(forced, x, gy, w_shape, kw, dtype):
@@ -511,17 +511,30 @@ def test_dot_weight_gradient_splits_one_image_into_tiles(case, dtype, all_thread
     check_weight_gradient(forced, x, gy, w_shape, kw, dtype)
 
 
-def test_channels_last_weight_gradient_follows_the_partial_gradient_and_the_l2_cache(
-        monkeypatch):
-    """A batch of large images keeps the per-image slab path while its Cg * prod(K) x Fg
-    partial gradient fits in half the L2 cache, and takes the channels-last GEMM when it
-    does not; the cache size is read from the OS (a positive number of bytes)."""
-    assert isinstance(_paths.L2_BYTES, int) and _paths.L2_BYTES > 0
-    shape = ((4, 64, 32, 32), (64, 64, 3, 3))      # partial 576 x 64 x 4 = 144 KiB
-    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 20)
-    assert ck.conv_plan(*shape, padding=1).paths["backward_weight"] == "slab_gemm"
-    monkeypatch.setattr(_paths, "L2_BYTES", 256 << 10)
-    assert ck.conv_plan(*shape, padding=1).paths["backward_weight"] == "channels_last_gemm"
+def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
+    """Images (2-D and 3-D windows, small partial or large) whose filters fill 4 row
+    blocks and whose runs fill 2 column slivers take the channels-last GEMM, batch or
+    not; a strided 1x1 window (its im2col a plain strided copy), a batch of 2-D images
+    with few positions in all (im2row's; a batch of volumes takes it) and fewer filters
+    than 4 row blocks (unless they waste the other paths' columns) do not."""
+    mr, nr = _conv.kernel_info()["float32"]["gemm"]
+    f = -(-4 * mr // nr) * nr          # rows for 4 blocks, whole slivers of columns
+    c = 4 * nr                          # slivers of channels, a long reduction (no dots)
+    for x_shape, w_shape in [((4, c, 32, 32), (f, c, 3, 3)),
+                             ((1, c, 32, 32), (f, c, 3, 3)),
+                             ((16, c, 16, 16), (8 * f, c, 3, 3)),
+                             ((2, c, 8, 8, 8), (f, c, 3, 3, 3))]:
+        plan = ck.conv_plan(x_shape, w_shape, padding=1)
+        assert plan.paths["backward_weight"] == "channels_last_gemm", (x_shape, w_shape)
+    strided = ck.conv_plan((16, c, 32, 32), (f, c, 1, 1), stride=2)
+    assert strided.paths["backward_weight"] != "channels_last_gemm"
+    few = ck.conv_plan((4, c, 32, 32), (4 * mr - 1, c, 3, 3), padding=1)
+    assert ((few.paths["backward_weight"] == "channels_last_gemm")
+            == _paths._filter_columns_wasted(few._facts))
+    batch = ck.conv_plan((16, c, 4, 4), (f, c, 3, 3), padding=1)   # 256 positions in all
+    assert batch.paths["backward_weight"] == "im2row_gemm"
+    volumes = ck.conv_plan((4, c, 4, 4, 4), (f, c, 3, 3, 3), padding=1)
+    assert volumes.paths["backward_weight"] == "channels_last_gemm"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -632,17 +645,6 @@ def test_disjoint_windows_take_im2col_and_pointwise_heads_stay_in_place():
     assert head.paths["forward"] == "pointwise"
 
 
-def test_three_dimensional_windows_take_the_channels_last_weight_gradient(monkeypatch):
-    """A 3x3x3 window gives every slab tile whole planes of halo: a batch of volumes takes
-    the channels-last GEMM even when the slab path's partial fits in the L2 cache, where
-    a batch of 2-D images of the same channels keeps the slab."""
-    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 30)
-    volume = ck.conv_plan((2, 32, 8, 8, 8), (64, 32, 3, 3, 3), padding=1)
-    images = ck.conv_plan((2, 32, 32, 32), (64, 32, 3, 3), padding=1)
-    assert volume.paths["backward_weight"] == "channels_last_gemm"
-    assert images.paths["backward_weight"] == "slab_gemm"
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_1x1_window_padded_after_the_input_is_not_pointwise(dtype):
     """A 1x1 window with padding after the input only (the output one position longer
@@ -716,7 +718,7 @@ def test_one_block_of_channels_over_a_long_reduction_takes_the_flipped_slab():
     assert stem.paths["backward_input"] == "col2im"
 
 
-def test_weight_gradient_rules_follow_the_block_shape(monkeypatch):
+def test_weight_gradient_rules_follow_the_block_shape():
     """Rules that read the micro-kernel's block, so that a wider ISA plans by its own
     shape: filters that use less than three quarters of their slivers of columns (16
     filters on AVX-512's 32, or on the baseline's 12) take the channels-last GEMM, whose
@@ -724,8 +726,7 @@ def test_weight_gradient_rules_follow_the_block_shape(monkeypatch):
     windows that do not overlap (k2 s2) never take the slab weight gradients; a flipped
     slab that would be mostly halo (an 8x8x8 volume's 3x3x3 correlation on AVX-512's 32
     columns) gives way to unrolled tiles; and small images' weight gradients take the
-    channels-last GEMM whatever the size of the slab paths' partial (the L2 cache is
-    taken to be large)."""
+    channels-last GEMM, but not a strided 1x1 window's."""
     info = _conv.kernel_info()["float32"]
     mr, nr = info["gemm"]
     vl = info["vector"][0]
@@ -749,7 +750,6 @@ def test_weight_gradient_rules_follow_the_block_shape(monkeypatch):
     # small images whose blocks fill take the channels-last GEMM whatever the partial's
     # size; a 1x1 window's do not
     side = 4 if 16 < 4 * nr else 2   # a small image here: fewer than 4 slivers of positions
-    monkeypatch.setattr(_paths, "L2_BYTES", 1 << 30)
     filters = -(-4 * mr // nr) * nr   # rows for 4 blocks, whole slivers of columns
     small = ck.conv_plan((32, 4 * nr, side, side), (filters, 4 * nr, 3, 3), padding=1)
     assert small.paths["backward_weight"] == "channels_last_gemm"
