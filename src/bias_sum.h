@@ -7,7 +7,9 @@
  * for few positions per filter, a 4x4 output, cost more than the sums).  A row's last
  * partial block adds zeros to its unused lanes: a lane never holds -0 (it starts at +0,
  * and x + y is -0 only when both are), so adding +0 leaves it as it is.
- * One definition per element type (CK_BIAS_SUM).
+ * One definition per element type (CK_BIAS_SUM): NAME rounds the sum to the element
+ * type, NAME_double returns it in double (for the weight gradients' fused sums, which
+ * add one such sum per tile of positions).
  */
 #ifndef CONVKERN_BIAS_SUM_H
 #define CONVKERN_BIAS_SUM_H
@@ -21,7 +23,7 @@
  * image: the vector path's zero-padded block per image would cost more than the sum). */
 #define CK_CAT_SMALL(NAME) NAME##_lanes
 #define CK_BIAS_SUM_LANES(NAME, T)                                                     \
-    static T NAME##_lanes(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)      \
+    static double NAME##_lanes(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P) \
     {                                                                                  \
         double acc[16] = {0};                                                          \
         Py_ssize_t n, p;                                                               \
@@ -32,7 +34,7 @@
         for (w = 8; w > 0; w /= 2)                                                     \
             for (j = 0; j < w; j++)                                                    \
                 acc[j] += acc[j + w];                                                  \
-        return (T) acc[0];                                                             \
+        return acc[0];                                                                 \
     }
 CK_BIAS_SUM_LANES(ck_bias_sum_f, float)
 CK_BIAS_SUM_LANES(ck_bias_sum_d, double)
@@ -51,7 +53,8 @@ typedef double ck_d2 __attribute__((vector_size(16)));
     } while (0)
 
 #define CK_BIAS_SUM(NAME, T)                                                           \
-    static inline T NAME(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)       \
+    static inline double NAME##_double(const T *gy, Py_ssize_t N, Py_ssize_t ld,       \
+                                       Py_ssize_t P)                                   \
     {                                                                                  \
         ck_d2 acc[8];                                                                  \
         T tail[16];                                                                    \
@@ -76,13 +79,21 @@ typedef double ck_d2 __attribute__((vector_size(16)));
         for (v = 0; v < 2; v++)                                                        \
             acc[v] += acc[v + 2];                                                      \
         acc[0] += acc[1];                                                              \
-        return (T)(acc[0][0] + acc[0][1]);                                             \
+        return acc[0][0] + acc[0][1];                                                  \
+    }                                                                                  \
+    static inline T NAME(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)       \
+    {                                                                                  \
+        return (T) NAME##_double(gy, N, ld, P);                                        \
     }
 #else
 #define CK_BIAS_SUM(NAME, T)                                                           \
-    static T NAME(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)              \
+    static double NAME##_double(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)\
     {                                                                                  \
         return CK_CAT_SMALL(NAME)(gy, N, ld, P);                                       \
+    }                                                                                  \
+    static T NAME(const T *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P)              \
+    {                                                                                  \
+        return (T) NAME##_double(gy, N, ld, P);                                        \
     }
 #endif
 

@@ -10,6 +10,18 @@ cdef extern from "bias_sum.h":
     float ck_bias_sum_f(const float *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P) noexcept nogil
     double ck_bias_sum_d(const double *gy, Py_ssize_t N, Py_ssize_t ld,
                          Py_ssize_t P) noexcept nogil
+    double ck_bias_sum_f_double(const float *gy, Py_ssize_t N, Py_ssize_t ld,
+                                Py_ssize_t P) noexcept nogil
+    double ck_bias_sum_d_double(const double *gy, Py_ssize_t N, Py_ssize_t ld,
+                                Py_ssize_t P) noexcept nogil
+
+
+cdef inline double row_sum(const floating_t *row, Py_ssize_t P) noexcept nogil:
+    """sum over p < P of row[p], in double, in bias_sum's fixed order (not rounded)."""
+    if floating_t is float:
+        return ck_bias_sum_f_double(row, 1, P, P)
+    else:
+        return ck_bias_sum_d_double(row, 1, P, P)
 
 
 cdef inline void bias_sum(const floating_t *gy, Py_ssize_t N, Py_ssize_t ld, Py_ssize_t P,

@@ -127,15 +127,13 @@ cdef inline Py_ssize_t slab_for_runs(const floating_t *xg, const Geom *g, const 
 
 cdef inline void add_rows(double *acc, const floating_t *src, Py_ssize_t ld, Py_ssize_t rows,
                           Py_ssize_t cols) noexcept nogil:
-    """acc[i] += src[i * ld + j] for j = 0, 1, ... cols - 1 in order, for i < rows: the
-    bias gradient's sums, taken while the weight gradient reads grad_y anyway."""
-    cdef Py_ssize_t i, j
-    cdef double s
+    """acc[i] += the sum of src[i * ld + j] over j < cols (row_sum: 16 lanes in double, a
+    fixed order), for i < rows: the bias gradient's sums, taken while the weight gradient
+    reads grad_y anyway.  (One chain of in-order additions per row took a 3-channel
+    stem's weight gradient from 0.94 ms to 1.48, the latency of a double add per value.)"""
+    cdef Py_ssize_t i
     for i in range(rows):
-        s = 0
-        for j in range(cols):
-            s += src[i * ld + j]
-        acc[i] += s
+        acc[i] += row_sum(src + i * ld, cols)
 
 
 cdef inline void stage_grad_y(const floating_t *gyg, const Geom *g, const Tile *tile,
@@ -500,7 +498,8 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     path: an index in PATHS["backward_weight"] that is valid for the geometry (the slab
     paths need geometry_facts(...)["direct"]).  bias_out: empty, or (F,) to fill with
     the gradient of a tied bias in the same pass over grad_y (sums in double over the
-    batch chunks in order, within a chunk over images, tiles and positions in order).
+    batch chunks in order, within a chunk over images and tiles in order, within a tile
+    as bias_sum.h sums).
     """
     cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups, stride, pad, dilation)
     if path == BWW_DEPTHWISE:

@@ -144,7 +144,7 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
     """Pack grad_y of images n0 .. n0 + nc, groups g0 .. g1 - 1: per group,
     A[f, nl * P + p] = gy[n0 + nl, group * Fg + f, p] in mr-row blocks (rows past Fg
     zero), R = nc * P columns; with bsum, for the groups from bias_from on,
-    bsum[n * F + f] = sum over p of gy[n, f, p] in order (double)."""
+    bsum[n * F + f] = sum over p of gy[n, f, p] (double, add_rows)."""
     cdef Py_ssize_t mr = block_mr(&KERN, gy), R = nc * g.P, nb = L.fpad // mr
     cdef Py_ssize_t grp, nl, b, i, p, rows
     cdef floating_t *dst
