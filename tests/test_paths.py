@@ -511,6 +511,17 @@ def test_dot_weight_gradient_splits_one_image_into_tiles(case, dtype, all_thread
     check_weight_gradient(forced, x, gy, w_shape, kw, dtype)
 
 
+def test_small_images_of_whole_slivers_keep_per_image_tiles():
+    """A batch of small images takes the image-spanning im2col forward when an image's
+    positions end in a ragged sliver, and the per-image tiles when they fill whole
+    slivers (no ragged sliver to avoid)."""
+    nr = _conv.kernel_info()["float32"]["gemm"][1]
+    whole = ck.conv_plan((32, 64, nr + 2), (64, 64, 3))
+    ragged = ck.conv_plan((32, 64, nr + 1), (64, 64, 3))
+    assert whole.paths["forward"] == "im2col"
+    assert ragged.paths["forward"] == "im2col_images"
+
+
 def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
     """Images (2-D and 3-D windows, small partial or large) whose filters fill 4 row
     blocks and whose runs fill 2 column slivers take the channels-last GEMM, batch or
