@@ -173,24 +173,27 @@ def _few_positions(f):
 # with grad_y's filters as rows and runs of the channels-last input as columns, reduced
 # over the output positions of a chunk of images, each chunk on one thread with its own
 # partial gradient.  Its blocks fill when there are filters for several row blocks (each
-# B sliver it reads from the slab serves every block of filters) and at least two column
-# slivers per run; then it beats the per-image slab paths, whose every image sweeps the
-# whole Cg * prod(K) x Fg partial, and the im2col tiles, which copy each input value
-# prod(K) times.  Measured on an AVX-512 Xeon (2 threads) once its chunks ran on one
-# thread each (pack, slab and GEMM in one core's cache): every zoo layer the slab GEMM
-# had (VGG's, ResNet's and U-Net's 3x3 layers at batch 4-16, WaveNet's dilated ones at
-# batch 4) ran 1.0-1.5x faster on it, and 1x1 expansions at batch 4 1.4x faster than on
-# im2col.  Before, a chunk's pack and GEMM were split among the threads, which then read
-# each other's operands from L3, and the slab kept the batches whose partial fits in
-# half the L2 (on Zen 2, VGG's 16x16 layers at batch 32 ran 0.76-0.92x PyTorch on it
-# then, 0.9-1.0x on the slab).  Not a strided or padded 1x1 window's, whose im2col is a
-# plain strided copy (ResNet's downsamples: within 10% either way); nor, for a batch with
-# few positions in all under a 1-D or 2-D window, im2row's (VGG's 4x4, ResNet's 7x7 and
-# 4x4, U-Net's 8x8 layers at batch 4-16: within 5% either way, U-Net's k2 s2 adjoint
-# 1.2x faster on im2row), where a 3-D window's stays (3-D U-Net's 4x4x4 bottleneck at
-# batch 2: 1.5x faster on the channels-last GEMM).
+# B sliver it reads from the slab serves every block of filters) and the runs fill their
+# column slivers to three quarters or more (3-D U-Net's 16-channel 3x3x3 layer, runs of
+# 48 on AVX-512's 32 columns, ran 1.7-2.2x faster on it than on the slab GEMM).  Then it
+# beats the per-image slab paths, whose every image sweeps the whole Cg * prod(K) x Fg
+# partial, and the im2col tiles, which copy each input value prod(K) times.  Measured on
+# an AVX-512 Xeon (2 threads) once its chunks ran on one thread each (pack, slab and GEMM
+# in one core's cache): every zoo layer the slab GEMM had (VGG's, ResNet's and U-Net's
+# 3x3 layers at batch 4-16, WaveNet's dilated ones at batch 4) ran 1.0-1.5x faster on
+# it, and 1x1 expansions at batch 4 1.4x faster than on im2col.  Before, a chunk's pack
+# and GEMM were split among the threads, which then read each other's operands from L3,
+# and the slab kept the batches whose partial fits in half the L2 (on Zen 2, VGG's 16x16
+# layers at batch 32 ran 0.76-0.92x PyTorch on it then, 0.9-1.0x on the slab).  Not a
+# strided or padded 1x1 window's, whose im2col is a plain strided copy (ResNet's
+# downsamples: within 10% either way); nor, for a batch with few positions in all under
+# a 1-D or 2-D window, im2row's (VGG's 4x4, ResNet's 7x7 and 4x4, U-Net's 8x8 layers at
+# batch 4-16: within 5% either way, U-Net's k2 s2 adjoint 1.2x faster on im2row), where
+# a 3-D window's stays (3-D U-Net's 4x4x4 bottleneck at batch 2: 1.5x faster on the
+# channels-last GEMM).
 def _channels_last_fills(f):
-    return (f.channels_last and f.filters >= 4 * f.mr and f.channel_run >= 2 * f.nr
+    return (f.channels_last and f.filters >= 4 * f.mr and f.channel_run >= f.nr
+            and f.channel_run / _round_up(f.channel_run, f.nr) >= 0.75
             and (f.taps > 1 or f.pointwise)
             and (f.images == 1 or f.depth_taps > 1 or not _few_positions(f)))
 

@@ -524,10 +524,11 @@ def test_small_images_of_whole_slivers_keep_per_image_tiles():
 
 def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
     """Images (2-D and 3-D windows, small partial or large) whose filters fill 4 row
-    blocks and whose runs fill 2 column slivers take the channels-last GEMM, batch or
-    not; a strided 1x1 window (its im2col a plain strided copy), a batch of 2-D images
-    with few positions in all (im2row's; a batch of volumes takes it) and fewer filters
-    than 4 row blocks (unless they waste the other paths' columns) do not."""
+    blocks and whose runs fill their column slivers to three quarters take the
+    channels-last GEMM, batch or not; a strided 1x1 window (its im2col a plain strided
+    copy), a batch of 2-D images with few positions in all (im2row's; a batch of volumes
+    takes it), runs that fill less and fewer filters than 4 row blocks (unless they
+    waste the other paths' columns) do not."""
     mr, nr = _conv.kernel_info()["float32"]["gemm"]
     f = -(-4 * mr // nr) * nr          # rows for 4 blocks, whole slivers of columns
     c = 4 * nr                          # slivers of channels, a long reduction (no dots)
@@ -546,6 +547,11 @@ def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
     assert batch.paths["backward_weight"] == "im2row_gemm"
     volumes = ck.conv_plan((4, c, 4, 4, 4), (f, c, 3, 3, 3), padding=1)
     assert volumes.paths["backward_weight"] == "channels_last_gemm"
+    # runs of 3 taps of nr / 2 channels fill 2 slivers to three quarters; of 5 taps of
+    # nr / 4, to 0.625
+    for taps, channels, fills in [(3, nr // 2, True), (5, nr // 4, False)]:
+        plan = ck.conv_plan((4, channels, 16, 16), (f, channels, taps, taps), padding=1)
+        assert (plan.paths["backward_weight"] == "channels_last_gemm") == fills, taps
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
