@@ -330,13 +330,15 @@ def _flipped_pointwise_pays(f):
 # where its rows are the arrays themselves (pointwise layers: no im2col copy) or where
 # few channels make every GEMM path unroll long windows (the stems).  On an AVX-512 Xeon
 # (2 threads) WaveNet's dilated 64-channel layers (128 rows) ran 1.2-1.6x faster on the
-# GEMM paths; its 1x1 layers at batch 1 ran 1.2-1.4x faster on the dots, and ResNet's
-# 7x7 stem at batch 1 1.3x.
+# GEMM paths; its 1x1 layers at batch 1 ran 1.2-1.4x faster on the dots.  ResNet's 7x7
+# stem (147 rows) ran as fast on both at batch 1 but 1.2-1.45x faster on the GEMM paths
+# at batch 4 (slab 5.8 ms, im2col 4.8, dots 7.0), since the fused bias sums no longer
+# cost the GEMM paths more: a long few-channel reduction keeps the dots at batch 1 only.
 def _dot_pays(f):
     return (f.reduction <= 2 * _conv.REDUCTION_BLOCK
             and f.positions >= 4 * _conv.REDUCTION_BLOCK
             and (f.vl * f.itemsize <= 32 or not _long_reduction(f) or f.pointwise
-                 or not _channel_rich(f)))
+                 or (not _channel_rich(f) and f.images == 1)))
 
 
 # With a few positions in all (at most half a reduction block) over a window of one or

@@ -456,14 +456,16 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     positions per image: rows of patches against grad_y's rows in place (im2col_dot),
     for 1x1 layers, 1-D layers and 3-channel stems alike; a few positions per image keep
     the GEMMs.  With 64-byte vectors a channel-rich layer that is not pointwise and has
-    a long reduction (64 channels x 2 taps) takes a GEMM path instead, and a 64-row 1x1
-    expansion over few positions per image (no dots) the channels-last GEMM (its
-    filters fill the rows), not the dots."""
+    a long reduction (64 channels x 2 taps), or a stem's long window (147 rows) at a
+    training batch, takes a GEMM path instead, and a 64-row 1x1 expansion over few
+    positions per image (no dots) the channels-last GEMM (its filters fill the rows),
+    not the dots."""
     wide = _conv.kernel_info()["float32"]["vector"][0] * 4 > 32
     for x_shape, w_shape, dots in [((1, 144, 56, 56), (24, 144, 1, 1), True),
                                    ((1, 64, 4096), (128, 64, 2), not wide),
                                    ((4, 3, 224, 224), (32, 3, 3, 3), True),
-                                   ((4, 3, 224, 224), (64, 3, 7, 7), True)]:
+                                   ((1, 3, 224, 224), (64, 3, 7, 7), True),
+                                   ((4, 3, 224, 224), (64, 3, 7, 7), not wide)]:
         plan = ck.conv_plan(x_shape, w_shape, padding=0)
         assert (plan.paths["backward_weight"] == "im2col_dot") == dots, x_shape
     few = ck.conv_plan((1, 128, 16, 16), (256, 128, 1, 1), stride=2)
