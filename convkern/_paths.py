@@ -334,6 +334,19 @@ def _flipped_pointwise_pays(f):
 # stem (147 rows) ran as fast on both at batch 1 but 1.2-1.45x faster on the GEMM paths
 # at batch 4 (slab 5.8 ms, im2col 4.8, dots 7.0), since the fused bias sums no longer
 # cost the GEMM paths more: a long few-channel reduction keeps the dots at batch 1 only.
+# Where the dots pay, a batch of images that each fit one dot tile takes them on the slab:
+# the input read in place instead of an im2col copy of each value per tap.  LeNet-5's C1
+# (1 channel, 5x5, batch 64) ran 0.21 ms on the slab dots against 0.37 on im2col's and
+# 0.43 on the depthwise rows, the A-E suite's D (1 -> 8 channels, 28x28) 0.19 against
+# 0.30 (AVX-512 Xeon, 2 threads); a batch of one (the filters split among the threads,
+# each filling its own slab) and large images (tiles re-copying their halo rows) ran
+# slower on them (VGG's stem at batch 1: 0.12 ms against 0.07; U-Net's 128x128 stem at
+# batch 4: 1.37 against 1.20).
+def _slab_dots_pay(f):
+    return (f.direct and f.groups == 1 and f.images >= 2 and _dot_pays(f) and _slab_pays(f)
+            and f.positions <= _conv.DOT_TILE_POSITIONS)
+
+
 def _dot_pays(f):
     return (f.reduction <= 2 * _conv.REDUCTION_BLOCK
             and f.positions >= 4 * _conv.REDUCTION_BLOCK
@@ -445,7 +458,7 @@ TABLE = {
     "backward_weight": (
         Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
         Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
-             _depthwise_rows_pay),
+             lambda f: _depthwise_rows_pay(f) and not _slab_dots_pay(f)),
         # one GEMM over a channels-last copy of the input (_channels_last_fills)
         Path("channels_last_gemm", {"operand": "channels-last slab", "kernel": "gemm"},
              lambda f: f.channels_last,
@@ -469,8 +482,9 @@ TABLE = {
                                             and not f.pointwise and not _dot_pays(f)
                                             and _slab_pays(f))),
         Path("slab_dot", {"operand": "slab", "kernel": "dot"}, lambda f: f.direct,
-             lambda f: (not (_long_reduction(f) and _small_output(f))
-                        and not f.pointwise and not _dot_pays(f) and _slab_pays(f))),
+             lambda f: ((not (_long_reduction(f) and _small_output(f))
+                         and not f.pointwise and not _dot_pays(f) and _slab_pays(f))
+                        or _slab_dots_pay(f))),
         Path("im2col_gemm", {"operand": "im2col", "kernel": "gemm"}, _always,
              lambda f: (_long_reduction(f) or _pointwise_projection(f)) and not _dot_pays(f)),
         Path("im2col_dot", {"operand": "im2col", "kernel": "dot"}, _always, _always),

@@ -112,6 +112,8 @@ cdef extern from "cpu_isa.h":
 # Reduction rows per GEMM block (gemm.pxd's KC): the im2row weight gradient needs its
 # call's output positions to fit one.
 REDUCTION_BLOCK = KC
+# Output positions per tile of the dot weight gradients (DOT_TILE).
+DOT_TILE_POSITIONS = DOT_TILE
 
 
 def l1_aliased(Py_ssize_t stride_bytes, Py_ssize_t rows):

@@ -474,6 +474,20 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     assert expand.paths["backward_weight"] == "channels_last_gemm"
 
 
+def test_a_batch_of_small_few_channel_images_takes_the_slab_dots():
+    """Where the dots pay, a batch of images that each fit one dot tile (LeNet-5's C1,
+    the A-E suite's D) takes the slab dots (the input read in place, no im2col copy of
+    each value per tap), also before the depthwise rows; a batch of one and images
+    larger than a tile keep im2col's dots, and a single image of few filters the rows."""
+    few = _conv.kernel_info()["float32"]["gemm"][0] - 2   # fewer filters than a block's rows
+    assert ck.conv_plan((64, 1, 28, 28), (8, 1, 5, 5)).paths["backward_weight"] == "slab_dot"
+    assert ck.conv_plan((64, 1, 32, 32), (few, 1, 5, 5)).paths["backward_weight"] == "slab_dot"
+    assert ck.conv_plan((1, 1, 28, 28), (8, 1, 5, 5)).paths["backward_weight"] == "im2col_dot"
+    assert ck.conv_plan((1, 1, 32, 32), (few, 1, 5, 5)).paths["backward_weight"] == "depthwise"
+    big = ck.conv_plan((4, 1, 64, 64), (8, 1, 5, 5))       # 3600 positions per image
+    assert big.paths["backward_weight"] == "im2col_dot"
+
+
 def check_weight_gradient(forced, x, gy, w_shape, kw, dtype):
     """A forced plan's weight gradient and fused bias gradient: the float64 reference
     within the dtype's tolerance, the same bits at 1, 2 and 4 threads."""
