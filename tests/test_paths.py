@@ -477,8 +477,9 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
 def test_a_batch_of_small_few_channel_images_takes_the_slab_dots():
     """Where the dots pay, a batch of images that each fit one dot tile (LeNet-5's C1,
     the A-E suite's D) takes the slab dots (the input read in place, no im2col copy of
-    each value per tap), also before the depthwise rows; a batch of one and images
-    larger than a tile keep im2col's dots, and a single image of few filters the rows."""
+    each value per tap), also before the depthwise rows for windows past 3x3; a batch of
+    one and images larger than a tile keep im2col's dots, and a single image of few
+    filters, or a 3x3 window, the rows."""
     few = _conv.kernel_info()["float32"]["gemm"][0] - 2   # fewer filters than a block's rows
     assert ck.conv_plan((64, 1, 28, 28), (8, 1, 5, 5)).paths["backward_weight"] == "slab_dot"
     assert ck.conv_plan((64, 1, 32, 32), (few, 1, 5, 5)).paths["backward_weight"] == "slab_dot"
@@ -486,6 +487,8 @@ def test_a_batch_of_small_few_channel_images_takes_the_slab_dots():
     assert ck.conv_plan((1, 1, 32, 32), (few, 1, 5, 5)).paths["backward_weight"] == "depthwise"
     big = ck.conv_plan((4, 1, 64, 64), (8, 1, 5, 5))       # 3600 positions per image
     assert big.paths["backward_weight"] == "im2col_dot"
+    three = ck.conv_plan((64, 1, 28, 28), (few, 1, 3, 3))  # the rows' own 3x3 kernel
+    assert three.paths["backward_weight"] == "depthwise"
 
 
 def check_weight_gradient(forced, x, gy, w_shape, kw, dtype):
