@@ -511,7 +511,7 @@ cdef void backward_input_rows(const floating_t *gy, const floating_t *w, const G
     cdef floating_t *gxc
     cdef floating_t *col = NULL
     try:
-        colst = <floating_t *> alloc_lines(g.G * NP * K * sizeof(floating_t))
+        colst = <floating_t *> alloc_uninit(g.G * NP * K * sizeof(floating_t))
         col = <floating_t *> alloc_uninit(nt * cch * g.KK * g.P * sizeof(floating_t))
     except MemoryError:
         release(apack)

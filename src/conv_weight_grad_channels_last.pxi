@@ -124,7 +124,7 @@ cdef Py_ssize_t channels_last_scratch(const Geom *g, const floating_t *tag) noex
     and (shared by the threads) the chunks' partial gradients and the window offsets."""
     cdef ClLayout L = cl_layout(g, tag)
     return ((L.per_thread + L.nchunks * L.part) * sizeof(floating_t)
-            + L.per_sub * g.P * sizeof(Py_ssize_t) + 64)
+            + L.per_sub * g.P * sizeof(Py_ssize_t))
 
 
 cdef inline Py_ssize_t cl_shift(const Geom *g, const ClLayout *L, Py_ssize_t u) noexcept nogil:
@@ -275,7 +275,6 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
     cdef Py_ssize_t K = g.Cg * g.KK, nl, p, od, oh, ow, f, n, b, k
     cdef floating_t *scratch = NULL
     cdef floating_t *partials = NULL
-    cdef floating_t *partials_raw = NULL
     cdef Py_ssize_t *boff = NULL
     cdef double *bsum = NULL
     cdef double acc
@@ -283,10 +282,9 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
         # every element of these is written before it is read
         scratch = <floating_t *> alloc_uninit(nt * L.per_thread * sizeof(floating_t))
         boff = <Py_ssize_t *> alloc_uninit(L.per_sub * g.P * sizeof(Py_ssize_t))
-        # 64-byte aligned, rows of whole cache lines: the column ranges of a chunk's tasks
-        # (whole slivers) then meet at line boundaries
-        partials_raw = <floating_t *> alloc_uninit(L.nchunks * L.part * sizeof(floating_t) + 64)
-        partials = <floating_t *> ((<size_t> partials_raw + 63) // 64 * 64)
+        # on a 64-byte line (as all scratch), rows of whole cache lines: the column ranges
+        # of a chunk's tasks (whole slivers) then meet at line boundaries
+        partials = <floating_t *> alloc_uninit(L.nchunks * L.part * sizeof(floating_t))
         if bias_out != NULL:
             bsum = <double *> alloc_scratch(g.N * g.F * sizeof(double))
         with nogil:
@@ -321,6 +319,6 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
                     bias_out[f] = <floating_t> acc
     finally:
         release(bsum)
-        release(partials_raw)
+        release(partials)
         release(boff)
         release(scratch)
