@@ -4,15 +4,19 @@ Every pass can run on several hand-written paths.  A path is named after where i
 on the pass's real axes:
 
 - **forward**: the operand the micro-kernel reads, ``slab`` (runs of a zero-padded input
-  slab read in place), ``im2col`` (unrolled tiles of one image's positions),
+  slab read in place), ``channels_last`` (the windows of a channels-last copy of the
+  input gathered in place, output positions as the GEMM's rows and filters as its
+  vectors, ``src/conv_forward_channels_last.pxi``), ``im2col`` (unrolled tiles of one
+  image's positions),
   ``im2col_images`` (unrolled tiles whose columns run over several images, for small
   images) or ``pointwise`` (a 1x1, stride-1, unpadded layer's input read in place, its
   output written in place), times the GEMM block, wide or ``narrow`` (4 rows, for
   layers with at most 4 filters per group);
 - **backward_input**: the formulation, ``flipped`` (a stride-1 correlation of grad_y with
-  the flipped weights, on the slab, on im2col tiles, on im2col tiles spanning images
-  or, for a pointwise layer, in place), ``phased`` (one such correlation per stride
-  phase, on the slab) or ``col2im`` (``W^T @ grad_y`` scattered back);
+  the flipped weights, on the slab, on the channels-last gather, on im2col tiles, on
+  im2col tiles spanning images or, for a pointwise layer, in place), ``phased`` (one
+  such correlation per stride phase, on the slab) or ``col2im`` (``W^T @ grad_y``
+  scattered back);
 - **backward_weight**: the operand, ``slab``, ``im2col`` or ``im2col`` tiles over
   several images (``im2col_gemm_images``, reduced block of rows by block of rows over a
   batch chunk), times the micro-kernel, ``gemm`` (the operand's rows against the
@@ -58,6 +62,7 @@ Facts = namedtuple(
         "dense",           # the window covers the whole unpadded input: matrix products
         "depthwise",       # one channel per group, strides and halo the plane copy can take
         "channels_last",   # halos the channels-last weight gradient's slab can take
+        "flipped_channels_last",  # stride 1, and the flipped correlation's halos too
         "filters",         # filters per group, Fg
         "channels",        # input channels per group, Cg
         "groups",          # groups, G
@@ -369,6 +374,36 @@ def _dot_pays(f):
 # strided downsamples, at batch 1 and at their training batch) where the channels-last
 # GEMM ran 0.46-1.55x; but a projection (fewer filters than channels) over more than
 # half a block of positions per image kept it (0.83-1.06x against 1.01-1.17x).
+# The channels-last correlation (src/conv_forward_channels_last.pxi) reads each input
+# value from one channels-last copy, at every tap, where im2col copies it once per tap
+# and the slab computes halo columns; it pays a gather per multiply-add step (an offset
+# load), the copy of x and a transpose of y.  It is preferred when the window has taps
+# that overlap (a disjoint window's im2col copies each value once), for at least one
+# reduction block of positions in all (the packed transposed weight is then reused by
+# 16 blocks of rows or more; with fewer, the paths that read the weight's rows in place
+# win: VGG's 4x4 and 2x2 layers at batch 1 ran 0.9-1.0x their speed), and where the slab
+# would compute more than 1 - CHANNELS_LAST_SLAB_USE halo: over the zoo's layers (AVX-512
+# Xeon, 2 threads) the 38 entries this rule takes ran 0.95-1.48x the planned path's
+# speed (mean 1.16x: 3-D U-Net's 8^3 and 4^3 volumes 1.2-1.5x, ResNet's 14x14 and 7x7
+# layers 1.1-1.2x, VGG's 8x8 and 4x4 layers at batch 16 1.0-1.17x), while the slab at
+# full use was faster (VGG's 16x16 layers at batch 16 ran 0.72x on channels-last).
+CHANNELS_LAST_SLAB_USE = 0.9
+
+
+def _channels_last_pays(f):
+    return (not f.disjoint and f.taps > 1 and not _few_filters(f)
+            and f.images * f.positions >= _conv.REDUCTION_BLOCK
+            and (not f.direct or f.slab_use < CHANNELS_LAST_SLAB_USE))
+
+
+# The flipped input gradient on the channels-last correlation: the same trade against
+# the flipped slab and tiles, for a channel-rich layer (its input channels are the
+# correlation's vectors) whose positions are not few (col2im_rows takes those).
+def _flipped_channels_last_pays(f):
+    return (f.taps > 1 and _channel_rich(f) and not _few_positions(f)
+            and (not f.flipped_direct or f.flipped_slab_use < CHANNELS_LAST_SLAB_USE))
+
+
 def _few_positions_for_rows(f):
     if f.taps == 1:
         return (_few_positions(f) and not (f.filters < f.channels
@@ -388,6 +423,8 @@ TABLE = {
              lambda f: f.pointwise,
              lambda f: ((not _small_output(f) or _pointwise_input_outweighs(f))
                         and not _aliased_rows(f, f.channels, f.filters))),
+        Path("channels_last", {"operand": "channels-last gather", "block": "wide"},
+             lambda f: f.channels_last, _channels_last_pays),
         # the slab with the weight's rows read in place (_slab_rows_pay)
         Path("slab_rows", {"operand": "slab", "block": "weight rows"}, lambda f: f.direct,
              _slab_rows_pay),
@@ -437,6 +474,9 @@ TABLE = {
         # col2im (whose tiles are the positions themselves) ran 0.8-1.0x PyTorch on 3-D
         # U-Net's bottleneck and U-Net's 16x16 stage, the flipped paths 0.4-0.7x (Zen 2,
         # 2 threads; VGG's 16x16 stage at batch 1 lost 6%)
+        Path("flipped_channels_last",
+             {"formulation": "flipped", "operand": "channels-last gather"},
+             lambda f: f.flipped_channels_last, _flipped_channels_last_pays),
         Path("flipped_im2col_images", {"formulation": "flipped", "operand": "im2col over images"},
              lambda f: f.flipped,
              lambda f: _channel_rich(f) and _small_images(f) and not _few_positions(f)),

@@ -14,6 +14,9 @@ The module is one compiled unit made of one file per seam:
   per-thread scratch layout;
 - ``conv_weight_grad_channels_last.pxi``: the weight gradient as one GEMM per group over
   a channels-last copy of the input, reduced over a chunk of images' positions;
+- ``conv_forward_channels_last.pxi``: the correlation (forward, flipped input gradient)
+  with output positions as the GEMM's rows, gathered in place from a channels-last copy
+  of the input;
 - ``conv_bias_grad.pxi``: the bias sums;
 - ``conv_depthwise.pxi``: all three passes of layers with one input channel per group,
   on vectorised rows (dwconv_kernel.h), with no GEMM;
@@ -77,8 +80,8 @@ from fused cimport floating_t
 from geometry cimport Geom, next_row, read_extent
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
-                   gemm_rows_block, dot_block, gemv_block, ukernel, copy_sliver, rows_alias, KC, CK_MR_MAX,
-                   CK_NR_MAX)
+                   gemm_rows_block, gemm_gather_block, dot_block, gemv_block, ukernel,
+                   copy_sliver, rows_alias, KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport (Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets,
                      SLAB_SKEW)
 
@@ -183,9 +186,10 @@ def kernel_info():
 # rules that choose among them; the kernels only run the path they are given.
 PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images",
-                "dense", "depthwise", "im2col_rows", "slab_rows"),
+                "dense", "depthwise", "im2col_rows", "slab_rows", "channels_last"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
-                       "flipped_im2col_images", "dense", "depthwise", "col2im_rows"),
+                       "flipped_im2col_images", "dense", "depthwise", "col2im_rows",
+                       "flipped_channels_last"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
                         "im2col_gemm_images", "dense", "depthwise", "im2row_gemm",
                         "channels_last_gemm"),
@@ -193,10 +197,11 @@ PATHS = {
 }
 cdef enum:
     FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE, FWD_IM2COL_IMAGES,
-    FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS, FWD_SLAB_ROWS
+    FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS, FWD_SLAB_ROWS, FWD_CHANNELS_LAST
 cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
-    BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE, BWI_COL2IM_ROWS
+    BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE, BWI_COL2IM_ROWS,
+    BWI_FLIPPED_CHANNELS_LAST
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
     BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM
@@ -217,6 +222,7 @@ include "conv_forward.pxi"
 include "conv_input_grad.pxi"
 include "conv_weight_grad.pxi"
 include "conv_weight_grad_channels_last.pxi"
+include "conv_forward_channels_last.pxi"
 include "conv_bias_grad.pxi"
 include "conv_depthwise.pxi"
 
@@ -248,7 +254,9 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         ``dense``: the window covers the whole unpadded input (one output position),
         every pass a matrix product over the arrays in place; ``depthwise``: one
         channel per group and halos the depthwise plane copy takes; ``channels_last``:
-        halos the channels-last weight gradient's slab takes.
+        halos the channels-last weight gradient's slab takes (and the channels-last
+        forward's); ``flipped_channels_last``: the input gradient is a stride-1
+        correlation of grad_y that takes the channels-last forward.
     """
     cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
     cdef Geom t = flipped_geom(&g)
@@ -261,6 +269,7 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         "dense": bool(dense_fits(&g)),
         "depthwise": bool(depthwise_fits(&g)),
         "channels_last": bool(channels_last_fits(&g)),
+        "flipped_channels_last": bool(flip_fits(&g) and channels_last_fits(&t)),
     }
 
 
@@ -286,6 +295,11 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             or (pass_name == "backward_input" and path == BWI_DEPTHWISE)
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
+    if pass_name == "forward" and path == FWD_CHANNELS_LAST:
+        return channels_last_forward_scratch(g, &KERN, tag)
+    if pass_name == "backward_input" and path == BWI_FLIPPED_CHANNELS_LAST:
+        t = flipped_geom(g)
+        return channels_last_forward_scratch(&t, &KERN, tag)
     if pass_name == "forward" and path == FWD_IM2COL_ROWS:
         return im2col_rows_scratch(g, tag)
     if pass_name == "forward" and path == FWD_SLAB_ROWS:

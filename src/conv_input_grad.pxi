@@ -279,6 +279,7 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups, stride, pad,
                             dilation)
     cdef int nt = max(1, num_threads)
+    cdef Geom t
     if path == BWI_COL2IM_ROWS:  # like col2im: every product is one of the true gradient's
         backward_input_rows(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                             &out[0, 0, 0, 0, 0], nt)
@@ -292,6 +293,11 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     if path == BWI_DEPTHWISE:
         depthwise_input_grad_call(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                                   &out[0, 0, 0, 0, 0], nt)
+        return
+    if path == BWI_FLIPPED_CHANNELS_LAST:
+        t = flipped_geom(&g)
+        correlate_channels_last_call(&grad_y[0, 0, 0, 0, 0], &t, &weight[0, 0, 0, 0, 0],
+                                     NULL, 0, ACT_NONE, &out[0, 0, 0, 0, 0], &g, &KERN, nt)
         return
     if path in (BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_FLIPPED_POINTWISE,
                 BWI_FLIPPED_IM2COL_IMAGES):

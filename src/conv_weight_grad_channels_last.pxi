@@ -164,6 +164,32 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
                     add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + b * mr, src, g.P, rows, g.P)
 
 
+cdef void cl_fill_plane(const floating_t *x, const Geom *g, Py_ssize_t ED, Py_ssize_t EH,
+                        Py_ssize_t EW, Py_ssize_t cs, Py_ssize_t n, Py_ssize_t grp,
+                        floating_t *dst) noexcept nogil:
+    """One (image, group) of a channels-last zero-padded slab of extents ED x EH x EW,
+    positions cs >= Cg elements apart: dst[((ed * EH + eh) * EW + ew) * cs + c] =
+    x[n, grp * Cg + c, ed - pd, eh - ph, ew - pw] for c < Cg, zero outside the input
+    (the values cs - Cg after each position's are left as they are)."""
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = EW * cs
+    # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
+    cdef Py_ssize_t w0 = min(g.pw, EW), w1 = max(w0, min(EW, g.W + g.pw))
+    cdef Py_ssize_t ed, eh, id, ih
+    cdef floating_t *row
+    for ed in range(ED):
+        id = ed - g.pd
+        for eh in range(EH):
+            ih = eh - g.ph
+            row = dst + (ed * EH + eh) * rowlen
+            if id < 0 or id >= g.D or ih < 0 or ih >= g.H or w1 <= w0:
+                memset(row, 0, rowlen * sizeof(floating_t))
+                continue
+            memset(row, 0, w0 * cs * sizeof(floating_t))
+            transpose(x + (n * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
+                      + w0 - g.pw, plane_in, g.Cg, w1 - w0, row + w0 * cs, cs)
+            memset(row + w1 * cs, 0, (EW - w1) * cs * sizeof(floating_t))
+
+
 cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t n0,
                        Py_ssize_t nc, Py_ssize_t g0, Py_ssize_t g1,
                        floating_t *slab) noexcept nogil:
@@ -171,27 +197,13 @@ cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py
     per group, slab[((nl * ED + ed) * EH + eh) * EW + ew][c] = x[n0 + nl, group * Cg + c,
     ed - pd, eh - ph, ew - pw], zero outside the input, and nr zeros after the last
     image."""
-    cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = L.EW * g.Cg
     cdef Py_ssize_t nr = block_nr(&KERN, x)
-    # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
-    cdef Py_ssize_t w0 = min(g.pw, L.EW), w1 = max(w0, min(L.EW, g.W + g.pw))
-    cdef Py_ssize_t grp, nl, ed, eh, id, ih
-    cdef floating_t *dst
+    cdef Py_ssize_t grp, nl
     for grp in range(g0, g1):
         memset(slab + grp * L.group_slab + nc * L.plane * g.Cg, 0, nr * sizeof(floating_t))
         for nl in range(nc):
-            for ed in range(L.ED):
-                id = ed - g.pd
-                for eh in range(L.EH):
-                    ih = eh - g.ph
-                    dst = slab + grp * L.group_slab + ((nl * L.ED + ed) * L.EH + eh) * rowlen
-                    if id < 0 or id >= g.D or ih < 0 or ih >= g.H or w1 <= w0:
-                        memset(dst, 0, rowlen * sizeof(floating_t))
-                        continue
-                    memset(dst, 0, w0 * g.Cg * sizeof(floating_t))
-                    transpose(x + ((n0 + nl) * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
-                              + w0 - g.pw, plane_in, g.Cg, w1 - w0, dst + w0 * g.Cg, g.Cg)
-                    memset(dst + w1 * g.Cg, 0, (L.EW - w1) * g.Cg * sizeof(floating_t))
+            cl_fill_plane(x, g, L.ED, L.EH, L.EW, g.Cg, n0 + nl, grp,
+                          slab + grp * L.group_slab + nl * L.plane * g.Cg)
 
 
 cdef void cl_gemm(const floating_t *apack, const floating_t *slab, const Py_ssize_t *boff,

@@ -8,6 +8,8 @@
 #             padded input slab, where the product reads the input in place); or, in
 #             gemm_block, output rows of row_len columns at given offsets (vector rows);
 #   C:        C[i, j] at C[i * ldc + j], written only for i < M, j < ncols.
+# (gemm_gather_block: A gathered through row pointers and per-k offsets, B packed nr
+# columns per sliver.)
 
 from libc.string cimport memcpy, memset
 
@@ -20,9 +22,15 @@ cdef extern from "ukernel.h":
     ctypedef void (*ck_gemm_d)(Py_ssize_t, const double *, const double *,
                                const Py_ssize_t *, Py_ssize_t, double *, Py_ssize_t,
                                int, const double *) noexcept nogil
+    ctypedef void (*ck_gemm_gather_s)(Py_ssize_t, const float * const *, const Py_ssize_t *,
+                                      const float *, float *, Py_ssize_t, int,
+                                      const float *) noexcept nogil
     ctypedef void (*ck_gemm_rows_s)(Py_ssize_t, const float * const *, const float *,
                                     const Py_ssize_t *, Py_ssize_t, float *, Py_ssize_t,
                                     int, const float *) noexcept nogil
+    ctypedef void (*ck_gemm_gather_d)(Py_ssize_t, const double * const *, const Py_ssize_t *,
+                                      const double *, double *, Py_ssize_t, int,
+                                      const double *) noexcept nogil
     ctypedef void (*ck_gemm_rows_d)(Py_ssize_t, const double * const *, const double *,
                                     const Py_ssize_t *, Py_ssize_t, double *, Py_ssize_t,
                                     int, const double *) noexcept nogil
@@ -41,6 +49,7 @@ cdef extern from "ukernel.h":
     ctypedef struct ck_kernels_s:
         ck_gemm_s gemm
         ck_gemm_rows_s gemm_rows
+        ck_gemm_gather_s gemm_gather
         ck_dot_s dot
         ck_gemv_s gemv
         ck_transpose_s transpose
@@ -49,6 +58,7 @@ cdef extern from "ukernel.h":
     ctypedef struct ck_kernels_d:
         ck_gemm_d gemm
         ck_gemm_rows_d gemm_rows
+        ck_gemm_gather_d gemm_gather
         ck_dot_d dot
         ck_gemv_d gemv
         ck_transpose_d transpose
@@ -341,6 +351,62 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                         for j in range(nn):
                             ctmp[i * nr + j] = c[i * ldc + j]
                 ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, ctmp, nr, acc)
+                for i in range(mm):
+                    for j in range(nn):
+                        c[i * ldc + j] = ctmp[i * nr + j]
+
+
+cdef inline void ukernel_gather(const Kernels *kern, Py_ssize_t kc, const floating_t **A,
+                                const Py_ssize_t *aoff, const floating_t *B, floating_t *C,
+                                Py_ssize_t ldc, int flags) noexcept nogil:
+    if floating_t is float:
+        kern.s.gemm_gather(kc, A, aoff, B, C, ldc, flags, NULL)
+    else:
+        kern.d.gemm_gather(kc, A, aoff, B, C, ldc, flags, NULL)
+
+
+cdef inline void gemm_gather_block(const Kernels *kern, const floating_t **rows,
+                                   const Py_ssize_t *aoff, Py_ssize_t M, Py_ssize_t kdim,
+                                   const floating_t *B, Py_ssize_t ncols, floating_t *C,
+                                   Py_ssize_t ldc, const floating_t **aptr,
+                                   floating_t *ctmp) noexcept nogil:
+    """C[:M, :ncols] = A[:M, :kdim] @ B[:kdim, :ncols] with A[i, k] = rows[i][aoff[k]]
+    (gathered in place) and B packed nr columns per sliver: B[k, s * nr + j] at
+    B[(s * kdim + k) * nr + j], the columns past ncols zero.  The reduction runs in
+    gemm_rows_block's blocks, in order (the same bits as the other GEMMs over the same
+    k order); aptr is scratch for mr pointers and ctmp for an mr x nr edge block."""
+    cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B)
+    cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
+    cdef Py_ssize_t kstep = reduction_step(kdim)
+    cdef Py_ssize_t nkb = (kdim + kstep - 1) // kstep if kstep > 0 else 0
+    cdef floating_t *c
+    cdef const floating_t *bj
+    cdef int acc
+    cdef bint edge
+    for kb in range(nkb):
+        k0 = kb * kstep
+        kc = min(kstep, kdim - k0)
+        acc = CK_GEMM_ACCUMULATE if k0 > 0 else 0
+        for jb in range((ncols + nr - 1) // nr):
+            j0 = jb * nr
+            nn = min(nr, ncols - j0)
+            bj = B + (jb * kdim + k0) * nr
+            for mb in range((M + mr - 1) // mr):
+                m0 = mb * mr
+                mm = min(mr, M - m0)
+                # rows past M repeat the last row; their sums land in ctmp and are dropped
+                for i in range(mr):
+                    aptr[i] = rows[min(m0 + i, M - 1)]
+                c = C + m0 * ldc + j0
+                edge = not (mm == mr and nn == nr)
+                if not edge:
+                    ukernel_gather(kern, kc, aptr, aoff + k0, bj, c, ldc, acc)
+                    continue
+                if acc:
+                    for i in range(mm):
+                        for j in range(nn):
+                            ctmp[i * nr + j] = c[i * ldc + j]
+                ukernel_gather(kern, kc, aptr, aoff + k0, bj, ctmp, nr, acc)
                 for i in range(mm):
                     for j in range(nn):
                         c[i * ldc + j] = ctmp[i * nr + j]

@@ -1,8 +1,9 @@
 /* Micro-kernels for convkern, selected once at run time by CPU feature.
  *
  * Two kinds, both register-blocked:
- * - GEMM (ukernel_template.h): an MR x NR block of C += A @ B, with A packed (gemm) or
- *   read in place through MR row pointers (gemm_rows), in two shapes: wide (MR = 4 to
+ * - GEMM (ukernel_template.h): an MR x NR block of C += A @ B, with A packed (gemm),
+ *   read in place through MR row pointers (gemm_rows) or gathered through MR row
+ *   pointers and an offset per reduction index (gemm_gather), in two shapes: wide (MR = 4 to
  *   8 rows) and narrow (4 rows, more columns) for products with few rows;
  * - dot (ukernel_dot_template.h): a DR x DC block of sums of products of rows that
  *   are both contiguous along the reduction;
@@ -42,6 +43,8 @@
     typedef void (*ck_gemm_rows_##S)(Py_ssize_t, const T *const *, const T *,        \
                                      const Py_ssize_t *, Py_ssize_t, T *, Py_ssize_t, \
                                      int, const T *);                                \
+    typedef void (*ck_gemm_gather_##S)(Py_ssize_t, const T *const *, const Py_ssize_t *, \
+                                       const T *, T *, Py_ssize_t, int, const T *);  \
     typedef void (*ck_dot_##S)(Py_ssize_t, const T *const *, const T *const *, T *);  \
     typedef void (*ck_gemv_##S)(Py_ssize_t, const T *const *, const T *, T *, int);   \
     typedef void (*ck_transpose_##S)(const T *, Py_ssize_t, Py_ssize_t, Py_ssize_t,   \
@@ -49,6 +52,7 @@
     typedef struct {                                                                 \
         ck_gemm_##S gemm;                                                            \
         ck_gemm_rows_##S gemm_rows;                                                  \
+        ck_gemm_gather_##S gemm_gather;                                              \
         ck_dot_##S dot;                                                              \
         ck_gemv_##S gemv;                                                            \
         ck_transpose_##S transpose;                                                  \
@@ -178,19 +182,22 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
 
 #else /* no GNU vector extensions: plain C kernels */
 
-/* One 4 x 4 GEMM block; A_AT reads A at row i, reduction index k (packed or by rows). */
-#define CK_SCALAR_GEMM(NAME, T, A_TYPE, A_AT)                                        \
-    static void NAME(Py_ssize_t kc, A_TYPE A, const T *B, const Py_ssize_t *boff,    \
-                     Py_ssize_t vs, T *C, Py_ssize_t ldc, int flags, const T *bias)  \
+#define CK_COMMA ,
+
+/* One 4 x 4 GEMM block; A_AT reads A at row i, reduction index k (packed, by rows or
+ * gathered: A_OFFSETS then adds the parameter aoff) and B_AT B at row k, column j (through
+ * boff, or packed for the gathered kernel: B_PARAMS, the parameters after B). */
+#define CK_SCALAR_GEMM(NAME, T, A_TYPE, A_OFFSETS, A_AT, B_PARAMS, B_AT)             \
+    static void NAME(Py_ssize_t kc, A_TYPE A A_OFFSETS, const T *B B_PARAMS, T *C,   \
+                     Py_ssize_t ldc, int flags, const T *bias)                       \
     {                                                                                \
         T acc[4][4] = {{0}};                                                         \
         Py_ssize_t k;                                                                \
         int i, j;                                                                    \
-        (void) vs; /* one vector of VL = NR columns */                               \
         for (k = 0; k < kc; k++)                                                     \
             for (i = 0; i < 4; i++)                                                  \
                 for (j = 0; j < 4; j++)                                              \
-                    acc[i][j] += (A_AT) * B[boff[k] + j];                            \
+                    acc[i][j] += (A_AT) * (B_AT);                                    \
         for (i = 0; i < 4; i++)                                                      \
             for (j = 0; j < 4; j++) {                                                \
                 T v = flags & CK_GEMM_ACCUMULATE ? C[i * ldc + j] + acc[i][j]        \
@@ -203,9 +210,16 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
             }                                                                        \
     }
 
+/* (vs is unused: one vector of VL = NR columns) */
 #define CK_SCALAR_KERNELS(S, T)                                                      \
-    CK_SCALAR_GEMM(ck_##S##_scalar_gemm, T, const T *, A[k * 4 + i])                 \
-    CK_SCALAR_GEMM(ck_##S##_scalar_gemm_rows, T, const T *const *, A[i][k])          \
+    CK_SCALAR_GEMM(ck_##S##_scalar_gemm, T, const T *, , A[k * 4 + i],              \
+                   CK_COMMA const Py_ssize_t *boff CK_COMMA Py_ssize_t vs,           \
+                   B[boff[k] + j])                                                   \
+    CK_SCALAR_GEMM(ck_##S##_scalar_gemm_rows, T, const T *const *, , A[i][k],        \
+                   CK_COMMA const Py_ssize_t *boff CK_COMMA Py_ssize_t vs,           \
+                   B[boff[k] + j])                                                   \
+    CK_SCALAR_GEMM(ck_##S##_scalar_gemm_gather, T, const T *const *,                 \
+                   CK_COMMA const Py_ssize_t *aoff, A[i][aoff[k]], , B[k * 4 + j])   \
     static void ck_##S##_scalar_dot(Py_ssize_t L, const T *const *a,                 \
                                     const T *const *b, T *out)                       \
     {                                                                                \
@@ -243,6 +257,7 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
     {                                                                                \
         k->gemm = ck_##S##_scalar_gemm;                                              \
         k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
+        k->gemm_gather = ck_##S##_scalar_gemm_gather;                                \
         k->dot = ck_##S##_scalar_dot;                                                \
         k->gemv = ck_##S##_scalar_gemv;                                              \
         k->transpose = ck_##S##_scalar_transpose;                                    \

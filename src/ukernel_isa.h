@@ -5,7 +5,8 @@
  * CKI_NV (the wide GEMM block, MR x NV vectors), CKI_NV4 (the narrow GEMM block:
  * 4 x NV4 vectors, for products with at most 4 rows), CKI_DR and CKI_DC (the dot
  * block).  Defines
- * ck_<S>_<ISA>_{gemm,gemm_rows,gemm4,gemm4_rows,dot,gemv,transpose} and
+ * ck_<S>_<ISA>_{gemm,gemm_rows,gemm_gather,gemm4,gemm4_rows,gemm4_gather,dot,gemv,
+ * transpose} and
  * ck_<S>_<ISA>_select(wide, narrow), which fills both kernel sets.
  */
 #define CKI_CAT2(a, b, c, d) a##_##b##_##c##_##d
@@ -33,6 +34,15 @@
 #define UK_ATTR CKI_ATTR
 #define UK_AROWS 1
 #include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm_gather)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_MR CKI_MR
+#define UK_NV CKI_NV
+#define UK_ATTR CKI_ATTR
+#define UK_AGATHER 1
+#include "ukernel_template.h"
 #define UK_NAME CKI_FN(gemm4)
 #define UK_T CKI_T
 #define UK_IT CKI_IT
@@ -49,6 +59,15 @@
 #define UK_NV CKI_NV4
 #define UK_ATTR CKI_ATTR
 #define UK_AROWS 1
+#include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm4_gather)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_MR 4
+#define UK_NV CKI_NV4
+#define UK_ATTR CKI_ATTR
+#define UK_AGATHER 1
 #include "ukernel_template.h"
 #define UKD_NAME CKI_FN(dot)
 #define UK_T CKI_T
@@ -75,10 +94,12 @@ static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
 {
     wide->gemm = CKI_FN(gemm);
     wide->gemm_rows = CKI_FN(gemm_rows);
+    wide->gemm_gather = CKI_FN(gemm_gather);
     wide->mr = CKI_MR;
     wide->nr = CKI_NV * CKI_VL;
     narrow->gemm = CKI_FN(gemm4);
     narrow->gemm_rows = CKI_FN(gemm4_rows);
+    narrow->gemm_gather = CKI_FN(gemm4_gather);
     narrow->mr = 4;
     narrow->nr = CKI_NV4 * CKI_VL;
     wide->dot = narrow->dot = CKI_FN(dot);

@@ -3,6 +3,11 @@
  * Computes the MR x NR block  C (+)= A * B  where
  *   A is packed: A[k * MR + i] for row i of the block and reduction index k < kc, or,
  *     when UK_AROWS is defined, given as MR row pointers: A[i][k] (rows read in place),
+ *     or, when UK_AGATHER is defined, MR row pointers and one offset per reduction
+ *     index: A[i][aoff[k]] (a channels-last input's windows read in place, each k a
+ *     (channel, tap) pair at its own offset from the window's start); B is then packed,
+ *     row k at B + k * NV * VL (no boff, no vs: one load and one register fewer per
+ *     step, 10% faster in L1 on an AVX-512 Xeon),
  *   B row k starts at B + boff[k], and its vector v (columns v * VL .. v * VL + VL - 1
  *     of the block, v < NV) at B + boff[k] + v * vs: vs = VL for a contiguous row (an
  *     im2col tile has boff[k] = k * ld; a padded input slab has one offset per kernel
@@ -18,19 +23,31 @@
  *
  * Parameters (macros): UK_NAME, UK_T, UK_IT (the integer of UK_T's size), UK_VL
  * (elements per vector), UK_MR, UK_NV,
- * UK_ATTR (a target attribute or nothing) and optionally UK_AROWS.
+ * UK_ATTR (a target attribute or nothing) and optionally UK_AROWS or UK_AGATHER (which
+ * adds the parameter aoff after A).
  */
-#ifdef UK_AROWS
+#if defined(UK_AGATHER)
+#define UK_A_TYPE const UK_T *const *restrict
+#define UK_A_AT(k, i) A[i][aoff[k]]
+#define UK_A_OFFSETS , const Py_ssize_t *restrict aoff
+#define UK_B_AT(k, v) (B + (k) * (UK_NV * UK_VL) + (v) * UK_VL)
+#define UK_B_OFFSETS
+#elif defined(UK_AROWS)
 #define UK_A_TYPE const UK_T *const *restrict
 #define UK_A_AT(k, i) A[i][k]
+#define UK_A_OFFSETS
 #else
 #define UK_A_TYPE const UK_T *restrict
 #define UK_A_AT(k, i) A[(k) * UK_MR + (i)]
+#define UK_A_OFFSETS
 #endif
-static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
-                            const UK_T *restrict B, const Py_ssize_t *restrict boff,
-                            Py_ssize_t vs, UK_T *restrict C, Py_ssize_t ldc, int flags,
-                            const UK_T *restrict bias)
+#ifndef UK_B_AT
+#define UK_B_AT(k, v) (B + boff[k] + (v) * vs)
+#define UK_B_OFFSETS , const Py_ssize_t *restrict boff, Py_ssize_t vs
+#endif
+static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A UK_A_OFFSETS,
+                            const UK_T *restrict B UK_B_OFFSETS, UK_T *restrict C,
+                            Py_ssize_t ldc, int flags, const UK_T *restrict bias)
 {
     typedef UK_T vec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
     typedef UK_IT ivec_t __attribute__((vector_size(UK_VL * sizeof(UK_T))));
@@ -49,7 +66,7 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
         vec_t b[UK_NV];
 #pragma GCC unroll 8
         for (v = 0; v < UK_NV; v++)
-            memcpy(&b[v], B + boff[k] + v * vs, sizeof(vec_t));
+            memcpy(&b[v], UK_B_AT(k, v), sizeof(vec_t));
 #pragma GCC unroll 16
         for (i = 0; i < UK_MR; i++) {
             const vec_t a = UK_A_AT(k, i) - zero; /* a broadcast: x - 0 == x, so it folds */
@@ -79,7 +96,11 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A,
 
 #undef UK_A_TYPE
 #undef UK_A_AT
+#undef UK_A_OFFSETS
+#undef UK_B_AT
+#undef UK_B_OFFSETS
 #undef UK_AROWS
+#undef UK_AGATHER
 #undef UK_NAME
 #undef UK_T
 #undef UK_IT

@@ -206,7 +206,12 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     x_shape, w_shape = (11, 48) + spatial, (filters, 48) + (3,) * k
     plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
     few = 11 * math.prod(spatial) <= 2 * _conv.REDUCTION_BLOCK
-    assert plan.paths["forward"] == ("im2col_rows" if few else "im2col_images")
+    # (a reduction block of positions in all, over windows the slab would mostly waste,
+    # take the channels-last gather instead: tested below)
+    gather = (11 * math.prod(spatial) >= _conv.REDUCTION_BLOCK
+              and plan._facts.slab_use < _paths.CHANNELS_LAST_SLAB_USE)
+    assert plan.paths["forward"] == ("channels_last" if gather else
+                                     "im2col_rows" if few else "im2col_images")
     # (few positions in all read the weight's rows in place when there are filters for
     # a long reduction, col2im_rows; else col2im)
     rows = "col2im_rows" if filters >= 4 * _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1] \
@@ -273,21 +278,29 @@ def test_few_positions_read_the_weight_rows_in_place():
     """With few positions in all the forward reads the weight's rows in place (packing
     would copy the whole weight to read it a few times): on the slab (slab_rows) when
     the images have at least 4 slivers of positions, on im2col tiles (im2col_rows) when
-    they have fewer or the slab is mostly halo (a 4x4x4 volume's); so does the input gradient
+    they have fewer or the slab is mostly halo (a 4x4x4 volume's), unless a reduction
+    block of positions takes the channels-last gather; so does the input gradient
     (col2im_rows) with filters for a long reduction, unless a pointwise layer's flipped
     product runs in place."""
     nr = _conv.kernel_info()["float32"]["gemm"][1]
     vl = _conv.kernel_info()["float32"]["vector"][0]
     for x_shape, w_shape in [((1, 256, 14, 14), (256, 256, 3, 3)),
+                             ((1, 512, 7, 7), (512, 512, 3, 3)),
+                             ((1, 512, 4, 4), (512, 512, 3, 3)),
                              ((4, 512, 7, 7), (512, 512, 3, 3)),
                              ((1, 128, 16, 16), (128, 128, 3, 3)),
+                             ((1, 128, 4, 4, 4), (128, 128, 3, 3, 3)),
                              ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3))]:
         k = len(x_shape) - 2
         geometry = (x_shape, w_shape, x_shape, 1, (1,) * k, (1,) * k, (1,) * k)
-        small = (math.prod(x_shape[2:]) < 4 * nr
-                 or _conv.slab_use(*_five_d(geometry), nr, vl) < _paths.SLAB_USE_MIN)
+        use = _conv.slab_use(*_five_d(geometry), nr, vl)
+        small = math.prod(x_shape[2:]) < 4 * nr or use < _paths.SLAB_USE_MIN
+        # a reduction block of positions in all over windows the slab would partly waste
+        # take the channels-last gather (which packs the weight)
+        gather = (x_shape[0] * math.prod(x_shape[2:]) >= _conv.REDUCTION_BLOCK
+                  and use < _paths.CHANNELS_LAST_SLAB_USE)
         assert ck.conv_plan(x_shape, w_shape, padding=1).paths["forward"] == (
-            "im2col_rows" if small else "slab_rows"), x_shape
+            "channels_last" if gather else "im2col_rows" if small else "slab_rows"), x_shape
     # many positions: the packed slab
     assert ck.conv_plan((4, 128, 32, 32), (128, 128, 3, 3), padding=1).paths[
         "forward"] == "slab"
@@ -725,8 +738,9 @@ def test_a_pointwise_forward_over_a_small_output_stays_in_place_when_x_outweighs
 
 def test_a_slab_of_mostly_halo_gives_way_to_im2col():
     """A 4x4x4 output's slab tile computes twice as many columns as outputs (the rest
-    halo): the forward takes im2col tiles (3-D U-Net's bottleneck, at batch 1 and 2); a tile
-    of whole vector rows (8x8x8 on AVX2) computes no halo and keeps the slab."""
+    halo): the forward takes im2col tiles (3-D U-Net's bottleneck) at batch 1 and the
+    channels-last gather at batch 2; a tile of whole vector rows (8x8x8 on AVX2) computes
+    no halo and keeps the slab."""
     small = ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), (2, 128, 4, 4, 4))
     nr, vl = 16, 8
     geometry = (small[0], small[1], small[2], 1, (1, 1, 1), (1, 1, 1), (1, 1, 1))
@@ -736,9 +750,11 @@ def test_a_slab_of_mostly_halo_gives_way_to_im2col():
     assert _conv.slab_use(*rows, nr, vl) == 1.0
     info = _conv.kernel_info()["float32"]
     if _conv.slab_use(*geometry, info["gemm"][1], info["vector"][0]) < _paths.SLAB_USE_MIN:
-        for n in (1, 2):   # (a narrower ISA's slab tiles may use more of their columns)
+        # (a narrower ISA's slab tiles may use more of their columns); at batch 2, a
+        # reduction block of positions, the channels-last gather
+        for n, path in ((1, "im2col_rows"), (2, "channels_last")):
             plan = ck.conv_plan((n,) + small[0][1:], small[1], padding=1)
-            assert plan.paths["forward"] == "im2col_rows"
+            assert plan.paths["forward"] == path
 
 
 def test_one_block_of_channels_over_a_long_reduction_takes_the_flipped_slab():
@@ -791,3 +807,65 @@ def test_weight_gradient_rules_follow_the_block_shape():
     assert small.paths["backward_weight"] == "channels_last_gemm"
     one = ck.conv_plan((32, 4 * nr, 2 * side, 2 * side), (filters, 4 * nr, 1, 1), stride=2)
     assert one.paths["backward_weight"] != "channels_last_gemm"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((3, 256, 4, 4), (40, 256, 3, 3)),        # 1 KiB positions: a padded channel stride
+    ((2, 24, 5, 4, 6), (33, 24, 3, 2, 3)),    # 3-D, ragged blocks of rows and filters
+    ((2, 20, 19), (36, 20, 5)),               # 1-D
+])
+def test_channels_last_gather_has_the_bits_of_the_other_correlations(x_shape, w_shape, dtype,
+                                                                     all_threads):
+    """The channels-last forward and flipped input gradient sum each output over the same
+    k order and reduction blocks as the im2col forward and the flipped slab: the same
+    bits, with a tied or untied bias and ReLU applied after the transpose, at 1, 2 and 4
+    threads; and the float64 reference within tolerance.  Positions 1 KiB apart (256
+    float32 channels) take a padded channel stride in the copy."""
+    kw = dict(padding=1, stride=1, dilation=1)
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    untied_plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="untied", **kw)
+    bu = rng.standard_normal(untied_plan.y_shape[1:]).astype(dtype)
+    gather = plan.force(forward="channels_last", backward_input="flipped_channels_last")
+    other = plan.force(forward="im2col", backward_input="flipped")
+    gather_u = untied_plan.force(forward="channels_last")
+    other_u = untied_plan.force(forward="im2col")
+    assert_close(gather.forward(x, w, b), ref.conv_forward(
+        x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw), dtype)
+    assert_close(gather.backward_input(gy, w), ref.conv_backward_input(
+        gy.astype(np.float64), w.astype(np.float64), x_shape, **kw), dtype)
+    for n in (1, 2, 4):
+        ck.set_num_threads(n)
+        np.testing.assert_array_equal(gather.forward(x, w, b, activation="relu"),
+                                      other.forward(x, w, b, activation="relu"))
+        np.testing.assert_array_equal(gather_u.forward(x, w, bu), other_u.forward(x, w, bu))
+        np.testing.assert_array_equal(gather.backward_input(gy, w),
+                                      other.backward_input(gy, w))
+
+
+def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
+    """Channel-rich layers with a reduction block of positions in all, whose slab would
+    compute more than a tenth of halo, take the channels-last gather for the forward and
+    the flipped input gradient (3-D U-Net's 8^3 volumes, VGG's 8x8 layers at a training
+    batch); a slab at full use (VGG's 16x16 layers at batch 16, on AVX-512), a batch-1
+    4x4 image (few positions: the weight's rows in place), a disjoint k2 s2 window and a
+    1x1 layer do not."""
+    unet3d = ck.conv_plan((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), padding=1)
+    vgg8 = ck.conv_plan((16, 256, 8, 8), (256, 256, 3, 3), padding=1)
+    for plan in (unet3d, vgg8):
+        if plan._facts.slab_use < _paths.CHANNELS_LAST_SLAB_USE:  # (the ISA's slivers)
+            assert plan.paths["forward"] == "channels_last"
+            assert plan.paths["backward_input"] == "flipped_channels_last"
+    vgg16 = ck.conv_plan((16, 128, 16, 16), (128, 128, 3, 3), padding=1)
+    if vgg16._facts.slab_use >= _paths.CHANNELS_LAST_SLAB_USE:
+        assert vgg16.paths["forward"] == "slab"
+    assert ck.conv_plan((1, 512, 4, 4), (512, 512, 3, 3), padding=1).paths[
+        "forward"] == "im2col_rows"
+    assert ck.conv_plan((16, 128, 16, 16), (64, 128, 2, 2), stride=2).paths[
+        "forward"] != "channels_last"
+    assert ck.conv_plan((16, 256, 8, 8), (256, 256, 1, 1)).paths["forward"] != "channels_last"

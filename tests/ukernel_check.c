@@ -106,6 +106,51 @@ static void report(const char *name, double err, double tol)
             report(label, err, TOL);                                                  \
         }                                                                             \
     }
+/* The gathered GEMM kernel (A[i][aoff[k]], B packed nr columns per row) must give the
+ * bits of the row-pointer kernel on the same values laid out contiguously, with and
+ * without accumulation, and match plain loops. */
+#define CHECK_GATHER(T, S, TOL)                                                       \
+    static void check_gather_##S(const char *name, ck_gemm_gather_##S gather,         \
+                                 ck_gemm_rows_##S gemm_rows, int mr, int nr, int vl)  \
+    {                                                                                 \
+        enum { KC = 29, SPAN = 400 };                                                 \
+        static T src[16 * SPAN], A[16 * KC], B[KC * 64], C[16 * 64], R[16 * 64];      \
+        const T *rows[16], *grows[16];                                                \
+        Py_ssize_t aoff[KC], boff[KC];                                                \
+        unsigned st = 5;                                                              \
+        int acc, i, j, k;                                                             \
+        for (i = 0; i < 16 * SPAN; i++) src[i] = (T) uniform(&st);                    \
+        for (i = 0; i < KC * 64; i++) B[i] = (T) uniform(&st);                        \
+        for (k = 0; k < KC; k++) {                                                    \
+            aoff[k] = (k * 7) % KC * 13 % (SPAN - 40) + k % 3; /* any order, repeats */ \
+            boff[k] = k * nr;                                                         \
+        }                                                                             \
+        for (i = 0; i < mr; i++) {                                                    \
+            grows[i] = src + i * 23; /* rows overlap, as windows of neighbours do */  \
+            rows[i] = A + i * KC;                                                     \
+            for (k = 0; k < KC; k++) A[i * KC + k] = grows[i][aoff[k]];               \
+        }                                                                             \
+        for (acc = 0; acc < 2; acc++) {                                               \
+            double err = 0;                                                           \
+            int same = 1;                                                             \
+            char label[96];                                                           \
+            for (i = 0; i < mr * nr; i++) C[i] = R[i] = (T) (i % 7 - 3);              \
+            gemm_rows(KC, rows, B, boff, vl, R, nr, acc, NULL);                      \
+            gather(KC, grows, aoff, B, C, nr, acc, NULL);                             \
+            for (i = 0; i < mr; i++)                                                  \
+                for (j = 0; j < nr; j++) {                                            \
+                    double s = acc ? (double) (((i * nr + j) % 7) - 3) : 0;           \
+                    for (k = 0; k < KC; k++) s += (double) grows[i][aoff[k]] * B[k * nr + j]; \
+                    err = fmax(err, fabs((double) C[i * nr + j] - s));                \
+                    same = same && C[i * nr + j] == R[i * nr + j];                    \
+                }                                                                     \
+            snprintf(label, sizeof label, "%s accumulate %d", name, acc);             \
+            report(label, same ? err : 1e300, TOL);                                   \
+        }                                                                             \
+    }
+CHECK_GATHER(float, s, 1e-4)
+CHECK_GATHER(double, d, 1e-12)
+
 /* The gemv kernel (gr rows times one column) must give the bits of the GEMM's
  * row-pointer kernel in column 0, with and without accumulation, for a length with a
  * ragged end. */
@@ -189,6 +234,10 @@ CHECKS(double, d, 1e-12)
                        ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                      \
         check_gemm_##S(#S "_" #ISA "_gemm4", ck_##S##_##ISA##_gemm4,                 \
                        ck_##S##_##ISA##_gemm4_rows, 4, NR4, VL);                     \
+        check_gather_##S(#S "_" #ISA "_gemm_gather", ck_##S##_##ISA##_gemm_gather,   \
+                         ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                    \
+        check_gather_##S(#S "_" #ISA "_gemm4_gather", ck_##S##_##ISA##_gemm4_gather, \
+                         ck_##S##_##ISA##_gemm4_rows, 4, NR4, VL);                   \
         check_dot_##S(#S "_" #ISA "_dot", ck_##S##_##ISA##_dot, DR, DC);             \
         check_gemv_##S(#S "_" #ISA "_gemv", ck_##S##_##ISA##_gemv,                   \
                        ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                      \
@@ -213,9 +262,13 @@ int main(void)
     CHECK_ISA(baseline, d, 4, 6, 6, 2, 3, 4);
 #else
     check_gemm_s("s_scalar_gemm", ck_s_scalar_gemm, ck_s_scalar_gemm_rows, 4, 4, 4);
+    check_gather_s("s_scalar_gemm_gather", ck_s_scalar_gemm_gather, ck_s_scalar_gemm_rows,
+                   4, 4, 4);
     check_dot_s("s_scalar_dot", ck_s_scalar_dot, 2, 2);
     check_gemv_s("s_scalar_gemv", ck_s_scalar_gemv, ck_s_scalar_gemm_rows, 4, 4, 4);
     check_gemm_d("d_scalar_gemm", ck_d_scalar_gemm, ck_d_scalar_gemm_rows, 4, 4, 4);
+    check_gather_d("d_scalar_gemm_gather", ck_d_scalar_gemm_gather, ck_d_scalar_gemm_rows,
+                   4, 4, 4);
     check_dot_d("d_scalar_dot", ck_d_scalar_dot, 2, 2);
     check_gemv_d("d_scalar_gemv", ck_d_scalar_gemv, ck_d_scalar_gemm_rows, 4, 4, 4);
     check_transpose_s("s_scalar_transpose", ck_s_scalar_transpose);
