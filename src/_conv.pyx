@@ -86,9 +86,11 @@ from unroll cimport (Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, 
                      SLAB_SKEW)
 
 # KERN: the wide GEMM blocks; KERN4: 4-row blocks for products with at most 4 rows
-# (the forward pass with up to 4 filters per group).
-cdef Kernels KERN, KERN4
-select_kernels(&KERN, &KERN4)
+# (the forward pass with up to 4 filters per group); KERN1: blocks of one vector of
+# columns, for products with at most that many (a batch-1 4x4 image's 16 positions, on
+# AVX-512's 32-column block, would leave half of every multiply-add unused).
+cdef Kernels KERN, KERN4, KERN1
+select_kernels(&KERN, &KERN4, &KERN1)
 
 # Output positions per tile (rounded to the micro-kernel width at run time).
 cdef Py_ssize_t TILE = 256
@@ -176,8 +178,10 @@ def kernel_info():
     return {
         "isa": KERN.s.name.decode(),
         "float32": {"gemm": (KERN.s.mr, KERN.s.nr), "gemm_narrow": (KERN4.s.mr, KERN4.s.nr),
+                    "gemm_one_vector": (KERN1.s.mr, KERN1.s.nr),
                     "dot": (KERN.s.dr, KERN.s.dc), "vector": (KERN.s.vl,)},
         "float64": {"gemm": (KERN.d.mr, KERN.d.nr), "gemm_narrow": (KERN4.d.mr, KERN4.d.nr),
+                    "gemm_one_vector": (KERN1.d.mr, KERN1.d.nr),
                     "dot": (KERN.d.dr, KERN.d.dc), "vector": (KERN.d.vl,)},
     }
 
@@ -296,10 +300,10 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
     if pass_name == "forward" and path == FWD_CHANNELS_LAST:
-        return channels_last_forward_scratch(g, &KERN, tag)
+        return channels_last_forward_scratch(g, tag)
     if pass_name == "backward_input" and path == BWI_FLIPPED_CHANNELS_LAST:
         t = flipped_geom(g)
-        return channels_last_forward_scratch(&t, &KERN, tag)
+        return channels_last_forward_scratch(&t, tag)
     if pass_name == "forward" and path == FWD_IM2COL_ROWS:
         return im2col_rows_scratch(g, tag)
     if pass_name == "forward" and path == FWD_SLAB_ROWS:

@@ -209,6 +209,18 @@ cdef void correlate_im2col(const floating_t *x, const Geom *g, const floating_t 
 
 # Bytes of unrolled tiles correlate_im2col_rows holds at once (at least one tile).
 cdef Py_ssize_t ROWS_COLS_BYTES = 8 << 20
+# Bytes of a tile that a block of the weight's rows passes over in one run
+# (gemm_rows_block's kchunk; a tile too wide for two reduction blocks keeps the usual
+# order): the budget of CHANNELS_LAST_SUB_BYTES, half the smallest per-core L2 of the
+# x86 cores the wheels target, so that the tile's run stays in L2 while the rows stream.
+cdef Py_ssize_t ROWS_STREAM_BYTES = 256 << 10
+
+
+cdef inline const Kernels *im2col_rows_kernels(const Geom *g,
+                                               const floating_t *tag) noexcept nogil:
+    """The kernels of correlate_im2col_rows: one vector wide when every column (image,
+    position) of the call fits in one vector (a batch-1 4x4 image on AVX-512)."""
+    return &KERN1 if g.N * g.P <= block_vl(&KERN, tag) else &KERN
 
 
 cdef inline void unroll_columns(const floating_t *x, const Geom *g, Py_ssize_t grp,
@@ -290,6 +302,9 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
     cdef Py_ssize_t fper = blocks_per_split(min(units, per_round), fpad // mr, nt)
     cdef Py_ssize_t nsplit = (fpad // mr + fper - 1) // fper
     cdef Py_ssize_t nr = block_nr(kern, x), nkb = (K + KC - 1) // KC
+    # the weight's rows stream in runs over ROWS_STREAM_BYTES of the tile
+    cdef Py_ssize_t kchunk = ROWS_STREAM_BYTES // (reduction_step(K) * tw
+                                                   * <Py_ssize_t> sizeof(floating_t))
     cdef Py_ssize_t rnd, u0, nu, t, u, grp, c0, cn, k0, kc, f, f0, f1, ldc, jb
     cdef floating_t *ctile
     cdef floating_t *dst
@@ -333,7 +348,8 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
                 rows[f] = w + (grp * g.Fg + f0 + f) * K
                 memset(dst + f * ldc, 0, cn * sizeof(floating_t))
             gemm_rows_block(kern, rows, 0, f1 - f0, K, cols + (t % nu) * K * tw, offsets,
-                            cn, dst, ldc, rows + g.Fg, ctile + g.Fg * tw, K * nr)
+                            cn, dst, ldc, rows + g.Fg, ctile + g.Fg * tw, K * nr, 0, NULL,
+                            True, kchunk)
             if dst == ctile or bias_mode != 0 or act != ACT_NONE:
                 copy_out(dst, ldc, g, grp * g.Fg + f0, grp * g.Fg + f1, c0, cn, bias,
                          bias_mode, act, y)
@@ -347,7 +363,8 @@ cdef inline Py_ssize_t im2col_rows_per_thread(const Geom *g, Py_ssize_t tw) noex
 cdef Py_ssize_t im2col_rows_scratch(const Geom *g, const floating_t *tag) noexcept nogil:
     """Bytes of scratch of correlate_im2col_rows: the round's unrolled tiles and offsets
     (shared), one thread's scratch and row pointers."""
-    cdef Py_ssize_t tw = tile_width(g.N * g.P, block_nr(&KERN, tag)), K = g.Cg * g.KK
+    cdef Py_ssize_t tw = tile_width(g.N * g.P, block_nr(im2col_rows_kernels(g, tag), tag))
+    cdef Py_ssize_t K = g.Cg * g.KK
     return ((im2col_rows_per_round(g, tw, sizeof(floating_t)) * K * tw
              + im2col_rows_per_thread(g, tw)) * sizeof(floating_t)
             + K * sizeof(Py_ssize_t) + (g.Fg + CK_MR_MAX) * sizeof(floating_t *))
@@ -357,7 +374,9 @@ cdef void correlate_im2col_rows_call(const floating_t *x, const Geom *g, const f
                                      const floating_t *bias, int bias_mode, int act,
                                      floating_t *y, int nt) except *:
     """correlate_im2col_rows with its scratch, offsets and row pointers allocated here."""
-    cdef Py_ssize_t tw = tile_width(g.N * g.P, block_nr(&KERN, x)), K = g.Cg * g.KK
+    cdef const Kernels *kern = im2col_rows_kernels(g, x)
+    cdef Py_ssize_t nr = block_nr(kern, x)
+    cdef Py_ssize_t tw = tile_width(g.N * g.P, nr), K = g.Cg * g.KK
     cdef Py_ssize_t per_round = im2col_rows_per_round(g, tw, sizeof(floating_t))
     cdef Py_ssize_t per_thread = im2col_rows_per_thread(g, tw)
     cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_scratch(K * sizeof(Py_ssize_t))
@@ -374,10 +393,10 @@ cdef void correlate_im2col_rows_call(const floating_t *x, const Geom *g, const f
         release(ptrs)
         release(scratch)
         raise
-    row_offsets(offsets, K, block_nr(&KERN, x))
+    row_offsets(offsets, K, nr)
     with nogil:
         correlate_im2col_rows(x, g, w, bias, bias_mode, act, y, tw, per_round, cols, scratch,
-                              per_thread, offsets, ptrs, &KERN, nt)
+                              per_thread, offsets, ptrs, kern, nt)
     release(cols)
     release(scratch)
     release(ptrs)
@@ -589,7 +608,7 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     if path == FWD_CHANNELS_LAST:
         correlate_channels_last_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
                                      &bias[0] if bias.shape[0] else NULL, bias_mode,
-                                     activation, &out[0, 0, 0, 0, 0], NULL, &KERN,
+                                     activation, &out[0, 0, 0, 0, 0], NULL,
                                      max(1, num_threads))
         return
     if path == FWD_DENSE:

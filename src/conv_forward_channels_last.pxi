@@ -57,6 +57,13 @@ cdef inline Py_ssize_t channel_stride(Py_ssize_t Cg, Py_ssize_t KK, Py_ssize_t m
     return cs
 
 
+cdef inline const Kernels *cl_forward_kernels(const Geom *g,
+                                              const floating_t *tag) noexcept nogil:
+    """The kernels of correlate_channels_last: one vector wide when the filters of a
+    group fit in one vector (LeNet-5's 16), so that no sliver is half empty."""
+    return &KERN1 if g.Fg <= block_vl(&KERN, tag) else &KERN
+
+
 cdef ClForward cl_forward_layout(const Geom *g, const Kernels *kern, int nt,
                                  const floating_t *tag) noexcept nogil:
     cdef ClForward L
@@ -80,10 +87,11 @@ cdef ClForward cl_forward_layout(const Geom *g, const Kernels *kern, int nt,
     return L
 
 
-cdef Py_ssize_t channels_last_forward_scratch(const Geom *g, const Kernels *kern,
+cdef Py_ssize_t channels_last_forward_scratch(const Geom *g,
                                               const floating_t *tag) noexcept nogil:
     """Bytes of scratch of correlate_channels_last on one thread: the slab, the packed
     weight and the offsets (shared), the thread's output block and row pointers."""
+    cdef const Kernels *kern = cl_forward_kernels(g, tag)
     cdef ClForward L = cl_forward_layout(g, kern, 1, tag)
     cdef Py_ssize_t nr = block_nr(kern, tag), K = g.Cg * g.KK
     return ((g.G * g.N * L.plane + g.G * round_up(g.Fg, nr) * K + L.per_thread)
@@ -162,12 +170,12 @@ cdef void channels_last_offsets(const Geom *g, const ClForward *L, Py_ssize_t *a
 cdef void correlate_channels_last_call(const floating_t *x, const Geom *g,
                                        const floating_t *w, const floating_t *bias,
                                        int bias_mode, int act, floating_t *y,
-                                       const Geom *flipped_from, const Kernels *kern,
-                                       int nt) except *:
+                                       const Geom *flipped_from, int nt) except *:
     """correlate_channels_last of geometry g with its scratch allocated and the weight
     packed here: w is the layer's weight, packed as the forward's (flipped_from NULL) or,
     for the flipped input gradient of layer geometry flipped_from (g then its
     flipped_geom, x grad_y and y grad_x), as its flipped, transposed correlation."""
+    cdef const Kernels *kern = cl_forward_kernels(g, x)
     cdef ClForward L = cl_forward_layout(g, kern, nt, x)
     cdef Py_ssize_t nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_uninit((K + g.P) * sizeof(Py_ssize_t))

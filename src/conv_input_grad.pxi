@@ -297,7 +297,7 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     if path == BWI_FLIPPED_CHANNELS_LAST:
         t = flipped_geom(&g)
         correlate_channels_last_call(&grad_y[0, 0, 0, 0, 0], &t, &weight[0, 0, 0, 0, 0],
-                                     NULL, 0, ACT_NONE, &out[0, 0, 0, 0, 0], &g, &KERN, nt)
+                                     NULL, 0, ACT_NONE, &out[0, 0, 0, 0, 0], &g, nt)
         return
     if path in (BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_FLIPPED_POINTWISE,
                 BWI_FLIPPED_IM2COL_IMAGES):

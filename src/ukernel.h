@@ -18,9 +18,10 @@
  * one binary runs on every x86-64 CPU and uses the widest vectors it has.  Compilers
  * without GNU vector extensions (MSVC) get plain C kernels.
  *
- * ck_select_s / ck_select_d fill two ck_kernels_s / ck_kernels_d (the wide and the
- * narrow GEMM shape) with the kernels for float / double, their block shapes and a name
- * for show_config(); ukernel_isa.h instantiates one ISA's kernels.
+ * ck_select_s / ck_select_d fill three ck_kernels_s / ck_kernels_d (the wide, the
+ * narrow and the one-vector GEMM shape) with the kernels for float / double, their
+ * block shapes and a name for show_config(); ukernel_isa.h instantiates one ISA's
+ * kernels.
  */
 #ifndef CONVKERN_UKERNEL_H
 #define CONVKERN_UKERNEL_H
@@ -147,36 +148,37 @@ CK_DECLARE_KERNELS(double, d)
 #define CKI_DC 4
 #include "ukernel_isa.h"
 
-/* Fill the wide (block_mr rows) and narrow (4 rows) kernel sets for ck_isa_level(). */
-static void ck_select_s(ck_kernels_s *k, ck_kernels_s *k4)
+/* Fill the wide (block_mr rows), narrow (4 rows) and one-vector kernel sets for
+ * ck_isa_level(). */
+static void ck_select_s(ck_kernels_s *k, ck_kernels_s *k4, ck_kernels_s *k1)
 {
     switch (ck_isa_level()) {
 #ifdef CK_X86_DISPATCH
     case CK_ISA_AVX512:
-        ck_s_avx512_select(k, k4);
+        ck_s_avx512_select(k, k4, k1);
         return;
     case CK_ISA_AVX2:
-        ck_s_avx2_select(k, k4);
+        ck_s_avx2_select(k, k4, k1);
         return;
 #endif
     default:
-        ck_s_baseline_select(k, k4);
+        ck_s_baseline_select(k, k4, k1);
     }
 }
 
-static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
+static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4, ck_kernels_d *k1)
 {
     switch (ck_isa_level()) {
 #ifdef CK_X86_DISPATCH
     case CK_ISA_AVX512:
-        ck_d_avx512_select(k, k4);
+        ck_d_avx512_select(k, k4, k1);
         return;
     case CK_ISA_AVX2:
-        ck_d_avx2_select(k, k4);
+        ck_d_avx2_select(k, k4, k1);
         return;
 #endif
     default:
-        ck_d_baseline_select(k, k4);
+        ck_d_baseline_select(k, k4, k1);
     }
 }
 
@@ -253,7 +255,8 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
             for (i = 0; i < rows; i++)                                               \
                 dst[j * ldd + i] = src[i * lds + j];                                 \
     }                                                                                \
-    static void ck_select_##S(ck_kernels_##S *k, ck_kernels_##S *k4)                 \
+    static void ck_select_##S(ck_kernels_##S *k, ck_kernels_##S *k4,                 \
+                              ck_kernels_##S *k1)                                    \
     {                                                                                \
         k->gemm = ck_##S##_scalar_gemm;                                              \
         k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
@@ -263,7 +266,7 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4)
         k->transpose = ck_##S##_scalar_transpose;                                    \
         k->mr = 4; k->nr = 4; k->vl = 4; k->dr = 2; k->dc = 2; k->gr = 4;            \
         k->name = "scalar";                                                          \
-        *k4 = *k; /* the 4 x 4 block already is narrow */                            \
+        *k4 = *k1 = *k; /* the 4 x 4 block already is narrow, of one vector */       \
     }
 CK_SCALAR_KERNELS(s, float)
 CK_SCALAR_KERNELS(d, double)

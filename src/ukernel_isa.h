@@ -5,9 +5,10 @@
  * CKI_NV (the wide GEMM block, MR x NV vectors), CKI_NV4 (the narrow GEMM block:
  * 4 x NV4 vectors, for products with at most 4 rows), CKI_DR and CKI_DC (the dot
  * block).  Defines
- * ck_<S>_<ISA>_{gemm,gemm_rows,gemm_gather,gemm4,gemm4_rows,gemm4_gather,dot,gemv,
- * transpose} and
- * ck_<S>_<ISA>_select(wide, narrow), which fills both kernel sets.
+ * ck_<S>_<ISA>_{gemm,gemm_rows,gemm_gather,gemm4,gemm4_rows,gemm4_gather,gemm1,
+ * gemm1_rows,gemm1_gather,dot,gemv,transpose} (gemm1: MR x one vector, for products
+ * with at most one vector of columns) and ck_<S>_<ISA>_select(wide, narrow, one), which
+ * fills the three kernel sets.
  */
 #define CKI_CAT2(a, b, c, d) a##_##b##_##c##_##d
 #define CKI_CAT(a, b, c, d) CKI_CAT2(a, b, c, d)
@@ -69,6 +70,32 @@
 #define UK_ATTR CKI_ATTR
 #define UK_AGATHER 1
 #include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm1)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_MR CKI_MR
+#define UK_NV 1
+#define UK_ATTR CKI_ATTR
+#include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm1_rows)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_MR CKI_MR
+#define UK_NV 1
+#define UK_ATTR CKI_ATTR
+#define UK_AROWS 1
+#include "ukernel_template.h"
+#define UK_NAME CKI_FN(gemm1_gather)
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_MR CKI_MR
+#define UK_NV 1
+#define UK_ATTR CKI_ATTR
+#define UK_AGATHER 1
+#include "ukernel_template.h"
 #define UKD_NAME CKI_FN(dot)
 #define UK_T CKI_T
 #define UK_IT CKI_IT
@@ -90,7 +117,7 @@
 #define UK_ATTR CKI_ATTR
 #include "ukernel_transpose_template.h"
 
-static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
+static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow, CKI_KT(CKI_S) *one)
 {
     wide->gemm = CKI_FN(gemm);
     wide->gemm_rows = CKI_FN(gemm_rows);
@@ -102,14 +129,19 @@ static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow)
     narrow->gemm_gather = CKI_FN(gemm4_gather);
     narrow->mr = 4;
     narrow->nr = CKI_NV4 * CKI_VL;
-    wide->dot = narrow->dot = CKI_FN(dot);
-    wide->gemv = narrow->gemv = CKI_FN(gemv);
-    wide->transpose = narrow->transpose = CKI_FN(transpose);
-    wide->gr = narrow->gr = CKI_VL;
-    wide->vl = narrow->vl = CKI_VL;
-    wide->dr = narrow->dr = CKI_DR;
-    wide->dc = narrow->dc = CKI_DC;
-    wide->name = narrow->name = CKI_STR(CKI_ISA);
+    one->gemm = CKI_FN(gemm1);
+    one->gemm_rows = CKI_FN(gemm1_rows);
+    one->gemm_gather = CKI_FN(gemm1_gather);
+    one->mr = CKI_MR;
+    one->nr = CKI_VL;
+    wide->dot = narrow->dot = one->dot = CKI_FN(dot);
+    wide->gemv = narrow->gemv = one->gemv = CKI_FN(gemv);
+    wide->transpose = narrow->transpose = one->transpose = CKI_FN(transpose);
+    wide->gr = narrow->gr = one->gr = CKI_VL;
+    wide->vl = narrow->vl = one->vl = CKI_VL;
+    wide->dr = narrow->dr = one->dr = CKI_DR;
+    wide->dc = narrow->dc = one->dc = CKI_DC;
+    wide->name = narrow->name = one->name = CKI_STR(CKI_ISA);
 }
 
 #undef CKI_CAT2

@@ -869,3 +869,33 @@ def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
     assert ck.conv_plan((16, 128, 16, 16), (64, 128, 2, 2), stride=2).paths[
         "forward"] != "channels_last"
     assert ck.conv_plan((16, 256, 8, 8), (256, 256, 1, 1)).paths["forward"] != "channels_last"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((1, 300, 2, 2), (40, 300, 3, 3)),    # 4 positions: one-vector blocks, rows streamed
+    ((1, 150, 7, 7), (21, 150, 3, 3)),    # 49 positions: a few slivers, rows streamed
+    ((4, 90, 5, 5), (12, 90, 3, 3)),      # 12 filters: the one-vector channels-last gather
+])
+def test_weight_rows_and_narrow_blocks_have_the_bits_of_im2col(x_shape, w_shape, dtype,
+                                                               all_threads):
+    """The forward on the weight's rows in place streams each block of rows through
+    several reduction blocks at a time (and with few enough positions runs blocks one
+    vector wide), and the channels-last gather of a group with at most one vector of
+    filters runs one-vector blocks: every output still sums the same reduction blocks in
+    the same order as im2col, so the same bits at 1, 2 and 4 threads, and the float64
+    reference within tolerance."""
+    rng = np.random.default_rng(x_shape[1])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", padding=1)
+    want = plan.force(forward="im2col").forward(x, w, b, activation="relu")
+    assert_close(want, np.maximum(ref.conv_forward(
+        x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=1), 0),
+        dtype)
+    for n in (1, 2, 4):
+        ck.set_num_threads(n)
+        for path in ("im2col_rows", "channels_last"):
+            got = plan.force(forward=path).forward(x, w, b, activation="relu")
+            np.testing.assert_array_equal(got, want, err_msg=f"{path} on {n} threads")

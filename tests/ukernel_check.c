@@ -238,6 +238,10 @@ CHECKS(double, d, 1e-12)
                          ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                    \
         check_gather_##S(#S "_" #ISA "_gemm4_gather", ck_##S##_##ISA##_gemm4_gather, \
                          ck_##S##_##ISA##_gemm4_rows, 4, NR4, VL);                   \
+        check_gemm_##S(#S "_" #ISA "_gemm1", ck_##S##_##ISA##_gemm1,                 \
+                       ck_##S##_##ISA##_gemm1_rows, MR, VL, VL);                     \
+        check_gather_##S(#S "_" #ISA "_gemm1_gather", ck_##S##_##ISA##_gemm1_gather, \
+                         ck_##S##_##ISA##_gemm1_rows, MR, VL, VL);                   \
         check_dot_##S(#S "_" #ISA "_dot", ck_##S##_##ISA##_dot, DR, DC);             \
         check_gemv_##S(#S "_" #ISA "_gemv", ck_##S##_##ISA##_gemv,                   \
                        ck_##S##_##ISA##_gemm_rows, MR, NR, VL);                      \
