@@ -22,9 +22,11 @@ on the pass's real axes:
   batch chunk), times the micro-kernel, ``gemm`` (the operand's rows against the
   transposed grad_y) or ``dot`` (rows of grad_y against the operand's rows, for short
   reductions); ``im2row_gemm`` (packed grad_y against rows of patches, for a few
-  positions in all) and ``channels_last_gemm`` (packed grad_y against runs of a
+  positions in all), ``channels_last_gemm`` (packed grad_y against runs of a
   channels-last copy of the input read in place, reduced over the positions of a chunk
-  of images, ``src/conv_weight_grad_channels_last.pxi``);
+  of images, ``src/conv_weight_grad_channels_last.pxi``) and ``gather_gemm`` (the
+  window's (channel, tap) pairs gathered from that copy against grad_y transposed,
+  filters in the vectors, ``src/conv_weight_grad_gather.pxi``);
 - **backward_bias**: ``sum``.
 
 Every pass also has ``depthwise``: for layers with one input channel per group, no
@@ -404,6 +406,26 @@ def _flipped_channels_last_pays(f):
             and (not f.flipped_direct or f.flipped_slab_use < CHANNELS_LAST_SLAB_USE))
 
 
+# The gathered weight gradient (src/conv_weight_grad_gather.pxi) puts the filters in the
+# vectors and gathers the window's (channel, tap) pairs in place, where the channels-last
+# GEMM's vectors run along runs of KW * Cg channels: it pays where those runs fill less
+# than 4/5 of their slivers (a stem's 21 values of 32, a 3-D layer's 48 of 64), the
+# filters fill two vectors, and there are GATHER_WGRAD_ROWS rows (Cg * KK) or more: the
+# transpose of grad_y it starts with (a pass over grad_y) costs about as much as
+# 2 * rows multiply-adds per value, so a 3x3 stem's 27 rows do not amortise it (VGG's,
+# MobileNet's and U-Net's ran 0.6-0.9x im2col's dots) while a 7x7 stem's 147 do.
+# ResNet-18's 7x7 stem ran 1.07x (batch 1) and 1.46x (batch 4) the planned path's
+# speed, 3-D U-Net's 16 -> 32 layer 1.08-1.19x, runs of 48 values at 16x16 and 16^3
+# 1.2-1.3x the channels-last GEMM (AVX-512 Xeon, 2 threads).
+GATHER_WGRAD_ROWS = 64
+
+
+def _gather_wgrad_pays(f):
+    run_use = f.channel_run / _round_up(f.channel_run, f.nr)
+    return (run_use < 0.8 and f.reduction >= GATHER_WGRAD_ROWS and f.filters >= 2 * f.vl
+            and f.taps > 1 and not f.disjoint and not _few_positions(f))
+
+
 def _few_positions_for_rows(f):
     if f.taps == 1:
         return (_few_positions(f) and not (f.filters < f.channels
@@ -502,6 +524,9 @@ TABLE = {
         # window and 1.5-1.9x slower with a 3x3 one, AVX-512 Xeon, 2 threads)
         Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
              lambda f: _depthwise_rows_pay(f) and not (_slab_dots_pay(f) and f.taps > 9)),
+        # the window's (channel, tap) pairs gathered in place (_gather_wgrad_pays)
+        Path("gather_gemm", {"operand": "channels-last gather", "kernel": "gemm"},
+             lambda f: f.channels_last, _gather_wgrad_pays),
         # one GEMM over a channels-last copy of the input (_channels_last_fills)
         Path("channels_last_gemm", {"operand": "channels-last slab", "kernel": "gemm"},
              lambda f: f.channels_last,

@@ -17,6 +17,8 @@ The module is one compiled unit made of one file per seam:
 - ``conv_forward_channels_last.pxi``: the correlation (forward, flipped input gradient)
   with output positions as the GEMM's rows, gathered in place from a channels-last copy
   of the input;
+- ``conv_weight_grad_gather.pxi``: the weight gradient with the window's (channel, tap)
+  pairs as the GEMM's rows, gathered in place from that copy, filters in the vectors;
 - ``conv_bias_grad.pxi``: the bias sums;
 - ``conv_depthwise.pxi``: all three passes of layers with one input channel per group,
   on vectorised rows (dwconv_kernel.h), with no GEMM;
@@ -80,7 +82,7 @@ from fused cimport floating_t
 from geometry cimport Geom, next_row, read_extent
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
-                   gemm_rows_block, gemm_gather_block, dot_block, gemv_block, ukernel,
+                   gemm_rows_block, gemm_gather_block, gemm_gather_run, dot_block, gemv_block, ukernel,
                    copy_sliver, rows_alias, KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport (Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets,
                      SLAB_SKEW)
@@ -196,7 +198,7 @@ PATHS = {
                        "flipped_channels_last"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
                         "im2col_gemm_images", "dense", "depthwise", "im2row_gemm",
-                        "channels_last_gemm"),
+                        "channels_last_gemm", "gather_gemm"),
     "backward_bias": ("sum",),
 }
 cdef enum:
@@ -208,7 +210,7 @@ cdef enum:
     BWI_FLIPPED_CHANNELS_LAST
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
-    BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM
+    BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM, BWW_GATHER_GEMM
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
@@ -227,6 +229,7 @@ include "conv_input_grad.pxi"
 include "conv_weight_grad.pxi"
 include "conv_weight_grad_channels_last.pxi"
 include "conv_forward_channels_last.pxi"
+include "conv_weight_grad_gather.pxi"
 include "conv_bias_grad.pxi"
 include "conv_depthwise.pxi"
 
@@ -323,6 +326,8 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
         return (dense_gemm_per_thread(g.N * g.P, nr) + g.Cg * g.KK * g.P) * sizeof(floating_t)
     if pass_name == "backward_weight" and path == BWW_CHANNELS_LAST_GEMM:
         return channels_last_scratch(g, tag)
+    if pass_name == "backward_weight" and path == BWW_GATHER_GEMM:
+        return gather_wgrad_scratch(g, tag)
     if pass_name == "backward_weight" and path == BWW_DENSE:
         return dense_gemm_per_thread(g.N, nr) * sizeof(floating_t)
     if pass_name == "forward":

@@ -149,19 +149,20 @@ cdef void correlate_channels_last(const floating_t *x, const Geom *g, const floa
             i = i + seg
 
 
-cdef void channels_last_offsets(const Geom *g, const ClForward *L, Py_ssize_t *aoff,
-                                Py_ssize_t *start) noexcept nogil:
-    """correlate_channels_last's offsets: aoff[k] for k = c * KK + tap, start[p] for the
-    P positions of an image (in order: no division per position)."""
+cdef void channels_last_offsets(const Geom *g, Py_ssize_t EH, Py_ssize_t EW, Py_ssize_t cs,
+                                Py_ssize_t *aoff, Py_ssize_t *start) noexcept nogil:
+    """The offsets into a channels-last copy of extents (., EH, EW), positions cs apart:
+    aoff[k] = shift(tap) + c for k = c * KK + tap, start[p] where the window of each of
+    the P positions of an image starts (in order: no division per position)."""
     cdef Py_ssize_t c, kd, kh, kw, k = 0, p, od = 0, oh = 0, ow = 0
     for c in range(g.Cg):
         for kd in range(g.KD):
             for kh in range(g.KH):
                 for kw in range(g.KW):
-                    aoff[k] = ((kd * g.dd * L.EH + kh * g.dh) * L.EW + kw * g.dw) * L.cs + c
+                    aoff[k] = ((kd * g.dd * EH + kh * g.dh) * EW + kw * g.dw) * cs + c
                     k = k + 1
     for p in range(g.P):
-        start[p] = ((od * g.sd * L.EH + oh * g.sh) * L.EW + ow * g.sw) * L.cs
+        start[p] = ((od * g.sd * EH + oh * g.sh) * EW + ow * g.sw) * cs
         ow += 1
         if ow == g.OW:
             next_row(g, &od, &oh, &ow)
@@ -194,7 +195,7 @@ cdef void correlate_channels_last_call(const floating_t *x, const Geom *g,
                 pack_flipped_weights(w, flipped_from, nr, wpack, nt)
             else:
                 pack_forward_weights(w, g, nr, wpack, nt)
-            channels_last_offsets(g, &L, offsets, offsets + K)
+            channels_last_offsets(g, L.EH, L.EW, L.cs, offsets, offsets + K)
             correlate_channels_last(x, g, wpack, bias, bias_mode, act, y, &L, slab, offsets,
                                     offsets + K, scratch, ptrs, kern, nt)
     finally:

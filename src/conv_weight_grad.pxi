@@ -529,6 +529,9 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         weight_grad_channels_last(x0, gy0, &g, w0, &bias_out[0] if bias_out.shape[0] else NULL,
                                   nt)
         return
+    if path == BWW_GATHER_GEMM:
+        weight_grad_gather(x0, gy0, &g, w0, &bias_out[0] if bias_out.shape[0] else NULL, nt)
+        return
     if path == BWW_DENSE:
         dense_backward_weight(x0, gy0, &g, w0, &bias_out[0] if bias_out.shape[0] else NULL,
                               nt)

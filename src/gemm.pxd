@@ -406,6 +406,17 @@ cdef inline void gemm_gather_block(const Kernels *kern, const floating_t **rows,
     B[(s * kdim + k) * nr + j], the columns past ncols zero.  The reduction runs in
     gemm_rows_block's blocks, in order (the same bits as the other GEMMs over the same
     k order); aptr is scratch for mr pointers and ctmp for an mr x nr edge block."""
+    gemm_gather_run(kern, rows, aoff, M, kdim, B, kdim * block_nr(kern, B), ncols, C, ldc,
+                    aptr, ctmp, False)
+
+
+cdef inline void gemm_gather_run(const Kernels *kern, const floating_t **rows,
+                                 const Py_ssize_t *aoff, Py_ssize_t M, Py_ssize_t kdim,
+                                 const floating_t *B, Py_ssize_t sliver, Py_ssize_t ncols,
+                                 floating_t *C, Py_ssize_t ldc, const floating_t **aptr,
+                                 floating_t *ctmp, bint accumulate) noexcept nogil:
+    """gemm_gather_block over a run of a longer reduction: B's slivers sliver elements
+    apart (B[k, s * nr + j] at B[s * sliver + k * nr + j]); with accumulate, C +=."""
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B)
     cdef Py_ssize_t kb, jb, mb, k0, kc, j0, m0, mm, nn, i, j
     cdef Py_ssize_t kstep = reduction_step(kdim)
@@ -417,11 +428,11 @@ cdef inline void gemm_gather_block(const Kernels *kern, const floating_t **rows,
     for kb in range(nkb):
         k0 = kb * kstep
         kc = min(kstep, kdim - k0)
-        acc = CK_GEMM_ACCUMULATE if k0 > 0 else 0
+        acc = CK_GEMM_ACCUMULATE if accumulate or k0 > 0 else 0
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)
-            bj = B + (jb * kdim + k0) * nr
+            bj = B + jb * sliver + k0 * nr
             for mb in range((M + mr - 1) // mr):
                 m0 = mb * mr
                 mm = min(mr, M - m0)

@@ -470,9 +470,9 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     for 1x1 layers, 1-D layers and 3-channel stems alike; a few positions per image keep
     the GEMMs.  With 64-byte vectors a channel-rich layer that is not pointwise and has
     a long reduction (64 channels x 2 taps), or a stem's long window (147 rows) at a
-    training batch, takes a GEMM path instead, and a 64-row 1x1 expansion over few
-    positions per image (no dots) the channels-last GEMM (its filters fill the rows),
-    not the dots."""
+    training batch, takes a GEMM path instead (the gathered one where its rule holds), and
+    a 64-row 1x1 expansion over few positions per image (no dots) the channels-last GEMM
+    (its filters fill the rows), not the dots."""
     wide = _conv.kernel_info()["float32"]["vector"][0] * 4 > 32
     for x_shape, w_shape, dots in [((1, 144, 56, 56), (24, 144, 1, 1), True),
                                    ((1, 64, 4096), (128, 64, 2), not wide),
@@ -480,6 +480,9 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
                                    ((1, 3, 224, 224), (64, 3, 7, 7), True),
                                    ((4, 3, 224, 224), (64, 3, 7, 7), not wide)]:
         plan = ck.conv_plan(x_shape, w_shape, padding=0)
+        if _paths._gather_wgrad_pays(plan._facts):   # (the 7x7 stem's runs of 21 channels)
+            assert plan.paths["backward_weight"] == "gather_gemm", x_shape
+            continue
         assert (plan.paths["backward_weight"] == "im2col_dot") == dots, x_shape
     few = ck.conv_plan((1, 128, 16, 16), (256, 128, 1, 1), stride=2)
     assert few.paths["backward_weight"] != "im2col_dot"
@@ -559,8 +562,8 @@ def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
     blocks and whose runs fill their column slivers to three quarters take the
     channels-last GEMM, batch or not; a strided 1x1 window (its im2col a plain strided
     copy), a batch of 2-D images with few positions in all (im2row's; a batch of volumes
-    takes it), runs that fill less and fewer filters than 4 row blocks (unless they
-    waste the other paths' columns) do not."""
+    takes it), runs that fill less (the gathered gradient's) and fewer filters than 4
+    row blocks (unless they waste the other paths' columns) do not."""
     mr, nr = _conv.kernel_info()["float32"]["gemm"]
     f = -(-4 * mr // nr) * nr          # rows for 4 blocks, whole slivers of columns
     c = 4 * nr                          # slivers of channels, a long reduction (no dots)
@@ -579,11 +582,16 @@ def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
     assert batch.paths["backward_weight"] == "im2row_gemm"
     volumes = ck.conv_plan((4, c, 4, 4, 4), (f, c, 3, 3, 3), padding=1)
     assert volumes.paths["backward_weight"] == "channels_last_gemm"
-    # runs of 3 taps of nr / 2 channels fill 2 slivers to three quarters; of 5 taps of
-    # nr / 4, to 0.625
+    # runs of 3 taps of nr / 2 channels fill 2 slivers to three quarters, of 5 taps of
+    # nr / 4 to 0.625: both take the gathered weight gradient (filters in the vectors)
+    # when they have its rows, the first the channels-last GEMM otherwise
     for taps, channels, fills in [(3, nr // 2, True), (5, nr // 4, False)]:
         plan = ck.conv_plan((4, channels, 16, 16), (f, channels, taps, taps), padding=1)
-        assert (plan.paths["backward_weight"] == "channels_last_gemm") == fills, taps
+        gather = channels * taps * taps >= _paths.GATHER_WGRAD_ROWS
+        assert plan.paths["backward_weight"] == (
+            "gather_gemm" if gather else "channels_last_gemm" if fills else
+            plan.paths["backward_weight"]), taps
+        assert plan.paths["backward_weight"] != "channels_last_gemm" or fills
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -786,7 +794,7 @@ def test_weight_gradient_rules_follow_the_block_shape():
     want = "channels_last_gemm" if 16 < 0.75 * (-(-16 // nr) * nr) else "slab_gemm"
     assert wasted.paths["backward_weight"] == want
     full = ck.conv_plan((2, 16, 32, 32, 32), (nr, 16, 3, 3, 3), padding=1)
-    assert full.paths["backward_weight"] in ("slab_gemm", "channels_last_gemm")
+    assert full.paths["backward_weight"] in ("slab_gemm", "channels_last_gemm", "gather_gemm")
     for x_shape, w_shape in [((4, 128, 32, 32), (64, 128, 2, 2)),
                              ((2, 32, 16, 16, 16), (16, 32, 2, 2, 2))]:
         plan = ck.conv_plan(x_shape, w_shape, stride=2)
@@ -899,3 +907,36 @@ def test_weight_rows_and_narrow_blocks_have_the_bits_of_im2col(x_shape, w_shape,
         for path in ("im2col_rows", "channels_last"):
             got = plan.force(forward=path).forward(x, w, b, activation="relu")
             np.testing.assert_array_equal(got, want, err_msg=f"{path} on {n} threads")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gathered_weight_gradient_over_runs_and_chunks(dtype, all_threads):
+    """The gathered weight gradient cuts each image's positions into runs and the batch
+    into chunks (both functions of the shapes): with 2500 positions per image, 3 images
+    and 40 filters (ragged slivers), a strided 5x5 window on 3 channels, it matches the
+    float64 reference with the fused bias, with the same bits at 1, 2 and 4 threads; a
+    7x7 stem plans it, a 3x3 stem (27 rows: too few for its transpose of grad_y) not."""
+    rng = np.random.default_rng(7)
+    x_shape, w_shape = (3, 3, 101, 101), (40, 3, 5, 5)
+    kw = dict(stride=2, padding=2)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    assert "gather_gemm" in plan.valid_paths("backward_weight")
+    x = rng.standard_normal(x_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    forced = plan.force(backward_weight="gather_gemm")
+    want = ref.conv_backward_weight(x.astype(np.float64), gy.astype(np.float64), w_shape, **kw)
+    results = []
+    for n in (1, 2, 4):
+        ck.set_num_threads(n)
+        results.append(forced.backward_weight_bias(x, gy))
+    assert_close(results[0][0], want, dtype)
+    assert_close(results[0][1], gy.astype(np.float64).sum(axis=(0, 2, 3)), dtype)
+    for gw, gb in results[1:]:
+        np.testing.assert_array_equal(gw, results[0][0])
+        np.testing.assert_array_equal(gb, results[0][1])
+    stem7 = ck.conv_plan((4, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    stem3 = ck.conv_plan((4, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1)
+    nr = stem7._facts.nr
+    if 21 / (-(-21 // nr) * nr) < 0.8:   # runs of 21 channels that underfill their slivers
+        assert stem7.paths["backward_weight"] == "gather_gemm"
+    assert stem3.paths["backward_weight"] != "gather_gemm"
