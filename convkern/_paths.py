@@ -45,6 +45,8 @@ geometry's facts (``convkern._conv.geometry_facts``) and the micro-kernels' bloc
 shapes (``convkern._conv.kernel_info``), which depend on the CPU's vector width.
 """
 
+import math
+import os
 from collections import namedtuple
 
 from . import _conv
@@ -227,18 +229,50 @@ def _filter_columns_wasted(f):
 
 # The in-place pointwise paths read the GEMM's B rows, one per reduced channel, straight
 # from the caller's array, P positions apart.  Rows s bytes apart start in only
-# 4096 / gcd(s, 4096) of the L1 cache's 64-byte-line sets (64 sets of 4 KiB per way), so
-# with 8 ways (the fewest of current x86 cores) a micro-kernel sliver keeps at most
-# 8 * 4096 / gcd(s, 4096) of them; a reduction block of more rows (up to KC) evicts its
-# own rows, which matters when the sliver is reused by several blocks of output rows
-# (more than mr of them).  The paths that copy the input (slab, im2col tiles) pack the
-# rows densely.  Measured on Zen 2 (AVX2, float32): WaveNet's 1x1 layers over 4096
-# samples (16 KiB rows, 64-256 channels) ran 0.6-0.9x PyTorch in place and 1.1-1.7x on
-# the copying paths; MobileNetV2's 112x112 layers (49 KiB rows, 16-32 channels) and
-# U-Net's 2-class heads (one block of output rows) keep theirs.
+# 4096 / gcd(s, 4096) of the L1 cache's 64-byte-line sets (64 sets of 4 KiB per way on
+# every current x86 core), so a reduction block of them (up to KC rows) shares those
+# sets' ways; with too many rows per way a micro-kernel sliver evicts its own rows,
+# which matters when it is reused by several blocks of output rows (more than mr of
+# them).  The paths that copy the input (slab, im2col tiles) pack the rows densely.
+# Up to ALIAS_ROWS_PER_WAY rows per way of the running CPU's L1 (read at run time:
+# l1_ways) the L2 still feeds the sliver: on Zen 2 (8 ways) WaveNet's 1x1 layers over
+# 4096 samples (16 KiB rows, 64-256 channels: 8-16 rows per way) ran 0.6-0.9x PyTorch in
+# place and 1.1-1.7x on the copying paths, while MobileNetV2's 112x112 layers (49 KiB
+# rows, 16-32 channels, 1-2 per way) kept theirs; on an AVX-512 Xeon (12 ways)
+# MobileNet's 32x32 and 16x16 1x1 layers (32-128 rows, 1-5 per way) ran 1.1-1.4x faster
+# in place, WaveNet's 64 channels (5 per way) as fast, its 128-256 (11 per way) up to
+# 2x slower.
+ALIAS_ROWS_PER_WAY = 6
+
+
+def l1_ways():
+    """Ways of the running CPU's L1 data cache (Linux sysfs), or 8, the fewest of
+    current x86 cores, when it cannot be read."""
+    global _L1_WAYS
+    if _L1_WAYS is None:
+        _L1_WAYS = 8
+        base = "/sys/devices/system/cpu/cpu0/cache"
+        try:
+            for index in sorted(os.listdir(base)):
+                d = os.path.join(base, index)
+                with open(os.path.join(d, "level")) as level, open(os.path.join(d, "type")) as kind:
+                    if level.read().strip() == "1" and kind.read().strip() == "Data":
+                        with open(os.path.join(d, "ways_of_associativity")) as ways:
+                            _L1_WAYS = max(1, int(ways.read().strip()))
+                        break
+        except (OSError, ValueError):
+            pass
+    return _L1_WAYS
+
+
+_L1_WAYS = None
+
+
 def _aliased_rows(f, rows, outputs):
+    stride = f.positions * f.itemsize
+    groups = 4096 // math.gcd(stride, 4096)
     return (outputs > f.mr
-            and _conv.l1_aliased(f.positions * f.itemsize, min(rows, _conv.REDUCTION_BLOCK)))
+            and min(rows, _conv.REDUCTION_BLOCK) > ALIAS_ROWS_PER_WAY * l1_ways() * groups)
 
 
 # A pointwise layer with fewer filters than channels (MobileNet's projections) and at
@@ -388,12 +422,14 @@ def _dot_pays(f):
 # Xeon, 2 threads) the 38 entries this rule takes ran 0.95-1.48x the planned path's
 # speed (mean 1.16x: 3-D U-Net's 8^3 and 4^3 volumes 1.2-1.5x, ResNet's 14x14 and 7x7
 # layers 1.1-1.2x, VGG's 8x8 and 4x4 layers at batch 16 1.0-1.17x), while the slab at
-# full use was faster (VGG's 16x16 layers at batch 16 ran 0.72x on channels-last).
+# full use was faster (VGG's 16x16 layers at batch 16 ran 0.72x on channels-last).  The
+# filters are its vectors: a group needs one vector of them (the A-E suite's D, 8 filters
+# of one channel's 5x5 window, ran 0.75x PyTorch on it against 1.29x on the slab).
 CHANNELS_LAST_SLAB_USE = 0.9
 
 
 def _channels_last_pays(f):
-    return (not f.disjoint and f.taps > 1 and not _few_filters(f)
+    return (not f.disjoint and f.taps > 1 and f.filters >= f.vl
             and f.images * f.positions >= _conv.REDUCTION_BLOCK
             and (not f.direct or f.slab_use < CHANNELS_LAST_SLAB_USE))
 

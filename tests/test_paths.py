@@ -376,7 +376,8 @@ def test_filter_splits_of_a_small_call_each_have_filters(path, dtype, all_thread
 def test_pointwise_rows_that_alias_in_l1_are_copied():
     """The in-place pointwise paths read one row per channel, P positions apart: 4096
     float32 samples (16 KiB apart, one L1 set per line offset) with 128 channels are
-    copied (slab); 56x56 images (12.25 KiB apart, 16 sets) keep the in-place paths."""
+    copied (slab: 10 or more rows per way on every L1 of 12 ways or fewer); 56x56
+    images (12.25 KiB apart, 16 sets) keep the in-place paths."""
     signal = ck.conv_plan((1, 128, 4096), (128, 128, 1))
     image = ck.conv_plan((1, 96, 56, 56), (96, 96, 1, 1))
     assert "pointwise" in signal.valid_paths("forward")
@@ -388,6 +389,22 @@ def test_pointwise_rows_that_alias_in_l1_are_copied():
     # many filters per position
     last = ck.conv_plan((1, 320, 5, 5), (1280, 320, 1, 1))
     assert last.paths["backward_input"] != "flipped_pointwise"
+
+
+def test_the_l1_aliasing_rule_reads_the_caches_ways(monkeypatch):
+    """Rows alias when more than ALIAS_ROWS_PER_WAY of them per way of the L1 share its
+    sets: 64 channels of 4096 samples (16 KiB apart, one set per line offset) are
+    in-place rows on a 12-way L1 and copied on an 8-way one, as are the 64 filters of
+    MobileNet's 32x32 expansion (4 KiB apart) in its input gradient; its 32 channels
+    stay in place on both."""
+    assert 1 <= _paths.l1_ways() <= 64
+    wavenet = ck.conv_plan((4, 64, 4096), (64, 64, 1))._facts
+    mobile = ck.conv_plan((32, 32, 32, 32), (64, 32, 1, 1))._facts
+    for ways, aliases in ((8, True), (12, False)):
+        monkeypatch.setattr(_paths, "_L1_WAYS", ways)
+        assert _paths._aliased_rows(wavenet, 64, 64) == aliases
+        assert _paths._aliased_rows(mobile, 64, 32) == aliases
+        assert not _paths._aliased_rows(mobile, 32, 64)
 
 
 def test_one_small_image_takes_im2col_tiles_and_col2im_instead_of_the_slab():
@@ -861,8 +878,8 @@ def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
     compute more than a tenth of halo, take the channels-last gather for the forward and
     the flipped input gradient (3-D U-Net's 8^3 volumes, VGG's 8x8 layers at a training
     batch); a slab at full use (VGG's 16x16 layers at batch 16, on AVX-512), a batch-1
-    4x4 image (few positions: the weight's rows in place), a disjoint k2 s2 window and a
-    1x1 layer do not."""
+    4x4 image (few positions: the weight's rows in place), a disjoint k2 s2 window, a
+    1x1 layer and a group of fewer filters than a vector do not."""
     unet3d = ck.conv_plan((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), padding=1)
     vgg8 = ck.conv_plan((16, 256, 8, 8), (256, 256, 3, 3), padding=1)
     for plan in (unet3d, vgg8):
@@ -877,6 +894,10 @@ def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
     assert ck.conv_plan((16, 128, 16, 16), (64, 128, 2, 2), stride=2).paths[
         "forward"] != "channels_last"
     assert ck.conv_plan((16, 256, 8, 8), (256, 256, 1, 1)).paths["forward"] != "channels_last"
+    # its vectors are filters: fewer than one vector of them (8 on AVX-512) do not
+    d = ck.conv_plan((64, 1, 28, 28), (8, 1, 5, 5))
+    if 8 < d._facts.vl:
+        assert d.paths["forward"] != "channels_last"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
