@@ -21,7 +21,6 @@ DOT_TILE_POSITIONS: int
 # Activations the forward applies in its output tile; the code is the index.
 ACTIVATIONS: tuple[str, ...]
 
-def l1_aliased(stride_bytes: int, rows: int) -> bool: ...
 def slab_use(
     xs: tuple[int, ...], ws: tuple[int, ...], ys: tuple[int, ...], groups: int,
     stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...], nr: int, vl: int,

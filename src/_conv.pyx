@@ -123,12 +123,6 @@ REDUCTION_BLOCK = KC
 DOT_TILE_POSITIONS = DOT_TILE
 
 
-def l1_aliased(Py_ssize_t stride_bytes, Py_ssize_t rows):
-    """Whether `rows` rows stride_bytes apart fall into too few L1 sets to stay in the
-    cache together (gemm.pxd's rows_alias: the planner and the kernels share the rule)."""
-    return bool(rows_alias(stride_bytes, rows))
-
-
 def slab_use(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride, tuple pad,
              tuple dilation, Py_ssize_t nr, Py_ssize_t vl):
     """The fraction of the columns a slab tile computes that are outputs (the rest are
