@@ -604,11 +604,11 @@ def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
     # when they have its rows, the first the channels-last GEMM otherwise
     for taps, channels, fills in [(3, nr // 2, True), (5, nr // 4, False)]:
         plan = ck.conv_plan((4, channels, 16, 16), (f, channels, taps, taps), padding=1)
-        gather = channels * taps * taps >= _paths.GATHER_WGRAD_ROWS
-        assert plan.paths["backward_weight"] == (
-            "gather_gemm" if gather else "channels_last_gemm" if fills else
-            plan.paths["backward_weight"]), taps
-        assert plan.paths["backward_weight"] != "channels_last_gemm" or fills
+        path = plan.paths["backward_weight"]
+        if channels * taps * taps >= _paths.GATHER_WGRAD_ROWS:
+            assert path == "gather_gemm", taps
+        else:
+            assert (path == "channels_last_gemm") == fills, taps
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
