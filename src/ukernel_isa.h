@@ -18,84 +18,26 @@
 #define CKI_STR2(x) #x
 #define CKI_STR(x) CKI_STR2(x)
 
-#define UK_NAME CKI_FN(gemm)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR CKI_MR
-#define UK_NV CKI_NV
-#define UK_ATTR CKI_ATTR
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm_rows)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR CKI_MR
-#define UK_NV CKI_NV
-#define UK_ATTR CKI_ATTR
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm_gather)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR CKI_MR
-#define UK_NV CKI_NV
-#define UK_ATTR CKI_ATTR
-#define UK_AGATHER 1
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm4)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR 4
-#define UK_NV CKI_NV4
-#define UK_ATTR CKI_ATTR
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm4_rows)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR 4
-#define UK_NV CKI_NV4
-#define UK_ATTR CKI_ATTR
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm4_gather)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR 4
-#define UK_NV CKI_NV4
-#define UK_ATTR CKI_ATTR
-#define UK_AGATHER 1
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm1)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR CKI_MR
-#define UK_NV 1
-#define UK_ATTR CKI_ATTR
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm1_rows)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR CKI_MR
-#define UK_NV 1
-#define UK_ATTR CKI_ATTR
-#define UK_AROWS 1
-#include "ukernel_template.h"
-#define UK_NAME CKI_FN(gemm1_gather)
-#define UK_T CKI_T
-#define UK_IT CKI_IT
-#define UK_VL CKI_VL
-#define UK_MR CKI_MR
-#define UK_NV 1
-#define UK_ATTR CKI_ATTR
-#define UK_AGATHER 1
-#include "ukernel_template.h"
+/* the wide block, the narrow one (4 rows) and the one-vector one, each in its three A
+ * variants */
+#define CKG_PACKED CKI_FN(gemm)
+#define CKG_ROWS CKI_FN(gemm_rows)
+#define CKG_GATHER CKI_FN(gemm_gather)
+#define CKG_MR CKI_MR
+#define CKG_NV CKI_NV
+#include "ukernel_gemm_shape.h"
+#define CKG_PACKED CKI_FN(gemm4)
+#define CKG_ROWS CKI_FN(gemm4_rows)
+#define CKG_GATHER CKI_FN(gemm4_gather)
+#define CKG_MR 4
+#define CKG_NV CKI_NV4
+#include "ukernel_gemm_shape.h"
+#define CKG_PACKED CKI_FN(gemm1)
+#define CKG_ROWS CKI_FN(gemm1_rows)
+#define CKG_GATHER CKI_FN(gemm1_gather)
+#define CKG_MR CKI_MR
+#define CKG_NV 1
+#include "ukernel_gemm_shape.h"
 #define UKD_NAME CKI_FN(dot)
 #define UK_T CKI_T
 #define UK_IT CKI_IT
