@@ -41,33 +41,117 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
 
 
 cdef struct Col2imLayout:
-    # Tasks are (image, group, chunk of cch input channels); a thread's scratch holds the
-    # grad_y tile (Fg x tw), then rb rows of cols (rb x tw), then the micro-kernel's edge
-    # block: per_thread elements.
-    Py_ssize_t cch, nchunks, rows_pad, rb, tw, per_thread
+    # Tasks are (image, group, chunk of cch input channels) of ntiles tiles of tw
+    # positions; a thread's scratch holds the grad_y tile (Fg x tw) or sliver (Fg x nr),
+    # then rb rows of cols (rb x tw), then the micro-kernel's edge block: per_thread
+    # elements.  split: the
+    # GEMMs run as (image, group, tile) pieces, then the col2im per (image, group,
+    # channel) (backward_input_col2im_split).
+    Py_ssize_t cch, nchunks, rows_pad, rb, tw, ntiles, per_thread
+    bint split
 
 
 cdef Col2imLayout col2im_layout(const Geom *g, int nt, const floating_t *tag) noexcept nogil:
     """Chunking and per-thread scratch of backward_input_col2im for nt threads."""
     cdef Col2imLayout c
-    cdef Py_ssize_t mr = block_mr(&KERN, tag), nr = block_nr(&KERN, tag)
+    cdef Py_ssize_t mr = block_mr(&KERN, tag), nr = block_nr(&KERN, tag), ntasks
     # Channels per chunk: enough chunks to keep every thread busy when the batch is small.
     # A channel's rows only touch that channel of grad_x, whatever the chunking.
     cdef Py_ssize_t want = (2 * nt + g.N * g.G - 1) // (g.N * g.G)
     c.cch = max(1, (g.Cg + want - 1) // want)
     c.nchunks = (g.Cg + c.cch - 1) // c.cch
+    c.tw = tile_width(g.P, nr)
+    c.ntiles = (g.P + c.tw - 1) // c.tw
+    # Too few tasks to share evenly (VGG's 3-channel stem at batch 1: 3 one-channel tasks
+    # on 2 threads, one thread doing two) lose a quarter or more of the threads' time:
+    # then the GEMMs, most of the work, split over tiles instead, all channels at once
+    # (no half-empty row block per channel), and the col2im over channels.
+    ntasks = g.N * g.G * c.nchunks
+    c.split = c.ntiles > 1 and 4 * ntasks <= 3 * round_up(ntasks, nt)
+    if c.split:
+        c.cch = g.Cg
+        c.nchunks = 1
     c.rows_pad = round_up(c.cch * g.KK, mr)
     c.rb = min(c.rows_pad, ROW_BLOCK // mr * mr)
-    c.tw = tile_width(g.P, nr)
     c.per_thread = g.Fg * c.tw + c.rb * c.tw + CK_MR_MAX * CK_NR_MAX
     return c
 
 
+cdef inline void col2im_gemm_tile(const floating_t *A, Py_ssize_t a_stride, Py_ssize_t M,
+                                  const floating_t *gy, const Geom *g, Py_ssize_t n,
+                                  Py_ssize_t grp, Py_ssize_t p0, Py_ssize_t pn,
+                                  const Py_ssize_t *boff, floating_t *bbuf, floating_t *C,
+                                  Py_ssize_t ldc, floating_t *ctmp) noexcept nogil:
+    """C[:M, :pn] = A @ (the Fg x pn tile of grad_y at positions p0.. of image n, group
+    grp), A packed (gemm_block's a_stride), one nr-column sliver at a time: the sliver
+    is copied to bbuf (Fg x nr, rows nr apart, zero past pn; boff[k] = k * nr), where it
+    stays in L1 while A's row blocks stream.  For few rows (a 3-channel stem's 27): each
+    sliver then serves only a few row blocks, and a copy of the whole tile, rows tw
+    apart, would come back from L2 for every one of them (VGG's 32x32 stem: grad_y's
+    own rows, 4 KiB apart, share an L1 set)."""
+    cdef Py_ssize_t nr = block_nr(&KERN, gy), s, f, q, q1, j0
+    cdef const floating_t *src = gy + (n * g.F + grp * g.Fg) * g.P + p0
+    cdef const floating_t *row
+    cdef floating_t *d
+    for s in range((pn + nr - 1) // nr):
+        j0 = s * nr
+        q1 = min(nr, pn - j0)
+        for f in range(g.Fg):
+            d = bbuf + f * nr
+            row = src + f * g.P + j0
+            if q1 == nr:
+                for q in range(nr):  # nr elements: a few vector moves, not a memcpy call
+                    d[q] = row[q]
+            else:
+                for q in range(nr):
+                    d[q] = row[q] if q < q1 else 0
+        gemm_block(&KERN, A, a_stride, M, g.Fg, bbuf, boff, 0, NULL, q1, C + j0, ldc, ctmp,
+                   False)
+
+
+cdef void backward_input_col2im_split(const floating_t *gy, const Geom *g,
+                                      const Col2imLayout *lay, const floating_t *wpack,
+                                      const Py_ssize_t *offsets, floating_t *scratch,
+                                      floating_t *cols_all, floating_t *gx,
+                                      int nt) noexcept nogil:
+    """backward_input_col2im in two parallel loops: the GEMM of every (image, group,
+    tile) into its own block of cols_all (all Cg * KK rows, rows_pad x tw), then the
+    col2im of every (image, group, channel), tiles in order."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), nr = block_nr(&KERN, gy), tw = lay.tw
+    cdef Py_ssize_t ntiles = lay.ntiles, block = lay.rows_pad * tw
+    cdef Py_ssize_t plane = g.D * g.H * g.W, nrows = g.Cg * g.KK
+    cdef Py_ssize_t u, t, c, n, grp, tb, p0, pn
+    cdef floating_t *gyt
+    cdef floating_t *gxc
+    for u in prange(g.N * g.G * ntiles, num_threads=nt, schedule="static"):
+        t = u // ntiles
+        p0 = u % ntiles * tw
+        pn = min(tw, g.P - p0)
+        gyt = scratch + threadid() * lay.per_thread
+        col2im_gemm_tile(wpack + t % g.G * lay.rows_pad * g.Fg, mr * g.Fg, nrows, gy, g,
+                         t // g.G, t % g.G, p0, pn, offsets, gyt, cols_all + u * block, tw,
+                         gyt + g.Fg * tw + lay.rb * tw)
+    for u in prange(g.N * g.G * g.Cg, num_threads=nt, schedule="static"):
+        t = u // g.Cg
+        c = u % g.Cg
+        gxc = gx + (t // g.G * g.C + t % g.G * g.Cg) * plane
+        memset(gxc + c * plane, 0, plane * sizeof(floating_t))
+        for tb in range(ntiles):
+            p0 = tb * tw
+            col2im_add(cols_all + (t * ntiles + tb) * block + c * g.KK * tw, tw, g,
+                       c * g.KK, g.KK, p0, min(tw, g.P - p0), gxc)
+
+
 cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const Geom *g,
                                 floating_t *gx, int nt) except *:
-    """grad_x by cols = W^T @ grad_y followed by col2im, for any stride."""
-    cdef Py_ssize_t mr = block_mr(&KERN, gy)
-    cdef Py_ssize_t K = g.Cg * g.KK
+    """grad_x by cols = W^T @ grad_y followed by col2im, for any stride.
+
+    A task (image, group, channel chunk) computes its cols one tile of positions and one
+    block of rows at a time and adds each block into grad_x at once; with lay.split,
+    backward_input_col2im_split.  Either way every grad_x value is the same sum of the
+    same products in the same order: the same bits.
+    """
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), nr = block_nr(&KERN, gy)
     cdef Py_ssize_t plane = g.D * g.H * g.W
     cdef Col2imLayout lay = col2im_layout(g, nt, gy)
     cdef Py_ssize_t cch = lay.cch, nchunks = lay.nchunks, rb = lay.rb
@@ -76,6 +160,7 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
     cdef floating_t *wpack = <floating_t *> alloc_uninit(
         g.G * nchunks * rows_pad * g.Fg * sizeof(floating_t))
     cdef floating_t *scratch = NULL
+    cdef floating_t *cols_all = NULL
     cdef Py_ssize_t *offsets = NULL
     cdef floating_t *gyt
     cdef floating_t *cols
@@ -84,39 +169,56 @@ cdef void backward_input_col2im(const floating_t *gy, const floating_t *w, const
     cdef Py_ssize_t t, n, grp, ch, c0, c1, nrows, tb, p0, pn, rbi, r0, nb, f, j
     try:
         scratch = <floating_t *> alloc_scratch(nt * per_thread * sizeof(floating_t))
-        offsets = <Py_ssize_t *> alloc_scratch(g.Fg * sizeof(Py_ssize_t))
+        offsets = <Py_ssize_t *> alloc_scratch(2 * g.Fg * sizeof(Py_ssize_t))
+        if lay.split:
+            # every piece writes its whole block before the col2im reads it
+            cols_all = <floating_t *> alloc_uninit(
+                g.N * g.G * lay.ntiles * rows_pad * tw * sizeof(floating_t))
     except MemoryError:
         release(wpack)
         release(scratch)
+        release(offsets)
         raise
-    row_offsets(offsets, g.Fg, tw)
+    row_offsets(offsets, g.Fg, nr)  # col2im_gemm_tile's sliver, and the whole tile's rows
+    row_offsets(offsets + g.Fg, g.Fg, tw)
     with nogil:
         pack_col2im_weights(w, g, cch, nchunks, rows_pad, mr, wpack, nt)
-        for t in prange(ntasks, num_threads=nt, schedule="static"):
-            gyt = scratch + threadid() * per_thread
-            cols = gyt + g.Fg * tw
-            n = t // (g.G * nchunks)
-            grp = (t // nchunks) % g.G
-            ch = t % nchunks
-            c0 = ch * cch
-            c1 = min(g.Cg, c0 + cch)
-            nrows = (c1 - c0) * g.KK
-            ap = wpack + (grp * nchunks + ch) * rows_pad * g.Fg
-            gxc = gx + (n * g.C + grp * g.Cg + c0) * plane
-            memset(gxc, 0, (c1 - c0) * plane * sizeof(floating_t))
-            for tb in range((g.P + tw - 1) // tw):
-                p0 = tb * tw
-                pn = min(tw, g.P - p0)
-                # gy tile (Fg x pn) copied so the micro-kernel may read whole nr slivers
-                for f in range(g.Fg):
-                    for j in range(pn):
-                        gyt[f * tw + j] = gy[(n * g.F + grp * g.Fg + f) * g.P + p0 + j]
-                for rbi in range((nrows + rb - 1) // rb):
-                    r0 = rbi * rb
-                    nb = min(rb, nrows - r0)
-                    gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt, offsets,
-                               0, NULL, pn, cols, tw, cols + rb * tw, False)
-                    col2im_add(cols, tw, g, r0, nb, p0, pn, gxc)
+        if lay.split:
+            backward_input_col2im_split(gy, g, &lay, wpack, offsets, scratch, cols_all, gx,
+                                        nt)
+        else:
+            for t in prange(ntasks, num_threads=nt, schedule="static"):
+                gyt = scratch + threadid() * per_thread
+                cols = gyt + g.Fg * tw
+                n = t // (g.G * nchunks)
+                grp = (t // nchunks) % g.G
+                ch = t % nchunks
+                c0 = ch * cch
+                c1 = min(g.Cg, c0 + cch)
+                nrows = (c1 - c0) * g.KK
+                ap = wpack + (grp * nchunks + ch) * rows_pad * g.Fg
+                gxc = gx + (n * g.C + grp * g.Cg + c0) * plane
+                memset(gxc, 0, (c1 - c0) * plane * sizeof(floating_t))
+                for tb in range(lay.ntiles):
+                    p0 = tb * tw
+                    pn = min(tw, g.P - p0)
+                    if rows_pad <= rb:  # one block of rows: a sliver of grad_y at a time
+                        col2im_gemm_tile(ap, mr * g.Fg, nrows, gy, g, n, grp, p0, pn,
+                                         offsets, gyt, cols, tw, cols + rb * tw)
+                        col2im_add(cols, tw, g, 0, nrows, p0, pn, gxc)
+                        continue
+                    # the grad_y tile (Fg x pn), rows tw apart, serves every block of rows
+                    for f in range(g.Fg):
+                        for j in range(pn):
+                            gyt[f * tw + j] = gy[(n * g.F + grp * g.Fg + f) * g.P + p0 + j]
+                    for rbi in range((nrows + rb - 1) // rb):
+                        r0 = rbi * rb
+                        nb = min(rb, nrows - r0)
+                        gemm_block(&KERN, ap + r0 * g.Fg, mr * g.Fg, nb, g.Fg, gyt,
+                                   offsets + g.Fg, 0, NULL, pn, cols, tw, cols + rb * tw,
+                                   False)
+                        col2im_add(cols, tw, g, r0, nb, p0, pn, gxc)
+    release(cols_all)
     release(scratch)
     release(offsets)
     release(wpack)

@@ -563,6 +563,36 @@ def test_dot_weight_gradient_splits_one_image_into_tiles(case, dtype, all_thread
     check_weight_gradient(forced, x, gy, w_shape, kw, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    ((1, 3, 33, 31), (8, 3, 3, 3), 1, 1, 1),        # VGG-like stem, ragged last sliver
+    ((1, 3, 40, 40), (5, 3, 3, 3), 2, 1, 1),        # strided stem
+    ((1, 6, 30, 30), (4, 3, 3, 3), 1, 1, 2),        # two groups: split at 4 threads only
+    ((1, 1, 10, 12, 14), (4, 1, 3, 3, 3), 1, 1, 1),  # one channel, 3-D, 7 tiles
+    ((2, 40, 20, 20), (6, 40, 3, 3), 1, 1, 1),      # many rows: the whole-tile copy
+])
+def test_col2im_of_few_channels_splits_over_tiles(case, dtype, all_threads):
+    """col2im where an image has too few channel chunks to share among the threads (3
+    one-channel tasks on 2 threads) splits its GEMMs over tiles of positions and then
+    its col2im over channels; tasks of few rows copy grad_y a sliver at a time.  The
+    float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
+    x_shape, w_shape, stride, padding, groups = case
+    kw = dict(stride=stride, padding=padding, groups=groups)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, **kw).force(backward_input="col2im")
+    rng = np.random.default_rng(x_shape[2])
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    want = ref.conv_backward_input(gy.astype(np.float64), w.astype(np.float64), x_shape,
+                                   **kw)
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        gx = plan.backward_input(gy, w)
+        assert_close(gx, want, dtype)
+        first = first or gx.tobytes()
+        assert gx.tobytes() == first, f"other bits on {nt} threads"
+
+
 def test_small_images_of_whole_slivers_keep_per_image_tiles():
     """A batch of small images takes the image-spanning im2col forward when an image's
     positions end in a ragged sliver, and the per-image tiles when they fill whole
