@@ -449,7 +449,9 @@ cdef void weight_grad_im2col(const floating_t *x, const floating_t *gy, const Ge
     cdef floating_t *dst
     cdef const floating_t **a
     cdef const floating_t **bp
-    for t in prange(L.nchunks * g.G * nkb, num_threads=nt, schedule="static"):
+    # no more threads than tasks: an idle one only adds its wake-up to the region's end
+    for t in prange(L.nchunks * g.G * nkb, num_threads=min(nt, L.nchunks * g.G * nkb),
+                    schedule="static"):
         col = scratch + threadid() * L.per_thread
         res = col + L.res
         a = ptrs + threadid() * L.thread_ptrs
@@ -573,10 +575,11 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
         # partial[0] += partial[b] for b = 1, 2, ... in chunk order (contiguous adds),
         # then out[f, k] = partial[0] at (f, k): stored G x K x Fg by the GEMM paths
         # and F x K by the dot paths
-        for f in prange(g.F, num_threads=nt, schedule="static"):
-            for b in range(1, L.nchunks):
-                for k in range(K):
-                    partials[f * K + k] += partials[b * part + f * K + k]
+        if L.nchunks > 1:  # (no parallel region, with its wake-ups, for nothing)
+            for f in prange(g.F, num_threads=nt, schedule="static"):
+                for b in range(1, L.nchunks):
+                    for k in range(K):
+                        partials[f * K + k] += partials[b * part + f * K + k]
         if gemm:
             # per group, a K x Fg block transposed in 64-row slices (cache blocked)
             for t in prange(g.G * ((K + 63) // 64), num_threads=nt, schedule="static"):

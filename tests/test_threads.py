@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import convkern as ck
-from convkern._work import CONV_GRAIN
+from convkern._work import CONV_GRAIN, CONV_MEMORY_GRAIN
 
 HAS_FORK = hasattr(os, "fork")
 
@@ -147,6 +147,10 @@ def test_small_calls_take_one_thread_and_streaming_ones_more():
         # the pass streams memory, which two cores read faster than one
         head = ck.conv_plan((1, 16, 32, 32, 32), (2, 16, 1, 1, 1))
         assert head._flops < 2 * CONV_GRAIN and head.num_threads == 2
+        # neither alone is worth two threads, both together are: a 3-channel stem
+        stem = ck.conv_plan((1, 3, 32, 32), (64, 3, 3, 3), padding=1)
+        assert stem._flops < 2 * CONV_GRAIN and stem._activations < 2 * CONV_MEMORY_GRAIN
+        assert stem.num_threads == 2
     finally:
         ck.set_num_threads(None)
 
