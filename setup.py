@@ -39,8 +39,10 @@ from setuptools.command.build_ext import build_ext
 MODULES = ["_conv", "_pool", "_openmp", "_eltwise"]
 # Per-module flags for gcc/clang. _eltwise: its loops select between two computed
 # values (sigmoid, tanh); with floating-point traps assumed possible gcc will not
-# compute both arms, so it leaves the loops scalar. No value changes.
-MODULE_CFLAGS = {"_eltwise": ["-fno-trapping-math"]}
+# compute both arms, so it leaves the loops scalar. No value changes. And no
+# contraction into fused multiply-adds (on targets that have them): the SGD step keeps
+# the roundings of the NumPy expressions it replaces.
+MODULE_CFLAGS = {"_eltwise": ["-fno-trapping-math", "-ffp-contract=off"]}
 
 OPENMP_PROBE = r"""
 #include <omp.h>

@@ -24,3 +24,14 @@ def activation_backward(
     num_threads: int,
 ) -> None:
     """Fill out (N, F, P) with grad_y * phi'(z) through y, and bias_out with its sums."""
+
+def sgd_update(
+    param: _Float,
+    grad: _Float,
+    buf: _Float,
+    lr: float,
+    momentum: float,
+    mode: int,
+    num_threads: int,
+) -> None:
+    """param -= v * lr with v = grad (mode 0), buf = grad (1) or buf * momentum + grad (2)."""

@@ -5,7 +5,8 @@ the parameter arrays in place; its state is keyed by parameter name, so a parame
 appears later (an untied bias fixed on the first call) is picked up. A step computes
 in scratch arrays the optimiser keeps per parameter (the same operations, in the same
 order, as the textbook expressions, so the same bits), so it allocates nothing after
-the first step.
+the first step; SGD's step is one compiled pass over a parameter, its gradient and its
+momentum buffer (src/_eltwise.pyx's sgd_update, the same roundings).
 
 Hyper-parameters follow convkern's one rule: a wrong value, including one of the wrong
 Python type (a string for a number), is a ValueError; only a model that is not a layer
@@ -17,7 +18,20 @@ import numbers
 
 import numpy as np
 
+from . import _eltwise
+from ._validation import FLOAT_DTYPES
+from ._work import ELTWISE_GRAIN, threads_for
+
 __all__ = ["SGD", "Adam"]
+
+
+def _fusable(param, grad, buf):
+    """Whether sgd_update can update param in place: C-contiguous float arrays of one
+    dtype (a parameter a user replaced by a strided view takes the NumPy expressions)."""
+    return (type(param) is np.ndarray and param.dtype in FLOAT_DTYPES
+            and param.flags.c_contiguous and param.flags.writeable
+            and all(type(a) is np.ndarray and a.dtype == param.dtype and a.flags.c_contiguous
+                    and a.shape == param.shape for a in (grad, buf) if a is not None))
 
 
 def _non_negative(name, value):
@@ -93,8 +107,18 @@ class SGD(_Optimizer):
         self.momentum = _non_negative("momentum", momentum)
 
     def _update(self, name, param, grad):
+        buf = self.state.get(name) if self.momentum else None
+        if _fusable(param, grad, buf):
+            # one compiled pass over param, grad and buf (the expressions below, their
+            # roundings): 3.3 MB of parameters took 1.7 ms in NumPy's four passes
+            mode = 0 if not self.momentum else 1 if buf is None else 2
+            if mode == 1:
+                buf = self.state[name] = np.empty_like(param)
+            _eltwise.sgd_update(param.reshape(-1), grad.reshape(-1),
+                                (buf if mode else param[:0]).reshape(-1), self.lr,
+                                self.momentum, mode, threads_for(param.size, ELTWISE_GRAIN))
+            return
         if self.momentum:
-            buf = self.state.get(name)
             if buf is None:
                 buf = self.state[name] = grad.copy()
             else:

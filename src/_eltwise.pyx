@@ -17,6 +17,11 @@ conv_backward_bias: lane p % LANES, lanes folded in halves; untied: n in order),
 double, so the bits do not depend on the thread count.  Without a bias it is parallel
 over (n, f) rows.  grad_z is written to ``out``, which may be grad_y itself (each
 element is read before it is written).
+
+The SGD step (sgd_update) is one pass over a parameter, its gradient and its momentum
+buffer, in chunks as the forward, with the operations and roundings of the NumPy
+expressions it replaces (buf = buf * momentum + grad; param -= buf * lr: two roundings
+each, no fused multiply-add; the module is built with -ffp-contract=off).
 """
 
 from cython.parallel cimport prange
@@ -203,3 +208,42 @@ def activation_backward(const floating_t[:, :, ::1] grad_y not None,
             for t in prange(N * F, num_threads=nt, schedule="static"):
                 backward_run(&grad_y[0, 0, 0] + t * P, &y[0, 0, 0] + t * P,
                              &out[0, 0, 0] + t * P, P, kind)
+
+
+cdef inline void sgd_run(floating_t *p, const floating_t *g, floating_t *b, Py_ssize_t n,
+                         floating_t lr, floating_t mu, int mode) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating_t v
+    for i in range(n):
+        if mode == 0:        # no momentum
+            v = g[i]
+        elif mode == 1:      # momentum, first step: the buffer starts as the gradient
+            v = g[i]
+            b[i] = v
+        else:
+            v = b[i] * mu
+            v = v + g[i]
+            b[i] = v
+        p[i] = p[i] - v * lr
+
+
+def sgd_update(floating_t[::1] param not None, const floating_t[::1] grad not None,
+               floating_t[::1] buf not None, double lr, double momentum, int mode,
+               int num_threads):
+    """One SGD step in place: v = grad (mode 0), buf = v = grad (mode 1, momentum's
+    first step) or buf = v = buf * momentum + grad (mode 2); then param -= v * lr.
+
+    lr and momentum are rounded to the arrays' dtype first, as NumPy does with Python
+    floats; buf is unused in mode 0 (may be empty).
+    """
+    cdef Py_ssize_t n = param.shape[0], t, lo
+    cdef Py_ssize_t tasks = (n + CHUNK - 1) // CHUNK
+    cdef floating_t lr_t = <floating_t> lr, mu_t = <floating_t> momentum
+    cdef floating_t *b = &buf[0] if mode != 0 else NULL
+    if n == 0:
+        return
+    with nogil:
+        for t in prange(tasks, num_threads=max(1, num_threads), schedule="static"):
+            lo = t * CHUNK
+            sgd_run(&param[lo], &grad[lo], b + lo if b != NULL else NULL,
+                    min(<Py_ssize_t> CHUNK, n - lo), lr_t, mu_t, mode)

@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_close
 from reference import numerical_gradient  # noqa: E402
 
-from convkern import conv_forward, maxpool_forward
+from convkern import conv_forward, maxpool_forward, set_num_threads
 from convkern.layers import Conv, Dense, Flatten, MaxPool, ReLU, Sequential, Sigmoid, Tanh
 from convkern.losses import MSELoss, SoftmaxCrossEntropyLoss
 from convkern.optim import SGD, Adam
@@ -427,6 +427,36 @@ def test_optimisers_update_in_place_and_keep_dtype(rng):
         optimizer.step()
         assert [id(a) for a in model.params.values()] == arrays
         assert all(a.dtype == np.float32 for a in model.params.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_step_of_a_large_parameter_on_threads(momentum, dtype, rng):
+    """A parameter of several chunks of the compiled step (1, 2, 4 threads): the bits of
+    the NumPy expressions; a parameter replaced by a strided view is updated too."""
+    layer = Dense(150, 170, dtype=dtype, rng=rng)        # 25,500 weights
+    for nt in (1, 2, 4):
+        set_num_threads(nt)
+        try:
+            weight = layer.params["weight"].copy()
+            sgd = SGD(layer, lr=0.05, momentum=momentum)
+            buf = None
+            for _ in range(3):
+                g = rng.standard_normal(weight.shape).astype(dtype)
+                layer.grads["weight"][...] = g
+                if momentum:
+                    buf = g.copy() if buf is None else buf * dtype(momentum) + g
+                weight -= (buf if momentum else g) * dtype(0.05)
+                sgd.step()
+                np.testing.assert_array_equal(layer.params["weight"], weight)
+        finally:
+            set_num_threads(None)
+    strided = np.zeros((8, 6), dtype)[:, ::2]
+    layer = Dense(3, 8, dtype=dtype, rng=rng)
+    layer.params["weight"] = strided
+    layer.grads["weight"][...] = 1.0
+    SGD(layer, lr=0.5, momentum=momentum).step()
+    np.testing.assert_array_equal(strided, np.full((8, 3), -0.5, dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
