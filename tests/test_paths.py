@@ -104,6 +104,17 @@ def all_threads(monkeypatch):
     ck.set_num_threads(None)
 
 
+def check_on_threads(run, want, dtype):
+    """run() at 1, 2 and 4 threads: within tolerance of want, the same bits on each."""
+    first = None
+    for nt in (1, 2, 4):
+        ck.set_num_threads(nt)
+        got = run()
+        assert_close(got, want, dtype)
+        first = first or got.tobytes()
+        assert got.tobytes() == first, f"other bits on {nt} threads"
+
+
 @pytest.mark.parametrize("geometry, pass_name, path", _forced_cases())
 def test_forced_path_matches_reference_for_any_thread_count(geometry, pass_name, path,
                                                             all_threads):
@@ -341,13 +352,7 @@ def test_slab_with_the_weight_rows_in_place(out, stride, groups, dtype, all_thre
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype)
     want = np.maximum(ref.conv_forward(*(a.astype(np.float64) for a in (x, w, b)), **kw), 0)
-    first = None
-    for nt in (1, 2, 4):
-        ck.set_num_threads(nt)
-        y = forced.forward(x, w, b, activation="relu")
-        assert_close(y, want, dtype)
-        first = first or y.tobytes()
-        assert y.tobytes() == first
+    check_on_threads(lambda: forced.forward(x, w, b, activation="relu"), want, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -364,13 +369,7 @@ def test_filter_splits_of_a_small_call_each_have_filters(path, dtype, all_thread
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     want = ref.conv_forward(x.astype(np.float64), w.astype(np.float64), padding=1)
-    first = None
-    for nt in (1, 2, 4):
-        ck.set_num_threads(nt)
-        y = forced.forward(x, w)
-        assert_close(y, want, dtype)
-        first = first or y.tobytes()
-        assert y.tobytes() == first
+    check_on_threads(lambda: forced.forward(x, w), want, dtype)
 
 
 def test_pointwise_rows_that_alias_in_l1_are_copied():
@@ -584,13 +583,7 @@ def test_col2im_of_few_channels_splits_over_tiles(case, dtype, all_threads):
     gy = rng.standard_normal(plan.y_shape).astype(dtype)
     want = ref.conv_backward_input(gy.astype(np.float64), w.astype(np.float64), x_shape,
                                    **kw)
-    first = None
-    for nt in (1, 2, 4):
-        ck.set_num_threads(nt)
-        gx = plan.backward_input(gy, w)
-        assert_close(gx, want, dtype)
-        first = first or gx.tobytes()
-        assert gx.tobytes() == first, f"other bits on {nt} threads"
+    check_on_threads(lambda: plan.backward_input(gy, w), want, dtype)
 
 
 def test_small_images_of_whole_slivers_keep_per_image_tiles():
