@@ -44,9 +44,8 @@ cdef struct Col2imLayout:
     # Tasks are (image, group, chunk of cch input channels) of ntiles tiles of tw
     # positions; a thread's scratch holds the grad_y tile (Fg x tw) or sliver (Fg x nr),
     # then rb rows of cols (rb x tw), then the micro-kernel's edge block: per_thread
-    # elements.  split: the
-    # GEMMs run as (image, group, tile) pieces, then the col2im per (image, group,
-    # channel) (backward_input_col2im_split).
+    # elements.  split: the GEMMs run as (image, group, tile) pieces, then the col2im
+    # per (image, group, channel) (backward_input_col2im_split).
     Py_ssize_t cch, nchunks, rows_pad, rb, tw, ntiles, per_thread
     bint split
 
