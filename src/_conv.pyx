@@ -108,6 +108,8 @@ cdef Py_ssize_t ROW_BLOCK = 256
 cdef Py_ssize_t DOT_TILE = 2048
 # Upper bound, in bytes, of the weight-gradient partials (one per batch chunk).
 cdef Py_ssize_t PARTIAL_BYTES = 32 << 20
+# Upper bound, in bytes, of the cols blocks of col2im split over tiles.
+cdef Py_ssize_t COL2IM_SPLIT_BYTES = 32 << 20
 cdef Py_ssize_t MAX_CHUNKS = 8
 
 

@@ -65,8 +65,12 @@ cdef Col2imLayout col2im_layout(const Geom *g, int nt, const floating_t *tag) no
     # on 2 threads, one thread doing two) lose a quarter or more of the threads' time:
     # then the GEMMs, most of the work, split over tiles instead, all channels at once
     # (no half-empty row block per channel), and the col2im over channels.
+    # Its cols blocks, an im2col's size, stay within COL2IM_SPLIT_BYTES (a 3-channel
+    # 1024x1024 image's 7x7 layer would take 600 MB).
     ntasks = g.N * g.G * c.nchunks
-    c.split = c.ntiles > 1 and 4 * ntasks <= 3 * round_up(ntasks, nt)
+    c.split = (c.ntiles > 1 and 4 * ntasks <= 3 * round_up(ntasks, nt)
+               and g.N * g.G * c.ntiles * round_up(g.Cg * g.KK, mr) * c.tw
+               * <Py_ssize_t> sizeof(floating_t) <= COL2IM_SPLIT_BYTES)
     if c.split:
         c.cch = g.Cg
         c.nchunks = 1
