@@ -92,22 +92,12 @@ cdef inline void col2im_gemm_tile(const floating_t *A, Py_ssize_t a_stride, Py_s
     sliver then serves only a few row blocks, and a copy of the whole tile, rows tw
     apart, would come back from L2 for every one of them (VGG's 32x32 stem: grad_y's
     own rows, 4 KiB apart, share an L1 set)."""
-    cdef Py_ssize_t nr = block_nr(&KERN, gy), s, f, q, q1, j0
+    cdef Py_ssize_t nr = block_nr(&KERN, gy), s, q1, j0
     cdef const floating_t *src = gy + (n * g.F + grp * g.Fg) * g.P + p0
-    cdef const floating_t *row
-    cdef floating_t *d
     for s in range((pn + nr - 1) // nr):
         j0 = s * nr
         q1 = min(nr, pn - j0)
-        for f in range(g.Fg):
-            d = bbuf + f * nr
-            row = src + f * g.P + j0
-            if q1 == nr:
-                for q in range(nr):  # nr elements: a few vector moves, not a memcpy call
-                    d[q] = row[q]
-            else:
-                for q in range(nr):
-                    d[q] = row[q] if q < q1 else 0
+        copy_sliver(src + j0, g.P, g.Fg, q1, nr, bbuf)
         gemm_block(&KERN, A, a_stride, M, g.Fg, bbuf, boff, 0, NULL, q1, C + j0, ldc, ctmp,
                    False)
 
