@@ -473,6 +473,7 @@ cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, int operan
         d = plan_direct(g, nr, block_vl(kern, tag), DIRECT_TILE)
         return d.per_thread * sizeof(floating_t) + direct_offsets(g, &d) * sizeof(Py_ssize_t)
     if operand == OPERAND_IN_PLACE:
+        nr = block_nr(pointwise_kernels(g, kern, tag), tag)
         return pointwise_per_thread(K, nr) * sizeof(floating_t)
     if operand == OPERAND_IM2COL_IMAGES:
         return im2col_images_per_thread(tile_width(g.N * g.P, nr),
@@ -622,6 +623,8 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
                         else OPERAND_IN_PLACE if path == FWD_POINTWISE
                         else OPERAND_IM2COL_IMAGES if path == FWD_IM2COL_IMAGES
                         else OPERAND_IM2COL)
+    if operand == OPERAND_IN_PLACE:
+        kern = pointwise_kernels(&g, kern, &x[0, 0, 0, 0, 0])
     cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
     cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr)

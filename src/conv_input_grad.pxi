@@ -28,14 +28,17 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
     grad_y in place a 1x1 unpadded layer)."""
     cdef Geom t = flipped_geom(g)
     cdef OutLayout layout
-    cdef Py_ssize_t mr = block_mr(&KERN, gy)
+    cdef const Kernels *kern = &KERN
+    if operand == OPERAND_IN_PLACE:
+        kern = pointwise_kernels(&t, kern, gy)
+    cdef Py_ssize_t mr = block_mr(kern, gy)
     cdef Py_ssize_t K = g.Fg * g.KK, cpad = round_up(g.Cg, mr)
     cdef floating_t *wpack = <floating_t *> alloc_uninit(g.G * cpad * K * sizeof(floating_t))
     with nogil:
         pack_flipped_weights(w, g, mr, wpack, nt)
     try:
         layout = contiguous(&t)
-        correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, operand, &KERN, nt)
+        correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, operand, kern, nt)
     finally:
         release(wpack)
 

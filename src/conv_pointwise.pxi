@@ -7,6 +7,17 @@
 cdef Py_ssize_t POINTWISE_TILE_BYTES = 256 << 10
 
 
+cdef inline const Kernels *pointwise_kernels(const Geom *g, const Kernels *kern,
+                                             const floating_t *tag) noexcept nogil:
+    """The kernels of correlate_pointwise: the 4-row block when a group has at most 4
+    filters (a segmentation head's 2 classes, whose 8-row blocks would be three-quarters
+    empty: 3-D U-Net's 16 -> 2 head over 32^3 is a pass over memory that the wasted
+    multiply-adds slowed), else kern.  The block shape never changes the bits."""
+    if g.Fg <= block_mr(&KERN4, tag):
+        return &KERN4
+    return kern
+
+
 cdef inline Py_ssize_t pointwise_per_thread(Py_ssize_t K, Py_ssize_t nr) noexcept nogil:
     """Scratch elements per thread of correlate_pointwise: a K x nr block for the ragged
     end of a plane and the micro-kernel's edge block."""

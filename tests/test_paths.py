@@ -586,6 +586,37 @@ def test_col2im_of_few_channels_splits_over_tiles(case, dtype, all_threads):
     check_on_threads(lambda: plan.backward_input(gy, w), want, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    # (x shape, weight shape, groups): at most 4 filters (forward) or channels (input
+    # gradient) per group take the 4-row block
+    ((1, 16, 20, 37), (2, 16, 1, 1), 1),            # a 2-class head, ragged sliver
+    ((2, 3, 9, 71), (40, 3, 1, 1), 1),              # 3 channels: the input gradient's
+    ((3, 8, 13, 11), (8, 2, 1, 1), 4),              # 2 filters and channels per group
+    ((2, 6, 10, 10), (5, 6, 1, 1), 1),              # 5 filters: the wide block
+])
+def test_pointwise_paths_of_few_rows_take_the_narrow_block(case, dtype, all_threads):
+    """The in-place pointwise forward and the flipped pointwise input gradient, forced,
+    where a group has few filters (forward) or few channels (input gradient): the
+    4-row block instead of the wide one.  The float64 reference within tolerance, the
+    same bits at 1, 2 and 4 threads."""
+    x_shape, w_shape, groups = case
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", groups=groups)
+    rng = np.random.default_rng(x_shape[1])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    forward = plan.force(forward="pointwise")
+    check_on_threads(lambda: forward.forward(x, w, b, activation="relu"),
+                     np.maximum(ref.conv_forward(x64, w64, b64, groups=groups), 0), dtype)
+    flipped = plan.force(backward_input="flipped_pointwise")
+    check_on_threads(lambda: flipped.backward_input(gy, w),
+                     ref.conv_backward_input(gy.astype(np.float64), w64, x_shape,
+                                             groups=groups), dtype)
+
+
 def test_small_images_of_whole_slivers_keep_per_image_tiles():
     """A batch of small images takes the image-spanning im2col forward when an image's
     positions end in a ragged sliver, and the per-image tiles when they fill whole
