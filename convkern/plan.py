@@ -187,7 +187,9 @@ class ConvPlan:
         self.stride, self.padding, self.dilation = g.stride, g.padding, g.dilation
         self.groups = g.groups
         self.bias = bias
+        # the kernels' arguments: the 5-D shapes (x, weight, y) and the parameters
         self._args = g.kernel_args()
+        self._no_bias = np.empty(0, self.dtype)
         self._flops = g.flops()
         self._activations = math.prod(g.x_shape) + math.prod(g.y_shape)
         self._facts = _paths.facts(self._args, self.dtype)
@@ -271,8 +273,6 @@ class ConvPlan:
             raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
         return a
 
-    def _as5d(self, a, batched_shape):
-        return a.reshape(lift_shape(batched_shape, self._geom.d))
 
     # -- the passes ----------------------------------------------------------------------
 
@@ -317,10 +317,11 @@ class ConvPlan:
         y = check_out(out, self.y_shape, self.dtype, given + (x, weight, bias))
         if g.y_shape[0] == 0:
             return y
-        flat_bias = bias.reshape(-1) if bias is not None else np.empty(0, dtype=self.dtype)
+        flat_bias = bias.reshape(-1) if bias is not None else self._no_bias
+        x5, w5, y5 = self._args[:3]
         _conv.conv_forward(
-            self._as5d(x, g.x_shape), self._as5d(weight, g.w_shape), flat_bias, mode,
-            self._as5d(y, g.y_shape), *self._args[3:], self._codes["forward"],
+            x.reshape(x5), weight.reshape(w5), flat_bias, mode,
+            y.reshape(y5), *self._args[3:], self._codes["forward"],
             ACTIVATIONS.index(activation), self.num_threads,
         )
         return y
@@ -346,9 +347,10 @@ class ConvPlan:
         gx = check_out(out, self.x_shape, self.dtype, given + (grad_y, weight))
         if g.x_shape[0] == 0:
             return gx
+        x5, w5, y5 = self._args[:3]
         _conv.conv_backward_input(
-            self._as5d(grad_y, g.y_shape), self._as5d(weight, g.w_shape),
-            self._as5d(gx, g.x_shape), *self._args[3:], self._codes["backward_input"],
+            grad_y.reshape(y5), weight.reshape(w5),
+            gx.reshape(x5), *self._args[3:], self._codes["backward_input"],
             self.num_threads,
         )
         return gx
@@ -372,7 +374,7 @@ class ConvPlan:
         x = self._array("x", x, self.x_shape)
         grad_y = self._array("grad_y", grad_y, self.y_shape)
         gw = check_out(out, g.w_shape, self.dtype, given + (x, grad_y))
-        self._weight_gradient(x, grad_y, gw, np.empty(0, self.dtype))
+        self._weight_gradient(x, grad_y, gw, self._no_bias)
         return gw
 
     def backward_weight_bias(self, x, grad_y, *, out=None, bias_out=None):
@@ -403,7 +405,7 @@ class ConvPlan:
         grad_y = self._array("grad_y", grad_y, self.y_shape)
         gw = check_out(out, g.w_shape, self.dtype, given + (x, grad_y))
         if self.bias == "untied":
-            self._weight_gradient(x, grad_y, gw, np.empty(0, self.dtype))
+            self._weight_gradient(x, grad_y, gw, self._no_bias)
             return gw, self.backward_bias(grad_y, out=bias_out)
         gb = check_out(bias_out, g.w_shape[:1], self.dtype, given + (x, grad_y, gw))
         self._weight_gradient(x, grad_y, gw, gb)
@@ -415,9 +417,10 @@ class ConvPlan:
             gw[...] = 0
             gb[...] = 0
             return
+        x5, w5, y5 = self._args[:3]
         _conv.conv_backward_weight(
-            self._as5d(x, g.x_shape), self._as5d(grad_y, g.y_shape),
-            self._as5d(gw, g.w_shape), *self._args[3:], self._codes["backward_weight"],
+            x.reshape(x5), grad_y.reshape(y5),
+            gw.reshape(w5), *self._args[3:], self._codes["backward_weight"],
             gb, self.num_threads,
         )
 
