@@ -16,13 +16,16 @@
 # fraction of their slivers.  Here every vector is filters of grad_y and nothing is
 # unrolled.
 #
-# grad_y is first transposed into B's layout in parallel (per image, group, sliver and
-# run of positions; the bias gradient's sums taken on the way), so that tasks splitting
-# the rows share it.  Tasks: the batch in chunks (a function of the shapes only), each
-# summed into its own partial, times ranges of row blocks (enough tasks for the
-# threads); a task goes over its chunk's images in order and, per image, over runs of
-# positions (whose B stays in L2; the run boundaries a function of the shapes).  The
-# partials are added in chunk order: the same bits for any thread count.
+# Tasks: the batch in chunks (a function of the shapes only), each summed into its own
+# partial, times ranges of row blocks (enough tasks for the threads); a task goes over
+# its chunk's images in order and, per image, over runs of positions (the run
+# boundaries a function of the shapes).  A task transposes each run of grad_y into B's
+# layout in its own buffer (the bias gradient's sums taken on the way by the first
+# range) right before its GEMM, which then reads B from L2 and L1: transposed for the
+# whole call first, B came back from L3 (VGG's 3-channel stem at batch 32 spent 30% of
+# its time transposing and ran its GEMM at half the speed it reaches with B in cache).
+# Ranges of one chunk transpose the same runs, each its own copy.  The partials are
+# added in chunk order: the same bits for any thread count.
 
 
 cdef struct GatherWgrad:
@@ -30,7 +33,7 @@ cdef struct GatherWgrad:
     # plane; rows per group (Cg * KK) and the partials' row stride (filters rounded up
     # to whole slivers); filter slivers; images per chunk and chunks; positions per run
     # and runs per image; row blocks per range and ranges; a partial's elements; a
-    # thread's scratch elements (the edge block) and row pointers.
+    # thread's scratch elements (a run of B, then the edge block) and row pointers.
     Py_ssize_t ED, EH, EW, cs, plane
     Py_ssize_t M, ldc, nsl
     Py_ssize_t per_chunk, nchunks
@@ -74,32 +77,31 @@ cdef GatherWgrad gather_wgrad_layout(const Geom *g, int nt, const floating_t *ta
     L.nsplit = nt // gcd(L.nchunks * g.G, nt)
     L.mper = ((L.M + mr - 1) // mr + L.nsplit - 1) // L.nsplit
     L.nsplit = ((L.M + mr - 1) // mr + L.mper - 1) // L.mper
-    L.per_thread = round_up(CK_MR_MAX * CK_NR_MAX, 64 // isz)
+    L.per_thread = round_up(L.prun * L.ldc + CK_MR_MAX * CK_NR_MAX, 64 // isz)
     L.ptrs = L.mper * mr + CK_MR_MAX
     return L
 
 
 cdef Py_ssize_t gather_wgrad_scratch(const Geom *g, const floating_t *tag) noexcept nogil:
-    """Bytes of scratch of weight_grad_gather on one thread: the copy, the transposed
-    grad_y, the partials, the offsets and the bias sums (shared), a thread's edge block
-    and row pointers."""
+    """Bytes of scratch of weight_grad_gather on one thread: the copy, the partials, the
+    offsets and the bias sums (shared), a thread's run of B, edge block and row
+    pointers."""
     cdef GatherWgrad L = gather_wgrad_layout(g, 1, tag)
-    return ((g.G * g.N * (L.plane + g.P * L.ldc) + L.nchunks * L.part + L.per_thread)
+    return ((g.G * g.N * L.plane + L.nchunks * L.part + L.per_thread)
             * sizeof(floating_t) + (L.M + g.P) * sizeof(Py_ssize_t)
             + L.ptrs * sizeof(floating_t *) + g.N * L.nruns * g.F * sizeof(double))
 
 
 cdef void gather_wgrad_pack(const floating_t *gy, const Geom *g, const GatherWgrad *L,
                             Py_ssize_t nr, Py_ssize_t n, Py_ssize_t grp, Py_ssize_t s,
-                            Py_ssize_t r, floating_t *gyt, double *bsum) noexcept nogil:
-    """Sliver s, run r of B for image n, group grp (positions p0 .. p0 + pn, p0 = r *
-    prun): gyt[(p0 + p) * nr + j] = gy[n, grp * Fg + s * nr + j, p0 + p], zero past Fg
-    (gyt: the (image, group)'s sliver s, P x nr); with bsum, bsum[(n * nruns + r) * F + f]
-    = the run's sum of grad_y for the sliver's filters."""
+                            Py_ssize_t r, floating_t *dst, double *bsum) noexcept nogil:
+    """Sliver s of run r of B for image n, group grp (positions p0 .. p0 + pn, p0 = r *
+    prun): dst[p * nr + j] = gy[n, grp * Fg + s * nr + j, p0 + p], zero past Fg; with
+    bsum, bsum[(n * nruns + r) * F + f] = the run's sum of grad_y for the sliver's
+    filters."""
     cdef Py_ssize_t rows = min(nr, g.Fg - s * nr), p0 = r * L.prun
     cdef Py_ssize_t pn = min(L.prun, g.P - p0), p, j
     cdef const floating_t *src = gy + (n * g.F + grp * g.Fg + s * nr) * g.P + p0
-    cdef floating_t *dst = gyt + p0 * nr
     transpose(src, g.P, rows, pn, dst, nr)
     if rows < nr:
         for p in range(pn):
@@ -117,12 +119,11 @@ cdef void weight_grad_gather(const floating_t *x, const floating_t *gy, const Ge
     cdef const Kernels *kern = gather_wgrad_kernels(g, x)
     cdef GatherWgrad L = gather_wgrad_layout(g, nt, x)
     cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg * g.KK
-    cdef Py_ssize_t t, c, grp, sp, i0, i1, i, n, n1, r, p0, pn, b, f, u
+    cdef Py_ssize_t t, c, grp, sp, i0, i1, i, n, n1, r, p0, pn, b, f, s
     cdef floating_t *slab = NULL
-    cdef floating_t *gyt = NULL
     cdef floating_t *partials = NULL
     cdef floating_t *scratch = NULL
-    cdef floating_t *bimg
+    cdef floating_t *brun
     cdef floating_t *part
     cdef Py_ssize_t *offsets = NULL
     cdef Py_ssize_t *shift
@@ -134,7 +135,6 @@ cdef void weight_grad_gather(const floating_t *x, const floating_t *gy, const Ge
     try:
         # every element of these is written before it is read
         slab = <floating_t *> alloc_uninit(g.G * g.N * L.plane * sizeof(floating_t))
-        gyt = <floating_t *> alloc_uninit(g.G * g.N * g.P * L.ldc * sizeof(floating_t))
         partials = <floating_t *> alloc_uninit(L.nchunks * L.part * sizeof(floating_t))
         scratch = <floating_t *> alloc_uninit(nt * L.per_thread * sizeof(floating_t))
         offsets = <Py_ssize_t *> alloc_uninit((L.M + g.P) * sizeof(Py_ssize_t))
@@ -149,13 +149,6 @@ cdef void weight_grad_gather(const floating_t *x, const floating_t *gy, const Ge
             for t in prange(g.N * g.G, num_threads=nt, schedule="static"):
                 cl_fill_plane(x, g, L.ED, L.EH, L.EW, L.cs, t // g.G, t % g.G,
                               slab + (t % g.G * g.N + t // g.G) * L.plane)
-            # B of (image, group) at gyt + (grp * N + n) * P * ldc, sliver s P * nr further
-            u = g.N * g.G * L.nsl
-            for t in prange(u * L.nruns, num_threads=nt, schedule="static"):
-                n = t % u // (g.G * L.nsl)
-                grp = t % (g.G * L.nsl) // L.nsl
-                gather_wgrad_pack(gy, g, &L, nr, n, grp, t % L.nsl, t // u,
-                                  gyt + ((grp * g.N + n) * L.nsl + t % L.nsl) * g.P * nr, bsum)
             for t in prange(L.nchunks * g.G * L.nsplit, num_threads=nt, schedule="static"):
                 c = t // (g.G * L.nsplit)
                 grp = t // L.nsplit % g.G
@@ -165,19 +158,23 @@ cdef void weight_grad_gather(const floating_t *x, const floating_t *gy, const Ge
                 if i0 >= i1:
                     continue
                 rows = ptrs + threadid() * L.ptrs
+                brun = scratch + threadid() * L.per_thread
                 part = partials + c * L.part + grp * L.M * L.ldc
                 n1 = min(g.N, (c + 1) * L.per_chunk)
                 for n in range(c * L.per_chunk, n1):
                     for i in range(i0, i1):
                         rows[i - i0] = slab + (grp * g.N + n) * L.plane + shift[i]
-                    bimg = gyt + (grp * g.N + n) * g.P * L.ldc
                     for r in range(L.nruns):
                         p0 = r * L.prun
                         pn = min(L.prun, g.P - p0)
-                        gemm_gather_run(kern, rows, start + p0, i1 - i0, pn, bimg + p0 * nr,
-                                        g.P * nr, g.Fg, part + i0 * L.ldc, L.ldc,
-                                        rows + L.mper * mr,
-                                        scratch + threadid() * L.per_thread,
+                        # the run of B, sliver s at brun + s * prun * nr
+                        for s in range(L.nsl):
+                            gather_wgrad_pack(gy, g, &L, nr, n, grp, s, r,
+                                              brun + s * L.prun * nr,
+                                              bsum if sp == 0 else NULL)
+                        gemm_gather_run(kern, rows, start + p0, i1 - i0, pn, brun,
+                                        L.prun * nr, g.Fg, part + i0 * L.ldc, L.ldc,
+                                        rows + L.mper * mr, brun + L.prun * L.ldc,
                                         n > c * L.per_chunk or r > 0)
             # partial[0] += partial[b] for b = 1, 2, ... in chunk order, then
             # gw[grp * Fg + f, i] = partial[0][grp][i][f]
@@ -199,5 +196,4 @@ cdef void weight_grad_gather(const floating_t *x, const floating_t *gy, const Ge
         release(offsets)
         release(scratch)
         release(partials)
-        release(gyt)
         release(slab)
