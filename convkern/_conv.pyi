@@ -17,6 +17,7 @@ _Ints5 = tuple[int, int, int, int, int]
 PATHS: dict[str, tuple[str, ...]]
 # Reduction rows per GEMM block.
 REDUCTION_BLOCK: int
+CHANNELS_LAST_RUN_BYTES: int
 DOT_TILE_POSITIONS: int
 # Activations the forward applies in its output tile; the code is the index.
 ACTIVATIONS: tuple[str, ...]

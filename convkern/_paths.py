@@ -445,20 +445,30 @@ def _flipped_channels_last_pays(f):
 # The gathered weight gradient (src/conv_weight_grad_gather.pxi) puts the filters in the
 # vectors and gathers the window's (channel, tap) pairs in place, where the channels-last
 # GEMM's vectors run along runs of KW * Cg channels: it pays where those runs fill less
-# than 4/5 of their slivers (a stem's 21 values of 32, a 3-D layer's 48 of 64), the
-# filters fill two vectors, and there are GATHER_WGRAD_ROWS rows (Cg * KK) or more: the
-# transpose of grad_y it starts with (a pass over grad_y) costs about as much as
-# 2 * rows multiply-adds per value, so a 3x3 stem's 27 rows do not amortise it (VGG's,
-# MobileNet's and U-Net's ran 0.6-0.9x im2col's dots) while a 7x7 stem's 147 do.
-# ResNet-18's 7x7 stem ran 1.07x (batch 1) and 1.46x (batch 4) the planned path's
-# speed, 3-D U-Net's 16 -> 32 layer 1.08-1.19x, runs of 48 values at 16x16 and 16^3
-# 1.2-1.3x the channels-last GEMM (AVX-512 Xeon, 2 threads).
+# than 4/5 of their slivers (a stem's 21 values of 32, a 3-D layer's 48 of 64) and the
+# filters fill two vectors.  Its rows are the Cg * KK pairs: GATHER_WGRAD_ROWS or more
+# always pay (ResNet-18's 7x7 stem ran 1.07x (batch 1) and 1.46x (batch 4) the planned
+# path's speed, 3-D U-Net's 16 -> 32 layer 1.08-1.19x, runs of 48 values at 16x16 and
+# 16^3 1.2-1.3x the channels-last GEMM; AVX-512 Xeon, 2 threads).  Fewer rows pay when
+# they and the filters fill 4/5 of their blocks (a 3x3 RGB stem's 27 rows in 32; a
+# 1-channel stem's 9 rows in 16 do not, nor LeNet-5's 8 filters in SSE2's 12-wide
+# slivers, 0.8x the slab dots) and the row ranges that split a batch of one (each
+# transposes all of the image's grad_y) transpose a grad_y that fits L2, an image of
+# CHANNELS_LAST_RUN_BYTES: 3x3 RGB stems at 32x32 (batch 1-32) and 64x64 (batch 4-32)
+# ran 1.1-1.4x the dot paths, at batch 1 on 128x128 or 224x224 0.7-0.85x (AVX-512 Xeon,
+# 2 threads).
 GATHER_WGRAD_ROWS = 64
 
 
 def _gather_wgrad_pays(f):
     run_use = f.channel_run / _round_up(f.channel_run, f.nr)
-    return (run_use < 0.8 and f.reduction >= GATHER_WGRAD_ROWS and f.filters >= 2 * f.vl
+    row_use = f.reduction / _round_up(f.reduction, f.mr)
+    filter_use = f.filters / _round_up(f.filters, f.nr)
+    rows_pay = (f.reduction >= GATHER_WGRAD_ROWS
+                or (row_use >= 0.8 and filter_use >= 0.8
+                    and (f.images >= 2 or f.filters * f.positions * f.itemsize
+                         <= _conv.CHANNELS_LAST_RUN_BYTES)))
+    return (run_use < 0.8 and rows_pay and f.filters >= 2 * f.vl
             and f.taps > 1 and not f.disjoint and not _few_positions(f))
 
 

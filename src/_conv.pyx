@@ -229,6 +229,10 @@ include "conv_weight_grad_gather.pxi"
 include "conv_bias_grad.pxi"
 include "conv_depthwise.pxi"
 
+# Bytes of grad_y the channels-last weight gradients pack per run of positions
+# (CHANNELS_LAST_SUB_BYTES): the planner's measure of a grad_y that stays in L2.
+CHANNELS_LAST_RUN_BYTES = CHANNELS_LAST_SUB_BYTES
+
 
 cdef Geom geom_of(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride, tuple pad,
                   tuple dilation):

@@ -655,11 +655,14 @@ def test_a_batch_whose_blocks_fill_takes_the_channels_last_weight_gradient():
     assert volumes.paths["backward_weight"] == "channels_last_gemm"
     # runs of 3 taps of nr / 2 channels fill 2 slivers to three quarters, of 5 taps of
     # nr / 4 to 0.625: both take the gathered weight gradient (filters in the vectors)
-    # when they have its rows, the first the channels-last GEMM otherwise
+    # when they have its rows (or fewer that fill 4/5 of their row blocks, the filters
+    # filling theirs), the first the channels-last GEMM otherwise
     for taps, channels, fills in [(3, nr // 2, True), (5, nr // 4, False)]:
         plan = ck.conv_plan((4, channels, 16, 16), (f, channels, taps, taps), padding=1)
         path = plan.paths["backward_weight"]
-        if channels * taps * taps >= _paths.GATHER_WGRAD_ROWS:
+        rows = channels * taps * taps
+        if rows >= _paths.GATHER_WGRAD_ROWS or (rows / (-(-rows // mr) * mr) >= 0.8
+                                                 and f / (-(-f // nr) * nr) >= 0.8):
             assert path == "gather_gemm", taps
         else:
             assert (path == "channels_last_gemm") == fills, taps
@@ -989,8 +992,10 @@ def test_gathered_weight_gradient_over_runs_and_chunks(dtype, all_threads):
     """The gathered weight gradient cuts each image's positions into runs and the batch
     into chunks (both functions of the shapes): with 2500 positions per image, 3 images
     and 40 filters (ragged slivers), a strided 5x5 window on 3 channels, it matches the
-    float64 reference with the fused bias, with the same bits at 1, 2 and 4 threads; a
-    7x7 stem plans it, a 3x3 stem (27 rows: too few for its transpose of grad_y) not."""
+    float64 reference with the fused bias, with the same bits at 1, 2 and 4 threads.  A
+    7x7 stem plans it, and so does a batch of 3x3 RGB stems (27 rows, 4/5 of their row
+    blocks), but neither one such image whose grad_y outgrows a run (each row range of
+    a batch of one transposes all of it) nor a 1-channel stem (9 rows)."""
     rng = np.random.default_rng(7)
     x_shape, w_shape = (3, 3, 101, 101), (40, 3, 5, 5)
     kw = dict(stride=2, padding=2)
@@ -1011,7 +1016,16 @@ def test_gathered_weight_gradient_over_runs_and_chunks(dtype, all_threads):
         np.testing.assert_array_equal(gb, results[0][1])
     stem7 = ck.conv_plan((4, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
     stem3 = ck.conv_plan((4, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1)
-    nr = stem7._facts.nr
-    if 21 / (-(-21 // nr) * nr) < 0.8:   # runs of 21 channels that underfill their slivers
+    one3 = ck.conv_plan((1, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1)
+    gray3 = ck.conv_plan((4, 1, 224, 224), (32, 1, 3, 3), stride=2, padding=1)
+    f = stem3._facts
+
+    def use(n, block):
+        return n / (-(-n // block) * block)
+
+    if use(21, f.nr) < 0.8:   # runs of 21 channels that underfill their slivers
         assert stem7.paths["backward_weight"] == "gather_gemm"
-    assert stem3.paths["backward_weight"] != "gather_gemm"
+    if use(9, f.nr) < 0.8 and use(27, f.mr) >= 0.8 and f.filters >= 2 * f.vl:
+        assert stem3.paths["backward_weight"] == "gather_gemm"
+    assert one3.paths["backward_weight"] != "gather_gemm"
+    assert gray3.paths["backward_weight"] != "gather_gemm"
