@@ -375,6 +375,11 @@ def _flipped_pointwise_pays(f):
 # stem (147 rows) ran as fast on both at batch 1 but 1.2-1.45x faster on the GEMM paths
 # at batch 4 (slab 5.8 ms, im2col 4.8, dots 7.0), since the fused bias sums no longer
 # cost the GEMM paths more: a long few-channel reduction keeps the dots at batch 1 only.
+# So does a pointwise layer whose channels or filters span fewer than 4 vectors: the
+# GEMM paths' transposes of x and grad_y move C + F values per position for C * F
+# multiply-adds, which a batch of WaveNet's 64-256-channel 1x1 layers (4 x 4096
+# positions) amortised (1.1-1.6x the dots' speed), MobileNetV2's projections to 32
+# channels (784 positions) did not (0.8x); AVX-512 Xeon, 2 threads.
 # Where the dots pay, a batch of images that each fit one dot tile takes them on the slab:
 # the input read in place instead of an im2col copy of each value per tap.  LeNet-5's C1
 # (1 channel, 5x5, batch 64) ran 0.21 ms on the slab dots against 0.37 on im2col's and
@@ -391,7 +396,8 @@ def _slab_dots_pay(f):
 def _dot_pays(f):
     return (f.reduction <= 2 * _conv.REDUCTION_BLOCK
             and f.positions >= 4 * _conv.REDUCTION_BLOCK
-            and (f.vl * f.itemsize <= 32 or not _long_reduction(f) or f.pointwise
+            and (f.vl * f.itemsize <= 32 or not _long_reduction(f)
+                 or (f.pointwise and (f.images == 1 or min(f.channels, f.filters) < 4 * f.vl))
                  or (not _channel_rich(f) and f.images == 1)))
 
 

@@ -488,10 +488,16 @@ def test_short_reductions_over_many_positions_take_the_dot_weight_gradient():
     a long reduction (64 channels x 2 taps), or a stem's long window (147 rows) at a
     training batch, takes a GEMM path instead (the gathered one where its rule holds), and
     a 64-row 1x1 expansion over few positions per image (no dots) the channels-last GEMM
-    (its filters fill the rows), not the dots."""
-    wide = _conv.kernel_info()["float32"]["vector"][0] * 4 > 32
+    (its filters fill the rows), not the dots; so does a batch of 1x1 layers whose
+    channels and filters both span 4 vectors, where one such image, or a projection to
+    fewer filters, keeps the dots."""
+    vl = _conv.kernel_info()["float32"]["vector"][0]
+    wide = vl * 4 > 32
     for x_shape, w_shape, dots in [((1, 144, 56, 56), (24, 144, 1, 1), True),
                                    ((1, 64, 4096), (128, 64, 2), not wide),
+                                   ((4, 4 * vl, 4096), (8 * vl, 4 * vl, 1), not wide),
+                                   ((1, 4 * vl, 4096), (8 * vl, 4 * vl, 1), True),
+                                   ((4, 8 * vl, 4096), (2 * vl, 8 * vl, 1), True),
                                    ((4, 3, 224, 224), (32, 3, 3, 3), True),
                                    ((1, 3, 224, 224), (64, 3, 7, 7), True),
                                    ((4, 3, 224, 224), (64, 3, 7, 7), not wide)]:
