@@ -22,10 +22,17 @@
 # last sliver reads up to nr - 1 values past the run (the next position's channels, or
 # the zeroed tail past the slab) into columns that are dropped.
 #
-# Tasks: the batch is cut into chunks (a function of the shapes only), each reduced into
+# Units: an image, or, when one image's slab and packed grad_y outgrow a sub-chunk
+# (CHANNELS_LAST_SUB_BYTES), a band of its output rows along the outermost axis with
+# more than one (depth, else height), whose slab holds the input rows the band reads
+# (a 128x128 image of 64 channels is a 4.3 MB slab, which the GEMM streamed from L3 and
+# every thread built in full: as sixteen 8-row bands it ran 1.4x faster).  The bands
+# of an image have equal rows (the last fewer), their slabs the same extent.
+#
+# Tasks: the units are cut into chunks (a function of the shapes only), each reduced into
 # its own partial gradient; a task is a chunk, or (when there are fewer chunks than
 # threads) a chunk's range of column slivers, and runs on one thread from start to end:
-# sub-chunk by sub-chunk of images, it packs grad_y, fills the slab and runs the GEMM
+# sub-chunk by sub-chunk of units, it packs grad_y, fills the slab and runs the GEMM
 # while both are still in its core's L2 cache (two threads sharing one chunk's packed
 # operands read them from the other core and the L3: the 2-thread GEMM ran 1.6x the
 # 1-thread speed that way, against 2x for two separate calls).  The partials are then
@@ -70,7 +77,10 @@ cdef struct ClLayout:
     # elements of one group's slab (its images, then nr values zeroed after the last
     # image for the last run's overread) and packed grad_y; a thread's scratch elements
     # (every group's slab and packed grad_y, the micro-kernel's edge block, rounded up to
-    # a cache line).
+    # a cache line).  Bands: the axis (0 none, 1 depth, 2 height), output rows per band,
+    # bands per image, positions per output row of that axis and per unit (a whole
+    # band's, or P); a unit's slab extents are ED, EH, EW.
+    Py_ssize_t axis, rows, nbands, rowpos, PU
     Py_ssize_t ED, EH, EW, plane
     Py_ssize_t run, nruns, ldc
     Py_ssize_t fpad
@@ -79,15 +89,99 @@ cdef struct ClLayout:
     Py_ssize_t group_slab, group_pack, per_thread
 
 
+cdef inline Py_ssize_t cl_band_plane(const Geom *g, const ClLayout *L, Py_ssize_t axis,
+                                     Py_ssize_t rows) noexcept nogil:
+    """Slab positions of a band of rows output rows along axis (1 depth, 2 height)."""
+    if axis == 1:
+        return read_extent(rows, g.sd, g.KD, g.dd) * L.EH * L.EW
+    return L.ED * read_extent(rows, g.sh, g.KH, g.dh) * L.EW
+
+
+cdef void cl_bands(const Geom *g, ClLayout *L, Py_ssize_t itemsize) noexcept nogil:
+    """The bands of L (see the file's comment): none when a whole image's slab and packed
+    grad_y fit CHANNELS_LAST_SUB_BYTES, else as many rows per band as fit it, but at
+    least the rows for two reduction blocks and 4 per row of the window's reach, in a
+    number of bands that makes the units a multiple of MAX_CHUNKS where it can, else a
+    power of two."""
+    cdef Py_ssize_t OA, rows, lo, halo, rowpos, nbands, want, axis
+    L.axis = 0
+    L.rows = 1
+    L.nbands = 1
+    L.rowpos = g.P
+    L.PU = g.P
+    if g.G * (L.plane * g.Cg + L.fpad * g.P) * itemsize <= CHANNELS_LAST_SUB_BYTES:
+        return
+    if g.OD > 1:
+        axis = 1
+        OA = g.OD
+        halo = (g.KD - 1) * g.dd
+    elif g.OH > 1:
+        axis = 2
+        OA = g.OH
+        halo = (g.KH - 1) * g.dh
+    else:
+        return
+    rowpos = g.P // OA
+    rows = OA
+    while rows > 1 and g.G * (cl_band_plane(g, L, axis, rows) * g.Cg + L.fpad * rows * rowpos
+                              ) * itemsize > CHANNELS_LAST_SUB_BYTES:
+        rows = rows - 1
+    # at least the rows for two reduction blocks (each block of the GEMM loads and stores
+    # the partial gradient), and 4 output rows per row of halo (a band's slab reads its
+    # rows plus the window's reach)
+    lo = max((2 * KC + rowpos - 1) // rowpos, 4 * halo)
+    if lo >= OA:
+        return
+    rows = max(rows, lo)
+    nbands = (OA + rows - 1) // rows
+    # units a multiple of MAX_CHUNKS where the rows allow, so that the chunks are equal;
+    # else a power of two of bands (an even share for 2, 4 or 8 threads)
+    want = round_up(nbands, MAX_CHUNKS // gcd(g.N, MAX_CHUNKS))
+    if (OA + want - 1) // want >= lo:
+        nbands = want
+    else:
+        nbands = 1
+        while (OA + 2 * nbands - 1) // (2 * nbands) >= lo:
+            nbands = 2 * nbands
+    rows = (OA + nbands - 1) // nbands      # equal bands, the last no longer
+    nbands = (OA + rows - 1) // rows
+    if nbands == 1:
+        return
+    L.axis = axis
+    L.rows = rows
+    L.nbands = nbands
+    L.rowpos = rowpos
+    L.PU = L.rows * L.rowpos
+    if L.axis == 1:
+        L.ED = read_extent(L.rows, g.sd, g.KD, g.dd)
+    else:
+        L.EH = read_extent(L.rows, g.sh, g.KH, g.dh)
+    L.plane = L.ED * L.EH * L.EW
+
+
+cdef inline Geom cl_band_geom(const Geom *g, const ClLayout *L) noexcept nogil:
+    """g with a band's output rows (L.rows) along L's axis: the positions a band runs
+    over (next_row)."""
+    cdef Geom b = g[0]
+    if L.axis == 1:
+        b.OD = L.rows
+    elif L.axis == 2:
+        b.OH = L.rows
+    b.P = b.OD * b.OH * b.OW
+    return b
+
+
 cdef ClLayout cl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
     cdef ClLayout L
     cdef Py_ssize_t mr = block_mr(&KERN, tag), nr = block_nr(&KERN, tag), line
-    cdef Py_ssize_t per_image, nsub, min_images
+    cdef Py_ssize_t per_image, nsub, min_images, units
     line = 64 // <Py_ssize_t> sizeof(floating_t)
     L.ED = read_extent(g.OD, g.sd, g.KD, g.dd)
     L.EH = read_extent(g.OH, g.sh, g.KH, g.dh)
     L.EW = read_extent(g.OW, g.sw, g.KW, g.dw)
     L.plane = L.ED * L.EH * L.EW
+    L.fpad = round_up(g.Fg, mr)
+    cl_bands(g, &L, sizeof(floating_t))
     if g.KW == 1 or g.dw == 1:
         L.run = g.KW * g.Cg
         L.nruns = g.KD * g.KH
@@ -95,26 +189,28 @@ cdef ClLayout cl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
         L.run = g.Cg
         L.nruns = g.KK
     L.ldc = round_up(g.KK * g.Cg, line)
-    L.fpad = round_up(g.Fg, mr)
     L.part = g.F * L.ldc
     # images whose positions make two reduction blocks: every block of the GEMM loads and
     # stores the whole partial, so shorter blocks (a few positions per image, one image
     # per sub-chunk) would multiply that traffic (VGG's 4x4 layers of 512 channels ran
     # 2.3x slower in sub-chunks of two images than in one of sixteen)
-    min_images = (2 * KC + g.P - 1) // max(1, g.P)
-    # batch chunks as the other weight-gradient paths cut them (equal ones), of at least
-    # min_images images each
-    L.nchunks = max(1, min(g.N, MAX_CHUNKS, g.N // min_images,
+    units = g.N * L.nbands
+    min_images = (2 * KC + L.PU - 1) // max(1, L.PU)
+    # chunks of units as the other weight-gradient paths cut the batch (equal ones), of
+    # at least min_images units each
+    L.nchunks = max(1, min(units, MAX_CHUNKS, units // min_images,
                            PARTIAL_BYTES // max(1, L.part * <Py_ssize_t> sizeof(floating_t))))
-    L.per_chunk = max(1, (g.N + L.nchunks - 1) // L.nchunks)
-    L.nchunks = max(1, (g.N + L.per_chunk - 1) // L.per_chunk)
-    per_image = g.G * (L.plane * g.Cg + L.fpad * g.P) * <Py_ssize_t> sizeof(floating_t)
+    L.per_chunk = max(1, (units + L.nchunks - 1) // L.nchunks)
+    L.nchunks = max(1, (units + L.per_chunk - 1) // L.per_chunk)
+    per_image = g.G * (L.plane * g.Cg + L.fpad * L.PU) * <Py_ssize_t> sizeof(floating_t)
     L.per_sub = max(1, min(L.per_chunk,
                            max(min_images, CHANNELS_LAST_SUB_BYTES // max(1, per_image))))
     nsub = (L.per_chunk + L.per_sub - 1) // L.per_sub
     L.per_sub = (L.per_chunk + nsub - 1) // nsub   # equal sub-chunks
+    if L.nbands > 1:
+        L.per_sub = 1   # a band per sub-chunk (the last band's positions are fewer)
     L.group_slab = L.per_sub * L.plane * g.Cg + nr
-    L.group_pack = L.fpad * L.per_sub * g.P
+    L.group_pack = L.fpad * L.per_sub * L.PU
     L.per_thread = round_up(g.G * (L.group_slab + L.group_pack) + CK_MR_MAX * CK_NR_MAX, line)
     return L
 
@@ -124,7 +220,7 @@ cdef Py_ssize_t channels_last_scratch(const Geom *g, const floating_t *tag) noex
     and (shared by the threads) the chunks' partial gradients and the window offsets."""
     cdef ClLayout L = cl_layout(g, tag)
     return ((L.per_thread + L.nchunks * L.part) * sizeof(floating_t)
-            + L.per_sub * g.P * sizeof(Py_ssize_t))
+            + L.per_sub * L.PU * sizeof(Py_ssize_t))
 
 
 cdef inline Py_ssize_t cl_shift(const Geom *g, const ClLayout *L, Py_ssize_t u) noexcept nogil:
@@ -138,48 +234,53 @@ cdef inline Py_ssize_t cl_shift(const Geom *g, const ClLayout *L, Py_ssize_t u) 
     return ((kd * g.dd * L.EH + kh * g.dh) * L.EW + kw * g.dw) * g.Cg
 
 
-cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssize_t n0,
+cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssize_t u0,
                   Py_ssize_t nc, Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t bias_from,
                   floating_t *apack, double *bsum) noexcept nogil:
-    """Pack grad_y of images n0 .. n0 + nc, groups g0 .. g1 - 1: per group,
-    A[f, nl * P + p] = gy[n0 + nl, group * Fg + f, p] in mr-row blocks (rows past Fg
-    zero), R = nc * P columns; with bsum, for the groups from bias_from on,
-    bsum[n * F + f] = sum over p of gy[n, f, p] (double, add_rows)."""
-    cdef Py_ssize_t mr = block_mr(&KERN, gy), R = nc * g.P, nb = L.fpad // mr
-    cdef Py_ssize_t grp, nl, b, i, p, rows
+    """Pack grad_y of units u0 .. u0 + nc (image u // nbands, band u % nbands), groups
+    g0 .. g1 - 1: per group, A[f, j * PU + p] = gy[image, group * Fg + f, p0 + p] for
+    the unit's positions p0 + p (p < its count) in mr-row blocks (rows past Fg zero);
+    with bsum, for the groups from bias_from on, bsum[u * F + f] = the sum of those
+    values (double, add_rows)."""
+    cdef Py_ssize_t mr = block_mr(&KERN, gy), R = nc * L.PU, nb = L.fpad // mr
+    cdef Py_ssize_t grp, j, b, i, p, rows, n, p0, pn
     cdef floating_t *dst
     cdef const floating_t *src
     for grp in range(g0, g1):
-        for nl in range(nc):
+        for j in range(nc):
+            n = (u0 + j) // L.nbands
+            p0 = (u0 + j) % L.nbands * L.PU
+            pn = min(L.PU, g.P - p0)
             for b in range(nb):
-                dst = apack + grp * L.group_pack + (b * R + nl * g.P) * mr
+                dst = apack + grp * L.group_pack + (b * R + j * L.PU) * mr
                 rows = min(mr, g.Fg - b * mr)
-                src = gy + ((n0 + nl) * g.F + grp * g.Fg + b * mr) * g.P
-                # the block's rows of this image, a transposed copy (whole vectors)
-                transpose(src, g.P, rows, g.P, dst, mr)
-                for p in range(g.P):
+                src = gy + (n * g.F + grp * g.Fg + b * mr) * g.P + p0
+                # the block's rows of this unit, a transposed copy (whole vectors)
+                transpose(src, g.P, rows, pn, dst, mr)
+                for p in range(pn):
                     for i in range(rows, mr):
                         dst[p * mr + i] = 0
                 if bsum != NULL and grp >= bias_from:
-                    add_rows(bsum + (n0 + nl) * g.F + grp * g.Fg + b * mr, src, g.P, rows, g.P)
+                    add_rows(bsum + (u0 + j) * g.F + grp * g.Fg + b * mr, src, g.P, rows, pn)
 
 
 cdef void cl_fill_plane(const floating_t *x, const Geom *g, Py_ssize_t ED, Py_ssize_t EH,
                         Py_ssize_t EW, Py_ssize_t cs, Py_ssize_t n, Py_ssize_t grp,
-                        floating_t *dst) noexcept nogil:
+                        Py_ssize_t pd, Py_ssize_t ph, floating_t *dst) noexcept nogil:
     """One (image, group) of a channels-last zero-padded slab of extents ED x EH x EW,
     positions cs >= Cg elements apart: dst[((ed * EH + eh) * EW + ew) * cs + c] =
     x[n, grp * Cg + c, ed - pd, eh - ph, ew - pw] for c < Cg, zero outside the input
-    (the values cs - Cg after each position's are left as they are)."""
+    (the values cs - Cg after each position's are left as they are).  pd, ph: g.pd,
+    g.ph for a whole image; a band of later output rows starts its slab further in."""
     cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = EW * cs
     # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
     cdef Py_ssize_t w0 = min(g.pw, EW), w1 = max(w0, min(EW, g.W + g.pw))
     cdef Py_ssize_t ed, eh, id, ih
     cdef floating_t *row
     for ed in range(ED):
-        id = ed - g.pd
+        id = ed - pd
         for eh in range(EH):
-            ih = eh - g.ph
+            ih = eh - ph
             row = dst + (ed * EH + eh) * rowlen
             if id < 0 or id >= g.D or ih < 0 or ih >= g.H or w1 <= w0:
                 memset(row, 0, rowlen * sizeof(floating_t))
@@ -190,28 +291,32 @@ cdef void cl_fill_plane(const floating_t *x, const Geom *g, Py_ssize_t ED, Py_ss
             memset(row + w1 * cs, 0, (EW - w1) * cs * sizeof(floating_t))
 
 
-cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t n0,
+cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t u0,
                        Py_ssize_t nc, Py_ssize_t g0, Py_ssize_t g1,
                        floating_t *slab) noexcept nogil:
-    """The channels-last zero-padded slab of images n0 .. n0 + nc, groups g0 .. g1 - 1:
-    per group, slab[((nl * ED + ed) * EH + eh) * EW + ew][c] = x[n0 + nl, group * Cg + c,
-    ed - pd, eh - ph, ew - pw], zero outside the input, and nr zeros after the last
-    image."""
+    """The channels-last zero-padded slabs of units u0 .. u0 + nc, groups g0 .. g1 - 1:
+    per group, slab[((j * ED + ed) * EH + eh) * EW + ew][c] = x[image, group * Cg + c,
+    the input position that slab position of unit u0 + j holds], zero outside the input,
+    and nr zeros after the last unit."""
     cdef Py_ssize_t nr = block_nr(&KERN, x)
-    cdef Py_ssize_t grp, nl
+    cdef Py_ssize_t grp, j, o0
     for grp in range(g0, g1):
         memset(slab + grp * L.group_slab + nc * L.plane * g.Cg, 0, nr * sizeof(floating_t))
-        for nl in range(nc):
-            cl_fill_plane(x, g, L.ED, L.EH, L.EW, g.Cg, n0 + nl, grp,
-                          slab + grp * L.group_slab + nl * L.plane * g.Cg)
+        for j in range(nc):
+            # (a band's first row: its output rows' first, L.rows per band before it)
+            o0 = (u0 + j) % L.nbands * L.rows
+            cl_fill_plane(x, g, L.ED, L.EH, L.EW, g.Cg, (u0 + j) // L.nbands, grp,
+                          g.pd - o0 * g.sd if L.axis == 1 else g.pd,
+                          g.ph - o0 * g.sh if L.axis == 2 else g.ph,
+                          slab + grp * L.group_slab + j * L.plane * g.Cg)
 
 
 cdef void cl_gemm(const floating_t *apack, const floating_t *slab, const Py_ssize_t *boff,
-                  Py_ssize_t R, const Geom *g, const ClLayout *L, Py_ssize_t sl0,
-                  Py_ssize_t sl1, floating_t *cmat, bint accumulate,
+                  Py_ssize_t R, Py_ssize_t lda, const Geom *g, const ClLayout *L,
+                  Py_ssize_t sl0, Py_ssize_t sl1, floating_t *cmat, bint accumulate,
                   floating_t *ctmp) noexcept nogil:
     """cmat[(group * Fg + f) * ldc + u * run + j] (+)= sum over r < R of
-    A[f, r] * B[r, u * run + j]
+    A[f, r] * B[r, u * run + j] (A's mr-row blocks mr * lda apart, lda >= R)
     (the products of the file's comment) for the column slivers sl0 .. sl1 - 1 of the
     groups' slivers numbered in order (S per group: each run's, in run order), on one
     thread.  Per reduction block the block of packed grad_y (filters x KC) is reused by
@@ -237,7 +342,7 @@ cdef void cl_gemm(const floating_t *apack, const floating_t *slab, const Py_ssiz
                 # this run's slivers in the range: columns j0 .. j1 of the run
                 j0 = (max(s0, u * nsl) - u * nsl) * nr
                 j1 = min((min(s1, (u + 1) * nsl) - u * nsl) * nr, L.run)
-                gemm_block(&KERN, a + k0 * mr, mr * R, g.Fg, kc,
+                gemm_block(&KERN, a + k0 * mr, mr * lda, g.Fg, kc,
                            bg + cl_shift(g, L, u) + j0, boff + k0, 0, NULL, j1 - j0,
                            cg + u * L.run + j0, L.ldc, ctmp, accumulate or k0 > 0)
 
@@ -246,13 +351,13 @@ cdef void cl_chunks(const floating_t *x, const floating_t *gy, const Geom *g,
                     const ClLayout *L, const Py_ssize_t *boff, floating_t *partials,
                     floating_t *scratch, double *bsum, int nt) noexcept nogil:
     """Every chunk's partial gradient (see the file's comment on tasks); bsum as in
-    cl_pack, for every image."""
+    cl_pack, for every unit."""
     cdef Py_ssize_t nr = block_nr(&KERN, x)
     cdef Py_ssize_t S = L.nruns * ((L.run + nr - 1) // nr), slivers = g.G * S
     # column splits per chunk: enough tasks for the threads (no effect on the bits)
     cdef Py_ssize_t ncs = min(slivers, max(1, (nt + L.nchunks - 1) // L.nchunks))
     cdef Py_ssize_t sper = (slivers + ncs - 1) // ncs
-    cdef Py_ssize_t t, c, sl0, sl1, g0, g1, n, nend, nc
+    cdef Py_ssize_t t, c, sl0, sl1, g0, g1, u, uend, nc, un = g.N * L.nbands
     cdef floating_t *slab
     cdef floating_t *apack
     cdef floating_t *ctmp
@@ -267,24 +372,29 @@ cdef void cl_chunks(const floating_t *x, const floating_t *gy, const Geom *g,
         slab = scratch + threadid() * L.per_thread
         apack = slab + g.G * L.group_slab
         ctmp = apack + g.G * L.group_pack
-        n = c * L.per_chunk
-        nend = min(g.N, n + L.per_chunk)
-        while n < nend:
-            nc = min(L.per_sub, nend - n)
+        u = c * L.per_chunk
+        uend = min(un, u + L.per_chunk)
+        while u < uend:
+            nc = min(L.per_sub, uend - u)
             # a group's bias is summed by the task holding its first sliver
-            cl_pack(gy, g, L, n, nc, g0, g1, (sl0 + S - 1) // S, apack, bsum)
-            cl_fill_slab(x, g, L, n, nc, g0, g1, slab)
-            cl_gemm(apack, slab, boff, nc * g.P, g, L, sl0, sl1, partials + c * L.part,
-                    n > c * L.per_chunk, ctmp)
-            n = n + nc
+            cl_pack(gy, g, L, u, nc, g0, g1, (sl0 + S - 1) // S, apack, bsum)
+            cl_fill_slab(x, g, L, u, nc, g0, g1, slab)
+            # (a sub-chunk of several units is whole images; the last band of an image
+            # may have fewer positions than PU)
+            cl_gemm(apack, slab, boff,
+                    nc * L.PU if L.nbands == 1 else min(L.PU, g.P - u % L.nbands * L.PU),
+                    nc * L.PU, g, L, sl0, sl1, partials + c * L.part, u > c * L.per_chunk,
+                    ctmp)
+            u = u + nc
 
 
 cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, const Geom *g,
                                     floating_t *gw, floating_t *bias_out, int nt) except *:
     """gw (F, Cg, KD, KH, KW) of a call that channels_last_fits, as in the file's comment;
-    bias_out (F,), when not NULL, gets grad_y's sums per filter (double, in image order)."""
+    bias_out (F,), when not NULL, gets grad_y's sums per filter (double, in unit order)."""
     cdef ClLayout L = cl_layout(g, x)
     cdef Py_ssize_t K = g.Cg * g.KK, nl, p, od, oh, ow, f, n, b, k
+    cdef Geom band = cl_band_geom(g, &L)
     cdef floating_t *scratch = NULL
     cdef floating_t *partials = NULL
     cdef Py_ssize_t *boff = NULL
@@ -293,25 +403,25 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
     try:
         # every element of these is written before it is read
         scratch = <floating_t *> alloc_uninit(nt * L.per_thread * sizeof(floating_t))
-        boff = <Py_ssize_t *> alloc_uninit(L.per_sub * g.P * sizeof(Py_ssize_t))
+        boff = <Py_ssize_t *> alloc_uninit(L.per_sub * L.PU * sizeof(Py_ssize_t))
         # on a 64-byte line (as all scratch), rows of whole cache lines: the column ranges
         # of a chunk's tasks (whole slivers) then meet at line boundaries
         partials = <floating_t *> alloc_uninit(L.nchunks * L.part * sizeof(floating_t))
         if bias_out != NULL:
-            bsum = <double *> alloc_scratch(g.N * g.F * sizeof(double))
+            bsum = <double *> alloc_scratch(g.N * L.nbands * g.F * sizeof(double))
         with nogil:
-            # where position r = nl * P + p's window starts in a sub-chunk's slab
-            # (positions in order: no division per position)
+            # where position r = nl * PU + p's window starts in a sub-chunk's slab
+            # (positions in order, over a whole band's rows: no division per position)
             for nl in range(L.per_sub):
                 od = 0
                 oh = 0
                 ow = 0
-                for p in range(g.P):
-                    boff[nl * g.P + p] = (((nl * L.ED + od * g.sd) * L.EH + oh * g.sh) * L.EW
-                                          + ow * g.sw) * g.Cg
+                for p in range(L.PU):
+                    boff[nl * L.PU + p] = (((nl * L.ED + od * g.sd) * L.EH + oh * g.sh) * L.EW
+                                           + ow * g.sw) * g.Cg
                     ow += 1
                     if ow == g.OW:
-                        next_row(g, &od, &oh, &ow)
+                        next_row(&band, &od, &oh, &ow)
             cl_chunks(x, gy, g, &L, boff, partials, scratch, bsum, nt)
             # partial[0] += partial[b] for b = 1, 2, ... in chunk order, then
             # gw[f, c, tap] = partial[0][f * ldc + tap * Cg + c]
@@ -326,7 +436,7 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
             if bsum != NULL:
                 for f in range(g.F):
                     acc = 0
-                    for n in range(g.N):
+                    for n in range(g.N * L.nbands):
                         acc += bsum[n * g.F + f]
                     bias_out[f] = <floating_t> acc
     finally:

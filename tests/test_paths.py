@@ -701,6 +701,36 @@ def test_channels_last_weight_gradient_on_ragged_runs(case, dtype, all_threads):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [
+    # (x shape, weight shape, stride, padding, dilation, groups): an image's slab and
+    # packed grad_y beyond CHANNELS_LAST_SUB_BYTES, so its output rows go in bands
+    ((1, 64, 70, 33), (8, 64, 3, 3), 1, 1, 1, 1),           # 2-D, a shorter last band
+    ((2, 40, 61, 29), (12, 40, 3, 3), 2, 2, 2, 1),          # strided, dilated, 2 images
+    ((1, 80, 50, 40), (10, 40, 3, 3), 1, (0, 1), 1, 2),     # grouped, unpadded rows
+    ((1, 16, 21, 18, 17), (8, 16, 3, 3, 3), 1, 1, 1, 1),    # 3-D: bands of depth
+    ((1, 24, 3, 40, 30), (6, 24, 3, 3, 3), 1, (0, 1, 1)),   # one output plane: of height
+    ((3, 64, 60, 20), (9, 64, 5, 3), (1, 2), (3, 1), 1, 1),  # padding past the reach
+])
+def test_channels_last_weight_gradient_in_bands(case, dtype, all_threads):
+    """The channels-last weight gradient (and its fused bias gradient), forced, where an
+    image is too large for one sub-chunk: bands of its output rows, each with the input
+    rows its windows read (padding at the first and last bands), as units of the
+    chunks.  The float64 reference within tolerance, the same bits at 1, 2 and 4
+    threads."""
+    x_shape, w_shape, stride, padding, dilation, groups = (case + (1, 1))[:6]
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    channels = w_shape[1] * groups
+    slab = channels * math.prod(x_shape[2:]) * np.dtype(dtype).itemsize
+    assert slab > _conv.CHANNELS_LAST_RUN_BYTES         # bands (the slab alone outgrows)
+    forced = plan.force(backward_weight="channels_last_gemm")
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    check_weight_gradient(forced, x, gy, w_shape, kw, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
     # (x shape, weight shape, stride, padding): output rows of at least 16 columns, so
     # im2col unrolls x in place (no padded copy)
     ((2, 3, 9, 50), (4, 3, 2, 2), 2, (1, 0)),         # k2 s2: padded rows of both taps
