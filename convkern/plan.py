@@ -273,7 +273,6 @@ class ConvPlan:
             raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
         return a
 
-
     # -- the passes ----------------------------------------------------------------------
 
     def forward(self, x, weight, bias=None, *, out=None, activation=None):

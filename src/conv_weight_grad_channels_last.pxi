@@ -26,7 +26,7 @@
 # (CHANNELS_LAST_SUB_BYTES), a band of its output rows along the outermost axis with
 # more than one (depth, else height), whose slab holds the input rows the band reads
 # (a 128x128 image of 64 channels is a 4.3 MB slab, which the GEMM streamed from L3 and
-# every thread built in full: as sixteen 8-row bands it ran 1.4x faster).  The bands
+# every thread built in full: as sixteen 8-row bands it ran 1.3x faster).  The bands
 # of an image have equal rows (the last fewer), their slabs the same extent.
 #
 # Tasks: the units are cut into chunks (a function of the shapes only), each reduced into

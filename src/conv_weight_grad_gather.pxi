@@ -70,8 +70,8 @@ cdef GatherWgrad gather_wgrad_layout(const Geom *g, int nt, const floating_t *ta
                  CHANNELS_LAST_SUB_BYTES // (L.ldc * isz) // KC * KC)
     L.prun = min(L.prun, g.P)
     L.nruns = (g.P + L.prun - 1) // L.prun
-    # Ranges of row blocks per (chunk, group): every range streams its chunk's grad_y
-    # copy once more (3.2 MB from L3 per range for ResNet-18's 7x7 stem at batch 1),
+    # Ranges of row blocks per (chunk, group): every range reads and transposes its
+    # chunk's grad_y once more (3.2 MB per range for ResNet-18's 7x7 stem at batch 1),
     # so as few as give every thread the same number of tasks; finer, the last range's
     # few blocks left one thread 12 of 19 blocks and both a stream each per range.
     L.nsplit = nt // gcd(L.nchunks * g.G, nt)
