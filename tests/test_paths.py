@@ -292,7 +292,8 @@ def test_few_positions_read_the_weight_rows_in_place():
     they have fewer or the slab is mostly halo (a 4x4x4 volume's), unless a reduction
     block of positions takes the channels-last gather; so does the input gradient
     (col2im_rows) with filters for a long reduction, unless a pointwise layer's flipped
-    product runs in place."""
+    product runs in place or a 3-D window's block of positions takes the flipped
+    channels-last correlation."""
     nr = _conv.kernel_info()["float32"]["gemm"][1]
     vl = _conv.kernel_info()["float32"]["vector"][0]
     for x_shape, w_shape in [((1, 256, 14, 14), (256, 256, 3, 3)),
@@ -316,6 +317,14 @@ def test_few_positions_read_the_weight_rows_in_place():
     assert ck.conv_plan((4, 128, 32, 32), (128, 128, 3, 3), padding=1).paths[
         "forward"] == "slab"
     assert ck.conv_plan((1, 256, 8, 8), (256, 256, 3, 3), padding=1).paths[
+        "backward_input"] == "col2im_rows"
+    # a 3-D window's few positions that fill a reduction block: the flipped channels-last
+    # correlation (a 2-D window's keep col2im_rows)
+    assert ck.conv_plan((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), padding=1).paths[
+        "backward_input"] == "flipped_channels_last"
+    assert ck.conv_plan((1, 128, 4, 4, 4), (128, 128, 3, 3, 3), padding=1).paths[
+        "backward_input"] == "col2im_rows"
+    assert ck.conv_plan((2, 128, 8, 8), (128, 128, 3, 3), padding=1).paths[
         "backward_input"] == "col2im_rows"
     # few filters for the reduction over them: col2im
     assert ck.conv_plan((1, 256, 8, 8), (16, 256, 3, 3), padding=1).paths[
