@@ -10,11 +10,16 @@ of its geometry, kept in a small cache keyed by the shapes, the dtype and the pa
 exactly as given: a repeated call neither validates the parameters nor plans again.
 """
 
-import numpy as np
-
 from ._plan_cache import PlanCache, frozen
-from ._validation import boolean, float_array, nonzero_dims, same_dtype, shape_tuple
-from .plan import ConvPlan, bias_gradient, spatial_dims
+from ._validation import (
+    boolean,
+    check_out,
+    float_array,
+    nonzero_dims,
+    same_dtype,
+    shape_tuple,
+)
+from .plan import BIAS_MODES, ConvPlan, bias_gradient, spatial_dims
 
 __all__ = [
     "conv_forward",
@@ -65,7 +70,8 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
     weight = float_array("weight", weight)
     x = float_array("x", x)
     bias = None if bias is None else float_array("bias", bias)
-    same_dtype(x=x, weight=weight, bias=bias)
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        same_dtype(x=x, weight=weight, bias=bias)
     d = spatial_dims(weight.ndim)
     mode = None if bias is None else "tied" if bias.shape == weight.shape[:1] else "untied"
     plan = _plan(x.shape, weight.shape, x.dtype, stride, padding, dilation, groups, mode)
@@ -75,17 +81,9 @@ def conv_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, group
             f"bias must have shape ({weight.shape[0]},) or {untied_shape} (untied), "
             f"got {bias.shape}"
         )
-    return plan.forward(x, weight, bias, out=_out(out, given))
-
-
-def _out(out, given):
-    """Refuse an ``out`` that overlaps an array as the caller gave it (its contiguous copy
-    is checked by the plan)."""
-    if isinstance(out, np.ndarray):
-        for a in given:
-            if isinstance(a, np.ndarray) and np.may_share_memory(out, a):
-                raise ValueError("out shares memory with an input")
-    return out
+    # the plan's own checks would repeat these: its key holds the shapes and the dtype
+    y = check_out(out, plan.y_shape, x.dtype, given + (x, weight, bias))
+    return plan._forward(x, weight, bias, BIAS_MODES.index(mode), 0, y)
 
 
 def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilation=1, groups=1,
@@ -111,13 +109,15 @@ def conv_backward_input(grad_y, weight, x_shape, *, stride=1, padding=0, dilatio
     given = (grad_y, weight)
     weight = float_array("weight", weight)
     grad_y = float_array("grad_y", grad_y)
-    same_dtype(grad_y=grad_y, weight=weight)
+    if grad_y.dtype != weight.dtype:
+        same_dtype(grad_y=grad_y, weight=weight)
     d = spatial_dims(weight.ndim)
     x_shape = shape_tuple("x_shape", x_shape, (d + 1, d + 2))
     plan = _plan(x_shape, weight.shape, weight.dtype, stride, padding, dilation, groups, None,
                  x_name="x_shape")
     _check_grad_y(grad_y, plan)
-    return plan.backward_input(grad_y, weight, out=_out(out, given))
+    gx = check_out(out, plan.x_shape, weight.dtype, given + (grad_y, weight))
+    return plan._backward_input(grad_y, weight, gx)
 
 
 def conv_backward_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
@@ -144,11 +144,14 @@ def conv_backward_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilati
     given = (x, grad_y)
     x = float_array("x", x)
     grad_y = float_array("grad_y", grad_y)
-    same_dtype(x=x, grad_y=grad_y)
+    if x.dtype != grad_y.dtype:
+        same_dtype(x=x, grad_y=grad_y)
     weight_shape = shape_tuple("weight_shape", weight_shape, (3, 4, 5))
     plan = _plan(x.shape, weight_shape, x.dtype, stride, padding, dilation, groups, None)
     _check_grad_y(grad_y, plan)
-    return plan.backward_weight(x, grad_y, out=_out(out, given))
+    gw = check_out(out, weight_shape, x.dtype, given + (x, grad_y))
+    plan._weight_gradient(x, grad_y, gw, plan._no_bias)
+    return gw
 
 
 def _check_grad_y(grad_y, plan):

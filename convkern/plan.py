@@ -314,14 +314,18 @@ class ConvPlan:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be None or 'relu', got {activation!r}")
         y = check_out(out, self.y_shape, self.dtype, given + (x, weight, bias))
-        if g.y_shape[0] == 0:
+        return self._forward(x, weight, bias, mode, ACTIVATIONS.index(activation), y)
+
+    def _forward(self, x, weight, bias, mode, act, y):
+        """The forward pass of validated arrays into ``y``; mode and act are the
+        kernel's codes of the bias and the activation."""
+        if self._geom.y_shape[0] == 0:
             return y
         flat_bias = bias.reshape(-1) if bias is not None else self._no_bias
         x5, w5, y5 = self._args[:3]
         _conv.conv_forward(
             x.reshape(x5), weight.reshape(w5), flat_bias, mode,
-            y.reshape(y5), *self._args[3:], self._codes["forward"],
-            ACTIVATIONS.index(activation), self.num_threads,
+            y.reshape(y5), *self._args[3:], self._codes["forward"], act, self.num_threads,
         )
         return y
 
@@ -344,7 +348,11 @@ class ConvPlan:
         weight = self._array("weight", weight, g.w_shape)
         grad_y = self._array("grad_y", grad_y, self.y_shape)
         gx = check_out(out, self.x_shape, self.dtype, given + (grad_y, weight))
-        if g.x_shape[0] == 0:
+        return self._backward_input(grad_y, weight, gx)
+
+    def _backward_input(self, grad_y, weight, gx):
+        """The input gradient of validated arrays into ``gx``."""
+        if self._geom.x_shape[0] == 0:
             return gx
         x5, w5, y5 = self._args[:3]
         _conv.conv_backward_input(
