@@ -941,6 +941,7 @@ def test_weight_gradient_rules_follow_the_block_shape():
     ((3, 256, 4, 4), (40, 256, 3, 3)),        # 1 KiB positions: a padded channel stride
     ((2, 24, 5, 4, 6), (33, 24, 3, 2, 3)),    # 3-D, ragged blocks of rows and filters
     ((2, 20, 19), (36, 20, 5)),               # 1-D
+    ((2, 16, 12, 12), (40, 16, 3, 3)),        # two tiles of positions: the weight packed once
 ])
 def test_channels_last_gather_has_the_bits_of_the_other_correlations(x_shape, w_shape, dtype,
                                                                      all_threads):
@@ -948,7 +949,9 @@ def test_channels_last_gather_has_the_bits_of_the_other_correlations(x_shape, w_
     k order and reduction blocks as the im2col forward and the flipped slab: the same
     bits, with a tied or untied bias and ReLU applied after the transpose, at 1, 2 and 4
     threads; and the float64 reference within tolerance.  Positions 1 KiB apart (256
-    float32 channels) take a padded channel stride in the copy."""
+    float32 channels) take a padded channel stride in the copy.  A forward with one tile
+    of positions packs the weight block by block in its tasks (a ragged last sliver of
+    filters zero-filled there), one with more packs it once, up front."""
     kw = dict(padding=1, stride=1, dilation=1)
     rng = np.random.default_rng(sum(x_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
