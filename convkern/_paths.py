@@ -477,19 +477,26 @@ def _flipped_few_3d(f):
 # transposes all of the image's grad_y) transpose a grad_y that fits L2, an image of
 # CHANNELS_LAST_RUN_BYTES: 3x3 RGB stems at 32x32 (batch 1-32) and 64x64 (batch 4-32)
 # ran 1.1-1.4x the dot paths, at batch 1 on 128x128 or 224x224 0.7-0.85x (AVX-512 Xeon,
-# 2 threads).
+# 2 threads).  Filters that fill one vector (its one-vector kernel) pay in a batch, where
+# each thread gathers its own images: 3-D U-Net's 16-filter first layers at 32^3 and
+# batch 2 ran 1.26-1.32x the dots (1 channel) and 1.04-1.25x the channels-last GEMM (16
+# channels), but at batch 1, whose row ranges each transpose the whole grad_y,
+# 0.84-0.88x the channels-last GEMM; on AVX2's kernels (the same Xeon), 8 filters of a
+# 5x5 window over 1 channel (LeNet-5-like, batch 4-64) ran 1.1-1.2x the dots.
 GATHER_WGRAD_ROWS = 64
 
 
 def _gather_wgrad_pays(f):
     run_use = f.channel_run / _round_up(f.channel_run, f.nr)
     row_use = f.reduction / _round_up(f.reduction, f.mr)
-    filter_use = f.filters / _round_up(f.filters, f.nr)
+    filter_use = f.filters / _round_up(f.filters, f.vl if f.filters <= f.vl else f.nr)
     rows_pay = (f.reduction >= GATHER_WGRAD_ROWS
                 or (row_use >= 0.8 and filter_use >= 0.8
                     and (f.images >= 2 or f.filters * f.positions * f.itemsize
                          <= _conv.CHANNELS_LAST_RUN_BYTES)))
-    return (run_use < 0.8 and rows_pay and f.filters >= 2 * f.vl
+    filters_pay = (f.filters >= 2 * f.vl
+                   or (f.filters <= f.vl and filter_use >= 0.8 and f.images >= 2))
+    return (run_use < 0.8 and rows_pay and filters_pay
             and f.taps > 1 and not f.disjoint and not _few_positions(f))
 
 

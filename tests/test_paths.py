@@ -526,14 +526,18 @@ def test_a_batch_of_small_few_channel_images_takes_the_slab_dots():
     the A-E suite's D) takes the slab dots (the input read in place, no im2col copy of
     each value per tap), also before the depthwise rows for windows past 3x3; a batch of
     one and images larger than a tile keep im2col's dots, and a single image of few
-    filters, or a 3x3 window, the rows."""
+    filters, or a 3x3 window, the rows.  (8 filters that fill AVX2's vector take the
+    gathered GEMM in a batch.)"""
     few = _conv.kernel_info()["float32"]["gemm"][0] - 2   # fewer filters than a block's rows
-    assert ck.conv_plan((64, 1, 28, 28), (8, 1, 5, 5)).paths["backward_weight"] == "slab_dot"
+    vl = _conv.kernel_info()["float32"]["vector"][0]
+    gather = 0.8 * vl <= 8 <= vl
+    assert ck.conv_plan((64, 1, 28, 28), (8, 1, 5, 5)).paths["backward_weight"] == (
+        "gather_gemm" if gather else "slab_dot")
     assert ck.conv_plan((64, 1, 32, 32), (few, 1, 5, 5)).paths["backward_weight"] == "slab_dot"
     assert ck.conv_plan((1, 1, 28, 28), (8, 1, 5, 5)).paths["backward_weight"] == "im2col_dot"
     assert ck.conv_plan((1, 1, 32, 32), (few, 1, 5, 5)).paths["backward_weight"] == "depthwise"
     big = ck.conv_plan((4, 1, 64, 64), (8, 1, 5, 5))       # 3600 positions per image
-    assert big.paths["backward_weight"] == "im2col_dot"
+    assert big.paths["backward_weight"] == ("gather_gemm" if gather else "im2col_dot")
     three = ck.conv_plan((64, 1, 28, 28), (few, 1, 3, 3))  # the rows' own 3x3 kernel
     assert three.paths["backward_weight"] == "depthwise"
 
@@ -901,7 +905,9 @@ def test_weight_gradient_rules_follow_the_block_shape():
     """Rules that read the micro-kernel's block, so that a wider ISA plans by its own
     shape: filters that use less than three quarters of their slivers of columns (16
     filters on AVX-512's 32, or on the baseline's 12) take the channels-last GEMM, whose
-    rows are the filters, while 16 filters on AVX2's 16 columns keep the slab GEMM;
+    rows are the filters, or in a batch, when they fill one vector and the channels-last
+    runs waste their slivers (AVX-512), the gathered GEMM, while 16 filters on AVX2's 16
+    columns keep the slab GEMM;
     windows that do not overlap (k2 s2) never take the slab weight gradients; a flipped
     slab that would be mostly halo (an 8x8x8 volume's 3x3x3 correlation on AVX-512's 32
     columns) gives way to unrolled tiles; and small images' weight gradients take the
@@ -911,6 +917,12 @@ def test_weight_gradient_rules_follow_the_block_shape():
     vl = info["vector"][0]
     wasted = ck.conv_plan((2, 16, 32, 32, 32), (16, 16, 3, 3, 3), padding=1)
     want = "channels_last_gemm" if 16 < 0.75 * (-(-16 // nr) * nr) else "slab_gemm"
+    # runs of 3 * 16 channels that waste their slivers, 16 filters that fill one vector,
+    # a batch: the gathered weight gradient (at batch 1 the channels-last GEMM)
+    if 48 < 0.8 * (-(-48 // nr) * nr) and 0.8 * vl <= 16 <= vl:
+        single = ck.conv_plan((1, 16, 32, 32, 32), (16, 16, 3, 3, 3), padding=1)
+        assert single.paths["backward_weight"] == want
+        want = "gather_gemm"
     assert wasted.paths["backward_weight"] == want
     full = ck.conv_plan((2, 16, 32, 32, 32), (nr, 16, 3, 3, 3), padding=1)
     assert full.paths["backward_weight"] in ("slab_gemm", "channels_last_gemm", "gather_gemm")
