@@ -483,12 +483,14 @@ cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, int operan
 
 cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
                     const floating_t *bias, int bias_mode, int act, floating_t *y,
-                    const OutLayout *out, int operand, const Kernels *kern, int nt) except *:
+                    const OutLayout *out, int operand, const Kernels *kern, int nt,
+                    const floating_t *w=NULL, const Geom *flipped_from=NULL) except *:
     """y = act(x * W + bias) with the GEMM's B operand read from a padded input slab
     (OPERAND_SLAB, which needs direct_fits(g)), from im2col tiles (OPERAND_IM2COL, or
     OPERAND_IM2COL_IMAGES with tiles spanning images, which needs a contiguous y) or
     from x in place (OPERAND_IN_PLACE, which needs pointwise_fits(g)); wpack as in
-    correlate_direct.
+    correlate_direct, or, in place where pointwise_packs_in_tasks, NULL with w the
+    weight (flipped_from: the layer's geometry of a flipped input gradient).
 
     y is laid out as out says: a layout other than contiguous(g) needs the slab.
     """
@@ -509,7 +511,7 @@ cdef void correlate(const floating_t *x, const Geom *g, const floating_t *wpack,
         row_offsets(offsets + K, K, nr)
         with nogil:
             correlate_pointwise(x, g, wpack, bias, bias_mode, act, y, scratch, offsets, kern,
-                                nt)
+                                nt, w, flipped_from)
     elif operand == OPERAND_SLAB:
         d = plan_direct(g, nr, block_vl(kern, x), DIRECT_TILE)
         offsets = <Py_ssize_t *> alloc_scratch(nt * direct_offsets(g, &d) * sizeof(Py_ssize_t))
@@ -628,11 +630,17 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     cdef OutLayout layout
     cdef Py_ssize_t mr = block_mr(kern, &x[0, 0, 0, 0, 0])
     cdef Py_ssize_t K = g.Cg * g.KK, fpad = round_up(g.Fg, mr)
-    cdef floating_t *wpack = <floating_t *> alloc_uninit(g.G * fpad * K * sizeof(floating_t))
+    cdef floating_t *wpack = NULL
+    layout = contiguous(&g)
+    if operand == OPERAND_IN_PLACE and pointwise_packs_in_tasks(&g, kern, &x[0, 0, 0, 0, 0]):
+        correlate(&x[0, 0, 0, 0, 0], &g, NULL, &bias[0] if bias.shape[0] else NULL,
+                  bias_mode, activation, &out[0, 0, 0, 0, 0], &layout, operand, kern,
+                  max(1, num_threads), &weight[0, 0, 0, 0, 0])
+        return
+    wpack = <floating_t *> alloc_uninit(g.G * fpad * K * sizeof(floating_t))
     with nogil:
         pack_forward_weights(&weight[0, 0, 0, 0, 0], &g, mr, wpack, max(1, num_threads))
     try:
-        layout = contiguous(&g)
         correlate(&x[0, 0, 0, 0, 0], &g, wpack, &bias[0] if bias.shape[0] else NULL,
                   bias_mode, activation, &out[0, 0, 0, 0, 0], &layout, operand, kern,
                   max(1, num_threads))

@@ -33,11 +33,15 @@ cdef void backward_input_flipped(const floating_t *gy, const floating_t *w, cons
         kern = pointwise_kernels(&t, kern, gy)
     cdef Py_ssize_t mr = block_mr(kern, gy)
     cdef Py_ssize_t K = g.Fg * g.KK, cpad = round_up(g.Cg, mr)
-    cdef floating_t *wpack = <floating_t *> alloc_uninit(g.G * cpad * K * sizeof(floating_t))
+    cdef floating_t *wpack = NULL
+    layout = contiguous(&t)
+    if operand == OPERAND_IN_PLACE and pointwise_packs_in_tasks(&t, kern, gy):
+        correlate(gy, &t, NULL, NULL, 0, ACT_NONE, gx, &layout, operand, kern, nt, w, g)
+        return
+    wpack = <floating_t *> alloc_uninit(g.G * cpad * K * sizeof(floating_t))
     with nogil:
         pack_flipped_weights(w, g, mr, wpack, nt)
     try:
-        layout = contiguous(&t)
         correlate(gy, &t, wpack, NULL, 0, ACT_NONE, gx, &layout, operand, kern, nt)
     finally:
         release(wpack)

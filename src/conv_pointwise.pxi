@@ -20,14 +20,52 @@ cdef inline const Kernels *pointwise_kernels(const Geom *g, const Kernels *kern,
 
 cdef inline Py_ssize_t pointwise_per_thread(Py_ssize_t K, Py_ssize_t nr) noexcept nogil:
     """Scratch elements per thread of correlate_pointwise: a K x nr block for the ragged
-    end of a plane and the micro-kernel's edge block."""
-    return K * nr + CK_MR_MAX * CK_NR_MAX
+    end of a plane, the micro-kernel's edge block and a K x mr block of A (packed by the
+    task, pointwise_packs_in_tasks)."""
+    return K * nr + CK_MR_MAX * CK_NR_MAX + K * CK_MR_MAX
+
+
+cdef inline Py_ssize_t pointwise_tile(const Geom *g, Py_ssize_t nr,
+                                      Py_ssize_t itemsize) noexcept nogil:
+    """Positions per tile of correlate_pointwise: whole slivers, Cg rows of them within
+    POINTWISE_TILE_BYTES."""
+    return min(round_up(g.P, nr),
+               max(nr, (POINTWISE_TILE_BYTES // (g.Cg * itemsize)) // nr * nr))
+
+
+cdef inline bint pointwise_packs_in_tasks(const Geom *g, const Kernels *kern,
+                                          const floating_t *tag) noexcept nogil:
+    """One image and one tile of positions: each block of A serves one task only, which
+    packs it itself (see correlate_pointwise)."""
+    cdef Py_ssize_t nr = block_nr(kern, tag)
+    return g.N == 1 and g.P <= pointwise_tile(g, nr, sizeof(floating_t))
+
+
+cdef inline void pack_pointwise_block(const floating_t *w, const Geom *g,
+                                      const Geom *flipped_from, Py_ssize_t grp, Py_ssize_t m0,
+                                      Py_ssize_t mm, Py_ssize_t mr,
+                                      floating_t *dst) noexcept nogil:
+    """dst: rows m0 .. m0 + mm of group grp's A in one mr-row block (pack_forward_weights'
+    block, or with flipped_from the layer's geometry, pack_flipped_weights' block of its
+    channels), the rows past mm zero."""
+    cdef Py_ssize_t K = g.Cg, f
+    if mm < mr:
+        memset(dst, 0, mr * K * sizeof(floating_t))
+    if flipped_from == NULL:
+        transpose(w + (grp * g.Fg + m0) * K, K, mm, K, dst, mr)
+        return
+    # A[c, f] = W[f, c] (a 1x1 window: KK = 1): mm contiguous channels of each filter
+    for f in range(K):
+        memcpy(dst + f * mr,
+               w + (grp * flipped_from.Fg + f) * flipped_from.Cg + m0,
+               mm * sizeof(floating_t))
 
 
 cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating_t *wpack,
                               const floating_t *bias, int bias_mode, int act, floating_t *y,
                               floating_t *scratch, const Py_ssize_t *offsets,
-                              const Kernels *kern, int nt) noexcept nogil:
+                              const Kernels *kern, int nt, const floating_t *w=NULL,
+                              const Geom *flipped_from=NULL) noexcept nogil:
     """y = act(W @ x + bias) for a 1x1, stride-1, unpadded correlation (pointwise_fits).
 
     Per image and group, y[n, g] (Fg x P) = W[g] (Fg x Cg) @ x[n, g] (Cg x P): the GEMM
@@ -37,7 +75,11 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     row offsets k * P, then k * nr (for that block).  Each mr-row block of filters runs
     along the whole tile before the next starts, so the micro-kernel's stores are mr
     sequential streams into y rather than mr scattered lines per call (the tile of x,
-    about 256 KiB at most, stays in cache meanwhile).  Tasks are (block of filters,
+    about 256 KiB at most, stays in cache meanwhile).  With w given (wpack NULL: one
+    image of one tile, pointwise_packs_in_tasks), each task packs its own blocks of A
+    from the weight (pack_pointwise_block, flipped_from for the flipped input gradient's
+    A) right before they run, in its core's cache: no separate parallel pass, and no
+    packed copy written out and read back.  Tasks are (block of filters,
     image, group, tile), the filter split outermost: with few (image, group, tile) units
     the threads then take different rows of y, not different columns of the same rows,
     whose cuts share a cache line per row that both threads write (MobileNetV2's 14x14
@@ -47,9 +89,7 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     """
     cdef Py_ssize_t mr = block_mr(kern, x), nr = block_nr(kern, x), K = g.Cg
     cdef Py_ssize_t fpad = round_up(g.Fg, mr), fblocks = fpad // mr
-    cdef Py_ssize_t tw = min(round_up(g.P, nr),
-                             max(nr, (POINTWISE_TILE_BYTES // (K * <Py_ssize_t> sizeof(floating_t)))
-                                 // nr * nr))
+    cdef Py_ssize_t tw = pointwise_tile(g, nr, sizeof(floating_t))
     cdef Py_ssize_t ntiles = (g.P + tw - 1) // tw, units = g.N * g.G * ntiles
     cdef Py_ssize_t nsplit = 1, fper
     cdef Py_ssize_t t, u, n, grp, f0, f1, m0, p0, pn, full, k, j
@@ -84,7 +124,12 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
                 memset(tail + k * nr + pn - full, 0, (nr - pn + full) * sizeof(floating_t))
         for j in range((f1 - f0 + mr - 1) // mr):
             m0 = f0 + j * mr
-            a = wpack + grp * fpad * K + m0 * K
+            if w != NULL:
+                a = tail + K * nr + CK_MR_MAX * CK_NR_MAX
+                pack_pointwise_block(w, g, flipped_from, grp, m0, min(mr, f1 - m0), mr,
+                                     <floating_t *> a)
+            else:
+                a = wpack + grp * fpad * K + m0 * K
             # a tied bias and the activation in the GEMM's last stores
             brow = bias + grp * g.Fg + m0 if bias_mode == 1 else NULL
             if full > 0:

@@ -636,6 +636,41 @@ def test_pointwise_paths_of_few_rows_take_the_narrow_block(case, dtype, all_thre
                                              groups=groups), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, groups", [
+    ((1, 300, 7, 9), (21, 300, 1, 1), 1),   # 3 reduction blocks, a ragged block of rows
+    ((1, 40, 14, 14), (70, 20, 1, 1), 2),   # 196 positions: a ragged sliver, groups
+    ((2, 40, 14, 14), (70, 20, 1, 1), 2),   # a batch: the weight packed once, up front
+])
+def test_pointwise_paths_have_the_bits_of_the_other_paths(x_shape, w_shape, groups, dtype,
+                                                          all_threads):
+    """The in-place pointwise forward and flipped input gradient pack each block of the
+    weight in the task that uses it when one image fills one tile (else once, up front):
+    the bits of the im2col forward and of the flipped slab (the same reduction blocks in
+    the same order), with a tied bias and ReLU in the last block's stores or an untied
+    bias after, at 1, 2 and 4 threads; the float64 reference within tolerance."""
+    rng = np.random.default_rng(w_shape[0] + x_shape[0])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    for bias in ("tied", "untied"):
+        plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias=bias, groups=groups)
+        b = rng.standard_normal(w_shape[:1] if bias == "tied" else plan.y_shape[1:])
+        b = b.astype(dtype)
+        gy = rng.standard_normal(plan.y_shape).astype(dtype)
+        in_place = plan.force(forward="pointwise", backward_input="flipped_pointwise")
+        other = plan.force(forward="im2col", backward_input="flipped")
+        for n in (1, 2, 4):
+            ck.set_num_threads(n)
+            np.testing.assert_array_equal(in_place.forward(x, w, b, activation="relu"),
+                                          other.forward(x, w, b, activation="relu"))
+            np.testing.assert_array_equal(in_place.backward_input(gy, w),
+                                          other.backward_input(gy, w))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    assert_close(in_place.forward(x, w), ref.conv_forward(x64, w64, groups=groups), dtype)
+    assert_close(in_place.backward_input(gy, w), ref.conv_backward_input(
+        gy.astype(np.float64), w64, x_shape, groups=groups), dtype)
+
+
 def test_small_images_of_whole_slivers_keep_per_image_tiles():
     """A batch of small images takes the image-spanning im2col forward when an image's
     positions end in a ragged sliver, and the per-image tiles when they fill whole
