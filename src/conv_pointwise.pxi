@@ -41,26 +41,6 @@ cdef inline bint pointwise_packs_in_tasks(const Geom *g, const Kernels *kern,
     return g.N == 1 and g.P <= pointwise_tile(g, nr, sizeof(floating_t))
 
 
-cdef inline void pack_pointwise_block(const floating_t *w, const Geom *g,
-                                      const Geom *flipped_from, Py_ssize_t grp, Py_ssize_t m0,
-                                      Py_ssize_t mm, Py_ssize_t mr,
-                                      floating_t *dst) noexcept nogil:
-    """dst: rows m0 .. m0 + mm of group grp's A in one mr-row block (pack_forward_weights'
-    block, or with flipped_from the layer's geometry, pack_flipped_weights' block of its
-    channels), the rows past mm zero."""
-    cdef Py_ssize_t K = g.Cg, f
-    if mm < mr:
-        memset(dst, 0, mr * K * sizeof(floating_t))
-    if flipped_from == NULL:
-        transpose(w + (grp * g.Fg + m0) * K, K, mm, K, dst, mr)
-        return
-    # A[c, f] = W[f, c] (a 1x1 window: KK = 1): mm contiguous channels of each filter
-    for f in range(K):
-        memcpy(dst + f * mr,
-               w + (grp * flipped_from.Fg + f) * flipped_from.Cg + m0,
-               mm * sizeof(floating_t))
-
-
 cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating_t *wpack,
                               const floating_t *bias, int bias_mode, int act, floating_t *y,
                               floating_t *scratch, const Py_ssize_t *offsets,
@@ -77,13 +57,14 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     sequential streams into y rather than mr scattered lines per call (the tile of x,
     about 256 KiB at most, stays in cache meanwhile).  With w given (wpack NULL: one
     image of one tile, pointwise_packs_in_tasks), each task packs its own blocks of A
-    from the weight (pack_pointwise_block, flipped_from for the flipped input gradient's
-    A) right before they run, in its core's cache: no separate parallel pass, and no
-    packed copy written out and read back.  Tasks are (block of filters,
-    image, group, tile), the filter split outermost: with few (image, group, tile) units
-    the threads then take different rows of y, not different columns of the same rows,
-    whose cuts share a cache line per row that both threads write (MobileNetV2's 14x14
-    1x1 layers at batch 1 ran slower on 2 threads than on 1 with tiles per thread).  Every
+    from the weight (pack_forward_block, or for the flipped input gradient
+    pack_flipped_block of the layer's geometry flipped_from) right before they run, in
+    its core's cache: no separate parallel pass, and no packed copy written out and read
+    back.  Tasks are (block of filters, image, group, tile), the filter split
+    outermost: with few (image, group, tile) units the threads then take different rows
+    of y, not different columns of the same rows, whose cuts share a cache line per row
+    that both threads write (MobileNetV2's 14x14 1x1 layers at batch 1 ran slower on 2
+    threads than on 1 with tiles per thread).  Every
     output is the same sum as on the slab path (the same micro-kernel over the same
     reduction blocks), so the bits are the slab path's.
     """
@@ -126,8 +107,12 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
             m0 = f0 + j * mr
             if w != NULL:
                 a = tail + K * nr + CK_MR_MAX * CK_NR_MAX
-                pack_pointwise_block(w, g, flipped_from, grp, m0, min(mr, f1 - m0), mr,
-                                     <floating_t *> a)
+                if flipped_from == NULL:
+                    pack_forward_block(w, g, grp, m0, min(mr, f1 - m0), mr,
+                                       <floating_t *> a)
+                else:
+                    pack_flipped_block(w, flipped_from, grp, m0, min(mr, f1 - m0), mr,
+                                       <floating_t *> a)
             else:
                 a = wpack + grp * fpad * K + m0 * K
             # a tied bias and the activation in the GEMM's last stores

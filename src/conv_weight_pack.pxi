@@ -14,21 +14,49 @@
 # same whichever way they are moved.
 
 
+cdef inline void pack_forward_block(const floating_t *w, const Geom *g, Py_ssize_t grp,
+                                    Py_ssize_t f0, Py_ssize_t rows, Py_ssize_t mr,
+                                    floating_t *dst) noexcept nogil:
+    """One mr-row block of the forward's A: dst[k * mr + i] = W[grp * Fg + f0 + i, k]
+    for i < rows (rows <= mr), zero for the rows past them."""
+    cdef Py_ssize_t K = g.Cg * g.KK
+    if rows < mr:
+        memset(dst, 0, mr * K * sizeof(floating_t))
+    transpose(w + (grp * g.Fg + f0) * K, K, rows, K, dst, mr)
+
+
+cdef inline void pack_flipped_block(const floating_t *w, const Geom *g, Py_ssize_t grp,
+                                    Py_ssize_t c0, Py_ssize_t rows, Py_ssize_t mr,
+                                    floating_t *dst) noexcept nogil:
+    """One mr-row block of the flipped input gradient's A (g the layer's geometry):
+    dst[(f * KK + kk) * mr + i] = W[grp * Fg + f, c0 + i, KK - 1 - kk] for i < rows,
+    zero for the rows past them."""
+    cdef Py_ssize_t K = g.Fg * g.KK, f, i
+    cdef const floating_t *src
+    if rows < mr:
+        memset(dst, 0, mr * K * sizeof(floating_t))
+    for f in range(g.Fg):
+        # the filter's channels c0 .. c0 + rows: rows x KK contiguous values
+        src = w + ((grp * g.Fg + f) * g.Cg + c0) * g.KK
+        if g.KK == 1:
+            for i in range(rows):
+                dst[f * mr + i] = src[i]
+        else:
+            # tap kk lands in row f * KK + KK - 1 - kk: the rows descend
+            transpose(src, g.KK, rows, g.KK, dst + (f * g.KK + g.KK - 1) * mr, -mr)
+
+
 cdef void pack_forward_weights(const floating_t *w, const Geom *g, Py_ssize_t mr,
                                floating_t *wpack, int nt) noexcept nogil:
     """wpack[grp]: A[f, k] = W[grp * Fg + f, k] (Fg x Cg * KK) in mr-row blocks, groups
     round_up(Fg, mr) * K elements apart."""
     cdef Py_ssize_t K = g.Cg * g.KK, nb = (g.Fg + mr - 1) // mr
-    cdef Py_ssize_t t, grp, b, rows
-    cdef floating_t *dst
+    cdef Py_ssize_t t, grp, b
     for t in prange(g.G * nb, num_threads=nt, schedule="static"):
         grp = t // nb
         b = t % nb
-        rows = min(mr, g.Fg - b * mr)
-        dst = wpack + (grp * nb + b) * mr * K
-        if rows < mr:
-            memset(dst, 0, mr * K * sizeof(floating_t))
-        transpose(w + (grp * g.Fg + b * mr) * K, K, rows, K, dst, mr)
+        pack_forward_block(w, g, grp, b * mr, min(mr, g.Fg - b * mr), mr,
+                           wpack + (grp * nb + b) * mr * K)
 
 
 cdef void pack_flipped_weights(const floating_t *w, const Geom *g, Py_ssize_t mr,
@@ -37,25 +65,12 @@ cdef void pack_flipped_weights(const floating_t *w, const Geom *g, Py_ssize_t mr
     KK - 1 - kk] (Cg x Fg * KK) in mr-row blocks, groups round_up(Cg, mr) * Fg * KK
     elements apart."""
     cdef Py_ssize_t K = g.Fg * g.KK, nb = (g.Cg + mr - 1) // mr
-    cdef Py_ssize_t t, grp, b, rows, f, i
-    cdef floating_t *dst
-    cdef const floating_t *src
+    cdef Py_ssize_t t, grp, b
     for t in prange(g.G * nb, num_threads=nt, schedule="static"):
         grp = t // nb
         b = t % nb
-        rows = min(mr, g.Cg - b * mr)
-        dst = wpack + (grp * nb + b) * mr * K
-        if rows < mr:
-            memset(dst, 0, mr * K * sizeof(floating_t))
-        for f in range(g.Fg):
-            # the filter's channels b * mr .. b * mr + rows: rows x KK contiguous values
-            src = w + ((grp * g.Fg + f) * g.Cg + b * mr) * g.KK
-            if g.KK == 1:
-                for i in range(rows):
-                    dst[f * mr + i] = src[i]
-            else:
-                # tap kk lands in row f * KK + KK - 1 - kk: the rows descend
-                transpose(src, g.KK, rows, g.KK, dst + (f * g.KK + g.KK - 1) * mr, -mr)
+        pack_flipped_block(w, g, grp, b * mr, min(mr, g.Cg - b * mr), mr,
+                           wpack + (grp * nb + b) * mr * K)
 
 
 cdef void pack_phase_weights(const floating_t *w, const Geom *g, const Py_ssize_t *taps,
