@@ -119,16 +119,13 @@ cdef inline void gemm_gather_packing(const Kernels *kern, const floating_t **row
     block's rows pass): the same products, in the same order."""
     cdef Py_ssize_t nr = block_nr(kern, w), kstep = reduction_step(K)
     cdef Py_ssize_t nkb = (K + kstep - 1) // kstep if kstep > 0 else 0
-    cdef Py_ssize_t kb, jb, k0, kc, nn, k
+    cdef Py_ssize_t kb, jb, k0, kc, nn
     for kb in range(nkb):
         k0 = kb * kstep
         kc = min(kstep, K - k0)
         for jb in range((ncols + nr - 1) // nr):
             nn = min(nr, ncols - jb * nr)
-            transpose(w + jb * nr * K + k0, K, nn, kc, bblock, nr)
-            if nn < nr:
-                for k in range(kc):
-                    memset(bblock + k * nr + nn, 0, (nr - nn) * sizeof(floating_t))
+            pack_transposed_rows(w + jb * nr * K + k0, K, nn, kc, nr, bblock)
             gemm_gather_run(kern, rows, aoff + k0, M, kc, bblock, kc * nr, nn,
                             C + jb * nr, ldc, aptr, ctmp, kb > 0)
 

@@ -14,15 +14,24 @@
 # same whichever way they are moved.
 
 
+cdef inline void pack_transposed_rows(const floating_t *src, Py_ssize_t lds, Py_ssize_t rows,
+                                      Py_ssize_t kc, Py_ssize_t mr,
+                                      floating_t *dst) noexcept nogil:
+    """dst[k * mr + i] = src[i * lds + k] for i < rows (rows <= mr), k < kc, and zero
+    for the rows past them: one block of a weight whose rows are the GEMM's rows (the
+    forward's A, or the channels-last forward's B sliver)."""
+    if rows < mr:
+        memset(dst, 0, mr * kc * sizeof(floating_t))
+    transpose(src, lds, rows, kc, dst, mr)
+
+
 cdef inline void pack_forward_block(const floating_t *w, const Geom *g, Py_ssize_t grp,
                                     Py_ssize_t f0, Py_ssize_t rows, Py_ssize_t mr,
                                     floating_t *dst) noexcept nogil:
     """One mr-row block of the forward's A: dst[k * mr + i] = W[grp * Fg + f0 + i, k]
     for i < rows (rows <= mr), zero for the rows past them."""
     cdef Py_ssize_t K = g.Cg * g.KK
-    if rows < mr:
-        memset(dst, 0, mr * K * sizeof(floating_t))
-    transpose(w + (grp * g.Fg + f0) * K, K, rows, K, dst, mr)
+    pack_transposed_rows(w + (grp * g.Fg + f0) * K, K, rows, K, mr, dst)
 
 
 cdef inline void pack_flipped_block(const floating_t *w, const Geom *g, Py_ssize_t grp,
