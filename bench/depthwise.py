@@ -13,7 +13,7 @@ time of PyTorch and of convkern and their ratio (PyTorch / convkern: above 1 mea
 convkern is faster), the two libraries interleaved in the same run.  At 1 thread it also
 gives the ratio of the medians of ``time.thread_time`` (CPU time of the calling thread,
 which a shared machine's load barely moves) and that ratio for convkern's generic path
-(the one the planner would choose without the depthwise row), so the depthwise path can
+(the one the planner would choose without the depthwise rows), so the depthwise path can
 be checked never to be slower than it.  PyTorch runs ``F.conv2d`` and
 ``torch.nn.grad.conv2d_input`` / ``conv2d_weight`` (``aten.convolution_backward``).
 """
@@ -48,12 +48,15 @@ SUITES = {
     "cifar": (32, CIFAR),
 }
 PASSES = ("forward", "backward_input", "backward_weight")
+# The depthwise rows of the table: the plane rows, and the weight gradient's
+# channels-last planes for one filter per channel.
+DEPTHWISE_PATHS = ("depthwise", "depthwise_channels_last")
 
 
 def _generic(plan, pass_name):
-    """The path the planner takes for this pass without the depthwise row."""
+    """The path the planner takes for this pass without the depthwise rows."""
     for row in _paths.TABLE[pass_name]:
-        if row.name != "depthwise" and row.valid(plan._facts) and row.preferred(plan._facts):
+        if row.name not in DEPTHWISE_PATHS and row.valid(plan._facts) and row.preferred(plan._facts):
             return row.name
     raise RuntimeError("no generic path")
 
@@ -100,7 +103,7 @@ def run(suites, threads, repeats):
         n, layers = SUITES[suite]
         for c, size, stride in layers:
             plan, ck_calls, torch_calls = _layer_calls(n, c, size, stride)
-            assert all(plan.paths[p] == "depthwise" for p in PASSES), plan.paths
+            assert all(plan.paths[p] in DEPTHWISE_PATHS for p in PASSES), plan.paths
             for p in PASSES:
                 row = {"suite": suite, "layer": f"{c}x{size}x{size} s{stride}", "pass": p}
                 for nt in threads:

@@ -114,6 +114,25 @@ def _depthwise_rows_pay(f):
     return f.depthwise and (f.groups > 1 or f.filters < f.mr)
 
 
+# The depthwise weight gradient's plane kernels put a row's output positions in the
+# lanes: a row that is not a whole number of vectors leaves lanes empty and pays a
+# masked edge on every row, a large share of a row of one or two vectors.  The
+# channels-last planes put the channels in the lanes instead, for a transposed copy of
+# x and grad_y per image (one load and store per element, against prod(K) multiply-adds),
+# and pay when the channels fill the lanes better than the rows do.  Measured on an
+# AVX-512 Xeon (2 threads, float32, 3x3, batch 1 and 4): rows of 7 (14 of 16 lanes
+# empty of 32) 2.5-3.5x faster, 14 and 20 1.2-1.6x, 24 and 28 within 5-13% either way,
+# 16 and 32 (whole vectors) 0.7-1.1x, 56 and 112 (planes far past L1) 0.4-0.8x; with
+# AVX2's 8 lanes rows of 7 and 14 1.2-1.9x, 16 and 28 0.7-0.85x.
+def _lane_use(n, vl):
+    return n / (-(-n // vl) * vl)
+
+
+def _channel_lanes_pay(f):
+    return (f.depthwise and f.filters == 1 and f.row_width < 2 * f.vl
+            and _lane_use(f.groups, f.vl) > _lane_use(f.row_width, f.vl))
+
+
 # The depthwise input gradient adds Fg * prod(K) taps per input element in the lanes of
 # one row kernel, every tap a load; col2im multiplies W^T (prod(K) x Fg) by grad_y, a
 # GEMM whose reduction runs over the Fg filters, and scatters prod(K) values per
@@ -597,6 +616,10 @@ TABLE = {
         # (a window past 3x3 in a batch of small images takes the slab dots instead: 1 ->
         # 2-6 channels at 28x28, batch 64, ran 1.5-2.2x faster on them with a 5x5
         # window and 1.5-1.9x slower with a 3x3 one, AVX-512 Xeon, 2 threads)
+        Path("depthwise_channels_last", {"operand": "channels-last planes", "kernel": "lanes"},
+             lambda f: f.depthwise and f.filters == 1,
+             lambda f: (_depthwise_rows_pay(f) and _channel_lanes_pay(f)
+                        and not (_slab_dots_pay(f) and f.taps > 9))),
         Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
              lambda f: _depthwise_rows_pay(f) and not (_slab_dots_pay(f) and f.taps > 9)),
         # the window's (channel, tap) pairs gathered in place (_gather_wgrad_pays)

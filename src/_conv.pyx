@@ -194,7 +194,7 @@ PATHS = {
                        "flipped_channels_last"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
                         "im2col_gemm_images", "dense", "depthwise", "im2row_gemm",
-                        "channels_last_gemm", "gather_gemm"),
+                        "channels_last_gemm", "gather_gemm", "depthwise_channels_last"),
     "backward_bias": ("sum",),
 }
 cdef enum:
@@ -206,7 +206,8 @@ cdef enum:
     BWI_FLIPPED_CHANNELS_LAST
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
-    BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM, BWW_GATHER_GEMM
+    BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM, BWW_GATHER_GEMM,
+    BWW_DEPTHWISE_CHANNELS_LAST
 # Activations the forward pass applies to its output tile (after the bias).
 ACTIVATIONS = ("none", "relu")
 cdef enum:
@@ -228,6 +229,7 @@ include "conv_forward_channels_last.pxi"
 include "conv_weight_grad_gather.pxi"
 include "conv_bias_grad.pxi"
 include "conv_depthwise.pxi"
+include "conv_depthwise_channels_last.pxi"
 
 # Bytes of grad_y the channels-last weight gradients pack per run of positions
 # (CHANNELS_LAST_SUB_BYTES): the planner's measure of a grad_y that stays in L2.
@@ -302,6 +304,8 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             or (pass_name == "backward_input" and path == BWI_DEPTHWISE)
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
+    if pass_name == "backward_weight" and path == BWW_DEPTHWISE_CHANNELS_LAST:
+        return depthwise_cl_scratch(g, tag)
     if pass_name == "forward" and path == FWD_CHANNELS_LAST:
         return channels_last_forward_scratch(g, tag)
     if pass_name == "backward_input" and path == BWI_FLIPPED_CHANNELS_LAST:

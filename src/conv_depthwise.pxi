@@ -68,8 +68,14 @@ cdef extern from "dwconv_kernel.h":
                                    const double *, Py_ssize_t, const Py_ssize_t *, Py_ssize_t,
                                    Py_ssize_t, const Py_ssize_t *, double *,
                                    double *) noexcept nogil
+    ctypedef void (*ck_dw_wgcl_s)(const float *, const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,
+                                  Py_ssize_t, float *, double *) noexcept nogil
     ctypedef void (*ck_dw_copy_s)(float *, Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*ck_dw_wgcl_d)(const double *, const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,
+                                  Py_ssize_t, double *, double *) noexcept nogil
     ctypedef void (*ck_dw_copy_d)(double *, Py_ssize_t, const double *, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_fold_s)(const float *, Py_ssize_t, float *, const double *,
@@ -82,6 +88,7 @@ cdef extern from "dwconv_kernel.h":
     ctypedef struct ck_dw_kernels_s:
         ck_dw_fwd_s fwd
         ck_dw_wgrad_s wgrad
+        ck_dw_wgcl_s wgcl
         ck_dw_copy_s copy
         ck_dw_fold_s fold
         ck_dw_zip_s zip
@@ -90,6 +97,7 @@ cdef extern from "dwconv_kernel.h":
     ctypedef struct ck_dw_kernels_d:
         ck_dw_fwd_d fwd
         ck_dw_wgrad_d wgrad
+        ck_dw_wgcl_d wgcl
         ck_dw_copy_d copy
         ck_dw_fold_d fold
         ck_dw_zip_d zip
@@ -483,14 +491,30 @@ cdef void depthwise_input_grad_call(const floating_t *gy, const floating_t *w, c
         release(roff)
 
 
+cdef void add_chunk_partials(const floating_t *partials, const double *bpart, Py_ssize_t nch,
+                             const Geom *g, floating_t *gw, floating_t *bias_out) noexcept nogil:
+    """gw[f, tap] = partials[0, f, tap] + ... + partials[nch - 1, f, tap] and (bias_out
+    not NULL) bias_out[f] = the bpart[b, f] summed in double, both in chunk order."""
+    cdef Py_ssize_t f, k, b
+    cdef double acc
+    for f in range(g.F):
+        for k in range(g.KK):
+            gw[f * g.KK + k] = partials[f * g.KK + k]
+            for b in range(1, nch):
+                gw[f * g.KK + k] = gw[f * g.KK + k] + partials[(b * g.F + f) * g.KK + k]
+        if bias_out != NULL:
+            acc = 0
+            for b in range(nch):
+                acc = acc + bpart[b * g.F + f]
+            bias_out[f] = <floating_t> acc
+
+
 cdef void depthwise_weight_grad_call(const floating_t *x, const floating_t *gy, const Geom *g,
                                      floating_t *gw, floating_t *bias_out, int nt) except *:
     """gw (F, KK) and, if bias_out is not NULL, bias_out (F,): the chunks' partial sums
     added in chunk order."""
     cdef DwPad P = dw_pad(g, True, x)
     cdef Py_ssize_t nch = dw_wgrad_chunks(g)
-    cdef Py_ssize_t f, k, b
-    cdef double acc
     cdef char *scratch = NULL
     cdef double *bpart = NULL
     cdef Py_ssize_t *roff = NULL
@@ -504,16 +528,7 @@ cdef void depthwise_weight_grad_call(const floating_t *x, const floating_t *gy, 
         with nogil:
             window_offsets(g, &P, roff, roff + g.KD * g.KH)
             depthwise_weight_grad(x, gy, g, partials, bpart, roff, scratch, nt)
-            for f in range(g.F):
-                for k in range(g.KK):
-                    gw[f * g.KK + k] = partials[f * g.KK + k]
-                    for b in range(1, nch):
-                        gw[f * g.KK + k] = gw[f * g.KK + k] + partials[(b * g.F + f) * g.KK + k]
-                if bias_out != NULL:
-                    acc = 0
-                    for b in range(nch):
-                        acc = acc + bpart[b * g.F + f]
-                    bias_out[f] = <floating_t> acc
+            add_chunk_partials(partials, bpart, nch, g, gw, bias_out)
     finally:
         release(bpart)
         release(scratch)

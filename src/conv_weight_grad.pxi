@@ -504,6 +504,12 @@ def conv_backward_weight(const floating_t[:, :, :, :, ::1] x not None,
     as bias_sum.h sums).
     """
     cdef Geom g = make_geom(x.shape, out.shape, grad_y.shape, groups, stride, pad, dilation)
+    if path == BWW_DEPTHWISE_CHANNELS_LAST:
+        depthwise_cl_weight_grad_call(&x[0, 0, 0, 0, 0], &grad_y[0, 0, 0, 0, 0], &g,
+                                      &out[0, 0, 0, 0, 0],
+                                      &bias_out[0] if bias_out.shape[0] > 0 else NULL,
+                                      max(1, num_threads))
+        return
     if path == BWW_DEPTHWISE:
         depthwise_weight_grad_call(&x[0, 0, 0, 0, 0], &grad_y[0, 0, 0, 0, 0], &g,
                                    &out[0, 0, 0, 0, 0],

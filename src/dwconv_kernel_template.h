@@ -357,6 +357,87 @@ static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows
     }
 }
 
+/* The channels-last weight gradient (lanes over channels): VL channels' grad_y g
+ * (positions x VL, in the order od, oh, ow) against their padded input x (positions x VL):
+ * acc[t * VL + l] += g[p * VL + l] * x[start(p) + toff[t] + l] over the positions p,
+ * start(p) = od * sd + oh * sh + ow * sw (element strides), and bacc[l] += g[p * VL + l]
+ * in double (if bacc is not NULL).  Taps run in groups of up to DW_CL_TAPS, each tap's
+ * sum in its own register for the whole pass over the positions: every lane sums its
+ * terms in the order of the positions, whatever the group. */
+#define DW_CL_TAPS 9
+#if DW_VL > 1
+DW_INLINE void DW_FN(wgcl_group)(const DW_T *g, const DW_T *x, Py_ssize_t OD, Py_ssize_t OH,
+                                 Py_ssize_t OW, Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
+                                 const Py_ssize_t *toff, DW_T *acc, double *bacc, const int nk)
+{
+    DW_V s[DW_CL_TAPS];
+    DW_DV bl = {0};
+    Py_ssize_t o[DW_CL_TAPS], od, oh, ow;
+    int k;
+#pragma GCC unroll 9
+    for (k = 0; k < nk; k++) {
+        s[k] = DW_FN(ld)(acc + k * DW_VL);
+        o[k] = toff[k];
+    }
+    if (bacc != NULL)
+        memcpy(&bl, bacc, sizeof(bl));
+    for (od = 0; od < OD; od++) {
+        for (oh = 0; oh < OH; oh++) {
+            const DW_T *xr = x + od * sd + oh * sh;
+            for (ow = 0; ow < OW; ow++, g += DW_VL) {
+                const DW_T *xp = xr + ow * sw;
+                DW_V gv = DW_FN(ld)(g);
+#pragma GCC unroll 9
+                for (k = 0; k < nk; k++)
+                    s[k] += gv * DW_FN(ld)(xp + o[k]);
+                if (bacc != NULL)
+                    bl += __builtin_convertvector(gv, DW_DV);
+            }
+        }
+    }
+#pragma GCC unroll 9
+    for (k = 0; k < nk; k++)
+        DW_FN(st)(acc + k * DW_VL, s[k]);
+    if (bacc != NULL)
+        memcpy(bacc, &bl, sizeof(bl));
+}
+#endif
+
+static DW_ATTR void DW_FN(wgcl)(const DW_T *g, const DW_T *x, Py_ssize_t OD, Py_ssize_t OH,
+                                Py_ssize_t OW, Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
+                                const Py_ssize_t *toff, Py_ssize_t ntaps, DW_T *acc,
+                                double *bacc)
+{
+    Py_ssize_t t0, nk;
+#if DW_VL > 1
+    for (t0 = 0; t0 < ntaps; t0 += nk) {
+        nk = ntaps - t0 < DW_CL_TAPS ? ntaps - t0 : DW_CL_TAPS;
+        double *b = t0 == 0 ? bacc : NULL;  /* grad_y's sum in the first pass only */
+        switch (nk) {
+#define DW_CL_CASE(n) \
+        case n: DW_FN(wgcl_group)(g, x, OD, OH, OW, sd, sh, sw, toff + t0, acc + t0 * DW_VL, b, n); break;
+        DW_CL_CASE(1) DW_CL_CASE(2) DW_CL_CASE(3) DW_CL_CASE(4) DW_CL_CASE(5)
+        DW_CL_CASE(6) DW_CL_CASE(7) DW_CL_CASE(8) DW_CL_CASE(9)
+#undef DW_CL_CASE
+        }
+    }
+#else
+    Py_ssize_t od, oh, ow, t;
+    (void)t0;
+    (void)nk;
+    for (od = 0; od < OD; od++)
+        for (oh = 0; oh < OH; oh++)
+            for (ow = 0; ow < OW; ow++, g++) {
+                const DW_T *xp = x + od * sd + oh * sh + ow * sw;
+                for (t = 0; t < ntaps; t++)
+                    acc[t] += g[0] * xp[toff[t]];
+                if (bacc != NULL)
+                    bacc[0] += g[0];
+            }
+#endif
+}
+#undef DW_CL_TAPS
+
 /* Rows i < nrows of n elements (src + i * lds) into the s stride phases of a padded
  * row (dst + i * ldd): element j, at padded column j + left, goes to phase
  * (j + left) % s at (j + left) / s, phase a starting at a * lph (s = 1: one phase of

@@ -149,7 +149,7 @@ def test_e2e_network_equals_its_torch_twin(net):
 
 
 def test_depthwise_bench_layers_take_the_depthwise_path_and_rows_render():
-    """bench/depthwise.py: every layer plans depthwise for the three passes it times, the
+    """bench/depthwise.py: every layer plans a depthwise path for the three passes it times, the
     generic path it compares with is another valid row, and a row renders."""
     pytest.importorskip("torch")
     import depthwise
@@ -158,9 +158,10 @@ def test_depthwise_bench_layers_take_the_depthwise_path_and_rows_render():
         for c, size, stride in layers:
             plan = depthwise._plan(n, c, size, stride)
             for p in depthwise.PASSES:
-                assert plan.paths[p] == "depthwise", (n, c, size, stride, p)
+                assert plan.paths[p] in depthwise.DEPTHWISE_PATHS, (n, c, size, stride, p)
                 generic = depthwise._generic(plan, p)
-                assert generic != "depthwise" and generic in plan.valid_paths(p)
+                assert generic not in depthwise.DEPTHWISE_PATHS
+                assert generic in plan.valid_paths(p)
     row = {"suite": "cifar", "layer": "32x32x32 s1", "pass": "forward", 1: (3e-3, 2e-3),
            2: (2e-3, 1e-3), "cpu": (1.5, 0.5, "slab_narrow")}
     text = depthwise._format(row, [1, 2])

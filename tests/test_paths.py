@@ -5,8 +5,9 @@ geometry and on the CPU's vector width, so the ordinary test matrix reaches only
 paths on a given machine.  Here each path is forced with ``ConvPlan.force`` on
 channel-rich geometries (more filters per group than a GEMM block has rows, reductions
 longer than four column blocks) of each kind (stride 1, strided, dilated, grouped,
-depthwise, pointwise, dense) in 1, 2 and 3-D and both dtypes, and compared with the float64 reference and
-with PyTorch, then run at 1, 2 and 4 threads for identical bits.  A last test fails when
+depthwise, one filter per channel, pointwise, dense) in 1, 2 and 3-D and both dtypes,
+and compared with the float64 reference and with PyTorch, then run at 1, 2 and 4
+threads for identical bits.  A last test fails when
 some path of the table is valid on none of these geometries (so never exercised).
 tests/test_isa_matrix.py runs this file under every ISA the CPU has.
 """
@@ -28,6 +29,8 @@ KINDS = {
     "dilated": (16, 9, 1, 3, 1, 2, 2),
     "grouped": (17, 6, 2, 3, 1, 1, 1),
     "depthwise": (1, 2, 24, 3, 1, 1, 1),
+    # one filter per channel (MobileNet's), strided, channels not a whole number of vectors
+    "channelwise": (1, 1, 20, 3, 2, 1, 1),
     "pointwise": (24, 20, 2, 1, 1, 0, 1),
     # the window covers the whole unpadded input (kernel None: the input's spatial shape)
     "dense": (7, 13, 2, None, 1, 0, 1),
