@@ -188,10 +188,11 @@ def kernel_info():
 # rules that choose among them; the kernels only run the path they are given.
 PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images",
-                "dense", "depthwise", "im2col_rows", "slab_rows", "channels_last"),
+                "dense", "depthwise", "im2col_rows", "slab_rows", "channels_last",
+                "depthwise_channels_last"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
                        "flipped_im2col_images", "dense", "depthwise", "col2im_rows",
-                       "flipped_channels_last"),
+                       "flipped_channels_last", "depthwise_channels_last"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
                         "im2col_gemm_images", "dense", "depthwise", "im2row_gemm",
                         "channels_last_gemm", "gather_gemm", "depthwise_channels_last"),
@@ -199,11 +200,12 @@ PATHS = {
 }
 cdef enum:
     FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE, FWD_IM2COL_IMAGES,
-    FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS, FWD_SLAB_ROWS, FWD_CHANNELS_LAST
+    FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS, FWD_SLAB_ROWS, FWD_CHANNELS_LAST,
+    FWD_DEPTHWISE_CHANNELS_LAST
 cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
     BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE, BWI_COL2IM_ROWS,
-    BWI_FLIPPED_CHANNELS_LAST
+    BWI_FLIPPED_CHANNELS_LAST, BWI_DEPTHWISE_CHANNELS_LAST
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
     BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM, BWW_GATHER_GEMM,
@@ -304,6 +306,11 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             or (pass_name == "backward_input" and path == BWI_DEPTHWISE)
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
+    if pass_name == "forward" and path == FWD_DEPTHWISE_CHANNELS_LAST:
+        return depthwise_cl_scratch(g, tag)
+    if pass_name == "backward_input" and path == BWI_DEPTHWISE_CHANNELS_LAST:
+        t = flipped_geom(g)
+        return depthwise_cl_scratch(&t, tag)
     if pass_name == "backward_weight" and path == BWW_DEPTHWISE_CHANNELS_LAST:
         return depthwise_cl_scratch(g, tag)
     if pass_name == "forward" and path == FWD_CHANNELS_LAST:

@@ -71,11 +71,19 @@ cdef extern from "dwconv_kernel.h":
     ctypedef void (*ck_dw_wgcl_s)(const float *, const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,
                                   Py_ssize_t, float *, double *) noexcept nogil
+    ctypedef void (*ck_dw_fwcl_s)(float *, const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,
+                                  Py_ssize_t, const float *, const float *, Py_ssize_t,
+                                  int) noexcept nogil
     ctypedef void (*ck_dw_copy_s)(float *, Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_wgcl_d)(const double *, const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,
                                   Py_ssize_t, double *, double *) noexcept nogil
+    ctypedef void (*ck_dw_fwcl_d)(double *, const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,
+                                  Py_ssize_t, const double *, const double *, Py_ssize_t,
+                                  int) noexcept nogil
     ctypedef void (*ck_dw_copy_d)(double *, Py_ssize_t, const double *, Py_ssize_t, Py_ssize_t,
                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*ck_dw_fold_s)(const float *, Py_ssize_t, float *, const double *,
@@ -89,6 +97,7 @@ cdef extern from "dwconv_kernel.h":
         ck_dw_fwd_s fwd
         ck_dw_wgrad_s wgrad
         ck_dw_wgcl_s wgcl
+        ck_dw_fwcl_s fwcl
         ck_dw_copy_s copy
         ck_dw_fold_s fold
         ck_dw_zip_s zip
@@ -98,6 +107,7 @@ cdef extern from "dwconv_kernel.h":
         ck_dw_fwd_d fwd
         ck_dw_wgrad_d wgrad
         ck_dw_wgcl_d wgcl
+        ck_dw_fwcl_d fwcl
         ck_dw_copy_d copy
         ck_dw_fold_d fold
         ck_dw_zip_d zip

@@ -1,36 +1,53 @@
-# The depthwise weight gradient with the vector lanes over channels.  Included by
-# _conv.pyx after conv_depthwise.pxi.
+# The depthwise passes with the vector lanes over channels.  Included by _conv.pyx after
+# conv_depthwise.pxi.
 #
 # The depthwise path's plane kernels put output positions in the lanes: an output row
 # narrower than a vector leaves lanes empty on every row (MobileNetV2's 7 x 7 stage, 960
 # channels, fills 7 of 16 float lanes), and each row pays its masked edge.  Here a task
 # owns vl channels (one vector: the lanes) and a chunk of images, and per image copies
 # the channels' input planes channels-last into a zero-padded scratch (positions x vl,
-# transposed in registers, then the rows into their padded places) and their grad_y
-# planes channels-last (positions x vl).  Then every output position is one vector of
-# grad_y and each tap one vector of the input, at a fixed offset from the position's
-# window start: grad_w[c, tap] += grad_y[p, c] * x[start(p) + tap, c], one register per
-# tap for the whole plane (dwconv_kernel_template.h's wgcl), every lane full whatever
-# the plane's width, no edge masks, and grad_y's sum for the bias in double lanes in the
-# same pass.  What it adds against the plane kernels is a second transposed copy (of
-# grad_y): one load and store per element, against prod(K) multiply-adds per element.
+# transposed in registers, then the rows into their padded places).  Then every output
+# position is one vector and each tap one vector of the input at a fixed offset from the
+# position's window start (dwconv_kernel_template.h's fwcl and wgcl): every lane full
+# whatever the plane's width, no edge masks.
+#
+# - forward: y[p, c] = act(bias + sum over taps of W[c, tap] * x[start(p) + tap, c]),
+#   the taps' weight vectors in registers, the output block transposed back into y.
+# - input gradient (stride 1): the forward's kernel on the flipped correlation of grad_y
+#   (flipped_geom, the taps reversed), as the flipped GEMM paths compute it: its zero
+#   padding meets every weight, so non-finite weights take col2im.
+# - weight gradient: grad_y copied channels-last too (positions x vl), then
+#   grad_w[c, tap] += grad_y[p, c] * x[start(p) + tap, c], one register per tap for the
+#   whole plane, grad_y's sum for the bias in double lanes in the same pass.
+#
+# What it adds against the plane kernels is a transposed copy of the output (forward,
+# input gradient) or of grad_y (weight gradient): one load and store per element,
+# against prod(K) multiply-adds per element.
 #
 # Only for one filter per channel (Fg == 1, as in MobileNet): channel c is filter c, so a
-# vector of channels is a vector of filters.  A lane sums its terms in the order of the
-# images, then the positions; the chunks of images depend only on N and C and are added
-# in order, so the bits do not depend on the thread count.
+# vector of channels is a vector of filters.  In the weight gradient a lane sums its
+# terms in the order of the images, then the positions; the chunks of images depend
+# only on N and C and are added in order.  Every output of the other passes is one
+# lane's sum in tap order.  So no bits depend on the thread count.
 
 
 cdef struct DwCl:
     # The padded extents (what the windows reach), the vectors of channels (blocks) and
     # batch chunks, and the element offsets of a thread's scratch: the padded input
-    # (Dp * Hp * Wp * vl), the unpadded transposed input (D * H * W * vl), grad_y
-    # (P * vl), the tap sums (KK * vl) and the bias sums (vl doubles), then its bytes.
+    # (Dp * Hp * Wp * vl), the unpadded transposed input (D * H * W * vl), grad_y or
+    # the output block (P * vl), the tap sums or weights (KK * vl), the bias sums (vl
+    # doubles) or the tied bias, and an untied bias block (P * vl, forward only), then
+    # its bytes.
     Py_ssize_t Dp, Hp, Wp, vl, nblocks, nch
-    Py_ssize_t o_plain, o_gy, o_acc, o_bias, bytes
+    Py_ssize_t o_plain, o_gy, o_acc, o_bias, o_init, bytes
 
 
-cdef DwCl dwcl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
+cdef DwCl dwcl_layout(const Geom *g, bint untied, int nt,
+                      const floating_t *tag) noexcept nogil:
+    """The layout of a pass of geometry g (the flipped one for the input gradient);
+    untied: room for an untied bias block.  The weight gradient's batch chunks depend on
+    N and C only; the forward's (no sums across images) on the threads too: about 4
+    tasks per thread."""
     cdef DwCl L
     cdef Py_ssize_t line = 64 // sizeof(floating_t)
     L.vl = dw_lanes(tag)
@@ -38,13 +55,28 @@ cdef DwCl dwcl_layout(const Geom *g, const floating_t *tag) noexcept nogil:
     L.Hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
     L.Wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
     L.nblocks = (g.C + L.vl - 1) // L.vl
-    L.nch = max(1, min(g.N, DW_WGRAD_TASKS // L.nblocks))
+    if nt == 0:
+        L.nch = max(1, min(g.N, DW_WGRAD_TASKS // L.nblocks))
+    else:
+        L.nch = max(1, min(g.N, (4 * nt + L.nblocks - 1) // L.nblocks))
     L.o_plain = round_up(L.Dp * L.Hp * L.Wp * L.vl, line)
     L.o_gy = L.o_plain + round_up(g.D * g.H * g.W * L.vl, line)
     L.o_acc = L.o_gy + round_up(g.P * L.vl, line)
     L.o_bias = L.o_acc + round_up(g.KK * L.vl, line)
-    L.bytes = L.o_bias * sizeof(floating_t) + round_up(L.vl, 8) * sizeof(double)
+    L.o_init = L.o_bias + round_up(L.vl, line) * sizeof(double) // sizeof(floating_t)
+    L.bytes = (L.o_init + (round_up(g.P * L.vl, line) if untied else 0)) * sizeof(floating_t)
     return L
+
+
+cdef inline void dw_fwcl(floating_t *y, const floating_t *x, const Geom *g, const DwCl *L,
+                         const Py_ssize_t *toff, const floating_t *w, const floating_t *init,
+                         Py_ssize_t init_ld, bint relu) noexcept nogil:
+    """The channels-last forward kernel over one image's positions."""
+    cdef Py_ssize_t sw = g.sw * L.vl, sh = g.sh * L.Wp * L.vl, sd = g.sd * L.Hp * L.Wp * L.vl
+    if floating_t is float:
+        DWK_S.fwcl(y, x, g.OD, g.OH, g.OW, sd, sh, sw, toff, g.KK, w, init, init_ld, relu)
+    else:
+        DWK_D.fwcl(y, x, g.OD, g.OH, g.OW, sd, sh, sw, toff, g.KK, w, init, init_ld, relu)
 
 
 cdef inline void dw_wgcl(const floating_t *gy, const floating_t *x, const Geom *g,
@@ -142,9 +174,71 @@ cdef void depthwise_cl_weight_grad(const floating_t *x, const floating_t *gy, co
                 bpart[b * g.C + c0 + i] = bacc[i]
 
 
+cdef void depthwise_cl_forward(const floating_t *x, const Geom *g, const floating_t *w,
+                               bint flip, const floating_t *bias, int bias_mode, int act,
+                               floating_t *y, const DwCl *L, const Py_ssize_t *toff,
+                               char *scratch, int nt) noexcept nogil:
+    """y = act(x * W + bias) for one filter per channel (see the file's comment); flip:
+    the taps of W reversed (the input gradient's flipped correlation, g its
+    flipped_geom)."""
+    cdef Py_ssize_t vl = L.vl, per = (g.N + L.nch - 1) // L.nch, pin = g.D * g.H * g.W
+    cdef Py_ssize_t t, c0, nc, n, i, k
+    cdef floating_t *padded
+    cdef floating_t *ys
+    cdef floating_t *wv
+    cdef floating_t *init
+    for t in prange(L.nblocks * L.nch, num_threads=nt, schedule="static"):
+        padded = <floating_t *> (scratch + threadid() * L.bytes)
+        ys = padded + L.o_gy
+        wv = padded + L.o_acc
+        c0 = t // L.nch * vl
+        nc = min(vl, g.C - c0)
+        # the block's weights, tap by tap, and its bias; lanes past nc zero
+        memset(wv, 0, g.KK * vl * sizeof(floating_t))
+        for i in range(nc):
+            for k in range(g.KK):
+                wv[k * vl + i] = w[(c0 + i) * g.KK + (g.KK - 1 - k if flip else k)]
+        init = NULL
+        if bias_mode == 1:
+            init = padded + L.o_bias
+            memset(init, 0, vl * sizeof(floating_t))
+            for i in range(nc):
+                init[i] = bias[c0 + i]
+        elif bias_mode == 2:
+            init = padded + L.o_init
+            if nc < vl:
+                memset(init, 0, g.P * vl * sizeof(floating_t))
+            transpose(bias + c0 * g.P, g.P, nc, g.P, init, vl)
+        dwcl_zero_border(g, L, padded)
+        for n in range(t % L.nch * per, min(g.N, (t % L.nch + 1) * per)):
+            dwcl_fill(x + (n * g.C + c0) * pin, g, L, nc, padded + L.o_plain, padded)
+            dw_fwcl(ys, padded, g, L, toff, wv, init, 1 if bias_mode == 2 else 0,
+                    act == ACT_RELU)
+            transpose(ys, vl, g.P, nc, y + (n * g.F + c0) * g.P, g.P)
+
+
+cdef void depthwise_cl_forward_call(const floating_t *x, const Geom *g, const floating_t *w,
+                                    bint flip, const floating_t *bias, int bias_mode, int act,
+                                    floating_t *y, int nt) except *:
+    """depthwise_cl_forward with its scratch allocated here."""
+    cdef DwCl L = dwcl_layout(g, bias_mode == 2, nt, x)
+    cdef char *scratch = NULL
+    cdef Py_ssize_t *toff = NULL
+    try:
+        toff = <Py_ssize_t *> alloc_uninit(g.KK * sizeof(Py_ssize_t))
+        scratch = <char *> alloc_uninit(nt * L.bytes)
+        with nogil:
+            dwcl_offsets(g, &L, toff)
+            depthwise_cl_forward(x, g, w, flip, bias, bias_mode, act, y, &L, toff, scratch, nt)
+    finally:
+        release(scratch)
+        release(toff)
+
+
 cdef Py_ssize_t depthwise_cl_scratch(const Geom *g, const floating_t *tag) noexcept nogil:
-    """Bytes of scratch per thread of depthwise_cl_weight_grad."""
-    return dwcl_layout(g, tag).bytes
+    """Bytes of scratch per thread of the channels-last depthwise passes of geometry g
+    (the flipped one for the input gradient), an untied bias's block included."""
+    return dwcl_layout(g, True, 1, tag).bytes
 
 
 cdef void depthwise_cl_weight_grad_call(const floating_t *x, const floating_t *gy,
@@ -152,7 +246,7 @@ cdef void depthwise_cl_weight_grad_call(const floating_t *x, const floating_t *g
                                         int nt) except *:
     """gw (C, KK) and, if bias_out is not NULL, bias_out (C,) of a layer with one filter
     per channel: the chunks' partial sums added in chunk order."""
-    cdef DwCl L = dwcl_layout(g, x)
+    cdef DwCl L = dwcl_layout(g, False, 0, x)
     cdef char *scratch = NULL
     cdef double *bpart = NULL
     cdef Py_ssize_t *toff = NULL

@@ -593,6 +593,11 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
     were validated by the caller.
     """
     cdef Geom g = make_geom(x.shape, weight.shape, out.shape, groups, stride, pad, dilation)
+    if path == FWD_DEPTHWISE_CHANNELS_LAST:
+        depthwise_cl_forward_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0], False,
+                                  &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
+                                  &out[0, 0, 0, 0, 0], max(1, num_threads))
+        return
     if path == FWD_DEPTHWISE:
         depthwise_forward_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
                                &bias[0] if bias.shape[0] else NULL, bias_mode, activation,

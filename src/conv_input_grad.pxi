@@ -392,6 +392,11 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
         return
     if path != BWI_COL2IM and has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
         path = BWI_COL2IM
+    if path == BWI_DEPTHWISE_CHANNELS_LAST:
+        t = flipped_geom(&g)
+        depthwise_cl_forward_call(&grad_y[0, 0, 0, 0, 0], &t, &weight[0, 0, 0, 0, 0], True,
+                                  NULL, 0, ACT_NONE, &out[0, 0, 0, 0, 0], nt)
+        return
     if path == BWI_DEPTHWISE:
         depthwise_input_grad_call(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
                                   &out[0, 0, 0, 0, 0], nt)

@@ -1,10 +1,10 @@
 /* The plane kernels of the depthwise convolution path (conv_depthwise.pxi), selected
  * once at run time.
  *
- * Six kernels per element type and instruction set (dwconv_kernel_template.h): fwd
+ * Seven kernels per element type and instruction set (dwconv_kernel_template.h): fwd
  * (a plane of output rows = bias + taps x input rows, ReLU fused), wgrad (per-tap lane
- * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), wgcl
- * (the same sums with the lanes over channels, for channels-last planes), fold
+ * sums of grad_y x input rows over a plane, and grad_y's own sum for the bias), fwcl
+ * and wgcl (fwd and wgrad with the lanes over channels, for channels-last planes), fold
  * (those lane sums added up in a fixed order), copy (rows into a padded scratch, split
  * into stride phases) and zip (two rows interleaved: grad_y upsampled by 2).  The
  * AVX-512 and AVX2 (+FMA) variants are compiled with per-function target attributes, so
@@ -34,6 +34,9 @@
     typedef void (*ck_dw_wgcl_##S)(const T *, const T *, Py_ssize_t, Py_ssize_t, Py_ssize_t, \
                                    Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,  \
                                    Py_ssize_t, T *, double *);                              \
+    typedef void (*ck_dw_fwcl_##S)(T *, const T *, Py_ssize_t, Py_ssize_t, Py_ssize_t,       \
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, const Py_ssize_t *,  \
+                                   Py_ssize_t, const T *, const T *, Py_ssize_t, int);      \
     typedef void (*ck_dw_copy_##S)(T *, Py_ssize_t, const T *, Py_ssize_t, Py_ssize_t,      \
                                    Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);         \
     typedef void (*ck_dw_fold_##S)(const T *, Py_ssize_t, T *, const double *, double *);   \
@@ -42,6 +45,7 @@
         ck_dw_fwd_##S fwd;                                                                  \
         ck_dw_wgrad_##S wgrad;                                                              \
         ck_dw_wgcl_##S wgcl;                                                                \
+        ck_dw_fwcl_##S fwcl;                                                                \
         ck_dw_copy_##S copy;                                                                \
         ck_dw_fold_##S fold;                                                                \
         ck_dw_zip_##S zip;                                                                  \
@@ -145,6 +149,7 @@ CK_DW_TYPES(d, double)
         (k)->fwd = ck_dw_##S##_##isa##_fwd;                                           \
         (k)->wgrad = ck_dw_##S##_##isa##_wgrad;                                       \
         (k)->wgcl = ck_dw_##S##_##isa##_wgcl;                                         \
+        (k)->fwcl = ck_dw_##S##_##isa##_fwcl;                                         \
         (k)->copy = ck_dw_##S##_##isa##_copy;                                         \
         (k)->fold = ck_dw_##S##_##isa##_fold;                                         \
         (k)->zip = ck_dw_##S##_##isa##_zip;                                           \

@@ -438,6 +438,86 @@ static DW_ATTR void DW_FN(wgcl)(const DW_T *g, const DW_T *x, Py_ssize_t OD, Py_
 }
 #undef DW_CL_TAPS
 
+/* The channels-last forward (lanes over channels): y[p * VL + l] = act(init(p) + sum over
+ * taps t in order of w[t * VL + l] * x[start(p) + toff[t] + l]) for the positions p in the
+ * order od, oh, ow (start(p) as in wgcl); init(p) is zero (init NULL), init[l] (init_ld
+ * 0) or init[p * VL + l]; act is ReLU if relu.  Up to DW_CL_WREGS taps keep their
+ * weight vectors in registers for the whole plane. */
+#define DW_CL_WREGS 9
+#if DW_VL > 1
+DW_INLINE void DW_FN(fwcl_taps)(DW_T *y, const DW_T *x, Py_ssize_t OD, Py_ssize_t OH,
+                                Py_ssize_t OW, Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
+                                const Py_ssize_t *toff, const DW_T *w, const DW_T *init,
+                                Py_ssize_t init_ld, int relu, const int nk)
+{
+    DW_V wv[DW_CL_WREGS];
+    Py_ssize_t o[DW_CL_WREGS], od, oh, ow;
+    int k;
+#pragma GCC unroll 9
+    for (k = 0; k < nk; k++) {
+        wv[k] = DW_FN(ld)(w + k * DW_VL);
+        o[k] = toff[k];
+    }
+    for (od = 0; od < OD; od++) {
+        for (oh = 0; oh < OH; oh++) {
+            const DW_T *xr = x + od * sd + oh * sh;
+            for (ow = 0; ow < OW; ow++, y += DW_VL) {
+                const DW_T *xp = xr + ow * sw;
+                DW_V acc = init == NULL ? (DW_V){0} : DW_FN(ld)(init);
+#pragma GCC unroll 9
+                for (k = 0; k < nk; k++)
+                    acc += wv[k] * DW_FN(ld)(xp + o[k]);
+                DW_FN(st)(y, relu ? DW_FN(relu)(acc) : acc);
+                if (init != NULL)
+                    init += init_ld * DW_VL;
+            }
+        }
+    }
+}
+#endif
+
+static DW_ATTR void DW_FN(fwcl)(DW_T *y, const DW_T *x, Py_ssize_t OD, Py_ssize_t OH,
+                                Py_ssize_t OW, Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
+                                const Py_ssize_t *toff, Py_ssize_t ntaps, const DW_T *w,
+                                const DW_T *init, Py_ssize_t init_ld, int relu)
+{
+    Py_ssize_t od, oh, ow, t;
+#if DW_VL > 1
+    switch (ntaps) {
+#define DW_CL_CASE(n) \
+    case n: DW_FN(fwcl_taps)(y, x, OD, OH, OW, sd, sh, sw, toff, w, init, init_ld, relu, n); return;
+    DW_CL_CASE(1) DW_CL_CASE(2) DW_CL_CASE(3) DW_CL_CASE(4) DW_CL_CASE(5)
+    DW_CL_CASE(6) DW_CL_CASE(7) DW_CL_CASE(8) DW_CL_CASE(9)
+#undef DW_CL_CASE
+    }
+    /* more taps: the weights from L1, tap by tap */
+    for (od = 0; od < OD; od++)
+        for (oh = 0; oh < OH; oh++)
+            for (ow = 0; ow < OW; ow++, y += DW_VL) {
+                const DW_T *xp = x + od * sd + oh * sh + ow * sw;
+                DW_V acc = init == NULL ? (DW_V){0} : DW_FN(ld)(init);
+                for (t = 0; t < ntaps; t++)
+                    acc += DW_FN(ld)(w + t * DW_VL) * DW_FN(ld)(xp + toff[t]);
+                DW_FN(st)(y, relu ? DW_FN(relu)(acc) : acc);
+                if (init != NULL)
+                    init += init_ld * DW_VL;
+            }
+#else
+    for (od = 0; od < OD; od++)
+        for (oh = 0; oh < OH; oh++)
+            for (ow = 0; ow < OW; ow++, y++) {
+                const DW_T *xp = x + od * sd + oh * sh + ow * sw;
+                DW_T acc = init == NULL ? 0 : init[0];
+                for (t = 0; t < ntaps; t++)
+                    acc += w[t] * xp[toff[t]];
+                y[0] = relu && acc <= 0 ? 0 : acc;
+                if (init != NULL)
+                    init += init_ld;
+            }
+#endif
+}
+#undef DW_CL_WREGS
+
 /* Rows i < nrows of n elements (src + i * lds) into the s stride phases of a padded
  * row (dst + i * ldd): element j, at padded column j + left, goes to phase
  * (j + left) % s at (j + left) / s, phase a starting at a * lph (s = 1: one phase of

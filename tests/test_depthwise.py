@@ -4,8 +4,8 @@ Forced on one-channel-per-group layers: several filters per group, asymmetric pa
 (also past the window's reach), dilation, strides 2 and 3 on odd sizes, rows of one
 element and rows that are not a whole number of vectors (whatever the ISA's width), a
 window larger than the input, 1-3-D, a single group; the forward with untied bias and
-ReLU, the weight gradient with the fused bias gradient (on the plane rows, and for one
-filter per channel on the channels-last planes too).  Each is compared with the
+ReLU, the weight gradient with the fused bias gradient: on the plane rows, and for one
+filter per channel on the channels-last planes too.  Each is compared with the
 float64 reference and with PyTorch, then run at 2 and 4 threads for identical bits.  NaN
 and infinities: the forward and the weight gradient keep the zero padding's terms (0 * inf
 is NaN), the input gradient has none (an infinite weight next to the border leaves
@@ -40,22 +40,29 @@ CASES = {
 }
 
 
-# The weight gradient's paths: the plane rows, and for one filter per channel the
-# channels-last planes (lanes over channels).
-WGRAD_PATHS = ("depthwise", "depthwise_channels_last")
+# The depthwise paths: the plane rows, and for one filter per channel the channels-last
+# planes (lanes over channels; the input gradient's at stride 1 only, the rows
+# otherwise).
+VARIANTS = ("depthwise", "depthwise_channels_last")
+PASSES = ("forward", "backward_input", "backward_weight")
 
 
-def _plan(case, dtype, bias="tied", wgrad="depthwise"):
+def _plan(case, dtype, bias="tied", variant="depthwise"):
     x_shape, f, groups, k, s, pads, dil = case
     plan = ck.conv_plan(x_shape, (f, 1) + k, dtype=dtype, stride=s, padding=pads,
                         dilation=dil, groups=groups, bias=bias)
-    for p in ("forward", "backward_input", "backward_weight"):
+    for p in PASSES:
         assert "depthwise" in plan.valid_paths(p)
-    assert ("depthwise_channels_last" in plan.valid_paths("backward_weight")) == (f == groups)
-    if wgrad not in plan.valid_paths("backward_weight"):
-        pytest.skip(f"{wgrad} takes one filter per channel only")
-    return plan.force(forward="depthwise", backward_input="depthwise",
-                      backward_weight=wgrad)
+    one_filter = f == groups
+    stride1 = all(v == 1 for v in s)
+    assert ("depthwise_channels_last" in plan.valid_paths("forward")) == one_filter
+    assert ("depthwise_channels_last" in plan.valid_paths("backward_weight")) == one_filter
+    assert ("depthwise_channels_last" in plan.valid_paths("backward_input")) == (
+        one_filter and stride1 and plan._facts.flipped)
+    if variant not in plan.valid_paths("forward"):
+        pytest.skip(f"{variant} takes one filter per channel only")
+    return plan.force(**{p: variant if variant in plan.valid_paths(p) else "depthwise"
+                         for p in PASSES})
 
 
 def _kw(case):
@@ -97,13 +104,13 @@ def all_threads(monkeypatch):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("wgrad", WGRAD_PATHS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_depthwise_passes_match_reference_and_torch(name, dtype, wgrad, torch, all_threads):
+def test_depthwise_passes_match_reference_and_torch(name, dtype, variant, torch, all_threads):
     case = CASES[name]
     rng = np.random.default_rng(sum(map(ord, name)))
-    plan = _plan(case, dtype, wgrad=wgrad)
+    plan = _plan(case, dtype, variant=variant)
     x = rng.standard_normal(plan.x_shape).astype(dtype)
     w = rng.standard_normal(plan.weight_shape).astype(dtype)
     b = rng.standard_normal(plan.weight_shape[0]).astype(dtype)
@@ -132,12 +139,14 @@ def test_depthwise_passes_match_reference_and_torch(name, dtype, wgrad, torch, a
     _same_bits_at((2, 4), lambda: plan.backward_weight_bias(x, gy), (gw, gb))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["1d-asym-s2", "2d-mult3-s2-dil", "3d-mixed"])
-def test_depthwise_forward_untied_bias_and_relu(name, dtype, all_threads):
+@pytest.mark.parametrize("name", ["1d-asym-s2", "2d-mult3-s2-dil", "3d-mixed", "2d-s2-odd",
+                                  "3d-s1"])
+def test_depthwise_forward_untied_bias_and_relu(name, dtype, variant, all_threads):
     case = CASES[name]
     rng = np.random.default_rng(len(name))
-    plan = _plan(case, dtype, bias="untied")
+    plan = _plan(case, dtype, bias="untied", variant=variant)
     x = rng.standard_normal(plan.x_shape).astype(dtype)
     w = rng.standard_normal(plan.weight_shape).astype(dtype)
     b = rng.standard_normal(plan.y_shape[1:]).astype(dtype)
@@ -151,13 +160,13 @@ def test_depthwise_forward_untied_bias_and_relu(name, dtype, all_threads):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # reference's
-@pytest.mark.parametrize("wgrad", WGRAD_PATHS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["2d-s2-odd", "2d-s1-wide", "3d-s1", "1d-k5-s3-dil"])
-def test_depthwise_nan_inf_as_the_padded_convolution(name, dtype, wgrad):
+def test_depthwise_nan_inf_as_the_padded_convolution(name, dtype, variant):
     case = CASES[name]
     rng = np.random.default_rng(7 + len(name))
-    plan = _plan(case, dtype, wgrad=wgrad)
+    plan = _plan(case, dtype, variant=variant)
     kw = _kw(case)
     x = rng.standard_normal(plan.x_shape).astype(dtype)
     w = rng.standard_normal(plan.weight_shape).astype(dtype)

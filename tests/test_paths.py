@@ -29,8 +29,9 @@ KINDS = {
     "dilated": (16, 9, 1, 3, 1, 2, 2),
     "grouped": (17, 6, 2, 3, 1, 1, 1),
     "depthwise": (1, 2, 24, 3, 1, 1, 1),
-    # one filter per channel (MobileNet's), strided, channels not a whole number of vectors
-    "channelwise": (1, 1, 20, 3, 2, 1, 1),
+    # one filter per channel (MobileNet's), dilated, channels not a whole number of
+    # vectors (tests/test_depthwise.py has the strided ones)
+    "channelwise": (1, 1, 20, 3, 1, 2, 2),
     "pointwise": (24, 20, 2, 1, 1, 0, 1),
     # the window covers the whole unpadded input (kernel None: the input's spatial shape)
     "dense": (7, 13, 2, None, 1, 0, 1),
