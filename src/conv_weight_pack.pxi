@@ -55,6 +55,30 @@ cdef inline void pack_flipped_block(const floating_t *w, const Geom *g, Py_ssize
             transpose(src, g.KK, rows, g.KK, dst + (f * g.KK + g.KK - 1) * mr, -mr)
 
 
+cdef inline void pack_flipped_kblock(const floating_t *w, const Geom *g, Py_ssize_t grp,
+                                     Py_ssize_t c0, Py_ssize_t rows, Py_ssize_t k0,
+                                     Py_ssize_t kc, Py_ssize_t nr,
+                                     floating_t *dst) noexcept nogil:
+    """Rows k0 .. k0 + kc of the flipped input gradient's B sliver of channels c0 .. c0 +
+    rows (g the layer's geometry): dst[(k - k0) * nr + i] = W[grp * Fg + f, c0 + i, KK -
+    1 - kk] for k = f * KK + kk, zero for the columns past rows; pack_flipped_block's
+    values, one reduction block of one sliver (the channels-last input gradient's
+    tasks pack their own)."""
+    cdef Py_ssize_t f, a, b
+    cdef const floating_t *src
+    if rows < nr:
+        memset(dst, 0, kc * nr * sizeof(floating_t))
+    for f in range(k0 // g.KK, (k0 + kc - 1) // g.KK + 1):
+        src = w + ((grp * g.Fg + f) * g.Cg + c0) * g.KK
+        if g.KK == 1:
+            memcpy(dst + (f - k0) * nr, src, rows * sizeof(floating_t))
+            continue
+        # packed taps a .. b of filter f (tap KK - 1 - kk at packed kk), rows descending
+        a = max(0, k0 - f * g.KK)
+        b = min(g.KK, k0 + kc - f * g.KK)
+        transpose(src + g.KK - b, g.KK, rows, b - a, dst + (f * g.KK + b - 1 - k0) * nr, -nr)
+
+
 cdef void pack_forward_weights(const floating_t *w, const Geom *g, Py_ssize_t mr,
                                floating_t *wpack, int nt) noexcept nogil:
     """wpack[grp]: A[f, k] = W[grp * Fg + f, k] (Fg x Cg * KK) in mr-row blocks, groups
