@@ -306,6 +306,7 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
     cdef Py_ssize_t kchunk = ROWS_STREAM_BYTES // (reduction_step(K) * tw
                                                    * <Py_ssize_t> sizeof(floating_t))
     cdef Py_ssize_t rnd, u0, nu, t, u, grp, c0, cn, k0, kc, f, f0, f1, ldc, jb
+    cdef bint inplace
     cdef floating_t *ctile
     cdef floating_t *dst
     cdef const floating_t **rows
@@ -338,7 +339,10 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
             f1 = min(g.Fg, f0 + fper * mr)
             if f0 >= f1:
                 continue
-            if c0 // g.P == (c0 + cn - 1) // g.P:   # one image: y in place
+            # one image: y in place, a tied bias and the activation in the GEMM's last
+            # stores (the micro-kernel's epilogue)
+            inplace = c0 // g.P == (c0 + cn - 1) // g.P and bias_mode != 2
+            if inplace:
                 dst = y + ((c0 // g.P) * g.F + grp * g.Fg + f0) * g.P + c0 % g.P
                 ldc = g.P
             else:
@@ -346,11 +350,12 @@ cdef void correlate_im2col_rows(const floating_t *x, const Geom *g, const floati
                 ldc = tw
             for f in range(f1 - f0):
                 rows[f] = w + (grp * g.Fg + f0 + f) * K
-                memset(dst + f * ldc, 0, cn * sizeof(floating_t))
             gemm_rows_block(kern, rows, 0, f1 - f0, K, cols + (t % nu) * K * tw, offsets,
                             cn, dst, ldc, rows + g.Fg, ctile + g.Fg * tw, K * nr, 0, NULL,
-                            True, kchunk)
-            if dst == ctile or bias_mode != 0 or act != ACT_NONE:
+                            False, kchunk,
+                            bias + grp * g.Fg + f0 if inplace and bias_mode == 1 else NULL,
+                            inplace and act == ACT_RELU)
+            if not inplace:
                 copy_out(dst, ldc, g, grp * g.Fg + f0, grp * g.Fg + f1, c0, cn, bias,
                          bias_mode, act, y)
 

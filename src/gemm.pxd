@@ -221,11 +221,12 @@ cdef inline void ukernel(const Kernels *kern, Py_ssize_t kc, const floating_t *A
 
 cdef inline void ukernel_rows(const Kernels *kern, Py_ssize_t kc, const floating_t **A,
                               const floating_t *B, const Py_ssize_t *boff, Py_ssize_t vs,
-                              floating_t *C, Py_ssize_t ldc, int flags) noexcept nogil:
+                              floating_t *C, Py_ssize_t ldc, int flags,
+                              const floating_t *bias=NULL) noexcept nogil:
     if floating_t is float:
-        kern.s.gemm_rows(kc, A, B, boff, vs, C, ldc, flags, NULL)
+        kern.s.gemm_rows(kc, A, B, boff, vs, C, ldc, flags, bias)
     else:
-        kern.d.gemm_rows(kc, A, B, boff, vs, C, ldc, flags, NULL)
+        kern.d.gemm_rows(kc, A, B, boff, vs, C, ldc, flags, bias)
 
 
 cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t a_stride,
@@ -303,9 +304,12 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                                  Py_ssize_t ldc, const floating_t **aptr,
                                  floating_t *ctmp, Py_ssize_t sliver=0, Py_ssize_t row_len=0,
                                  const Py_ssize_t *roff=NULL, bint accumulate=True,
-                                 Py_ssize_t kchunk=1) noexcept nogil:
+                                 Py_ssize_t kchunk=1, const floating_t *bias=NULL,
+                                 bint relu=False) noexcept nogil:
     """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols] with A[i, k] = rows[i][a_off + k]
-    (accumulate False overwrites C: no zeroing pass over it first).
+    (accumulate False overwrites C: no zeroing pass over it first); then bias (M values,
+    or NULL) added to each row and ReLU if relu, in the stores of the last reduction
+    block (the micro-kernel's epilogue: copy_out's operations in its order).
 
     The rows of A are read in place (no packing); aptr is scratch for mr pointers and
     ctmp for an mr x nr edge block, as in gemm_block.  B's nr-column sliver s starts at
@@ -334,7 +338,7 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
                 for mb in range(nmb):
                     rows_block_run(kern, rows, a_off, M, kdim, kstep, kb, kb + 1, B, boff,
                                    ncols, C, ldc, aptr, ctmp, sliver, row_len, roff,
-                                   accumulate, mb, jb)
+                                   accumulate, mb, jb, bias, relu)
         return
     kb0 = 0
     while kb0 < nkb:
@@ -342,7 +346,8 @@ cdef inline void gemm_rows_block(const Kernels *kern, const floating_t **rows, P
         for mb in range(nmb):
             for jb in range(njb):
                 rows_block_run(kern, rows, a_off, M, kdim, kstep, kb0, kb1, B, boff, ncols,
-                               C, ldc, aptr, ctmp, sliver, row_len, roff, accumulate, mb, jb)
+                               C, ldc, aptr, ctmp, sliver, row_len, roff, accumulate, mb, jb,
+                               bias, relu)
         kb0 = kb1
 
 
@@ -352,11 +357,14 @@ cdef inline void rows_block_run(const Kernels *kern, const floating_t **rows, Py
                                 const Py_ssize_t *boff, Py_ssize_t ncols, floating_t *C,
                                 Py_ssize_t ldc, const floating_t **aptr, floating_t *ctmp,
                                 Py_ssize_t sliver, Py_ssize_t row_len, const Py_ssize_t *roff,
-                                bint accumulate, Py_ssize_t mb, Py_ssize_t jb) noexcept nogil:
+                                bint accumulate, Py_ssize_t mb, Py_ssize_t jb,
+                                const floating_t *bias, bint relu) noexcept nogil:
     """gemm_rows_block's block of rows mb and sliver jb over the reduction blocks
     kb0 .. kb1 - 1, in order."""
     cdef Py_ssize_t mr = block_mr(kern, B), nr = block_nr(kern, B), vl = block_vl(kern, B)
     cdef Py_ssize_t kb, k0, kc, i, j, row
+    cdef floating_t bpad[CK_MR_MAX]
+    cdef const floating_t *bb = NULL
     cdef Py_ssize_t vs = vl, j0 = jb * nr, m0 = mb * mr
     cdef Py_ssize_t nn = min(nr, ncols - j0), mm = min(mr, M - m0)
     cdef const floating_t *bj = B + jb * (sliver if sliver > 0 else nr)
@@ -373,14 +381,23 @@ cdef inline void rows_block_run(const Kernels *kern, const floating_t **rows, Py
         for i in range(mm):
             for j in range(nn):
                 ctmp[i * nr + j] = c[i * ldc + j]
+    if bias != NULL:
+        bb = bias + m0
+        if mm < mr:  # the epilogue reads mr values: the rows past M add zero
+            for i in range(mr):
+                bpad[i] = bias[m0 + i] if i < mm else 0
+            bb = bpad
     for kb in range(kb0, kb1):
         k0 = kb * kstep
         kc = min(kstep, kdim - k0)
         acc = CK_GEMM_ACCUMULATE if accumulate or k0 > 0 else 0
+        if k0 + kc == kdim and relu:
+            acc = acc | CK_GEMM_RELU
         # rows past M repeat the last row; their sums land in ctmp and are dropped
         for i in range(mr):
             aptr[i] = rows[min(m0 + i, M - 1)] + a_off + k0
-        ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, dst, nr if edge else ldc, acc)
+        ukernel_rows(kern, kc, aptr, bj, boff + k0, vs, dst, nr if edge else ldc, acc,
+                     bb if k0 + kc == kdim else NULL)
     if edge:
         for i in range(mm):
             for j in range(nn):
