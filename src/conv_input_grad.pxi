@@ -367,6 +367,35 @@ cdef void backward_input_phased(const floating_t *gy, const floating_t *w, const
         release(woff)
 
 
+cdef void backward_input_on(int path, const floating_t *gy, const floating_t *w,
+                            const Geom *g, floating_t *gx, int nt) except *:
+    """grad_x on the given path (see conv_backward_input)."""
+    cdef Geom t
+    if path == BWI_COL2IM_ROWS:
+        backward_input_rows(gy, w, g, gx, nt)
+    elif path == BWI_DENSE:
+        dense_backward_input(gy, w, g, gx, nt)
+    elif path == BWI_DEPTHWISE_CHANNELS_LAST:
+        t = flipped_geom(g)
+        depthwise_cl_forward_call(gy, &t, w, True, NULL, 0, ACT_NONE, gx, nt)
+    elif path == BWI_DEPTHWISE:
+        depthwise_input_grad_call(gy, w, g, gx, nt)
+    elif path == BWI_FLIPPED_CHANNELS_LAST:
+        t = flipped_geom(g)
+        correlate_channels_last_call(gy, &t, w, NULL, 0, ACT_NONE, gx, g, nt)
+    elif path in (BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_FLIPPED_POINTWISE,
+                  BWI_FLIPPED_IM2COL_IMAGES):
+        backward_input_flipped(gy, w, g, gx,
+                               OPERAND_SLAB if path == BWI_FLIPPED else
+                               OPERAND_IN_PLACE if path == BWI_FLIPPED_POINTWISE else
+                               OPERAND_IM2COL_IMAGES if path == BWI_FLIPPED_IM2COL_IMAGES else
+                               OPERAND_IM2COL, nt)
+    elif path == BWI_PHASED:
+        backward_input_phased(gy, w, g, gx, nt)
+    else:
+        backward_input_col2im(gy, w, g, gx, nt)
+
+
 def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
                         const floating_t[:, :, :, :, ::1] weight not None,
                         floating_t[:, :, :, :, ::1] out not None, Py_ssize_t groups,
@@ -376,47 +405,24 @@ def conv_backward_input(const floating_t[:, :, :, :, ::1] grad_y not None,
     path: an index in PATHS["backward_input"] that is valid for the geometry (see
     geometry_facts).  The flipped, phased and depthwise paths multiply every weight by
     grad_y's zero padding too, and 0 * inf would put NaN where the true gradient has no
-    term: with non-finite weights they take col2im instead.
+    term: with non-finite weights they take col2im instead.  Whether there are any is
+    read from the weight, or, when grad_x is smaller, from grad_x after the path ran: a
+    product with a non-finite weight is NaN or infinite, and so is every sum of one, so
+    a finite grad_x met none (a non-finite grad_x is then computed again on col2im).
     """
     cdef Geom g = make_geom(out.shape, weight.shape, grad_y.shape, groups, stride, pad,
                             dilation)
     cdef int nt = max(1, num_threads)
-    cdef Geom t
-    if path == BWI_COL2IM_ROWS:  # like col2im: every product is one of the true gradient's
-        backward_input_rows(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                            &out[0, 0, 0, 0, 0], nt)
-        return
-    if path == BWI_DENSE:  # no padding: non-finite weights meet only real terms
-        dense_backward_input(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                             &out[0, 0, 0, 0, 0], nt)
-        return
-    if path != BWI_COL2IM and has_nonfinite(&weight[0, 0, 0, 0, 0], <Py_ssize_t> weight.size):
+    cdef const floating_t *gy = &grad_y[0, 0, 0, 0, 0]
+    cdef const floating_t *w = &weight[0, 0, 0, 0, 0]
+    cdef floating_t *gx = &out[0, 0, 0, 0, 0]
+    cdef Py_ssize_t nw = weight.size, nx = out.size
+    # col2im and col2im_rows form only the true gradient's products; dense and a
+    # pointwise layer's flipped correlation have no padding: non-finite weights meet
+    # only real terms on them
+    cdef bint exact = path in (BWI_COL2IM, BWI_COL2IM_ROWS, BWI_DENSE, BWI_FLIPPED_POINTWISE)
+    if not exact and nw <= nx and has_nonfinite(w, nw):
         path = BWI_COL2IM
-    if path == BWI_DEPTHWISE_CHANNELS_LAST:
-        t = flipped_geom(&g)
-        depthwise_cl_forward_call(&grad_y[0, 0, 0, 0, 0], &t, &weight[0, 0, 0, 0, 0], True,
-                                  NULL, 0, ACT_NONE, &out[0, 0, 0, 0, 0], nt)
-        return
-    if path == BWI_DEPTHWISE:
-        depthwise_input_grad_call(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                                  &out[0, 0, 0, 0, 0], nt)
-        return
-    if path == BWI_FLIPPED_CHANNELS_LAST:
-        t = flipped_geom(&g)
-        correlate_channels_last_call(&grad_y[0, 0, 0, 0, 0], &t, &weight[0, 0, 0, 0, 0],
-                                     NULL, 0, ACT_NONE, &out[0, 0, 0, 0, 0], &g, nt)
-        return
-    if path in (BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_FLIPPED_POINTWISE,
-                BWI_FLIPPED_IM2COL_IMAGES):
-        backward_input_flipped(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                               &out[0, 0, 0, 0, 0],
-                               OPERAND_SLAB if path == BWI_FLIPPED else
-                               OPERAND_IN_PLACE if path == BWI_FLIPPED_POINTWISE else
-                               OPERAND_IM2COL_IMAGES if path == BWI_FLIPPED_IM2COL_IMAGES else
-                               OPERAND_IM2COL, nt)
-    elif path == BWI_PHASED:
-        backward_input_phased(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                              &out[0, 0, 0, 0, 0], nt)
-    else:
-        backward_input_col2im(&grad_y[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,
-                              &out[0, 0, 0, 0, 0], nt)
+    backward_input_on(path, gy, w, &g, gx, nt)
+    if not exact and nw > nx and has_nonfinite(gx, nx):
+        backward_input_on(BWI_COL2IM, gy, w, &g, gx, nt)

@@ -296,3 +296,30 @@ def test_huge_pool_windows_are_computed_or_refused(case, shape, kernel, kw):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, PYTHONPATH=root))
     assert proc.returncode == 0, f"{case}: {proc.returncode}\n{proc.stdout}{proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["weight", "grad_y"])
+@pytest.mark.parametrize("xs, ws", [((2, 6, 5, 5), (40, 6, 3, 3)),   # weight larger than grad_x
+                                    ((2, 6, 9, 9), (4, 6, 3, 3))],   # and smaller
+                         ids=["weight-larger", "weight-smaller"])
+def test_nonfinite_on_every_input_gradient_path(xs, ws, where, dtype):
+    """Every input-gradient path gives the true gradient's NaN and infinities, whether
+    the check for non-finite weights reads the weight (before) or grad_x (after): an
+    infinite weight at the first tap meets grad_y's zero padding on the flipped paths,
+    which must not turn into NaN."""
+    rng = np.random.default_rng(len(where) + ws[0])
+    w = rng.standard_normal(ws).astype(dtype)
+    plan = ck.conv_plan(xs, ws, dtype=dtype, padding=1)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    if where == "weight":
+        w[:, :, 0, 0] = np.inf
+        w[3, 2, 1, 1] = np.nan
+    else:
+        gy = _poison(gy, rng, nan=1, posinf=1, neginf=1)
+    want = ref.conv_backward_input(gy, w, xs, padding=1)
+    if where == "weight":
+        assert np.isfinite(want).any()  # the padding's 0 * inf is no term of the gradient
+    for path in plan.valid_paths("backward_input"):
+        got = plan.force(backward_input=path).backward_input(gy, w)
+        _same_nonfinite(got, want, dtype, path)
