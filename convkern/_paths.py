@@ -31,7 +31,10 @@ on the pass's real axes:
 
 Every pass also has ``depthwise``: for layers with one input channel per group, no
 GEMM at all but vectorised rows of each (image, channel) plane, read from a zero-padded
-copy of the plane (``src/conv_depthwise.pxi``).
+copy of the plane (``src/conv_depthwise.pxi``); and, for one filter per channel,
+``depthwise_channels_last``: the same sums with the vector lanes over channels of
+channels-last copies of the planes (``src/conv_depthwise_channels_last.pxi``; the input
+gradient at stride 1).
 
 Every convolution pass also has ``dense``: when the window covers the whole unpadded
 input (one output position per image, as in LeNet's C5 and every Dense layer), the
@@ -120,8 +123,8 @@ def _depthwise_rows_pay(f):
 # channels-last planes put the channels in the lanes instead, for a transposed copy of
 # x and grad_y per image (one load and store per element, against prod(K) multiply-adds),
 # and pay when the channels fill the lanes better than the rows do.  Measured on an
-# AVX-512 Xeon (2 threads, float32, 3x3, batch 1 and 4): rows of 7 (14 of 16 lanes
-# empty of 32) 2.5-3.5x faster, 14 and 20 1.2-1.6x, 24 and 28 within 5-13% either way,
+# AVX-512 Xeon (2 threads, float32, 3x3, batch 1 and 4): rows of 7 (7 of 16 lanes
+# used) 2.5-3.5x faster, 14 and 20 1.2-1.6x, 24 and 28 within 5-13% either way,
 # 16 and 32 (whole vectors) 0.7-1.1x, 56 and 112 (planes far past L1) 0.4-0.8x; with
 # AVX2's 8 lanes rows of 7 and 14 1.2-1.9x, 16 and 28 0.7-0.85x.
 def _lane_use(n, vl):
@@ -579,12 +582,13 @@ TABLE = {
     "backward_input": (
         Path("dense", {"formulation": "col2im", "operand": "in place"}, lambda f: f.dense,
              _always),
-        # with one channel per group the GEMM formulations have Cg = 1 rows (col2im
-        # would run): the direct correlation of grad_y's rows pays for few filters
+        # (_channel_rows_short: rows of at most one vector)
         Path("depthwise_channels_last",
              {"formulation": "flipped", "operand": "channels-last planes"},
              lambda f: f.depthwise and f.filters == 1 and f.flipped,
              lambda f: _depthwise_input_pays(f) and _channel_rows_short(f)),
+        # with one channel per group the GEMM formulations have Cg = 1 rows (col2im
+        # would run): the direct correlation of grad_y's rows pays for few filters
         Path("depthwise", {"formulation": "flipped", "operand": "rows"}, _depthwise,
              _depthwise_input_pays),
         # few output positions in all: col2im's GEMM with grad_y packed and the weight's
@@ -630,13 +634,14 @@ TABLE = {
     ),
     "backward_weight": (
         Path("dense", {"operand": "in place", "kernel": "gemm"}, lambda f: f.dense, _always),
-        # (a window past 3x3 in a batch of small images takes the slab dots instead: 1 ->
-        # 2-6 channels at 28x28, batch 64, ran 1.5-2.2x faster on them with a 5x5
-        # window and 1.5-1.9x slower with a 3x3 one, AVX-512 Xeon, 2 threads)
+        # (_channel_lanes_pay: rows of less than two vectors that leave lanes empty)
         Path("depthwise_channels_last", {"operand": "channels-last planes", "kernel": "lanes"},
              lambda f: f.depthwise and f.filters == 1,
              lambda f: (_depthwise_rows_pay(f) and _channel_lanes_pay(f)
                         and not (_slab_dots_pay(f) and f.taps > 9))),
+        # (a window past 3x3 in a batch of small images takes the slab dots instead: 1 ->
+        # 2-6 channels at 28x28, batch 64, ran 1.5-2.2x faster on them with a 5x5
+        # window and 1.5-1.9x slower with a 3x3 one, AVX-512 Xeon, 2 threads)
         Path("depthwise", {"operand": "rows", "kernel": "lanes"}, _depthwise,
              lambda f: _depthwise_rows_pay(f) and not (_slab_dots_pay(f) and f.taps > 9)),
         # the window's (channel, tap) pairs gathered in place (_gather_wgrad_pays)

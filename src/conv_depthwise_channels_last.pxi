@@ -45,9 +45,9 @@ cdef struct DwCl:
 cdef DwCl dwcl_layout(const Geom *g, bint untied, int nt,
                       const floating_t *tag) noexcept nogil:
     """The layout of a pass of geometry g (the flipped one for the input gradient);
-    untied: room for an untied bias block.  The weight gradient's batch chunks depend on
-    N and C only; the forward's (no sums across images) on the threads too: about 4
-    tasks per thread."""
+    untied: room for an untied bias block.  nt 0 (the weight gradient): batch chunks
+    that depend on N and C only, as its sums do; else (no sums across images) about 4
+    tasks per thread of nt."""
     cdef DwCl L
     cdef Py_ssize_t line = 64 // sizeof(floating_t)
     L.vl = dw_lanes(tag)
