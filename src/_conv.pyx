@@ -306,13 +306,12 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
             or (pass_name == "backward_input" and path == BWI_DEPTHWISE)
             or (pass_name == "backward_weight" and path == BWW_DEPTHWISE)):
         return depthwise_scratch(pass_name, g, tag)
-    if pass_name == "forward" and path == FWD_DEPTHWISE_CHANNELS_LAST:
+    if ((pass_name == "forward" and path == FWD_DEPTHWISE_CHANNELS_LAST)
+            or (pass_name == "backward_weight" and path == BWW_DEPTHWISE_CHANNELS_LAST)):
         return depthwise_cl_scratch(g, tag)
     if pass_name == "backward_input" and path == BWI_DEPTHWISE_CHANNELS_LAST:
         t = flipped_geom(g)
         return depthwise_cl_scratch(&t, tag)
-    if pass_name == "backward_weight" and path == BWW_DEPTHWISE_CHANNELS_LAST:
-        return depthwise_cl_scratch(g, tag)
     if pass_name == "forward" and path == FWD_CHANNELS_LAST:
         return channels_last_forward_scratch(g, tag)
     if pass_name == "backward_input" and path == BWI_FLIPPED_CHANNELS_LAST:

@@ -366,6 +366,19 @@ static DW_ATTR void DW_FN(wgrad)(const DW_T *g, Py_ssize_t ldg, Py_ssize_t nrows
  * terms in the order of the positions, whatever the group. */
 #define DW_CL_TAPS 9
 #if DW_VL > 1
+/* v[k] = the vector at src + k * VL and o[k] = toff[k] for k < nk (nk <= DW_CL_TAPS, a
+ * constant where inlined: the vectors stay in registers) */
+DW_INLINE void DW_FN(cl_load)(DW_V *v, Py_ssize_t *o, const DW_T *src, const Py_ssize_t *toff,
+                              const int nk)
+{
+    int k;
+#pragma GCC unroll 9
+    for (k = 0; k < nk; k++) {
+        v[k] = DW_FN(ld)(src + k * DW_VL);
+        o[k] = toff[k];
+    }
+}
+
 DW_INLINE void DW_FN(wgcl_group)(const DW_T *g, const DW_T *x, Py_ssize_t OD, Py_ssize_t OH,
                                  Py_ssize_t OW, Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
                                  const Py_ssize_t *toff, DW_T *acc, double *bacc, const int nk)
@@ -374,11 +387,7 @@ DW_INLINE void DW_FN(wgcl_group)(const DW_T *g, const DW_T *x, Py_ssize_t OD, Py
     DW_DV bl = {0};
     Py_ssize_t o[DW_CL_TAPS], od, oh, ow;
     int k;
-#pragma GCC unroll 9
-    for (k = 0; k < nk; k++) {
-        s[k] = DW_FN(ld)(acc + k * DW_VL);
-        o[k] = toff[k];
-    }
+    DW_FN(cl_load)(s, o, acc, toff, nk);
     if (bacc != NULL)
         memcpy(&bl, bacc, sizeof(bl));
     for (od = 0; od < OD; od++) {
@@ -436,28 +445,22 @@ static DW_ATTR void DW_FN(wgcl)(const DW_T *g, const DW_T *x, Py_ssize_t OD, Py_
             }
 #endif
 }
-#undef DW_CL_TAPS
 
 /* The channels-last forward (lanes over channels): y[p * VL + l] = act(init(p) + sum over
  * taps t in order of w[t * VL + l] * x[start(p) + toff[t] + l]) for the positions p in the
  * order od, oh, ow (start(p) as in wgcl); init(p) is zero (init NULL), init[l] (init_ld
- * 0) or init[p * VL + l]; act is ReLU if relu.  Up to DW_CL_WREGS taps keep their
+ * 0) or init[p * VL + l]; act is ReLU if relu.  Up to DW_CL_TAPS taps keep their
  * weight vectors in registers for the whole plane. */
-#define DW_CL_WREGS 9
 #if DW_VL > 1
 DW_INLINE void DW_FN(fwcl_taps)(DW_T *y, const DW_T *x, Py_ssize_t OD, Py_ssize_t OH,
                                 Py_ssize_t OW, Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
                                 const Py_ssize_t *toff, const DW_T *w, const DW_T *init,
                                 Py_ssize_t init_ld, int relu, const int nk)
 {
-    DW_V wv[DW_CL_WREGS];
-    Py_ssize_t o[DW_CL_WREGS], od, oh, ow;
+    DW_V wv[DW_CL_TAPS];
+    Py_ssize_t o[DW_CL_TAPS], od, oh, ow;
     int k;
-#pragma GCC unroll 9
-    for (k = 0; k < nk; k++) {
-        wv[k] = DW_FN(ld)(w + k * DW_VL);
-        o[k] = toff[k];
-    }
+    DW_FN(cl_load)(wv, o, w, toff, nk);
     for (od = 0; od < OD; od++) {
         for (oh = 0; oh < OH; oh++) {
             const DW_T *xr = x + od * sd + oh * sh;
@@ -516,7 +519,7 @@ static DW_ATTR void DW_FN(fwcl)(DW_T *y, const DW_T *x, Py_ssize_t OD, Py_ssize_
             }
 #endif
 }
-#undef DW_CL_WREGS
+#undef DW_CL_TAPS
 
 /* Rows i < nrows of n elements (src + i * lds) into the s stride phases of a padded
  * row (dst + i * ldd): element j, at padded column j + left, goes to phase
