@@ -229,6 +229,20 @@ cdef inline void ukernel_rows(const Kernels *kern, Py_ssize_t kc, const floating
         kern.d.gemm_rows(kc, A, B, boff, vs, C, ldc, flags, bias)
 
 
+cdef inline const floating_t *block_bias(const floating_t *bias, Py_ssize_t m0,
+                                         Py_ssize_t mm, Py_ssize_t mr,
+                                         floating_t *buf) noexcept nogil:
+    """The epilogue's bias for the block of rows m0 .. m0 + mm: bias + m0, or, for an
+    edge block (mm < mr; the micro-kernel reads mr values), its mm values copied to buf
+    (CK_MR_MAX elements) with zeros for the rows past M, whose sums are dropped."""
+    cdef Py_ssize_t i
+    if mm == mr:
+        return bias + m0
+    for i in range(mr):
+        buf[i] = bias[m0 + i] if i < mm else 0
+    return buf
+
+
 cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t a_stride,
                             Py_ssize_t M, Py_ssize_t kdim, const floating_t *B,
                             const Py_ssize_t *boff, Py_ssize_t row_len,
@@ -279,12 +293,7 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
                 c = C + m0 * ldc + j0
                 bm = NULL
                 if bias != NULL and kb == nkb - 1:
-                    bm = bias + m0
-                    if mm < mr:
-                        # the edge block's rows past M get a zero bias (and are dropped)
-                        for i in range(mr):
-                            bedge[i] = bias[m0 + i] if i < mm else 0
-                        bm = bedge
+                    bm = block_bias(bias, m0, mm, mr, bedge)
                 if mm == mr and nn == nr:
                     ukernel(kern, kc, a, bj, boff + k0, vs, c, ldc, acc, bm)
                     continue
@@ -382,11 +391,7 @@ cdef inline void rows_block_run(const Kernels *kern, const floating_t **rows, Py
             for j in range(nn):
                 ctmp[i * nr + j] = c[i * ldc + j]
     if bias != NULL:
-        bb = bias + m0
-        if mm < mr:  # the epilogue reads mr values: the rows past M add zero
-            for i in range(mr):
-                bpad[i] = bias[m0 + i] if i < mm else 0
-            bb = bpad
+        bb = block_bias(bias, m0, mm, mr, bpad)
     for kb in range(kb0, kb1):
         k0 = kb * kstep
         kc = min(kstep, kdim - k0)
