@@ -50,6 +50,7 @@ cdef extern from "ukernel.h":
         ck_gemm_s gemm
         ck_gemm_rows_s gemm_rows
         ck_gemm_gather_s gemm_gather
+        ck_gemm_gather_s gemm_gather_skip
         ck_dot_s dot
         ck_gemv_s gemv
         ck_transpose_s transpose
@@ -59,6 +60,7 @@ cdef extern from "ukernel.h":
         ck_gemm_d gemm
         ck_gemm_rows_d gemm_rows
         ck_gemm_gather_d gemm_gather
+        ck_gemm_gather_d gemm_gather_skip
         ck_dot_d dot
         ck_gemv_d gemv
         ck_transpose_d transpose
@@ -416,6 +418,17 @@ cdef inline void ukernel_gather(const Kernels *kern, Py_ssize_t kc, const floati
         kern.s.gemm_gather(kc, A, aoff, B, C, ldc, flags, NULL)
     else:
         kern.d.gemm_gather(kc, A, aoff, B, C, ldc, flags, NULL)
+
+
+cdef inline void ukernel_gather_skip(const Kernels *kern, Py_ssize_t kc, const floating_t **A,
+                                     const Py_ssize_t *ab, const floating_t *B, floating_t *C,
+                                     Py_ssize_t ldc, int flags) noexcept nogil:
+    """The gathered micro-kernel over kc chosen steps: step j reads A[i][ab[2 j]] and
+    B's row at B + ab[2 j + 1]."""
+    if floating_t is float:
+        kern.s.gemm_gather_skip(kc, A, ab, B, C, ldc, flags, NULL)
+    else:
+        kern.d.gemm_gather_skip(kc, A, ab, B, C, ldc, flags, NULL)
 
 
 cdef inline void gemm_gather_block(const Kernels *kern, const floating_t **rows,

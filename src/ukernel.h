@@ -54,6 +54,7 @@
         ck_gemm_##S gemm;                                                            \
         ck_gemm_rows_##S gemm_rows;                                                  \
         ck_gemm_gather_##S gemm_gather;                                              \
+        ck_gemm_gather_##S gemm_gather_skip;                                         \
         ck_dot_##S dot;                                                              \
         ck_gemv_##S gemv;                                                            \
         ck_transpose_##S transpose;                                                  \
@@ -222,6 +223,9 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4, ck_kernels_d *k1)
                    B[boff[k] + j])                                                   \
     CK_SCALAR_GEMM(ck_##S##_scalar_gemm_gather, T, const T *const *,                 \
                    CK_COMMA const Py_ssize_t *aoff, A[i][aoff[k]], , B[k * 4 + j])   \
+    CK_SCALAR_GEMM(ck_##S##_scalar_gemm_gather_skip, T, const T *const *,            \
+                   CK_COMMA const Py_ssize_t *aoff, A[i][aoff[2 * k]], ,             \
+                   B[aoff[2 * k + 1] + j])                                           \
     static void ck_##S##_scalar_dot(Py_ssize_t L, const T *const *a,                 \
                                     const T *const *b, T *out)                       \
     {                                                                                \
@@ -261,6 +265,7 @@ static void ck_select_d(ck_kernels_d *k, ck_kernels_d *k4, ck_kernels_d *k1)
         k->gemm = ck_##S##_scalar_gemm;                                              \
         k->gemm_rows = ck_##S##_scalar_gemm_rows;                                    \
         k->gemm_gather = ck_##S##_scalar_gemm_gather;                                \
+        k->gemm_gather_skip = ck_##S##_scalar_gemm_gather_skip;                      \
         k->dot = ck_##S##_scalar_dot;                                                \
         k->gemv = ck_##S##_scalar_gemv;                                              \
         k->transpose = ck_##S##_scalar_transpose;                                    \

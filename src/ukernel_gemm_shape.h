@@ -1,9 +1,9 @@
-/* The three GEMM micro-kernels of one block shape (ukernel_template.h: A packed, A read
- * through row pointers, A gathered through row pointers and offsets), instantiated by
- * ukernel_isa.h once per shape.
+/* The four GEMM micro-kernels of one block shape (ukernel_template.h: A packed, A read
+ * through row pointers, A gathered through row pointers and offsets, and A and B's rows
+ * gathered through pairs of offsets), instantiated by ukernel_isa.h once per shape.
  *
- * Parameters (macros, undefined at the end): CKG_PACKED, CKG_ROWS and CKG_GATHER (the
- * three functions' names), CKG_MR and CKG_NV (the block: MR rows x NV vectors); and
+ * Parameters (macros, undefined at the end): CKG_PACKED, CKG_ROWS, CKG_GATHER and
+ * CKG_GATHER_SKIP (the four functions' names), CKG_MR and CKG_NV (the block: MR rows x NV vectors); and
  * ukernel_isa.h's CKI_T, CKI_IT, CKI_VL and CKI_ATTR.
  */
 #define UK_NAME CKG_PACKED
@@ -32,9 +32,19 @@
 #define UK_ATTR CKI_ATTR
 #define UK_AGATHER 1
 #include "ukernel_template.h"
+#define UK_NAME CKG_GATHER_SKIP
+#define UK_T CKI_T
+#define UK_IT CKI_IT
+#define UK_VL CKI_VL
+#define UK_MR CKG_MR
+#define UK_NV CKG_NV
+#define UK_ATTR CKI_ATTR
+#define UK_AGATHER_SKIP 1
+#include "ukernel_template.h"
 
 #undef CKG_PACKED
 #undef CKG_ROWS
 #undef CKG_GATHER
+#undef CKG_GATHER_SKIP
 #undef CKG_MR
 #undef CKG_NV

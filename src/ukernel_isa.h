@@ -5,8 +5,8 @@
  * CKI_NV (the wide GEMM block, MR x NV vectors), CKI_NV4 (the narrow GEMM block:
  * 4 x NV4 vectors, for products with at most 4 rows), CKI_DR and CKI_DC (the dot
  * block).  Defines
- * ck_<S>_<ISA>_{gemm,gemm_rows,gemm_gather,gemm4,gemm4_rows,gemm4_gather,gemm1,
- * gemm1_rows,gemm1_gather,dot,gemv,transpose} (gemm1: MR x one vector, for products
+ * ck_<S>_<ISA>_{gemm,gemm_rows,gemm_gather,gemm_gather_skip,gemm4,...,gemm1,...,dot,gemv,
+ * transpose} (gemm4 and gemm1 with the same four variants) (gemm1: MR x one vector, for products
  * with at most one vector of columns) and ck_<S>_<ISA>_select(wide, narrow, one), which
  * fills the three kernel sets.
  */
@@ -18,23 +18,26 @@
 #define CKI_STR2(x) #x
 #define CKI_STR(x) CKI_STR2(x)
 
-/* the wide block, the narrow one (4 rows) and the one-vector one, each in its three A
+/* the wide block, the narrow one (4 rows) and the one-vector one, each in its four A
  * variants */
 #define CKG_PACKED CKI_FN(gemm)
 #define CKG_ROWS CKI_FN(gemm_rows)
 #define CKG_GATHER CKI_FN(gemm_gather)
+#define CKG_GATHER_SKIP CKI_FN(gemm_gather_skip)
 #define CKG_MR CKI_MR
 #define CKG_NV CKI_NV
 #include "ukernel_gemm_shape.h"
 #define CKG_PACKED CKI_FN(gemm4)
 #define CKG_ROWS CKI_FN(gemm4_rows)
 #define CKG_GATHER CKI_FN(gemm4_gather)
+#define CKG_GATHER_SKIP CKI_FN(gemm4_gather_skip)
 #define CKG_MR 4
 #define CKG_NV CKI_NV4
 #include "ukernel_gemm_shape.h"
 #define CKG_PACKED CKI_FN(gemm1)
 #define CKG_ROWS CKI_FN(gemm1_rows)
 #define CKG_GATHER CKI_FN(gemm1_gather)
+#define CKG_GATHER_SKIP CKI_FN(gemm1_gather_skip)
 #define CKG_MR CKI_MR
 #define CKG_NV 1
 #include "ukernel_gemm_shape.h"
@@ -64,16 +67,19 @@ static void CKI_FN(select)(CKI_KT(CKI_S) *wide, CKI_KT(CKI_S) *narrow, CKI_KT(CK
     wide->gemm = CKI_FN(gemm);
     wide->gemm_rows = CKI_FN(gemm_rows);
     wide->gemm_gather = CKI_FN(gemm_gather);
+    wide->gemm_gather_skip = CKI_FN(gemm_gather_skip);
     wide->mr = CKI_MR;
     wide->nr = CKI_NV * CKI_VL;
     narrow->gemm = CKI_FN(gemm4);
     narrow->gemm_rows = CKI_FN(gemm4_rows);
     narrow->gemm_gather = CKI_FN(gemm4_gather);
+    narrow->gemm_gather_skip = CKI_FN(gemm4_gather_skip);
     narrow->mr = 4;
     narrow->nr = CKI_NV4 * CKI_VL;
     one->gemm = CKI_FN(gemm1);
     one->gemm_rows = CKI_FN(gemm1_rows);
     one->gemm_gather = CKI_FN(gemm1_gather);
+    one->gemm_gather_skip = CKI_FN(gemm1_gather_skip);
     one->mr = CKI_MR;
     one->nr = CKI_VL;
     wide->dot = narrow->dot = one->dot = CKI_FN(dot);

@@ -7,7 +7,10 @@
  *     index: A[i][aoff[k]] (a channels-last input's windows read in place, each k a
  *     (channel, tap) pair at its own offset from the window's start); B is then packed,
  *     row k at B + k * NV * VL (no boff, no vs: one load and one register fewer per
- *     step, 10% faster in L1 on an AVX-512 Xeon),
+ *     step, 10% faster in L1 on an AVX-512 Xeon); or, when UK_AGATHER_SKIP is defined,
+ *     gathered through one pair of offsets per step, A[i][aoff[2 k]] and B's row at
+ *     B + aoff[2 k + 1] (a chosen subset of a packed block's rows: the taps that read
+ *     the window's input, not its zero padding),
  *   B row k starts at B + boff[k], and its vector v (columns v * VL .. v * VL + VL - 1
  *     of the block, v < NV) at B + boff[k] + v * vs: vs = VL for a contiguous row (an
  *     im2col tile has boff[k] = k * ld; a padded input slab has one offset per kernel
@@ -26,7 +29,13 @@
  * UK_ATTR (a target attribute or nothing) and optionally UK_AROWS or UK_AGATHER (which
  * adds the parameter aoff after A).
  */
-#if defined(UK_AGATHER)
+#if defined(UK_AGATHER_SKIP)
+#define UK_A_TYPE const UK_T *const *restrict
+#define UK_A_AT(k, i) A[i][aoff[2 * (k)]]
+#define UK_A_OFFSETS , const Py_ssize_t *restrict aoff
+#define UK_B_AT(k, v) (B + aoff[2 * (k) + 1] + (v) * UK_VL)
+#define UK_B_OFFSETS
+#elif defined(UK_AGATHER)
 #define UK_A_TYPE const UK_T *const *restrict
 #define UK_A_AT(k, i) A[i][aoff[k]]
 #define UK_A_OFFSETS , const Py_ssize_t *restrict aoff
@@ -101,6 +110,7 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A UK_A_OFFSETS,
 #undef UK_B_OFFSETS
 #undef UK_AROWS
 #undef UK_AGATHER
+#undef UK_AGATHER_SKIP
 #undef UK_NAME
 #undef UK_T
 #undef UK_IT
