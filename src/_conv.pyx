@@ -79,10 +79,12 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
 from fused cimport floating_t
-from geometry cimport Geom, next_row, read_extent
+from geometry cimport Geom, next_row, position, read_extent
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
-                   gemm_rows_block, gemm_gather_block, gemm_gather_run, dot_block, gemv_block, ukernel,
+                   gemm_rows_block, gemm_gather_block, gemm_gather_run, dot_block, gemv_block,
+                   ukernel,
+                   ukernel_gather, ukernel_gather_skip, CK_GEMM_ACCUMULATE,
                    copy_sliver, rows_alias, KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport (Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets,
                      SLAB_SKEW)
@@ -189,10 +191,11 @@ def kernel_info():
 PATHS = {
     "forward": ("slab", "slab_narrow", "im2col", "im2col_narrow", "pointwise", "im2col_images",
                 "dense", "depthwise", "im2col_rows", "slab_rows", "channels_last",
-                "depthwise_channels_last"),
+                "depthwise_channels_last", "channels_last_skip"),
     "backward_input": ("flipped", "flipped_im2col", "phased", "col2im", "flipped_pointwise",
                        "flipped_im2col_images", "dense", "depthwise", "col2im_rows",
-                       "flipped_channels_last", "depthwise_channels_last"),
+                       "flipped_channels_last", "depthwise_channels_last",
+                       "flipped_channels_last_skip"),
     "backward_weight": ("slab_gemm", "slab_dot", "im2col_gemm", "im2col_dot",
                         "im2col_gemm_images", "dense", "depthwise", "im2row_gemm",
                         "channels_last_gemm", "gather_gemm", "depthwise_channels_last"),
@@ -201,11 +204,11 @@ PATHS = {
 cdef enum:
     FWD_SLAB, FWD_SLAB_NARROW, FWD_IM2COL, FWD_IM2COL_NARROW, FWD_POINTWISE, FWD_IM2COL_IMAGES,
     FWD_DENSE, FWD_DEPTHWISE, FWD_IM2COL_ROWS, FWD_SLAB_ROWS, FWD_CHANNELS_LAST,
-    FWD_DEPTHWISE_CHANNELS_LAST
+    FWD_DEPTHWISE_CHANNELS_LAST, FWD_CHANNELS_LAST_SKIP
 cdef enum:
     BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_PHASED, BWI_COL2IM, BWI_FLIPPED_POINTWISE,
     BWI_FLIPPED_IM2COL_IMAGES, BWI_DENSE, BWI_DEPTHWISE, BWI_COL2IM_ROWS,
-    BWI_FLIPPED_CHANNELS_LAST, BWI_DEPTHWISE_CHANNELS_LAST
+    BWI_FLIPPED_CHANNELS_LAST, BWI_DEPTHWISE_CHANNELS_LAST, BWI_FLIPPED_CHANNELS_LAST_SKIP
 cdef enum:
     BWW_SLAB_GEMM, BWW_SLAB_DOT, BWW_IM2COL_GEMM, BWW_IM2COL_DOT, BWW_IM2COL_GEMM_IMAGES,
     BWW_DENSE, BWW_DEPTHWISE, BWW_IM2ROW_GEMM, BWW_CHANNELS_LAST_GEMM, BWW_GATHER_GEMM,
@@ -267,7 +270,11 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         channel per group and halos the depthwise plane copy takes; ``channels_last``:
         halos the channels-last weight gradient's slab takes (and the channels-last
         forward's); ``flipped_channels_last``: the input gradient is a stride-1
-        correlation of grad_y that takes the channels-last forward.
+        correlation of grad_y that takes the channels-last forward;
+        ``tap_skip_steps`` (``flipped_tap_skip_steps``): the multiply-adds per output
+        value of the forward (of the input gradient's flipped correlation) that read
+        padding, which the channels-last paths' ``_skip`` variants leave out (0 for a
+        window of more than 64 taps).
     """
     cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
     cdef Geom t = flipped_geom(&g)
@@ -281,6 +288,8 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         "depthwise": bool(depthwise_fits(&g)),
         "channels_last": bool(channels_last_fits(&g)),
         "flipped_channels_last": bool(flip_fits(&g) and channels_last_fits(&t)),
+        "tap_skip_steps": tap_skip_steps(&g),
+        "flipped_tap_skip_steps": tap_skip_steps(&t) if flip_fits(&g) else 0.0,
     }
 
 
@@ -312,11 +321,12 @@ cdef Py_ssize_t _scratch_bytes(str pass_name, int path, const Geom *g,
     if pass_name == "backward_input" and path == BWI_DEPTHWISE_CHANNELS_LAST:
         t = flipped_geom(g)
         return depthwise_cl_scratch(&t, tag)
-    if pass_name == "forward" and path == FWD_CHANNELS_LAST:
-        return channels_last_forward_scratch(g, tag)
-    if pass_name == "backward_input" and path == BWI_FLIPPED_CHANNELS_LAST:
+    if pass_name == "forward" and path in (FWD_CHANNELS_LAST, FWD_CHANNELS_LAST_SKIP):
+        return channels_last_forward_scratch(g, tag, path == FWD_CHANNELS_LAST_SKIP)
+    if pass_name == "backward_input" and path in (BWI_FLIPPED_CHANNELS_LAST,
+                                                  BWI_FLIPPED_CHANNELS_LAST_SKIP):
         t = flipped_geom(g)
-        return channels_last_forward_scratch(&t, tag)
+        return channels_last_forward_scratch(&t, tag, path == BWI_FLIPPED_CHANNELS_LAST_SKIP)
     if pass_name == "forward" and path == FWD_IM2COL_ROWS:
         return im2col_rows_scratch(g, tag)
     if pass_name == "forward" and path == FWD_SLAB_ROWS:

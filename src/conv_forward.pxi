@@ -618,11 +618,11 @@ def conv_forward(const floating_t[:, :, :, :, ::1] x not None,
                                  &bias[0] if bias.shape[0] else NULL, bias_mode, activation,
                                  &out[0, 0, 0, 0, 0], max(1, num_threads))
         return
-    if path == FWD_CHANNELS_LAST:
+    if path == FWD_CHANNELS_LAST or path == FWD_CHANNELS_LAST_SKIP:
         correlate_channels_last_call(&x[0, 0, 0, 0, 0], &g, &weight[0, 0, 0, 0, 0],
                                      &bias[0] if bias.shape[0] else NULL, bias_mode,
                                      activation, &out[0, 0, 0, 0, 0], NULL,
-                                     max(1, num_threads))
+                                     path == FWD_CHANNELS_LAST_SKIP, max(1, num_threads))
         return
     if path == FWD_DENSE:
         dense_forward_call(&x[0, 0, 0, 0, 0], &weight[0, 0, 0, 0, 0], &g,

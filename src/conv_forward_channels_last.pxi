@@ -32,6 +32,20 @@
 # the same with its flipped blocks (pack_flipped_kblock): VGG's 512-channel 4x4 layer
 # at batch 16 5.2 -> 4.7 ms.  With more tiles the weight is packed once, up front, and
 # read by every tile.
+#
+# Tap skipping (the paths channels_last_skip and flipped_channels_last_skip: L.skip).
+# A tap that reads the zero padding multiplies zeros: a third of a 4x4 image's steps
+# for a 3x3 window, over half of a 2x2 image's.  A block of rows shares its steps, so
+# the rows take the (position, image) order: for at least mr images a block is one
+# position of mr images (or spans two), and per reduction block each distinct union of
+# its positions' taps gets a list of its steps (SkipLists: the window offset and the
+# packed weight's row of each), which the gathered micro-kernel's skip variant walks.
+# A skipped step would have added a zero product (+0 or -0; a sum that starts at +0
+# is never -0), so the sums are the full ones, bit for bit, unless a weight is not
+# finite (0 * inf is NaN): then a sum of the tile is NaN or infinite, since every tap
+# reads the input at some row of the tile (else it keeps every tap), and the tile is
+# computed again with every tap.  The output block is image-major (out_row), each
+# image's run of positions contiguous for its transpose into y.
 
 # Upper bound, in bytes, of a task's output block: it is read and written once per
 # reduction block, so it stays within half the smallest per-core L2 of the x86 cores
@@ -50,6 +64,10 @@ cdef struct ClForward:
     Py_ssize_t tw, ntiles
     Py_ssize_t nsl, sper, nsplit
     Py_ssize_t per_thread, ptrs
+    # skip: rows in (position, image) order and the taps that read padding skipped;
+    # then skip_per_thread 8-byte slots per thread (SkipLists)
+    bint skip
+    Py_ssize_t skip_per_thread, crows
 
 
 cdef inline Py_ssize_t channel_stride(Py_ssize_t Cg, Py_ssize_t KK, Py_ssize_t mr,
@@ -76,7 +94,7 @@ cdef inline const Kernels *cl_forward_kernels(const Geom *g,
 
 
 cdef ClForward cl_forward_layout(const Geom *g, const Kernels *kern, int nt,
-                                 const floating_t *tag) noexcept nogil:
+                                 const floating_t *tag, bint skip) noexcept nogil:
     cdef ClForward L
     cdef Py_ssize_t mr = block_mr(kern, tag), nr = block_nr(kern, tag), NP = g.N * g.P
     L.ED = read_extent(g.OD, g.sd, g.KD, g.dd)
@@ -92,52 +110,265 @@ cdef ClForward cl_forward_layout(const Geom *g, const Kernels *kern, int nt,
     L.sper = min(blocks_per_split(g.G * L.ntiles, L.nsl, nt),
                  max(1, CL_FORWARD_OUT_BYTES // (L.tw * nr * <Py_ssize_t> sizeof(floating_t))))
     L.nsplit = (L.nsl + L.sper - 1) // L.sper
-    L.per_thread = round_up(L.tw * L.sper * nr + CK_MR_MAX * CK_NR_MAX + KC * nr,
+    L.skip = skip and 2 <= g.KK <= 64
+    # with L.skip the output block holds whole positions of every image (SkipLists)
+    L.crows = L.tw + 2 * g.N if L.skip else L.tw
+    L.per_thread = round_up(L.crows * L.sper * nr + CK_MR_MAX * CK_NR_MAX + KC * nr,
                             64 // <Py_ssize_t> sizeof(floating_t))
     L.ptrs = L.tw + CK_MR_MAX
+    L.skip_per_thread = skip_slots(L.tw // mr, KC) if L.skip else 0
     return L
 
 
-cdef Py_ssize_t channels_last_forward_scratch(const Geom *g,
-                                              const floating_t *tag) noexcept nogil:
+cdef Py_ssize_t channels_last_forward_scratch(const Geom *g, const floating_t *tag,
+                                              bint skip) noexcept nogil:
     """Bytes of scratch of correlate_channels_last on one thread: the slab, the packed
     weight (an upper bound: one tile packs it in its tasks) and the offsets (shared), the
     thread's output block, its block of the weight and its row pointers."""
     cdef const Kernels *kern = cl_forward_kernels(g, tag)
-    cdef ClForward L = cl_forward_layout(g, kern, 1, tag)
+    cdef ClForward L = cl_forward_layout(g, kern, 1, tag, skip)
     cdef Py_ssize_t nr = block_nr(kern, tag), K = g.Cg * g.KK
     return ((g.G * g.N * L.plane + g.G * round_up(g.Fg, nr) * K + L.per_thread)
             * sizeof(floating_t) + (K + g.P) * sizeof(Py_ssize_t)
-            + L.ptrs * sizeof(floating_t *))
+            + L.ptrs * sizeof(floating_t *)
+            + (L.skip_per_thread + (g.P if L.skip else 0)) * sizeof(unsigned long long))
 
 
-cdef inline void gemm_gather_packing(const Kernels *kern, const floating_t **rows,
-                                     const Py_ssize_t *aoff, Py_ssize_t M, Py_ssize_t K,
-                                     const floating_t *w, Py_ssize_t ncols, floating_t *C,
-                                     Py_ssize_t ldc, const floating_t **aptr,
-                                     floating_t *ctmp, floating_t *bblock,
-                                     const Geom *flipped_from, Py_ssize_t grp,
-                                     Py_ssize_t c0) noexcept nogil:
-    """gemm_gather_block with B = w's ncols rows (K values each) transposed, packed here
-    one reduction block of one sliver at a time into bblock (KC x nr, in L1 when the
-    block's rows pass): the same products, in the same order.  flipped_from not NULL:
-    B is instead the flipped input gradient's of layer geometry flipped_from (w the
-    layer's weight), columns c0 .. c0 + ncols of group grp."""
-    cdef Py_ssize_t nr = block_nr(kern, w), kstep = reduction_step(K)
+cdef struct SkipLists:
+    # A task's tap skipping (rows in (position, image) order): per block of rows of
+    # its tile, bidx[b] = the list of its
+    # taps (umask[bidx[b]], the union of its rows' taps that read the input) or -1 for
+    # all taps; nu lists; per reduction block, list u's steps ab[u * abstride ..]
+    # (pairs: offset into the window, offset of the packed weight's row) and cnt[u].
+    Py_ssize_t nu, KK, abstride
+    # the tile's output block is image-major: row r0 + i (position (r0 + i) // N, image
+    # (r0 + i) % N) at row n * Pt + position - p0 of the block
+    Py_ssize_t N, r0, p0, Pt
+    Py_ssize_t *bidx
+    Py_ssize_t *cnt
+    Py_ssize_t *ab
+    unsigned long long *umask
+
+
+cdef inline Py_ssize_t skip_slots(Py_ssize_t nblk, Py_ssize_t kc) noexcept nogil:
+    """8-byte slots of one task's SkipLists for nblk blocks of rows and reduction blocks
+    of at most kc steps."""
+    return nblk * (3 + 2 * kc)
+
+
+cdef inline SkipLists skip_lists(unsigned long long *buf, Py_ssize_t nblk,
+                                 Py_ssize_t KK) noexcept nogil:
+    """SkipLists in buf (skip_slots(nblk, KC) slots), with no lists yet."""
+    cdef SkipLists sk
+    sk.nu = 0
+    sk.KK = KK
+    sk.abstride = 2 * KC
+    sk.umask = buf
+    sk.bidx = <Py_ssize_t *> (buf + nblk)
+    sk.cnt = <Py_ssize_t *> (buf + 2 * nblk)
+    sk.ab = <Py_ssize_t *> (buf + 3 * nblk)
+    return sk
+
+
+cdef inline void skip_blocks(SkipLists *sk, const unsigned long long *taps, Py_ssize_t r0,
+                             Py_ssize_t rn, Py_ssize_t N, Py_ssize_t mr) noexcept nogil:
+    """The lists of the blocks of mr rows r0 .. r0 + rn (row r: position r // N): a block
+    whose positions' taps do not cover the window gets the list of their union.  None
+    (nu = 0) unless every tap reads the input at some row: a non-finite weight then
+    makes some sum of the tile non-finite, and correlate_channels_last redoes the tile
+    with every tap (its NaN from 0 * inf where the tap reads padding)."""
+    cdef unsigned long long full = ((<unsigned long long> 1) << sk.KK) - 1 if sk.KK < 64 \
+        else ~(<unsigned long long> 0)
+    cdef unsigned long long m, seen = 0
+    cdef Py_ssize_t b, p, u
+    sk.nu = 0
+    for b in range((rn + mr - 1) // mr):
+        m = 0
+        for p in range((r0 + b * mr) // N, (r0 + min(rn, b * mr + mr) - 1) // N + 1):
+            m = m | taps[p]
+        seen = seen | m
+        sk.bidx[b] = -1
+        if m == full:
+            continue
+        for u in range(sk.nu):
+            if sk.umask[u] == m:
+                sk.bidx[b] = u
+        if sk.bidx[b] < 0:
+            sk.umask[sk.nu] = m
+            sk.bidx[b] = sk.nu
+            sk.nu = sk.nu + 1
+    if seen != full:
+        sk.nu = 0
+
+
+cdef inline void skip_steps(SkipLists *sk, const Py_ssize_t *aoff, Py_ssize_t k0,
+                            Py_ssize_t kc, Py_ssize_t nr) noexcept nogil:
+    """Each list's steps of the reduction block k0 .. k0 + kc (k = c * KK + tap): the
+    window offset aoff[k] and the packed block's row (k - k0) * nr, for its taps only,
+    in the order of k."""
+    cdef Py_ssize_t u, k, t, j
+    cdef Py_ssize_t *ab
+    for u in range(sk.nu):
+        ab = sk.ab + u * sk.abstride
+        j = 0
+        t = k0 % sk.KK
+        for k in range(k0, k0 + kc):
+            if (sk.umask[u] >> t) & 1:
+                ab[2 * j] = aoff[k]
+                ab[2 * j + 1] = (k - k0) * nr
+                j = j + 1
+            t = t + 1
+            if t == sk.KK:
+                t = 0
+        sk.cnt[u] = j
+
+
+cdef inline bint block_nonfinite(const SkipLists *sk, floating_t *C, Py_ssize_t rows,
+                                 Py_ssize_t cols, Py_ssize_t ldc) noexcept nogil:
+    """Whether a sum of the tile's rows in its output block C is NaN or infinite."""
+    cdef Py_ssize_t i
+    for i in range(rows):
+        if has_nonfinite(out_row(sk, C, ldc, i), cols):
+            return True
+    return False
+
+
+cdef inline void rows_bias_act(floating_t *C, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t ldc, const floating_t *bias, int act) noexcept nogil:
+    """C[i, j] = act(C[i, j] + bias[j]) (bias not NULL) or act(C[i, j]): copy_out's
+    operations on an output block whose rows are positions."""
+    cdef Py_ssize_t i, j
+    cdef floating_t *row
+    for i in range(rows):
+        row = C + i * ldc
+        if bias != NULL:
+            for j in range(cols):
+                row[j] = activate(row[j] + bias[j], act)
+        else:
+            for j in range(cols):
+                row[j] = activate(row[j], act)
+
+
+cdef inline floating_t *out_row(const SkipLists *sk, floating_t *C, Py_ssize_t ldc,
+                                Py_ssize_t i) noexcept nogil:
+    """Where row i of the tile goes in its image-major output block (SkipLists)."""
+    cdef Py_ssize_t r = sk.r0 + i
+    return C + (r % sk.N * sk.Pt + r // sk.N - sk.p0) * ldc
+
+
+cdef inline void skip_copy_out(floating_t *ctile, Py_ssize_t ldc, const SkipLists *sk,
+                               const Geom *g, Py_ssize_t f0, Py_ssize_t fn, Py_ssize_t rn,
+                               const floating_t *bias, int bias_mode, int act,
+                               floating_t *y) noexcept nogil:
+    """The tile's image-major output block (filters f0 .. f0 + fn) into y, each image's
+    run of positions transposed, with the bias and activation: a tied bias on the
+    block's rows first (a run spans only the tile's positions, too short for copy_out's
+    passes), the same operations."""
+    cdef Py_ssize_t n, p0, seg, i
+    cdef floating_t *yblock
+    for n in range(g.N):
+        # the first of image n's rows sk.r0 .. sk.r0 + rn - 1 and their count
+        p0 = (sk.r0 - n + g.N - 1) // g.N if sk.r0 > n else 0
+        seg = (sk.r0 + rn - 1 - n) // g.N - p0 + 1 if sk.r0 + rn > n else 0
+        if seg <= 0:
+            continue
+        i = n * sk.Pt + p0 - sk.p0
+        if bias_mode != 2 and (bias_mode != 0 or act != ACT_NONE):
+            rows_bias_act(ctile + i * ldc, seg, fn, ldc,
+                          bias + f0 if bias_mode == 1 else NULL, act)
+        yblock = y + (n * g.F + f0) * g.P + p0
+        transpose(ctile + i * ldc, ldc, seg, fn, yblock, g.P)
+        if bias_mode == 2:
+            copy_out(yblock, g.P, g, f0, f0 + fn, n * g.P + p0, seg, bias, bias_mode, act, y)
+
+
+cdef inline void cl_row_blocks(const Kernels *kern, const floating_t **rows,
+                               const Py_ssize_t *aoff, Py_ssize_t M, Py_ssize_t kc,
+                               const floating_t *bj, Py_ssize_t nn, floating_t *C,
+                               Py_ssize_t ldc, const floating_t **aptr, floating_t *ctmp,
+                               int acc, const SkipLists *sk) noexcept nogil:
+    """One reduction block (kc steps from aoff, the packed block bj of nn <= nr columns)
+    of every block of mr of the M rows: C (+)= as gemm_gather_run; with sk, C is the
+    image-major block (out_row: a block of rows of consecutive images at one position
+    is rows Pt apart, other blocks go through ctmp) and a block with a list takes only
+    its steps (the skipped ones multiply zeros: the same sums)."""
+    cdef Py_ssize_t mr = block_mr(kern, bj), nr = block_nr(kern, bj)
+    cdef Py_ssize_t mb, m0, mm, i, j, ldt, ldrow
+    cdef floating_t *c
+    cdef floating_t *crow
+    cdef floating_t *target
+    cdef bint edge
+    for mb in range((M + mr - 1) // mr):
+        m0 = mb * mr
+        mm = min(mr, M - m0)
+        # rows past M repeat the last row; their sums land in ctmp and are dropped
+        for i in range(mr):
+            aptr[i] = rows[min(m0 + i, M - 1)]
+        if sk != NULL:
+            c = out_row(sk, C, ldc, m0)
+            ldrow = sk.Pt * ldc
+            edge = (sk.r0 + m0) % sk.N + mm > sk.N or not (mm == mr and nn == nr)
+        else:
+            c = C + m0 * ldc
+            ldrow = ldc
+            edge = not (mm == mr and nn == nr)
+        target = ctmp if edge else c
+        ldt = nr if edge else ldrow
+        if edge and acc:
+            for i in range(mm):
+                crow = out_row(sk, C, ldc, m0 + i) if sk != NULL else c + i * ldc
+                for j in range(nn):
+                    ctmp[i * nr + j] = crow[j]
+        if sk != NULL and sk.nu > 0 and sk.bidx[mb] >= 0:
+            ukernel_gather_skip(kern, sk.cnt[sk.bidx[mb]], aptr,
+                                sk.ab + sk.bidx[mb] * sk.abstride, bj, target, ldt, acc)
+        else:
+            ukernel_gather(kern, kc, aptr, aoff, bj, target, ldt, acc)
+        if edge:
+            for i in range(mm):
+                crow = out_row(sk, C, ldc, m0 + i) if sk != NULL else c + i * ldc
+                for j in range(nn):
+                    crow[j] = ctmp[i * nr + j]
+
+
+cdef inline void cl_tile_gemm(const Kernels *kern, const floating_t **rows,
+                              const Py_ssize_t *aoff, Py_ssize_t M, Py_ssize_t K,
+                              const floating_t *wpack, const floating_t *w,
+                              const Geom *flipped_from, Py_ssize_t grp, Py_ssize_t c0,
+                              Py_ssize_t ncols, floating_t *C, Py_ssize_t ldc,
+                              const floating_t **aptr, floating_t *ctmp, floating_t *bblock,
+                              SkipLists *sk) noexcept nogil:
+    """C[:M, :ncols] = the tile's rows (gathered through aoff) times B, reduction block
+    by reduction block: B packed (wpack: slivers of nr columns K * nr apart), or, with
+    wpack NULL, packed here one KC x nr block at a time into bblock (in L1 when the
+    rows pass) from w's ncols rows (K values each) transposed, or, with flipped_from,
+    as the flipped input gradient's of layer geometry flipped_from (w the layer's
+    weight), columns c0 .. c0 + ncols of group grp.  sk not NULL: C is the image-major
+    block of SkipLists, and its blocks of rows with lists skip the other taps."""
+    cdef Py_ssize_t nr = block_nr(kern, rows[0]), kstep = reduction_step(K)
     cdef Py_ssize_t nkb = (K + kstep - 1) // kstep if kstep > 0 else 0
     cdef Py_ssize_t kb, jb, k0, kc, nn
+    cdef const floating_t *bj
+    cdef int acc
     for kb in range(nkb):
         k0 = kb * kstep
         kc = min(kstep, K - k0)
+        acc = CK_GEMM_ACCUMULATE if k0 > 0 else 0
+        if sk != NULL and sk.nu > 0:
+            skip_steps(sk, aoff, k0, kc, nr)
         for jb in range((ncols + nr - 1) // nr):
             nn = min(nr, ncols - jb * nr)
-            if flipped_from != NULL:
+            if wpack != NULL:
+                bj = wpack + jb * K * nr + k0 * nr
+            elif flipped_from != NULL:
                 pack_flipped_kblock(w, flipped_from, grp, c0 + jb * nr, nn, k0, kc, nr,
                                     bblock)
+                bj = bblock
             else:
                 pack_transposed_rows(w + jb * nr * K + k0, K, nn, kc, nr, bblock)
-            gemm_gather_run(kern, rows, aoff + k0, M, kc, bblock, kc * nr, nn,
-                            C + jb * nr, ldc, aptr, ctmp, kb > 0)
+                bj = bblock
+            cl_row_blocks(kern, rows, aoff + k0, M, kc, bj, nn, C + jb * nr, ldc, aptr,
+                          ctmp, acc, sk)
 
 
 cdef void correlate_channels_last(const floating_t *x, const Geom *g, const floating_t *wpack,
@@ -146,19 +377,24 @@ cdef void correlate_channels_last(const floating_t *x, const Geom *g, const floa
                                   const Py_ssize_t *aoff, const Py_ssize_t *start, floating_t *scratch,
                                   const floating_t **ptrs, const Kernels *kern,
                                   int nt, const floating_t *w=NULL,
-                                  const Geom *flipped_from=NULL) noexcept nogil:
+                                  const Geom *flipped_from=NULL,
+                                  const unsigned long long *taps=NULL,
+                                  unsigned long long *skipbuf=NULL) noexcept nogil:
     """y (contiguous) = act(x * W + bias) as in the file's comment.  wpack: the weight
     packed nr filters per sliver (groups round_up(Fg, nr) * K apart), or w, the weight
-    (F x K), packed by each task as it goes (gemm_gather_packing; with flipped_from,
-    the layer's weight of that geometry, packed as its flipped input gradient's); slab:
+    (F x K), packed by each task as it goes (cl_tile_gemm; with flipped_from, the
+    layer's weight of that geometry, packed as its flipped input gradient's); slab:
     G * N planes; aoff[k] = shift(tap) + c, start[p]: where position p's window starts
-    in its plane."""
+    in its plane.  With L.skip: taps[p], the taps of position p that read the input
+    (position_taps), and skipbuf, L.skip_per_thread slots per thread."""
     cdef Py_ssize_t nr = block_nr(kern, x), K = g.Cg * g.KK, NP = g.N * g.P
+    cdef Py_ssize_t mr = block_mr(kern, x)
     cdef Py_ssize_t fpad = round_up(g.Fg, nr), per_group = L.ntiles * L.nsplit
     cdef Py_ssize_t t, grp, tile, s0, s1, f0, fn, ldc, r0, rn, i, r, n, p0, seg
     cdef floating_t *ctile
     cdef floating_t *yblock
     cdef const floating_t **rows
+    cdef SkipLists sk
     for t in prange(g.N * g.G, num_threads=nt, schedule="static"):
         cl_fill_plane(x, g, L.ED, L.EH, L.EW, L.cs, t // g.G, t % g.G,
                       g.pd, g.ph, slab + (t % g.G * g.N + t // g.G) * L.plane)
@@ -174,19 +410,52 @@ cdef void correlate_channels_last(const floating_t *x, const Geom *g, const floa
         ldc = (s1 - s0) * nr
         r0 = tile * L.tw
         rn = min(L.tw, NP - r0)
-        for i in range(rn):
-            r = r0 + i
-            rows[i] = slab + (grp * g.N + r // g.P) * L.plane + start[r % g.P]
-        if w != NULL:
-            gemm_gather_packing(kern, rows, aoff, rn, K,
-                                w if flipped_from != NULL else w + (grp * g.Fg + f0) * K,
-                                fn, ctile, ldc, rows + L.tw, ctile + L.tw * ldc,
-                                ctile + L.tw * ldc + CK_MR_MAX * CK_NR_MAX, flipped_from,
-                                grp, f0)
+        # rows (image, position), or with L.skip (position, image): a block of rows
+        # then shares its positions, and their taps
+        if L.skip:
+            n = r0 % g.N
+            p0 = r0 // g.N
+            for i in range(rn):
+                rows[i] = slab + (grp * g.N + n) * L.plane + start[p0]
+                n = n + 1
+                if n == g.N:
+                    n = 0
+                    p0 = p0 + 1
         else:
+            for i in range(rn):
+                r = r0 + i
+                rows[i] = slab + (grp * g.N + r // g.P) * L.plane + start[r % g.P]
+        if L.skip:
+            sk = skip_lists(skipbuf + threadid() * L.skip_per_thread, L.tw // mr, g.KK)
+            skip_blocks(&sk, taps, r0, rn, g.N, mr)
+            sk.N = g.N
+            sk.r0 = r0
+            sk.p0 = r0 // g.N
+            sk.Pt = (r0 + rn - 1) // g.N - sk.p0 + 1
+        if not L.skip and w == NULL:
             gemm_gather_block(kern, rows, aoff, rn, K, wpack + (grp * fpad + f0) * K, fn,
                               ctile, ldc, rows + L.tw, ctile + L.tw * ldc)
+        else:
+            cl_tile_gemm(kern, rows, aoff, rn, K,
+                         wpack + (grp * fpad + f0) * K if w == NULL else NULL,
+                         w if flipped_from != NULL or w == NULL else w + (grp * g.Fg + f0) * K,
+                         flipped_from, grp, f0, fn, ctile, ldc, rows + L.tw,
+                         ctile + L.crows * ldc, ctile + L.crows * ldc + CK_MR_MAX * CK_NR_MAX,
+                         &sk if L.skip else NULL)
+        if L.skip and sk.nu > 0 and block_nonfinite(&sk, ctile, rn, fn, ldc):
+            # a non-finite weight: the sums with every tap, as the other paths have them
+            sk.nu = 0
+            cl_tile_gemm(kern, rows, aoff, rn, K,
+                         wpack + (grp * fpad + f0) * K if w == NULL else NULL,
+                         w if flipped_from != NULL or w == NULL else w + (grp * g.Fg + f0) * K,
+                         flipped_from, grp, f0, fn, ctile, ldc, rows + L.tw,
+                         ctile + L.crows * ldc, ctile + L.crows * ldc + CK_MR_MAX * CK_NR_MAX,
+                         &sk)
         # the block's positions, one image's run at a time, transposed into y
+        if L.skip:
+            skip_copy_out(ctile, ldc, &sk, g, grp * g.Fg + f0, fn, rn, bias, bias_mode, act,
+                          y)
+            continue
         i = 0
         while i < rn:
             n = (r0 + i) // g.P
@@ -219,22 +488,89 @@ cdef void channels_last_offsets(const Geom *g, Py_ssize_t EH, Py_ssize_t EW, Py_
             next_row(g, &od, &oh, &ow)
 
 
+cdef inline unsigned long long axis_taps(Py_ssize_t o, Py_ssize_t s, Py_ssize_t pad,
+                                         Py_ssize_t d, Py_ssize_t X,
+                                         Py_ssize_t K) noexcept nogil:
+    """Bit k set for the taps k < K of output o (stride s, padding pad, dilation d) that
+    read inside an axis of X inputs."""
+    cdef unsigned long long m = 0
+    cdef Py_ssize_t k, i
+    for k in range(K):
+        i = o * s - pad + k * d
+        if 0 <= i < X:
+            m = m | ((<unsigned long long> 1) << k)
+    return m
+
+
+cdef inline unsigned long long position_taps(const Geom *g, Py_ssize_t od, Py_ssize_t oh,
+                                             Py_ssize_t ow) noexcept nogil:
+    """Bit tap = (kd * KH + kh) * KW + kw set for the taps of position (od, oh, ow) that
+    read the input, not its padding (KK <= 64)."""
+    cdef unsigned long long md = axis_taps(od, g.sd, g.pd, g.dd, g.D, g.KD)
+    cdef unsigned long long mh = axis_taps(oh, g.sh, g.ph, g.dh, g.H, g.KH)
+    cdef unsigned long long mw = axis_taps(ow, g.sw, g.pw, g.dw, g.W, g.KW)
+    cdef unsigned long long m = 0
+    cdef Py_ssize_t kd, kh
+    for kd in range(g.KD):
+        if (md >> kd) & 1:
+            for kh in range(g.KH):
+                if (mh >> kh) & 1:
+                    m = m | (mw << ((kd * g.KH + kh) * g.KW))
+    return m
+
+
+cdef inline double axis_use(Py_ssize_t O, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t d,
+                            Py_ssize_t X, Py_ssize_t K) noexcept nogil:
+    """The fraction of an axis's (output, tap) pairs that read inside the input: per tap
+    k, the outputs o < O with 0 <= o * s - pad + k * d < X (counted, not walked: O can
+    be huge; conv_input_grad.pxi's floor_div)."""
+    cdef Py_ssize_t k, lo, hi, n = 0
+    for k in range(K):
+        lo = max(0, -floor_div(k * d - pad, s))
+        hi = min(O - 1, floor_div(X - 1 + pad - k * d, s))
+        if hi >= lo:
+            n = n + hi - lo + 1
+    return n / (<double> O * K)
+
+
+cdef double tap_skip_steps(const Geom *g) noexcept nogil:
+    """The multiply-add steps per output value that read padding (K = Cg * KK steps
+    each), which the tap skipping leaves out: exactly, for blocks of rows of one position
+    each (a multiple of mr images); 0 for a window of more than 64 taps.  The mean over
+    positions is the product of the axes' fractions."""
+    if g.KK < 2 or g.KK > 64:
+        return 0
+    return ((1 - axis_use(g.OD, g.sd, g.pd, g.dd, g.D, g.KD)
+             * axis_use(g.OH, g.sh, g.ph, g.dh, g.H, g.KH)
+             * axis_use(g.OW, g.sw, g.pw, g.dw, g.W, g.KW)) * g.Cg * g.KK)
+
+
+cdef void channels_last_taps(const Geom *g, unsigned long long *taps) noexcept nogil:
+    """taps[p] = position_taps of each of the P positions of an image."""
+    cdef Py_ssize_t p, od, oh, ow
+    for p in range(g.P):
+        position(g, p, &od, &oh, &ow)
+        taps[p] = position_taps(g, od, oh, ow)
+
+
 cdef void correlate_channels_last_call(const floating_t *x, const Geom *g,
                                        const floating_t *w, const floating_t *bias,
                                        int bias_mode, int act, floating_t *y,
-                                       const Geom *flipped_from, int nt) except *:
+                                       const Geom *flipped_from, bint skip,
+                                       int nt) except *:
     """correlate_channels_last of geometry g with its scratch allocated and the weight
     packed here: w is the layer's weight, packed as the forward's (flipped_from NULL) or,
     for the flipped input gradient of layer geometry flipped_from (g then its
     flipped_geom, x grad_y and y grad_x), as its flipped, transposed correlation."""
     cdef const Kernels *kern = cl_forward_kernels(g, x)
-    cdef ClForward L = cl_forward_layout(g, kern, nt, x)
+    cdef ClForward L = cl_forward_layout(g, kern, nt, x, skip)
     cdef Py_ssize_t nr = block_nr(kern, x), K = g.Cg * g.KK
     cdef Py_ssize_t *offsets = <Py_ssize_t *> alloc_uninit((K + g.P) * sizeof(Py_ssize_t))
     cdef floating_t *wpack = NULL
     cdef floating_t *slab = NULL
     cdef floating_t *scratch = NULL
     cdef const floating_t **ptrs = NULL
+    cdef unsigned long long *taps = NULL
     # one tile of positions: each block of the weight serves one task, which packs it
     cdef bint packs_in_tasks = L.ntiles == 1
     try:
@@ -245,17 +581,25 @@ cdef void correlate_channels_last_call(const floating_t *x, const Geom *g,
         slab = <floating_t *> alloc_uninit(g.G * g.N * L.plane * sizeof(floating_t))
         scratch = <floating_t *> alloc_uninit(nt * L.per_thread * sizeof(floating_t))
         ptrs = <const floating_t **> alloc_uninit(nt * L.ptrs * sizeof(floating_t *))
+        if L.skip:
+            # the positions' taps, then the tasks' lists
+            taps = <unsigned long long *> alloc_uninit(
+                (g.P + nt * L.skip_per_thread) * sizeof(unsigned long long))
         with nogil:
             if not packs_in_tasks and flipped_from != NULL:
                 pack_flipped_weights(w, flipped_from, nr, wpack, nt)
             elif not packs_in_tasks:
                 pack_forward_weights(w, g, nr, wpack, nt)
             channels_last_offsets(g, L.EH, L.EW, L.cs, offsets, offsets + K)
+            if L.skip:
+                channels_last_taps(g, taps)
             correlate_channels_last(x, g, wpack, bias, bias_mode, act, y, &L, slab, offsets,
                                     offsets + K, scratch, ptrs, kern, nt,
                                     w if packs_in_tasks else NULL,
-                                    flipped_from if packs_in_tasks else NULL)
+                                    flipped_from if packs_in_tasks else NULL, taps,
+                                    taps + g.P if L.skip else NULL)
     finally:
+        release(taps)
         release(ptrs)
         release(scratch)
         release(slab)

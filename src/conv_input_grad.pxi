@@ -380,9 +380,10 @@ cdef void backward_input_on(int path, const floating_t *gy, const floating_t *w,
         depthwise_cl_forward_call(gy, &t, w, True, NULL, 0, ACT_NONE, gx, nt)
     elif path == BWI_DEPTHWISE:
         depthwise_input_grad_call(gy, w, g, gx, nt)
-    elif path == BWI_FLIPPED_CHANNELS_LAST:
+    elif path == BWI_FLIPPED_CHANNELS_LAST or path == BWI_FLIPPED_CHANNELS_LAST_SKIP:
         t = flipped_geom(g)
-        correlate_channels_last_call(gy, &t, w, NULL, 0, ACT_NONE, gx, g, nt)
+        correlate_channels_last_call(gy, &t, w, NULL, 0, ACT_NONE, gx, g,
+                                     path == BWI_FLIPPED_CHANNELS_LAST_SKIP, nt)
     elif path in (BWI_FLIPPED, BWI_FLIPPED_IM2COL, BWI_FLIPPED_POINTWISE,
                   BWI_FLIPPED_IM2COL_IMAGES):
         backward_input_flipped(gy, w, g, gx,

@@ -225,13 +225,20 @@ def test_small_images_in_a_batch_take_tiles_spanning_images(spatial, filters, dt
     # take the channels-last gather instead: tested below)
     gather = (11 * math.prod(spatial) >= _conv.REDUCTION_BLOCK
               and plan._facts.slab_use < _paths.CHANNELS_LAST_SLAB_USE)
-    assert plan.paths["forward"] == ("channels_last" if gather else
+    # (windows whose padding takes enough of the steps skip it: tested in
+    # test_tap_skipping.py)
+    f = plan._facts
+    skip = f.channels_last and _paths._channels_last_skip_pays(f)
+    assert plan.paths["forward"] == ("channels_last_skip" if skip else
+                                     "channels_last" if gather else
                                      "im2col_rows" if few else "im2col_images")
     # (few positions in all read the weight's rows in place when there are filters for
     # a long reduction, col2im_rows; else col2im)
     rows = "col2im_rows" if filters >= 4 * _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1] \
         else "col2im"
-    assert plan.paths["backward_input"] == (rows if few else "flipped_im2col_images")
+    skip = f.flipped_channels_last and _paths._flipped_channels_last_skip_pays(f)
+    assert plan.paths["backward_input"] == ("flipped_channels_last_skip" if skip else
+                                            rows if few else "flipped_im2col_images")
     # few positions in all take the im2row weight gradient, others the channels-last
     # GEMM where its blocks fill; the image-spanning paths are forced below so that their
     # batch chunks and row blocks are checked
@@ -315,8 +322,12 @@ def test_few_positions_read_the_weight_rows_in_place():
         # take the channels-last gather (which packs the weight)
         gather = (x_shape[0] * math.prod(x_shape[2:]) >= _conv.REDUCTION_BLOCK
                   and use < _paths.CHANNELS_LAST_SLAB_USE)
-        assert ck.conv_plan(x_shape, w_shape, padding=1).paths["forward"] == (
-            "channels_last" if gather else "im2col_rows" if small else "slab_rows"), x_shape
+        # (and those whose padding takes enough steps skip it: test_tap_skipping.py)
+        plan = ck.conv_plan(x_shape, w_shape, padding=1)
+        skip = _paths._channels_last_skip_pays(plan._facts)
+        assert plan.paths["forward"] == (
+            "channels_last_skip" if skip else "channels_last" if gather else
+            "im2col_rows" if small else "slab_rows"), x_shape
     # many positions: the packed slab
     assert ck.conv_plan((4, 128, 32, 32), (128, 128, 3, 3), padding=1).paths[
         "forward"] == "slab"
