@@ -136,10 +136,10 @@ cdef Py_ssize_t channels_last_forward_scratch(const Geom *g, const floating_t *t
 
 cdef struct SkipLists:
     # A task's tap skipping (rows in (position, image) order): per block of rows of
-    # its tile, bidx[b] = the list of its
-    # taps (umask[bidx[b]], the union of its rows' taps that read the input) or -1 for
-    # all taps; nu lists; per reduction block, list u's steps ab[u * abstride ..]
-    # (pairs: offset into the window, offset of the packed weight's row) and cnt[u].
+    # its tile, bidx[b] = its list (of the taps umask[bidx[b]], the union of its rows'
+    # taps that read the input) or -1 for all taps; nu lists; per reduction block, list
+    # u's steps ab[u * abstride ..] (pairs: offset into the window, offset of the
+    # packed weight's row) and cnt[u].
     Py_ssize_t nu, KK, abstride
     # the tile's output block is image-major: row r0 + i (position (r0 + i) // N, image
     # (r0 + i) % N) at row n * Pt + position - p0 of the block
@@ -223,6 +223,13 @@ cdef inline void skip_steps(SkipLists *sk, const Py_ssize_t *aoff, Py_ssize_t k0
         sk.cnt[u] = j
 
 
+cdef inline floating_t *out_row(const SkipLists *sk, floating_t *C, Py_ssize_t ldc,
+                                Py_ssize_t i) noexcept nogil:
+    """Where row i of the tile goes in its image-major output block (SkipLists)."""
+    cdef Py_ssize_t r = sk.r0 + i
+    return C + (r % sk.N * sk.Pt + r // sk.N - sk.p0) * ldc
+
+
 cdef inline bint block_nonfinite(const SkipLists *sk, floating_t *C, Py_ssize_t rows,
                                  Py_ssize_t cols, Py_ssize_t ldc) noexcept nogil:
     """Whether a sum of the tile's rows in its output block C is NaN or infinite."""
@@ -247,13 +254,6 @@ cdef inline void rows_bias_act(floating_t *C, Py_ssize_t rows, Py_ssize_t cols,
         else:
             for j in range(cols):
                 row[j] = activate(row[j], act)
-
-
-cdef inline floating_t *out_row(const SkipLists *sk, floating_t *C, Py_ssize_t ldc,
-                                Py_ssize_t i) noexcept nogil:
-    """Where row i of the tile goes in its image-major output block (SkipLists)."""
-    cdef Py_ssize_t r = sk.r0 + i
-    return C + (r % sk.N * sk.Pt + r // sk.N - sk.p0) * ldc
 
 
 cdef inline void skip_copy_out(floating_t *ctile, Py_ssize_t ldc, const SkipLists *sk,
@@ -433,6 +433,7 @@ cdef void correlate_channels_last(const floating_t *x, const Geom *g, const floa
             sk.p0 = r0 // g.N
             sk.Pt = (r0 + rn - 1) // g.N - sk.p0 + 1
         if not L.skip and w == NULL:
+            # (the weight packed up front, every tap: gemm.pxd's product, as before)
             gemm_gather_block(kern, rows, aoff, rn, K, wpack + (grp * fpad + f0) * K, fn,
                               ctile, ldc, rows + L.tw, ctile + L.tw * ldc)
         else:
