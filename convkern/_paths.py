@@ -470,10 +470,13 @@ def _dot_pays(f):
 CHANNELS_LAST_SLAB_USE = 0.9
 
 
-def _channels_last_pays(f):
+def _channels_last_window_pays(f):
     return (not f.disjoint and f.taps > 1 and f.filters >= f.vl
-            and f.images * f.positions >= _conv.REDUCTION_BLOCK
             and (not f.direct or f.slab_use < CHANNELS_LAST_SLAB_USE))
+
+
+def _channels_last_pays(f):
+    return _channels_last_window_pays(f) and f.images * f.positions >= _conv.REDUCTION_BLOCK
 
 
 # The channels-last correlation's taps that read padding multiply zeros: its _skip
@@ -499,8 +502,7 @@ def _tap_skip_pays(f, steps):
 
 
 def _channels_last_skip_pays(f):
-    return (not f.disjoint and f.filters >= f.vl and _tap_skip_pays(f, f.tap_skip_steps)
-            and (not f.direct or f.slab_use < CHANNELS_LAST_SLAB_USE))
+    return _channels_last_window_pays(f) and _tap_skip_pays(f, f.tap_skip_steps)
 
 
 def _flipped_channels_last_skip_pays(f):

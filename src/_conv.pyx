@@ -83,8 +83,7 @@ from geometry cimport Geom, next_row, position, read_extent
 from gemm cimport (Kernels, select_kernels, block_mr, block_nr, block_vl, dot_rows, dot_cols,
                    gemv_rows, round_up, row_offsets, pack_rows, reduction_step, gemm_block,
                    gemm_rows_block, gemm_gather_block, gemm_gather_run, dot_block, gemv_block,
-                   ukernel,
-                   ukernel_gather, ukernel_gather_skip, CK_GEMM_ACCUMULATE,
+                   ukernel, ukernel_gather, ukernel_gather_skip, CK_GEMM_ACCUMULATE,
                    copy_sliver, rows_alias, KC, CK_MR_MAX, CK_NR_MAX)
 from unroll cimport (Tile, make_tile, slab_size, im2col, col2im_add, fill_slab, slab_offsets,
                      SLAB_SKEW)
