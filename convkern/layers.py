@@ -21,8 +21,13 @@ Conventions
   ``backward``'s by the next ``backward``): copy it to keep it.
 - Conv and Dense apply their activation in place on their output and compute its
   derivative and the bias gradient in one pass over ``grad_y``
-  (:mod:`convkern._activations`). Conv calls the convolution through one plan per input
-  shape; MaxPool calls :mod:`convkern.pool`; Dense uses NumPy's matmul.
+  (:mod:`convkern._activations`). Conv and Dense call the convolution through one plan
+  per input shape; MaxPool calls :mod:`convkern.pool`.
+- ``backward(grad_y, overwrite_grad_y=True)`` (Conv, Dense, ConvTranspose and the
+  activation layers) lets the layer write ``phi'``'s product over ``grad_y`` itself,
+  as SciPy's ``overwrite_x`` does: one fewer large array streamed through the cache.
+  ``Sequential`` passes it for the gradients its own layers returned, never for the
+  caller's ``grad_y`` unless told so.
 """
 
 import inspect
@@ -131,6 +136,19 @@ def _check_grad(layer, grad_y):
         raise TypeError(f"grad_y must have the output's dtype {y.dtype}, got {grad_y.dtype}")
 
 
+def _writable_in_place(grad_y, y, overwrite_grad_y):
+    """Whether ``grad_y * phi'(y)`` may be written over ``grad_y``."""
+    return (overwrite_grad_y and grad_y.flags.c_contiguous and grad_y.flags.writeable
+            and not np.may_share_memory(grad_y, y))
+
+
+def _grad_z_buffer(entry, grad_y, y, overwrite_grad_y):
+    """Where ``grad_y * phi'(y)`` goes: ``grad_y`` itself when allowed, else a layer buffer."""
+    if _writable_in_place(grad_y, y, overwrite_grad_y):
+        return grad_y
+    return entry.array("grad_z", y.shape, y.dtype, grad_y, y)
+
+
 # ---------------------------------------------------------------------------
 # Layers.
 
@@ -158,7 +176,10 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, grad_y):
-        """Add the parameter gradients to ``grads`` and return the input gradient."""
+        """Add the parameter gradients to ``grads`` and return the input gradient.
+
+        Layers that can work in place also take ``overwrite_grad_y=False``.
+        """
         raise NotImplementedError
 
     def train(self, mode=True):
@@ -376,13 +397,16 @@ class Conv(Layer):
         self._keep(x=x, y=y, entry=entry)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y, *, overwrite_grad_y=False):
         """Accumulate the weight and bias gradients and return the input gradient.
 
         Parameters
         ----------
         grad_y : ndarray of shape (N, F, *O)
             Gradient of the loss with respect to the layer's output.
+        overwrite_grad_y : bool, default False
+            Let the activation's derivative overwrite ``grad_y`` (when it is C-contiguous
+            and writable) instead of a buffer of the layer's.
 
         Returns
         -------
@@ -396,7 +420,7 @@ class Conv(Layer):
         if "bias" in self.params:
             grad_b = entry.array("grad_b", self.params["bias"].shape, self.dtype)
         if self.activation:
-            grad_z = entry.array("grad_z", y.shape, self.dtype, grad_y, y)
+            grad_z = _grad_z_buffer(entry, grad_y, y, overwrite_grad_y)
             activation_backward(grad_y, y, self.activation, bias=self.bias, out=grad_z,
                                 bias_out=grad_b)
         else:
@@ -627,12 +651,14 @@ class Dense(Layer):
         self._keep(x=x, y=y, entry=entry)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y, *, overwrite_grad_y=False):
         """Accumulate the weight and bias gradients and return the input gradient.
 
         Parameters
         ----------
         grad_y : ndarray of shape (N, out_features)
+        overwrite_grad_y : bool, default False
+            As in :meth:`Conv.backward`.
 
         Returns
         -------
@@ -643,7 +669,7 @@ class Dense(Layer):
         entry, x, y = self._entry, self._x, self._y
         grad_b = entry.array("grad_b", (self.out_features,), self.dtype) if self.bias else None
         if self.activation:
-            grad_z = entry.array("grad_z", y.shape, self.dtype, grad_y, y)
+            grad_z = _grad_z_buffer(entry, grad_y, y, overwrite_grad_y)
             activation_backward(grad_y, y, self.activation, bias="tied" if self.bias else None,
                                 out=grad_z, bias_out=grad_b)
         else:
@@ -736,22 +762,26 @@ class _Activation(Layer):
         self._keep(y=y, entry=entry)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y, *, overwrite_grad_y=False):
         """Return ``grad_y * phi'(x)``.
 
         Parameters
         ----------
         grad_y : ndarray of the output's shape
+        overwrite_grad_y : bool, default False
+            Compute the product in ``grad_y`` itself (when it is C-contiguous and
+            writable) and return it.
 
         Returns
         -------
         grad_x : ndarray of the same shape, or None if ``needs_input_grad`` is False
-            Owned by the layer: the next backward of the same shape overwrites it.
+            Owned by the layer (or ``grad_y``): the next backward of the same shape
+            overwrites it.
         """
         _check_grad(self, grad_y)
         if not self.needs_input_grad:
             return None
-        grad_x = self._entry.array("grad_x", grad_y.shape, grad_y.dtype, grad_y, self._y)
+        grad_x = _grad_z_buffer(self._entry, grad_y, self._y, overwrite_grad_y)
         return activation_backward(grad_y, self._y, self.name, out=grad_x)[0]
 
 
@@ -862,20 +892,37 @@ class Sequential(Layer):
             x = layer(x)
         return x
 
-    def backward(self, grad_y):
+    def backward(self, grad_y, *, overwrite_grad_y=False):
         """Back-propagate through the layers in reverse order.
+
+        Each gradient a convkern layer returned (its own buffer, or a view of one) is
+        handed to the layer before it with ``overwrite_grad_y=True``: nothing else reads
+        it. A layer of another class gets the one-argument call, and its result is left
+        alone.
 
         Parameters
         ----------
         grad_y : ndarray
             Gradient with respect to the last layer's output.
+        overwrite_grad_y : bool, default False
+            Let the last layer overwrite ``grad_y`` too.
 
         Returns
         -------
         grad_x : ndarray, or None if ``needs_input_grad`` is False
         """
+        scratch = overwrite_grad_y  # whether grad_y may be overwritten
         for layer in reversed(self.layers):
-            grad_y = layer.backward(grad_y)
+            backward = type(layer).backward
+            if backward in _IN_PLACE_BACKWARDS:
+                grad_x = layer.backward(grad_y, overwrite_grad_y=scratch)
+            else:
+                grad_x = layer.backward(grad_y)
+            # MaxPool and Flatten return a new buffer or a view of grad_y: either is as
+            # free to overwrite as grad_y was.
+            scratch = backward in _OWNED_RESULT_BACKWARDS and (
+                scratch or grad_x is None or not np.may_share_memory(grad_x, grad_y))
+            grad_y = grad_x
         return grad_y
 
     def __repr__(self):
@@ -996,12 +1043,14 @@ class ConvTranspose(Layer):
         self._keep(x=x, y=y)
         return y
 
-    def backward(self, grad_y):
+    def backward(self, grad_y, *, overwrite_grad_y=False):
         """Accumulate the weight and bias gradients and return the input gradient.
 
         Parameters
         ----------
         grad_y : ndarray of shape (N, F, *O)
+        overwrite_grad_y : bool, default False
+            As in :meth:`Conv.backward`.
 
         Returns
         -------
@@ -1010,8 +1059,9 @@ class ConvTranspose(Layer):
         _check_grad(self, grad_y)
         weight = self.params["weight"]
         if self.activation:
+            out = grad_y if _writable_in_place(grad_y, self._y, overwrite_grad_y) else None
             grad_z, grad_b = activation_backward(grad_y, self._y, self.activation,
-                                                 bias="tied" if self.bias else None)
+                                                 bias="tied" if self.bias else None, out=out)
         else:
             grad_z = grad_y
             grad_b = conv_backward_bias(grad_z) if self.bias else None
@@ -1036,3 +1086,11 @@ class ConvTranspose(Layer):
             "activation": self.activation,
             "dtype": self.dtype.name,
         }
+
+
+# The layers whose backward takes ``overwrite_grad_y``, and those whose result is a
+# buffer of their own or a view of their grad_y (what Sequential may pass on as scratch).
+_IN_PLACE_BACKWARDS = frozenset(
+    cls.backward for cls in (Conv, Dense, ConvTranspose, ReLU, Sigmoid, Tanh, Sequential))
+_OWNED_RESULT_BACKWARDS = frozenset(
+    cls.backward for cls in (Conv, Dense, ConvTranspose, ReLU, Sigmoid, Tanh, MaxPool, Flatten))
