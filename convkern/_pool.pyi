@@ -22,6 +22,11 @@ def maxpool_forward(
     num_threads: int,
 ) -> None: ...
 def maxpool_backward(
-    grad_y: _Float, indices: NDArray[np.int64], out: _Float, num_threads: int
+    grad_y: _Float,
+    indices: NDArray[np.int64],
+    out: _Float,
+    num_threads: int,
+    positive: _Float | None = None,
 ) -> int:
-    """Scatter grad_y to out[plane, indices]; return how many indices were out of range."""
+    """Scatter grad_y to out[plane, indices] (only where positive > 0, when given);
+    return how many indices were out of range."""

@@ -28,6 +28,9 @@ Conventions
   as SciPy's ``overwrite_x`` does: one fewer large array streamed through the cache.
   ``Sequential`` passes it for the gradients its own layers returned, never for the
   caller's ``grad_y`` unless told so.
+- ``Sequential`` takes the derivative of a ReLU (a Conv's or a ReLU layer's) that feeds a
+  MaxPool in the pool's scatter (only outputs > 0 go back) and the Conv's bias sums in
+  its weight gradient's pass: no pass over the larger gradient for the activation.
 """
 
 import inspect
@@ -414,20 +417,26 @@ class Conv(Layer):
             Owned by the layer: the next backward of the same shape overwrites it.
         """
         _check_grad(self, grad_y)
-        entry, x, y = self._entry, self._x, self._y
-        weight = self.params["weight"]
+        if not self.activation:
+            return self._backward_z(grad_y)
+        entry, y = self._entry, self._y
         grad_b = None
         if "bias" in self.params:
             grad_b = entry.array("grad_b", self.params["bias"].shape, self.dtype)
-        if self.activation:
-            grad_z = _grad_z_buffer(entry, grad_y, y, overwrite_grad_y)
-            activation_backward(grad_y, y, self.activation, bias=self.bias, out=grad_z,
-                                bias_out=grad_b)
-        else:
-            grad_z = grad_y
+        grad_z = _grad_z_buffer(entry, grad_y, y, overwrite_grad_y)
+        activation_backward(grad_y, y, self.activation, bias=self.bias, out=grad_z,
+                            bias_out=grad_b)
+        return self._backward_z(grad_z, grad_b)
+
+    def _backward_z(self, grad_z, grad_b=None):
+        """backward from the gradient before the activation, ``grad_z``; ``grad_b`` is
+        its bias gradient when already summed (else the weight gradient's pass sums it)."""
+        entry, x = self._entry, self._x
+        weight = self.params["weight"]
         grad_w = entry.array("grad_w", weight.shape, self.dtype)
-        if grad_b is not None and not self.activation:
-            # the bias gradient in the weight gradient's pass over grad_y
+        if grad_b is None and "bias" in self.params:
+            # the bias gradient in the weight gradient's pass over grad_z
+            grad_b = entry.array("grad_b", self.params["bias"].shape, self.dtype)
             entry.plan.backward_weight_bias(x, grad_z, out=grad_w, bias_out=grad_b)
         else:
             entry.plan.backward_weight(x, grad_z, out=grad_w)
@@ -557,6 +566,14 @@ class MaxPool(Layer):
             return None
         grad_x = self._entry.array("grad_x", self._x_shape, self._y.dtype, grad_y)
         return self._entry.plan.backward(grad_y, self._indices, out=grad_x)
+
+    def _backward_through_relu(self, grad_y):
+        """The input gradient times ReLU's derivative at the input, for an input that a
+        ReLU made: the pooled outputs are the input's values at the argmax, so only the
+        outputs > 0 are scattered (the same bits as backward, then the derivative)."""
+        _check_grad(self, grad_y)
+        grad_x = self._entry.array("grad_x", self._x_shape, self._y.dtype, grad_y)
+        return self._entry.plan._backward_positive(grad_y, self._indices, self._y, grad_x)
 
     def config(self):
         return {
@@ -912,8 +929,21 @@ class Sequential(Layer):
         grad_x : ndarray, or None if ``needs_input_grad`` is False
         """
         scratch = overwrite_grad_y  # whether grad_y may be overwritten
-        for layer in reversed(self.layers):
+        i = len(self.layers) - 1
+        while i >= 0:
+            layer = self.layers[i]
             backward = type(layer).backward
+            if i > 0 and _relu_before_pool(self.layers[i - 1], layer):
+                # a ReLU's derivative in the pool's scatter: one pass over the larger
+                # gradient fewer
+                before = self.layers[i - 1]
+                grad_z = layer._backward_through_relu(grad_y)
+                if type(before) is ReLU:
+                    grad_x = grad_z if before.needs_input_grad else None
+                else:
+                    grad_x = before._backward_z(grad_z)
+                scratch, grad_y, i = True, grad_x, i - 2
+                continue
             if backward in _IN_PLACE_BACKWARDS:
                 grad_x = layer.backward(grad_y, overwrite_grad_y=scratch)
             else:
@@ -923,6 +953,7 @@ class Sequential(Layer):
             scratch = backward in _OWNED_RESULT_BACKWARDS and (
                 scratch or grad_x is None or not np.may_share_memory(grad_x, grad_y))
             grad_y = grad_x
+            i -= 1
         return grad_y
 
     def __repr__(self):
@@ -1094,3 +1125,13 @@ _IN_PLACE_BACKWARDS = frozenset(
     cls.backward for cls in (Conv, Dense, ConvTranspose, ReLU, Sigmoid, Tanh, Sequential))
 _OWNED_RESULT_BACKWARDS = frozenset(
     cls.backward for cls in (Conv, Dense, ConvTranspose, ReLU, Sigmoid, Tanh, MaxPool, Flatten))
+
+
+def _relu_before_pool(before, layer):
+    """A MaxPool fed by a ReLU (a Conv's or a ReLU layer's), both of convkern's own
+    classes: Sequential.backward then scatters only the pooled outputs > 0."""
+    if type(layer).backward is not MaxPool.backward or not layer.needs_input_grad:
+        return False
+    if type(before).backward is _Activation.backward:
+        return before.name == "relu"
+    return type(before).backward is Conv.backward and before.activation == "relu"

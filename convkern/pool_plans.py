@@ -203,13 +203,27 @@ class PoolPlan:
                                            given + (grad_y, indices)))
 
 
-def scatter_to_argmax(grad_y, indices, planes, plane, gx):
-    """Fill ``gx`` (``planes`` planes of ``plane`` elements) with ``grad_y`` at ``indices``."""
+    def _backward_positive(self, grad_y, indices, y, out):
+        """backward into ``out`` of only the entries whose output ``y`` is > 0 (the
+        gradient through a ReLU before the pool; MaxPool and Sequential's use)."""
+        given = (grad_y, indices, y)
+        grad_y = self._array("grad_y", grad_y, self.y_shape, float_array)
+        indices = self._array("indices", indices, self.y_shape, index_array)
+        y = self._array("y", y, self.y_shape, float_array)
+        return scatter_to_argmax(grad_y, indices, self._planes, self._plane,
+                                 check_out(out, self.x_shape, self.dtype,
+                                           given + (grad_y, indices, y)), positive=y)
+
+
+def scatter_to_argmax(grad_y, indices, planes, plane, gx, positive=None):
+    """Fill ``gx`` (``planes`` planes of ``plane`` elements) with ``grad_y`` at ``indices``;
+    with ``positive`` (the pooled outputs) only where it is > 0."""
     if planes == 0:
         return gx
     bad = _pool.maxpool_backward(
         grad_y.reshape(planes, -1), indices.reshape(planes, -1), gx.reshape(planes, plane),
         threads_for(gx.size, POOL_GRAIN),
+        None if positive is None else positive.reshape(planes, -1),
     )
     if bad:
         raise ValueError(f"indices has {bad} entries outside the input plane [0, {plane})")

@@ -68,4 +68,5 @@ def scatter_to_argmax(
     planes: int,
     plane: int,
     gx: NDArray[_F],
+    positive: NDArray[_F] | None = None,
 ) -> NDArray[_F]: ...

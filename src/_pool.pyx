@@ -336,13 +336,18 @@ def maxpool_forward(const floating_t[:, :, :, :, ::1] x not None,
 
 def maxpool_backward(const floating_t[:, ::1] grad_y not None,
                      const int64_t[:, ::1] indices not None,
-                     floating_t[:, ::1] out not None, int num_threads):
+                     floating_t[:, ::1] out not None, int num_threads,
+                     const floating_t[:, ::1] positive=None):
     """Fill out (planes, plane_size) with grad_y scattered to indices; return the bad count.
 
     grad_y and indices are (planes, outputs per plane).  An index outside
-    [0, plane_size) is counted and skipped.
+    [0, plane_size) is counted and skipped.  With positive (grad_y's shape: the pooled
+    outputs) only the entries whose output is > 0 are scattered: the gradient through a
+    ReLU before the pool, whose output at the argmax is that value (a NaN or a value
+    <= 0 gives 0, as ReLU's derivative does).
     """
     cdef Py_ssize_t planes = out.shape[0], size = out.shape[1], per = grad_y.shape[1]
+    cdef bint masked = positive is not None
     # chunks of planes (small planes: one memset and one task for many of them)
     cdef Py_ssize_t chunk = max(1, min(SCATTER_CHUNK // max(1, size + per),
                                        (planes + 4 * max(1, num_threads) - 1)
@@ -362,7 +367,7 @@ def maxpool_backward(const floating_t[:, ::1] grad_y not None,
                     idx = indices[t, o]
                     if idx < 0 or idx >= size:
                         bad += 1
-                    else:
+                    elif not masked or positive[t, o] > 0:
                         out[t, idx] = out[t, idx] + grad_y[t, o]
     return bad
 

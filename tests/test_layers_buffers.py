@@ -8,7 +8,8 @@
   and its derivative as NumPy expressions, the bias gradients by conv_backward_bias):
   the fused kernel computes the same expressions and the same double sums in the same
   order (see test_eltwise.py). Dense bias gradients are conv_backward_bias of the
-  (N, F, 1) view there too.
+  (N, F, 1) view there too; the convs, each followed by a max-pool, take their bias
+  sums in the weight gradient's pass (backward_weight_bias), as Sequential does.
 - The same steps equal PyTorch's (conftest tolerance).
 - The returned arrays follow the ownership contract: the next forward of the same shape
   overwrites them, other shapes keep their own, and a layer fed its own output back is
@@ -17,6 +18,10 @@
   layer before with it (the functional steps above run that way), never the caller's
   grad_y (even through Flatten's view) nor what a layer of another class returned; a
   layer told so writes phi''s product over grad_y and computes the same bits.
+- A ReLU (a Conv's or a ReLU layer's) before a MaxPool: Sequential scatters only the
+  pooled outputs > 0 and skips the derivative's pass; the gradients equal the layers'
+  own backward calls (the same bits but for the bias sums' order), NaN and overlapping
+  windows included, and a sigmoid is not fused.
 """
 
 import tracemalloc
@@ -90,6 +95,16 @@ def dense_weight_grad(x, g):
     return ck.conv_backward_weight(x[:, :, None], g[:, :, None], (g.shape[1], x.shape[1], 1))[:, :, 0]
 
 
+def _weight_and_bias_grads(index, x, g, w):
+    """A ReLU conv's gradients when a max-pool follows: Sequential takes ReLU's
+    derivative in the pool's scatter, and the bias sums in the weight gradient's pass
+    (backward_weight_bias: conv_backward_bias's values up to the order of the double
+    sums)."""
+    plan = ck.conv_plan(x.shape, w.shape, dtype=x.dtype, padding=1, bias="tied")
+    grad_w, grad_b = plan.backward_weight_bias(x, g)
+    return {f"{index}.weight": grad_w, f"{index}.bias": grad_b}
+
+
 def functional_step(params, momentum, x, labels):
     """The same training step with the functional API and NumPy; updates params."""
     w0, b0, w2, b2 = params["0.weight"], params["0.bias"], params["2.weight"], params["2.bias"]
@@ -114,12 +129,10 @@ def functional_step(params, momentum, x, labels):
     grads |= {"5.weight": dense_weight_grad(f, g5), "5.bias": ck.conv_backward_bias(g5[:, :, None])}
     g_f = dense_input_grad(g5, w5)
     g2 = np.where(a2 > 0, ck.maxpool_backward(g_f.reshape(p2.shape), i2, a2.shape), 0)
-    grads |= {"2.weight": ck.conv_backward_weight(p1, g2, w2.shape, padding=1),
-              "2.bias": ck.conv_backward_bias(g2)}
+    grads |= _weight_and_bias_grads("2", p1, g2, w2)
     g_p1 = ck.conv_backward_input(g2, w2, p1.shape, padding=1)
     g1 = np.where(a1 > 0, ck.maxpool_backward(g_p1, i1, a1.shape), 0)
-    grads |= {"0.weight": ck.conv_backward_weight(x, g1, w0.shape, padding=1),
-              "0.bias": ck.conv_backward_bias(g1)}
+    grads |= _weight_and_bias_grads("0", x, g1, w0)
     for name, grad in grads.items():
         if name in momentum:
             momentum[name] = momentum[name] * MOMENTUM + grad
@@ -334,3 +347,54 @@ def test_a_layer_told_to_overwrite_grad_y_computes_the_same_bits(layer, rng):
     layer.zero_grad()
     grad_y.flags.writeable = False
     np.testing.assert_array_equal(layer.backward(grad_y, overwrite_grad_y=True), expected_x)
+
+
+def _layer_by_layer(model, grad_y):
+    """Each layer's own backward, last to first (no fusion across layers)."""
+    for layer in reversed(model.layers):
+        grad_y = layer.backward(grad_y)
+    return grad_y
+
+
+@pytest.mark.parametrize("kind", ["conv relu", "relu layer", "conv sigmoid"])
+def test_a_relu_before_a_pool_is_fused_into_its_scatter(kind, rng):
+    first = {
+        "conv relu": [Conv(2, 4, 3, padding=1, activation="relu", rng=0)],
+        "relu layer": [Conv(2, 4, 3, padding=1, rng=0), ReLU()],
+        "conv sigmoid": [Conv(2, 4, 3, padding=1, activation="sigmoid", rng=0)],
+    }[kind]
+    # overlapping windows: one input can be the argmax of several outputs
+    model = Sequential(*first, MaxPool(3, stride=2), Flatten(), Dense(36, 5, rng=0))
+    model.needs_input_grad = True
+    x = rng.standard_normal((3, 2, 7, 7)).astype(np.float32)
+    x[0, :, 2:4, 2:4] = np.nan  # NaN outputs: ReLU keeps them, its derivative is 0 there
+    y = model(x)
+    grad_y = rng.standard_normal(y.shape).astype(np.float32)
+    grad_x = model.backward(grad_y).copy()
+    fused = {name: g.copy() for name, g in model.grads.items()}
+    model.zero_grad()
+    model(x)
+    np.testing.assert_array_equal(_layer_by_layer(model, grad_y), grad_x)
+    for name, grad in model.grads.items():
+        if name.endswith("bias"):
+            assert_close(fused[name], grad, np.float32)
+        else:
+            np.testing.assert_array_equal(fused[name], grad, err_msg=name)
+
+
+def test_the_pools_scatter_through_relu_has_the_derivatives_bits(rng):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    x[0, 0, :3, :3] = np.nan
+    x[1, 2] = 0.0  # ReLU's derivative at 0 is 0
+    model = Sequential(ReLU(), MaxPool(3, stride=2, padding=1))
+    model.needs_input_grad = True
+    y = model(x)
+    grad_y = rng.standard_normal(y.shape).astype(np.float32)
+    activated = np.maximum(x, 0)  # NaN kept, as ReLU keeps it
+    _, indices = ck.maxpool_forward(activated, 3, stride=2, padding=1)
+    expected = np.where(activated > 0, ck.maxpool_backward(grad_y, indices, x.shape), 0)
+    np.testing.assert_array_equal(model.backward(grad_y), expected)
+    # Without the input gradient, the first layer returns nothing.
+    model.needs_input_grad = False
+    model(x)
+    assert model.backward(grad_y) is None
