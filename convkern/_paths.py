@@ -84,6 +84,7 @@ Facts = namedtuple(
         "taps",            # prod(K), the window's taps
         "itemsize",        # bytes per element of the dtype
         "row_width",       # OW, outputs per output row
+        "input_row_width",  # W, inputs per input row (the flipped correlation's outputs)
         "vl",              # elements per vector of the micro-kernels for the dtype
         "disjoint",        # stride >= the dilated window on every axis: no input read twice
         "depth_taps",      # KD, the window's taps along the first of three spatial axes
@@ -470,9 +471,27 @@ def _dot_pays(f):
 CHANNELS_LAST_SLAB_USE = 0.9
 
 
+# A slab at full use can still lose to the channels-last correlation when its output
+# rows are one vector long (16x16 images and 16^3 volumes on AVX-512): its vector rows
+# then make each sliver two output rows, and every multiply-add step loads from two
+# rows of the slab a padded row apart, where the channels-last correlation's vectors
+# run along the filters (the flipped input gradient's: the channels).  Measured on an
+# AVX-512 Xeon (2 threads) over the zoo's layers with such rows and at least a GEMM
+# block (nr) of those: 1.02-1.14x the slab's speed, forward and input gradient (VGG's
+# 16x16 stage at batch 16, U-Net's 16x16 stage, 3-D U-Net's 16^3 layers of 32-64
+# channels); with one vector of them (3-D U-Net's 16 -> 32 layer's input gradient, 16
+# channels) 0.90-0.93x.  Rows of two vectors (32x32 images) ran 0.94-1.05x: no rule.
+# On AVX2's kernels (the same Xeon) 8x8 images of 64-512 channels ran 0.97-1.1x faster
+# forward and 1.0-1.2x input gradient (col2im_rows included, at batch 2-4).  Small
+# outputs (a 4x4 image of SSE2's 4-value vectors) keep their own rules.
+def _slab_rows_of_one_vector(width, vector_values, f):
+    return width == f.vl and vector_values >= f.nr and not _small_output(f)
+
+
 def _channels_last_window_pays(f):
     return (not f.disjoint and f.taps > 1 and f.filters >= f.vl
-            and (not f.direct or f.slab_use < CHANNELS_LAST_SLAB_USE))
+            and (not f.direct or f.slab_use < CHANNELS_LAST_SLAB_USE
+                 or _slab_rows_of_one_vector(f.row_width, f.filters, f)))
 
 
 def _channels_last_pays(f):
@@ -507,17 +526,24 @@ def _channels_last_skip_pays(f):
 
 def _flipped_channels_last_skip_pays(f):
     return (_channel_rich(f) and _tap_skip_pays(f, f.flipped_tap_skip_steps)
-            and (not f.flipped_direct or f.flipped_slab_use < CHANNELS_LAST_SLAB_USE))
+            and _flipped_slab_loses(f))
 
 
 # The flipped input gradient on the channels-last correlation: the same trade against
 # the flipped slab and tiles, for a channel-rich layer (its input channels are the
 # correlation's vectors) whose positions are not few (col2im_rows takes those), or are
-# few over a window of three axes but fill a reduction block (_flipped_few_3d).
+# few but fill a reduction block over a window of three axes or in rows of one vector
+# (_flipped_few_pay).
 def _flipped_channels_last_pays(f):
     return (f.taps > 1 and _channel_rich(f)
-            and (not _few_positions(f) or _flipped_few_3d(f))
-            and (not f.flipped_direct or f.flipped_slab_use < CHANNELS_LAST_SLAB_USE))
+            and (not _few_positions(f) or _flipped_few_pay(f))
+            and _flipped_slab_loses(f))
+
+
+# (the flipped slab's halo, or its rows of one vector, as for the forward)
+def _flipped_slab_loses(f):
+    return (not f.flipped_direct or f.flipped_slab_use < CHANNELS_LAST_SLAB_USE
+            or _slab_rows_of_one_vector(f.input_row_width, f.channels, f))
 
 
 # A window over three axes (27 taps) with few positions in all, but at least a reduction
@@ -527,10 +553,11 @@ def _flipped_channels_last_pays(f):
 # 4x4x4 bottleneck at batch 2 (128 positions) ran 1.12-1.20x faster on it, at batch 1
 # (64 positions, a half-used weight pack) 0.82-0.84x.  Over a 2-D window col2im_rows
 # kept VGG's 4x4, ResNet's 7x7 and U-Net's 8x8 stages at their training batch (1.1-1.3x
-# faster) and lost 5-15% on some 16x16 layers at batch 1: no rule there.
-def _flipped_few_3d(f):
-    return (f.depth_taps > 1 and _few_positions(f)
-            and f.images * f.positions >= _conv.REDUCTION_BLOCK)
+# faster), but lost to it on 16x16 images at batch 1, rows of one vector
+# (_slab_rows_of_one_vector; 64-512 channels: 1.08-1.26x faster on it).
+def _flipped_few_pay(f):
+    return ((f.depth_taps > 1 or _slab_rows_of_one_vector(f.input_row_width, f.channels, f))
+            and _few_positions(f) and f.images * f.positions >= _conv.REDUCTION_BLOCK)
 
 
 # The gathered weight gradient (src/conv_weight_grad_gather.pxi) puts the filters in the
@@ -761,6 +788,7 @@ def facts(geometry, dtype):
         taps=w5[2] * w5[3] * w5[4],
         itemsize=dtype.itemsize,
         row_width=y5[4],
+        input_row_width=x5[4],
         depth_taps=w5[2],
         disjoint=all(st >= (k - 1) * d + 1
                      for k, st, d in zip(w5[2:], geometry[4], geometry[6])),

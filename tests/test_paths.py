@@ -318,10 +318,11 @@ def test_few_positions_read_the_weight_rows_in_place():
         geometry = (x_shape, w_shape, x_shape, 1, (1,) * k, (1,) * k, (1,) * k)
         use = _conv.slab_use(*_five_d(geometry), nr, vl)
         small = math.prod(x_shape[2:]) < 4 * nr or use < _paths.SLAB_USE_MIN
-        # a reduction block of positions in all over windows the slab would partly waste
-        # take the channels-last gather (which packs the weight)
+        # a reduction block of positions in all over windows the slab would partly waste,
+        # or in rows of one vector, take the channels-last gather (which packs the weight)
         gather = (x_shape[0] * math.prod(x_shape[2:]) >= _conv.REDUCTION_BLOCK
-                  and use < _paths.CHANNELS_LAST_SLAB_USE)
+                  and (use < _paths.CHANNELS_LAST_SLAB_USE
+                       or (x_shape[-1] == vl and w_shape[0] >= nr)))
         # (and those whose padding takes enough steps skip it: test_tap_skipping.py)
         plan = ck.conv_plan(x_shape, w_shape, padding=1)
         skip = _paths._channels_last_skip_pays(plan._facts)
@@ -339,8 +340,9 @@ def test_few_positions_read_the_weight_rows_in_place():
         "backward_input"] == "flipped_channels_last"
     assert ck.conv_plan((1, 128, 4, 4, 4), (128, 128, 3, 3, 3), padding=1).paths[
         "backward_input"] == "col2im_rows"
-    assert ck.conv_plan((2, 128, 8, 8), (128, 128, 3, 3), padding=1).paths[
-        "backward_input"] == "col2im_rows"
+    if vl != 8:  # (rows of one vector take the flipped gather: below)
+        assert ck.conv_plan((2, 128, 8, 8), (128, 128, 3, 3), padding=1).paths[
+            "backward_input"] == "col2im_rows"
     # few filters for the reduction over them: col2im
     assert ck.conv_plan((1, 256, 8, 8), (16, 256, 3, 3), padding=1).paths[
         "backward_input"] == "col2im"
@@ -1044,7 +1046,7 @@ def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
     """Channel-rich layers with a reduction block of positions in all, whose slab would
     compute more than a tenth of halo, take the channels-last gather for the forward and
     the flipped input gradient (3-D U-Net's 8^3 volumes, VGG's 8x8 layers at a training
-    batch); a slab at full use (VGG's 16x16 layers at batch 16, on AVX-512), a batch-1
+    batch); a slab at full use in rows of several vectors (VGG's 32x32 layers), a batch-1
     4x4 image (few positions: the weight's rows in place), a disjoint k2 s2 window, a
     1x1 layer and a group of fewer filters than a vector do not."""
     unet3d = ck.conv_plan((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), padding=1)
@@ -1053,9 +1055,9 @@ def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
         if plan._facts.slab_use < _paths.CHANNELS_LAST_SLAB_USE:  # (the ISA's slivers)
             assert plan.paths["forward"] == "channels_last"
             assert plan.paths["backward_input"] == "flipped_channels_last"
-    vgg16 = ck.conv_plan((16, 128, 16, 16), (128, 128, 3, 3), padding=1)
-    if vgg16._facts.slab_use >= _paths.CHANNELS_LAST_SLAB_USE:
-        assert vgg16.paths["forward"] == "slab"
+    vgg32 = ck.conv_plan((16, 64, 32, 32), (64, 64, 3, 3), padding=1)
+    if vgg32._facts.slab_use >= _paths.CHANNELS_LAST_SLAB_USE and 32 != vgg32._facts.vl:
+        assert vgg32.paths["forward"] == "slab"
     assert ck.conv_plan((1, 512, 4, 4), (512, 512, 3, 3), padding=1).paths[
         "forward"] == "im2col_rows"
     assert ck.conv_plan((16, 128, 16, 16), (64, 128, 2, 2), stride=2).paths[
@@ -1065,6 +1067,31 @@ def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
     d = ck.conv_plan((64, 1, 28, 28), (8, 1, 5, 5))
     if 8 < d._facts.vl:
         assert d.paths["forward"] != "channels_last"
+
+
+def test_rows_of_one_vector_take_the_channels_last_gather():
+    """Images whose rows are one vector long (16x16 and 16^3 on AVX-512, 8x8 on AVX2) make
+    the slab's vector rows short: the channels-last gather takes the forward and the
+    flipped input gradient where its vectors (the filters, the channels) fill a GEMM
+    block, at a training batch and with few positions in all (a reduction block of
+    them); a group of fewer keeps the slab."""
+    info = _conv.kernel_info()["float32"]
+    vl, nr = info["vector"][0], info["gemm"][1]
+    if vl < 8:
+        pytest.skip("rows of fewer than 8 values are small images (other rules)")
+    few = -(-_conv.REDUCTION_BLOCK // (vl * vl))  # images of few positions in all
+    for x_shape, f in [((16, nr, vl, vl), 4 * nr), ((few, 4 * nr, vl, vl), 4 * nr),
+                       ((2, nr, vl, vl, vl), nr)]:
+        k = len(x_shape) - 2
+        plan = ck.conv_plan(x_shape, (f, x_shape[1]) + (3,) * k, padding=1)
+        assert plan._facts.slab_use == 1.0, x_shape  # the slab computes no halo
+        assert plan.paths["forward"] == "channels_last", x_shape
+        assert plan.paths["backward_input"] == "flipped_channels_last", x_shape
+    # channels or filters of one vector: the slab and the flipped slab
+    narrow = ck.conv_plan((2, vl, vl, vl, vl), (2 * nr, vl, 3, 3, 3), padding=1)
+    assert narrow.paths["backward_input"] == "flipped"
+    narrow = ck.conv_plan((2, 2 * nr, vl, vl, vl), (vl, 2 * nr, 3, 3, 3), padding=1)
+    assert narrow.paths["forward"] == "slab"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
