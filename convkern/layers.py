@@ -938,7 +938,7 @@ class Sequential(Layer):
                 # gradient fewer
                 before = self.layers[i - 1]
                 grad_z = layer._backward_through_relu(grad_y)
-                if type(before) is ReLU:
+                if isinstance(before, _Activation):
                     grad_x = grad_z if before.needs_input_grad else None
                 else:
                     grad_x = before._backward_z(grad_z)

@@ -356,11 +356,16 @@ def _layer_by_layer(model, grad_y):
     return grad_y
 
 
-@pytest.mark.parametrize("kind", ["conv relu", "relu layer", "conv sigmoid"])
+class _MyReLU(ReLU):
+    """A user's subclass that keeps ReLU's backward."""
+
+
+@pytest.mark.parametrize("kind", ["conv relu", "relu layer", "relu subclass", "conv sigmoid"])
 def test_a_relu_before_a_pool_is_fused_into_its_scatter(kind, rng):
     first = {
         "conv relu": [Conv(2, 4, 3, padding=1, activation="relu", rng=0)],
         "relu layer": [Conv(2, 4, 3, padding=1, rng=0), ReLU()],
+        "relu subclass": [Conv(2, 4, 3, padding=1, rng=0), _MyReLU()],
         "conv sigmoid": [Conv(2, 4, 3, padding=1, activation="sigmoid", rng=0)],
     }[kind]
     # overlapping windows: one input can be the argmax of several outputs
