@@ -397,7 +397,7 @@ cdef void correlate_channels_last(const floating_t *x, const Geom *g, const floa
     cdef SkipLists sk
     for t in prange(g.N * g.G, num_threads=nt, schedule="static"):
         cl_fill_plane(x, g, L.ED, L.EH, L.EW, L.cs, t // g.G, t % g.G,
-                      g.pd, g.ph, slab + (t % g.G * g.N + t // g.G) * L.plane)
+                      g.pd, g.ph, g.pw, slab + (t % g.G * g.N + t // g.G) * L.plane)
     for t in prange(g.G * per_group, num_threads=nt, schedule="static"):
         rows = ptrs + threadid() * L.ptrs
         ctile = scratch + threadid() * L.per_thread

@@ -24,10 +24,11 @@
 #
 # Units: an image, or, when one image's slab and packed grad_y outgrow a sub-chunk
 # (CHANNELS_LAST_SUB_BYTES), a band of its output rows along the outermost axis with
-# more than one (depth, else height), whose slab holds the input rows the band reads
-# (a 128x128 image of 64 channels is a 4.3 MB slab, which the GEMM streamed from L3 and
-# every thread built in full: as sixteen 8-row bands it ran 1.3x faster).  The bands
-# of an image have equal rows (the last fewer), their slabs the same extent.
+# more than one (depth, else height, else width: a 1-D signal's band is a run of its
+# positions), whose slab holds the input rows the band reads (a 128x128 image of 64
+# channels is a 4.3 MB slab, which the GEMM streamed from L3 and every thread built in
+# full: as sixteen 8-row bands it ran 1.3x faster).  The bands of an image have equal
+# rows (the last fewer), their slabs the same extent.
 #
 # Tasks: the units are cut into chunks (a function of the shapes only), each reduced into
 # its own partial gradient; a task is a chunk, or (when there are fewer chunks than
@@ -77,9 +78,10 @@ cdef struct ClLayout:
     # elements of one group's slab (its images, then nr values zeroed after the last
     # image for the last run's overread) and packed grad_y; a thread's scratch elements
     # (every group's slab and packed grad_y, the micro-kernel's edge block, rounded up to
-    # a cache line).  Bands: the axis (0 none, 1 depth, 2 height), output rows per band,
-    # bands per image, positions per output row of that axis and per unit (a whole
-    # band's, or P); a unit's slab extents are ED, EH, EW.
+    # a cache line).  Bands: the axis (0 none, 1 depth, 2 height, 3 width), output rows
+    # (along width: positions) per band, bands per image, positions per output row of
+    # that axis and per unit (a whole band's, or P); a unit's slab extents are ED, EH,
+    # EW.
     Py_ssize_t axis, rows, nbands, rowpos, PU
     Py_ssize_t ED, EH, EW, plane
     Py_ssize_t run, nruns, ldc
@@ -91,10 +93,13 @@ cdef struct ClLayout:
 
 cdef inline Py_ssize_t cl_band_plane(const Geom *g, const ClLayout *L, Py_ssize_t axis,
                                      Py_ssize_t rows) noexcept nogil:
-    """Slab positions of a band of rows output rows along axis (1 depth, 2 height)."""
+    """Slab positions of a band of rows output rows along axis (1 depth, 2 height,
+    3 width)."""
     if axis == 1:
         return read_extent(rows, g.sd, g.KD, g.dd) * L.EH * L.EW
-    return L.ED * read_extent(rows, g.sh, g.KH, g.dh) * L.EW
+    if axis == 2:
+        return L.ED * read_extent(rows, g.sh, g.KH, g.dh) * L.EW
+    return L.ED * L.EH * read_extent(rows, g.sw, g.KW, g.dw)
 
 
 cdef void cl_bands(const Geom *g, ClLayout *L, Py_ssize_t itemsize) noexcept nogil:
@@ -119,6 +124,15 @@ cdef void cl_bands(const Geom *g, ClLayout *L, Py_ssize_t itemsize) noexcept nog
         axis = 2
         OA = g.OH
         halo = (g.KH - 1) * g.dh
+    elif g.OW > 1 and g.N < MAX_CHUNKS:
+        # (a batch of MAX_CHUNKS signals or more fills the chunks with whole signals:
+        # their longer reductions ran 2-5% faster than bands, TCN-like 1-D layers of 64
+        # channels at batch 16-32; a signal or a few left a thread idle or splitting a
+        # chunk's columns: WaveNet's 4096-long layers at batch 1 ran 1.35-1.45x faster
+        # in bands; AVX-512 Xeon, 2 threads)
+        axis = 3
+        OA = g.OW
+        halo = (g.KW - 1) * g.dw
     else:
         return
     rowpos = g.P // OA
@@ -154,8 +168,10 @@ cdef void cl_bands(const Geom *g, ClLayout *L, Py_ssize_t itemsize) noexcept nog
     L.PU = L.rows * L.rowpos
     if L.axis == 1:
         L.ED = read_extent(L.rows, g.sd, g.KD, g.dd)
-    else:
+    elif L.axis == 2:
         L.EH = read_extent(L.rows, g.sh, g.KH, g.dh)
+    else:
+        L.EW = read_extent(L.rows, g.sw, g.KW, g.dw)
     L.plane = L.ED * L.EH * L.EW
 
 
@@ -167,6 +183,8 @@ cdef inline Geom cl_band_geom(const Geom *g, const ClLayout *L) noexcept nogil:
         b.OD = L.rows
     elif L.axis == 2:
         b.OH = L.rows
+    elif L.axis == 3:
+        b.OW = L.rows
     b.P = b.OD * b.OH * b.OW
     return b
 
@@ -266,15 +284,17 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
 
 cdef void cl_fill_plane(const floating_t *x, const Geom *g, Py_ssize_t ED, Py_ssize_t EH,
                         Py_ssize_t EW, Py_ssize_t cs, Py_ssize_t n, Py_ssize_t grp,
-                        Py_ssize_t pd, Py_ssize_t ph, floating_t *dst) noexcept nogil:
+                        Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw,
+                        floating_t *dst) noexcept nogil:
     """One (image, group) of a channels-last zero-padded slab of extents ED x EH x EW,
     positions cs >= Cg elements apart: dst[((ed * EH + eh) * EW + ew) * cs + c] =
     x[n, grp * Cg + c, ed - pd, eh - ph, ew - pw] for c < Cg, zero outside the input
-    (the values cs - Cg after each position's are left as they are).  pd, ph: g.pd,
-    g.ph for a whole image; a band of later output rows starts its slab further in."""
+    (the values cs - Cg after each position's are left as they are).  pd, ph, pw: g.pd,
+    g.ph, g.pw for a whole image; a band of later output rows starts its slab further
+    in (negative)."""
     cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = EW * cs
     # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
-    cdef Py_ssize_t w0 = min(g.pw, EW), w1 = max(w0, min(EW, g.W + g.pw))
+    cdef Py_ssize_t w0 = min(max(pw, 0), EW), w1 = max(w0, min(EW, g.W + pw))
     cdef Py_ssize_t ed, eh, id, ih
     cdef floating_t *row
     for ed in range(ED):
@@ -287,7 +307,7 @@ cdef void cl_fill_plane(const floating_t *x, const Geom *g, Py_ssize_t ED, Py_ss
                 continue
             memset(row, 0, w0 * cs * sizeof(floating_t))
             transpose(x + (n * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
-                      + w0 - g.pw, plane_in, g.Cg, w1 - w0, row + w0 * cs, cs)
+                      + w0 - pw, plane_in, g.Cg, w1 - w0, row + w0 * cs, cs)
             memset(row + w1 * cs, 0, (EW - w1) * cs * sizeof(floating_t))
 
 
@@ -308,6 +328,7 @@ cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py
             cl_fill_plane(x, g, L.ED, L.EH, L.EW, g.Cg, (u0 + j) // L.nbands, grp,
                           g.pd - o0 * g.sd if L.axis == 1 else g.pd,
                           g.ph - o0 * g.sh if L.axis == 2 else g.ph,
+                          g.pw - o0 * g.sw if L.axis == 3 else g.pw,
                           slab + grp * L.group_slab + j * L.plane * g.Cg)
 
 
@@ -420,7 +441,7 @@ cdef void weight_grad_channels_last(const floating_t *x, const floating_t *gy, c
                     boff[nl * L.PU + p] = (((nl * L.ED + od * g.sd) * L.EH + oh * g.sh) * L.EW
                                            + ow * g.sw) * g.Cg
                     ow += 1
-                    if ow == g.OW:
+                    if ow == band.OW:
                         next_row(&band, &od, &oh, &ow)
             cl_chunks(x, gy, g, &L, boff, partials, scratch, bsum, nt)
             # partial[0] += partial[b] for b = 1, 2, ... in chunk order, then

@@ -148,7 +148,7 @@ cdef void weight_grad_gather(const floating_t *x, const floating_t *gy, const Ge
             channels_last_offsets(g, L.EH, L.EW, L.cs, shift, start)
             for t in prange(g.N * g.G, num_threads=nt, schedule="static"):
                 cl_fill_plane(x, g, L.ED, L.EH, L.EW, L.cs, t // g.G, t % g.G,
-                              g.pd, g.ph, slab + (t % g.G * g.N + t // g.G) * L.plane)
+                              g.pd, g.ph, g.pw, slab + (t % g.G * g.N + t // g.G) * L.plane)
             for t in prange(L.nchunks * g.G * L.nsplit, num_threads=nt, schedule="static"):
                 c = t // (g.G * L.nsplit)
                 grp = t // L.nsplit % g.G

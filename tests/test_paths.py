@@ -774,6 +774,10 @@ def test_channels_last_weight_gradient_on_ragged_runs(case, dtype, all_threads):
     ((1, 16, 21, 18, 17), (8, 16, 3, 3, 3), 1, 1, 1, 1),    # 3-D: bands of depth
     ((1, 24, 3, 40, 30), (6, 24, 3, 3, 3), 1, (0, 1, 1)),   # one output plane: of height
     ((3, 64, 60, 20), (9, 64, 5, 3), (1, 2), (3, 1), 1, 1),  # padding past the reach
+    ((1, 64, 3000), (16, 64, 3), 1, 1, 1, 1),               # 1-D: bands of positions
+    ((2, 48, 2500), (12, 48, 2), 1, 8, 8, 1),               # dilated, 2 signals
+    ((1, 40, 2001), (10, 40, 5), 2, 2, 1, 1),               # strided
+    ((1, 32, 3, 4000), (8, 32, 3, 3), 1, (0, 1), 1, 1),      # one output row: of width
 ])
 def test_channels_last_weight_gradient_in_bands(case, dtype, all_threads):
     """The channels-last weight gradient (and its fused bias gradient), forced, where an
