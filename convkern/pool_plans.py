@@ -195,21 +195,17 @@ class PoolPlan:
         ValueError
             If an index lies outside its plane (nothing is written out of bounds).
         """
-        given = (grad_y, indices)
-        grad_y = self._array("grad_y", grad_y, self.y_shape, float_array)
-        indices = self._array("indices", indices, self.y_shape, index_array)
-        return scatter_to_argmax(grad_y, indices, self._planes, self._plane,
-                                 check_out(out, self.x_shape, self.dtype,
-                                           given + (grad_y, indices)))
-
+        return self._backward_positive(grad_y, indices, None, out)
 
     def _backward_positive(self, grad_y, indices, y, out):
-        """backward into ``out`` of only the entries whose output ``y`` is > 0 (the
-        gradient through a ReLU before the pool; MaxPool and Sequential's use)."""
+        """backward into ``out``; with ``y`` (the pooled outputs) only of the entries
+        whose output is > 0 (the gradient through a ReLU before the pool; MaxPool and
+        Sequential's use)."""
         given = (grad_y, indices, y)
         grad_y = self._array("grad_y", grad_y, self.y_shape, float_array)
         indices = self._array("indices", indices, self.y_shape, index_array)
-        y = self._array("y", y, self.y_shape, float_array)
+        if y is not None:
+            y = self._array("y", y, self.y_shape, float_array)
         return scatter_to_argmax(grad_y, indices, self._planes, self._plane,
                                  check_out(out, self.x_shape, self.dtype,
                                            given + (grad_y, indices, y)), positive=y)
