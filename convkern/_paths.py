@@ -482,7 +482,8 @@ CHANNELS_LAST_SLAB_USE = 0.9
 # channels); with one vector of them (3-D U-Net's 16 -> 32 layer's input gradient, 16
 # channels) 0.90-0.93x.  Rows of two vectors (32x32 images) ran 0.94-1.05x: no rule.
 # On AVX2's kernels (the same Xeon) 8x8 images of 64-512 channels ran 0.97-1.1x faster
-# forward and 1.0-1.2x input gradient (col2im_rows included, at batch 2-4).  Small
+# forward and 1.0-1.2x input gradient (col2im_rows included, at batch 2-4), and so did
+# float64's 8-value rows on AVX-512 (8x8 and 8^3, 64-256 channels: 1.02-1.2x).  Small
 # outputs (a 4x4 image of SSE2's 4-value vectors) keep their own rules.
 def _slab_rows_of_one_vector(width, vector_values, f):
     return width == f.vl and vector_values >= f.nr and not _small_output(f)
