@@ -145,6 +145,8 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
                     if bias_mode == 0 and out.sw != 1:
                         for q in range(tile.cols):
                             dst[q * out.sw] = activate(src[q], act)
+                    elif bias_mode == 0 and act == ACT_NONE:
+                        memcpy(dst, src, tile.cols * sizeof(floating_t))
                     elif bias_mode == 0:
                         for q in range(tile.cols):
                             dst[q] = activate(src[q], act)

@@ -423,6 +423,11 @@ cdef inline void fill_slab(const floating_t *xg, const Geom *g, const Tile *t,
                             elif g.sw == 1:
                                 for q in range(lo, hi):  # short rows: no call overhead
                                     dst[q] = src[q]
+                            elif g.sw == 2:
+                                # (one shuffle per two vectors, strided_copy.h: the
+                                # element loop was half of a 3-channel stride-2 stem's
+                                # forward outside its GEMM)
+                                copy_stride2(dst + lo, src + 2 * lo, hi - lo)
                             else:
                                 for q in range(lo, hi):
                                     dst[q] = src[q * g.sw]
