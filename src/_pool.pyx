@@ -35,6 +35,12 @@ cdef extern from "pool_kernel.h":
     ck_pool_s ck_pool_select_s(int *vl) noexcept nogil
     ck_pool_d ck_pool_select_d(int *vl) noexcept nogil
 
+cdef extern from "strided_copy.h":
+    void ck_split_rows_f(float *even, float *odd, const float *src, Py_ssize_t rows,
+                         Py_ssize_t w) noexcept nogil
+    void ck_split_rows_d(double *even, double *odd, const double *src, Py_ssize_t rows,
+                         Py_ssize_t w) noexcept nogil
+
 cdef extern from "cpu_isa.h":
     int ck_isa_level() noexcept nogil
     const char *ck_isa_names[]
@@ -219,6 +225,9 @@ cdef void pool_pairs(const floating_t *x, const Geom *g, floating_t *y, int64_t 
     cdef Py_ssize_t plane_in = g.D * g.H * g.W, plane_out = g.OD * g.OH * g.OW
     cdef Py_ssize_t nplanes = g.N * g.C, n = per * plane_out, W2 = 2 * g.OW
     cdef Py_ssize_t runs = g.KD * 2, S = 2 * n, size = runs * S + 2 * vl
+    # planes of 2-D windows that take every row and column (2 OH x 2 OW planes, or
+    # their 1x2x2 windows' slices): row R of the chunk's run kh is input row 2 R + kh
+    cdef bint whole_rows = g.KD == 1 and g.H == 2 * g.OH and g.W == W2
     cdef Py_ssize_t t, p, p0, np_, od, oh, ow, r, kd, kh, j, done, row
     cdef Py_ssize_t taps[8]
     cdef Py_ssize_t toff[8]
@@ -249,7 +258,13 @@ cdef void pool_pairs(const floating_t *x, const Geom *g, floating_t *y, int64_t 
             p0 = t * per
             np_ = min(per, nplanes - p0)
             # run (kd, kh): row (p, od, oh) holds input row (sd * od + kd, 2 * oh + kh)
-            for p in range(np_):
+            if whole_rows:
+                # the chunk's input rows in order are the runs' rows taken in turn
+                if floating_t is float:
+                    ck_split_rows_f(buf, buf + S, x + p0 * plane_in, np_ * g.OD * g.OH, W2)
+                else:
+                    ck_split_rows_d(buf, buf + S, x + p0 * plane_in, np_ * g.OD * g.OH, W2)
+            for p in range(np_ if not whole_rows else 0):
                 for od in range(g.OD):
                     for oh in range(g.OH):
                         row = (p * g.OD + od) * g.OH + oh
