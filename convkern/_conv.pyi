@@ -30,6 +30,12 @@ def flipped_slab_use(
     xs: tuple[int, ...], ws: tuple[int, ...], ys: tuple[int, ...], groups: int,
     stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...], nr: int, vl: int,
 ) -> float: ...
+def gather_image_bytes(
+    xs: tuple[int, ...], ws: tuple[int, ...], ys: tuple[int, ...], groups: int,
+    stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...], double: bool,
+) -> int:
+    """Bytes the gathered weight gradient streams per image and group: its channels-last
+    copy of the image and a run of transposed grad_y (gather_wgrad_layout)."""
 def scratch_cache_bytes() -> int:
     """Bytes of freed scratch blocks kept for the next calls (src/scratch_cache.h)."""
 

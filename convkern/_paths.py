@@ -92,6 +92,7 @@ Facts = namedtuple(
         "flipped_slab_use",  # ... of the input gradient's flipped correlation
         "tap_skip_steps",  # multiply-adds per output value that read padding (<= 64 taps)
         "flipped_tap_skip_steps",  # ... of the input gradient's flipped correlation
+        "gather_image_bytes",  # the gathered weight gradient's copy of an image and run of B
     ],
 )
 
@@ -282,27 +283,49 @@ def _filter_columns_wasted(f):
 ALIAS_ROWS_PER_WAY = 6
 
 
+def _cache_attribute(level, kinds, name):
+    """The sysfs attribute ``name`` of the running CPU's first cache of ``level`` whose
+    type is in ``kinds`` (Linux), or None when it cannot be read."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            d = os.path.join(base, index)
+            with open(os.path.join(d, "level")) as lv, open(os.path.join(d, "type")) as kind:
+                if lv.read().strip() == str(level) and kind.read().strip() in kinds:
+                    with open(os.path.join(d, name)) as value:
+                        return value.read().strip()
+    except OSError:
+        pass
+    return None
+
+
 def l1_ways():
     """Ways of the running CPU's L1 data cache (Linux sysfs), or 8, the fewest of
     current x86 cores, when it cannot be read."""
     global _L1_WAYS
     if _L1_WAYS is None:
         _L1_WAYS = 8
-        base = "/sys/devices/system/cpu/cpu0/cache"
-        try:
-            for index in sorted(os.listdir(base)):
-                d = os.path.join(base, index)
-                with open(os.path.join(d, "level")) as level, open(os.path.join(d, "type")) as kind:
-                    if level.read().strip() == "1" and kind.read().strip() == "Data":
-                        with open(os.path.join(d, "ways_of_associativity")) as ways:
-                            _L1_WAYS = max(1, int(ways.read().strip()))
-                        break
-        except (OSError, ValueError):
-            pass
+        ways = _cache_attribute(1, ("Data",), "ways_of_associativity")
+        if ways is not None and ways.isdigit():
+            _L1_WAYS = max(1, int(ways))
     return _L1_WAYS
 
 
+def l2_bytes():
+    """Bytes of the running CPU's (per-core) L2 cache (Linux sysfs, "1024K"), or 512 KiB,
+    the smallest of the x86 cores the wheels target (Zen 2), when it cannot be read."""
+    global _L2_BYTES
+    if _L2_BYTES is None:
+        _L2_BYTES = 512 << 10
+        size = _cache_attribute(2, ("Unified", "Data"), "size")
+        units = {"K": 1 << 10, "M": 1 << 20}
+        if size and size[:-1].isdigit() and size[-1] in units:
+            _L2_BYTES = max(64 << 10, int(size[:-1]) * units[size[-1]])
+    return _L2_BYTES
+
+
 _L1_WAYS = None
+_L2_BYTES = None
 
 
 def _aliased_rows(f, rows, outputs):
@@ -581,6 +604,13 @@ def _flipped_few_pay(f):
 # channels), but at batch 1, whose row ranges each transpose the whole grad_y,
 # 0.84-0.88x the channels-last GEMM; on AVX2's kernels (the same Xeon), 8 filters of a
 # 5x5 window over 1 channel (LeNet-5-like, batch 4-64) ran 1.1-1.2x the dots.
+# In a batch, those few rows give the GEMM few multiply-adds per byte it streams: each
+# image's channels-last copy and the run of transposed grad_y it sweeps once per block
+# of rows (f.gather_image_bytes) must stay in half the running CPU's L2 (read at run
+# time).  Measured on AMD Zen 4 (1 MiB L2, 2 threads, 3x3 RGB stems of 32 filters at
+# stride 2, batch 4): 96x96 (370 KB) even with the dots, 128x128 (460 KB) 0.86x,
+# 160x160 (570 KB) 0.79x, 224x224 (860 KB) 0.64x, where 3-D U-Net's one-channel 32^3
+# layer (410 KB) kept a 1.1-1.4x lead; the Xeon's 2 MiB L2 holds all of them.
 GATHER_WGRAD_ROWS = 64
 
 
@@ -590,7 +620,8 @@ def _gather_wgrad_pays(f):
     filter_use = f.filters / _round_up(f.filters, f.vl if f.filters <= f.vl else f.nr)
     rows_pay = (f.reduction >= GATHER_WGRAD_ROWS
                 or (row_use >= 0.8 and filter_use >= 0.8
-                    and (f.images >= 2 or f.filters * f.positions * f.itemsize
+                    and ((f.images >= 2 and f.gather_image_bytes <= l2_bytes() // 2)
+                         or f.filters * f.positions * f.itemsize
                          <= _conv.CHANNELS_LAST_RUN_BYTES)))
     filters_pay = (f.filters >= 2 * f.vl
                    or (f.filters <= f.vl and filter_use >= 0.8 and f.images >= 2))
@@ -796,6 +827,7 @@ def facts(geometry, dtype):
         vl=info["vector"][0],
         slab_use=_conv.slab_use(*geometry, nr, info["vector"][0]),
         flipped_slab_use=_conv.flipped_slab_use(*geometry, nr, info["vector"][0]),
+        gather_image_bytes=_conv.gather_image_bytes(*geometry, dtype.itemsize == 8),
         **_conv.geometry_facts(*geometry),
     )
 

@@ -155,6 +155,26 @@ cdef double geom_slab_use(const Geom *g, Py_ssize_t nr, Py_ssize_t vl) noexcept:
     return d.planes * d.rows * min(d.seg, g.OW) / <double> d.ldc
 
 
+def gather_image_bytes(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride,
+                       tuple pad, tuple dilation, bint double):
+    """Bytes the gathered weight gradient streams per image and group: its channels-last
+    copy of the image and a run of transposed grad_y (gather_wgrad_layout)."""
+    cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
+    cdef float fs = 0
+    cdef double fd = 0
+    g.N = max(g.N, 1)  # a batch of 0 runs no kernel; give what one image would use
+    if g.Fg == 0 or g.P == 0:
+        return 0
+    if double:
+        return _gather_image_bytes(&g, &fd)
+    return _gather_image_bytes(&g, &fs)
+
+
+cdef Py_ssize_t _gather_image_bytes(const Geom *g, const floating_t *tag) noexcept:
+    cdef GatherWgrad L = gather_wgrad_layout(g, 1, tag)
+    return (L.plane + L.prun * L.ldc) * <Py_ssize_t> sizeof(floating_t)
+
+
 def scratch_cache_bytes():
     """Bytes of freed scratch blocks kept for the next calls (src/scratch_cache.h)."""
     return ck_cache_total

@@ -1166,7 +1166,32 @@ def test_gathered_weight_gradient_over_runs_and_chunks(dtype, all_threads):
 
     if use(21, f.nr) < 0.8:   # runs of 21 channels that underfill their slivers
         assert stem7.paths["backward_weight"] == "gather_gemm"
-    if use(9, f.nr) < 0.8 and use(27, f.mr) >= 0.8 and f.filters >= 2 * f.vl:
+    if (use(9, f.nr) < 0.8 and use(27, f.mr) >= 0.8 and f.filters >= 2 * f.vl
+            and f.gather_image_bytes <= _paths.l2_bytes() // 2):
         assert stem3.paths["backward_weight"] == "gather_gemm"
     assert one3.paths["backward_weight"] != "gather_gemm"
     assert gray3.paths["backward_weight"] != "gather_gemm"
+
+
+def test_the_gathered_few_rows_stream_an_image_from_half_the_l2(monkeypatch):
+    """Under GATHER_WGRAD_ROWS rows, a batch gathers only while an image's channels-last
+    copy and run of transposed grad_y (gather_image_bytes) fit half the running CPU's L2
+    (read at run time): a 3x3 RGB stem over 224x224 (about 860 KB in float32) gathers
+    with a 2 MiB L2 and takes another path with a 1 MiB one, where 64x64 images (about
+    180 KB) gather with either.  The 7x7 stem's 147 rows gather whatever the L2."""
+    assert (64 << 10) <= _paths.l2_bytes() <= (1 << 30)
+    f = ck.conv_plan((4, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1)._facts
+    assert 700_000 < f.gather_image_bytes < 1_000_000
+    if not (f.reduction / (-(-f.reduction // f.mr) * f.mr) >= 0.8
+            and f.filters >= 2 * f.vl and f.channel_run < 0.8 * f.nr):
+        pytest.skip("the 3x3 stem's rows or filters do not fill this ISA's blocks")
+    stem7_paths = set()
+    for l2, big in ((2 << 20, True), (1 << 20, False)):
+        monkeypatch.setattr(_paths, "_L2_BYTES", l2)
+        stem = ck.conv_plan((4, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1)
+        small = ck.conv_plan((4, 3, 64, 64), (32, 3, 3, 3), stride=2, padding=1)
+        stem7 = ck.conv_plan((4, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+        assert (stem.paths["backward_weight"] == "gather_gemm") == big
+        assert small.paths["backward_weight"] == "gather_gemm"
+        stem7_paths.add(stem7.paths["backward_weight"])
+    assert len(stem7_paths) == 1
