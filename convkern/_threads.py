@@ -38,6 +38,8 @@ MAX_THREADS = 1024
 
 _requested = None
 _in_fork_child = False
+# (read once: every call asks for the thread count)
+_OPENMP = _openmp.openmp_enabled()
 
 
 def set_num_threads(n):
@@ -82,7 +84,7 @@ def get_num_threads():
     ``threadpoolctl.threadpool_limits(n, 'openmp')``; always 1 without OpenMP and in a
     process created by ``fork``.
     """
-    if _in_fork_child or not _openmp.openmp_enabled():
+    if _in_fork_child or not _OPENMP:
         return 1
     if _requested is not None:
         return _requested

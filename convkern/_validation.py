@@ -232,7 +232,8 @@ def empty_aligned(shape, dtype):
     write it in turn (MobileNetV2's 576 x 96 1x1 weight gradient at batch 1 ran about
     10% slower on two threads).
     """
-    dtype = np.dtype(dtype)
+    if not isinstance(dtype, np.dtype):
+        dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < ALIGN_BYTES:
         return np.empty(shape, dtype)
