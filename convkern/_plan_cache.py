@@ -25,6 +25,10 @@ def frozen(value):
     kind = type(value)
     if kind in _PLAIN:
         return (kind.__name__, value)
+    if kind is tuple and all(type(v) is int for v in value):
+        # (a shape: its ints as they are; the general form below wraps every entry in
+        # a (kind, value) pair, so the two never compare equal)
+        return ("tuple",) + value
     if isinstance(value, (tuple, list)):
         return (kind.__name__,) + tuple(frozen(v) for v in value)
     if isinstance(value, (int, float, str, np.integer, np.floating, np.bool_)):
@@ -49,11 +53,13 @@ class PlanCache:
 
     def get(self, key, make):
         """The plan stored under ``key``, or ``make()`` stored there (its errors propagate)."""
-        with self._lock:
-            plan = self._plans.get(key)
-            if plan is not None:
+        plan = self._plans.get(key)   # (one call each: atomic, with no lock on a hit)
+        if plan is not None:
+            try:
                 self._plans.move_to_end(key)
-                return plan
+            except KeyError:   # evicted by another thread meanwhile: still a valid plan
+                pass
+            return plan
         plan = make()
         with self._lock:
             self._plans[key] = plan
