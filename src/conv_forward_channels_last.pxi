@@ -367,6 +367,15 @@ cdef inline void cl_tile_gemm(const Kernels *kern, const floating_t **rows,
             else:
                 pack_transposed_rows(w + jb * nr * K + k0, K, nn, kc, nr, bblock)
                 bj = bblock
+                # the next block's rows (kc values in each of up to nr rows of w, a
+                # row K apart): in short runs, the hardware would not fetch them ahead
+                if (jb + 1) * nr < ncols:
+                    ck_prefetch_rows(w + (jb + 1) * nr * K + k0, K * sizeof(floating_t),
+                                     min(nr, ncols - (jb + 1) * nr),
+                                     kc * sizeof(floating_t))
+                elif kb + 1 < nkb:
+                    ck_prefetch_rows(w + k0 + kstep, K * sizeof(floating_t), min(nr, ncols),
+                                     min(kstep, K - k0 - kstep) * sizeof(floating_t))
             cl_row_blocks(kern, rows, aoff + k0, M, kc, bj, nn, C + jb * nr, ldc, aptr,
                           ctmp, acc, sk)
 

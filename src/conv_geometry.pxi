@@ -20,6 +20,11 @@ cdef Geom make_geom(const Py_ssize_t *xs, const Py_ssize_t *ws, const Py_ssize_t
     return g
 
 
+cdef extern from "prefetch.h":
+    void ck_prefetch_rows(const void *p, Py_ssize_t stride, Py_ssize_t rows,
+                          Py_ssize_t bytes) noexcept nogil
+
+
 cdef extern from "scratch_cache.h":
     void *ck_scratch_alloc(size_t n, int zero) noexcept nogil
     void ck_scratch_free(void *p) noexcept nogil
