@@ -364,11 +364,19 @@ cdef inline void cl_tile_gemm(const Kernels *kern, const floating_t **rows,
                 pack_flipped_kblock(w, flipped_from, grp, c0 + jb * nr, nn, k0, kc, nr,
                                     bblock)
                 bj = bblock
+                # the next block's runs of the weight, as for the forward's below
+                if (jb + 1) * nr < ncols:
+                    prefetch_flipped_kblock(w, flipped_from, grp, c0 + (jb + 1) * nr,
+                                            min(nr, ncols - (jb + 1) * nr), k0, kc)
+                elif kb + 1 < nkb:
+                    prefetch_flipped_kblock(w, flipped_from, grp, c0, min(nr, ncols),
+                                            k0 + kstep, min(kstep, K - k0 - kstep))
             else:
                 pack_transposed_rows(w + jb * nr * K + k0, K, nn, kc, nr, bblock)
                 bj = bblock
                 # the next block's rows (kc values in each of up to nr rows of w, a
-                # row K apart): in short runs, the hardware would not fetch them ahead
+                # row K apart; prefetch.h): in short runs, the hardware would not fetch
+                # them ahead
                 if (jb + 1) * nr < ncols:
                     ck_prefetch_rows(w + (jb + 1) * nr * K + k0, K * sizeof(floating_t),
                                      min(nr, ncols - (jb + 1) * nr),

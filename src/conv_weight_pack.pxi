@@ -79,6 +79,18 @@ cdef inline void pack_flipped_kblock(const floating_t *w, const Geom *g, Py_ssiz
         transpose(src + g.KK - b, g.KK, rows, b - a, dst + (f * g.KK + b - 1 - k0) * nr, -nr)
 
 
+cdef inline void prefetch_flipped_kblock(const floating_t *w, const Geom *g, Py_ssize_t grp,
+                                         Py_ssize_t c0, Py_ssize_t rows, Py_ssize_t k0,
+                                         Py_ssize_t kc) noexcept nogil:
+    """Ask for the weight that pack_flipped_kblock(w, g, grp, c0, rows, k0, kc, ...) reads
+    (a run of rows * KK values of each of its filters, a filter Cg * KK apart) to be
+    brought to L2 (prefetch.h)."""
+    cdef Py_ssize_t f0 = k0 // g.KK, f1 = (k0 + kc - 1) // g.KK + 1
+    ck_prefetch_rows(w + ((grp * g.Fg + f0) * g.Cg + c0) * g.KK,
+                     g.Cg * g.KK * sizeof(floating_t), f1 - f0,
+                     rows * g.KK * sizeof(floating_t))
+
+
 cdef void pack_forward_weights(const floating_t *w, const Geom *g, Py_ssize_t mr,
                                floating_t *wpack, int nt) noexcept nogil:
     """wpack[grp]: A[f, k] = W[grp * Fg + f, k] (Fg x Cg * KK) in mr-row blocks, groups
