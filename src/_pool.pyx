@@ -264,19 +264,20 @@ cdef void pool_pairs(const floating_t *x, const Geom *g, floating_t *y, int64_t 
                     ck_split_rows_f(buf, buf + S, x + p0 * plane_in, np_ * g.OD * g.OH, W2)
                 else:
                     ck_split_rows_d(buf, buf + S, x + p0 * plane_in, np_ * g.OD * g.OH, W2)
-            for p in range(np_ if not whole_rows else 0):
-                for od in range(g.OD):
-                    for oh in range(g.OH):
-                        row = (p * g.OD + od) * g.OH + oh
-                        for r in range(runs):
-                            xp = x + (p0 + p) * plane_in + (
-                                (g.sd * od + r // 2) * g.H + 2 * oh + r % 2) * g.W
-                            # an element loop: the rows are under two vectors long,
-                            # where a call to memcpy per row cost more than the copy
-                            # (2x2 pools of 4x4-16x16 planes at batch 16-32 ran 8-15%
-                            # faster, AVX-512 Xeon, 2 threads)
-                            for j in range(W2):
-                                buf[r * S + row * W2 + j] = xp[j]
+            else:
+                for p in range(np_):
+                    for od in range(g.OD):
+                        for oh in range(g.OH):
+                            row = (p * g.OD + od) * g.OH + oh
+                            for r in range(runs):
+                                xp = x + (p0 + p) * plane_in + (
+                                    (g.sd * od + r // 2) * g.H + 2 * oh + r % 2) * g.W
+                                # an element loop: the rows are under two vectors long,
+                                # where a call to memcpy per row cost more than the copy
+                                # (2x2 pools of 4x4-16x16 planes at batch 16-32 ran 8-15%
+                                # faster, AVX-512 Xeon, 2 threads)
+                                for j in range(W2):
+                                    buf[r * S + row * W2 + j] = xp[j]
             memset(buf + runs * S, 0, 2 * vl * sizeof(floating_t))
             done = 0
             if floating_t is float:
