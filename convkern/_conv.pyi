@@ -101,6 +101,19 @@ def geometry_facts(
     """What the path rules need to know: {"direct", "flipped", "flipped_direct", "phased",
     "pointwise", "dense", "depthwise"}."""
 
+def tap_skip_steps_of(
+    xs: _Ints5,
+    ws: _Ints5,
+    ys: _Ints5,
+    groups: int,
+    stride: _Ints3,
+    pad: _Ints3,
+    dilation: _Ints3,
+    mr: int,
+) -> tuple[float, float]:
+    """Multiply-adds per output value the forward's and the input gradient's ``_skip``
+    paths leave out, with blocks of ``mr`` rows."""
+
 def scratch_bytes(
     pass_name: str,
     path: int,

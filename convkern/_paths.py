@@ -90,7 +90,7 @@ Facts = namedtuple(
         "depth_taps",      # KD, the window's taps along the first of three spatial axes
         "slab_use",        # outputs / columns a slab tile computes (the rest is halo)
         "flipped_slab_use",  # ... of the input gradient's flipped correlation
-        "tap_skip_steps",  # multiply-adds per output value that read padding (<= 64 taps)
+        "tap_skip_steps",  # multiply-adds per output value the _skip blocks leave out
         "flipped_tap_skip_steps",  # ... of the input gradient's flipped correlation
         "gather_image_bytes",  # the gathered weight gradient's copy of an image and run of B
     ],
@@ -524,28 +524,38 @@ def _channels_last_pays(f):
 
 # The channels-last correlation's taps that read padding multiply zeros: its _skip
 # variants order the rows (position, image), so that a block of mr rows is one
-# position of mr images and shares its taps, and leave those steps out (per reduction
+# position of mr images or a run of positions of fewer images, and leave out the steps
+# of the taps that none of the block's positions reads the input at (per reduction
 # block a list of the block's steps; the sums are the same, bit for bit: a skipped step
 # adds a zero product, and a non-finite weight, whose 0 * inf is NaN, is caught in the
-# tile's sums and the tile redone with every tap).  The order costs shorter runs of
-# positions to transpose into the output and the lists, about 9 cycles per output value
-# on an AVX-512 Xeon, some 300 multiply-adds on two FMA units of 16 lanes: it pays for
-# at least mr images where it skips TAP_SKIP_STEPS multiply-adds per output value or
-# more.  Measured there (2 threads): 16 images of 2x2 and 4x4 with 256-512 channels
-# (700-2600 steps skipped) 1.05-1.6x faster than the planned paths (forward and input
-# gradient), 7x7 with 512 (830) 1.04-1.06x, 8x8 with 256 (370) even, with 128 (180)
-# 0.94x, with 32 (50) 0.75x.  With few positions in all (VGG's 2x2 and 4x4 stages at
-# batch 16) it also beat the paths that read the weight's rows in place (im2col_rows
-# and col2im_rows, 1.1-1.7x): a tile's positions skip a third to a half of the steps.
-TAP_SKIP_STEPS = 512
+# tile's sums and the tile redone with every tap).  tap_skip_steps counts the steps
+# per output value those blocks leave out.  It costs a pair of offsets per step (one
+# load more than the plain gathered kernel's) and, per output value, the lists and the
+# transpose from every N-th row of the block: some 9-10 cycles, worth 150 multiply-add
+# steps of 16 lanes on a core that retires one 512-bit FMA per cycle (Zen 4), 300 on
+# one that retires two (a Xeon).  Measured over the zoo's layers, forward and input
+# gradient, against the same correlation without skipping (2 threads): on Zen 4, 276
+# or more steps skipped (128-512 channels; 4x4 to 8x8 images, 4^3 to 8^3 volumes;
+# batch 1-16) 0.98-1.27x, most 1.05x or more; 184-192 1.01-1.13x; 70-141 0.92-1.10x;
+# on a Xeon (before the rows kept their order) 370 even, 180 0.94x.
+# Against the paths that read the weight's rows in place (col2im_rows, im2col_rows)
+# with few positions in all, the skip needs a block of one position of mr images or a
+# reduction block of rows: at batch 1, 7x7 and 8x8 images ran 0.85x col2im_rows, 2x2
+# at batch 16 1.6-1.9x faster, 7x7 and 8x8 at batch 4 1.11-1.18x (Zen 4).  A window
+# over three axes also pays in the forward at batch 1 (3-D U-Net's 4^3 bottleneck,
+# 1.24-1.58x im2col_rows), not in the input gradient (0.85-1.16x col2im_rows).
+TAP_SKIP_STEPS = 256
 
 
 def _tap_skip_pays(f, steps):
-    return f.images >= f.mr and steps >= TAP_SKIP_STEPS
+    return (steps >= TAP_SKIP_STEPS
+            and (f.images >= f.mr or f.images * f.positions >= _conv.REDUCTION_BLOCK))
 
 
 def _channels_last_skip_pays(f):
-    return _channels_last_window_pays(f) and _tap_skip_pays(f, f.tap_skip_steps)
+    return (_channels_last_window_pays(f)
+            and (_tap_skip_pays(f, f.tap_skip_steps)
+                 or (f.depth_taps > 1 and f.tap_skip_steps >= TAP_SKIP_STEPS)))
 
 
 def _flipped_channels_last_skip_pays(f):
@@ -829,6 +839,8 @@ def facts(geometry, dtype):
         flipped_slab_use=_conv.flipped_slab_use(*geometry, nr, info["vector"][0]),
         gather_image_bytes=_conv.gather_image_bytes(*geometry, dtype.itemsize == 8),
         **_conv.geometry_facts(*geometry),
+        **dict(zip(("tap_skip_steps", "flipped_tap_skip_steps"),
+                   _conv.tap_skip_steps_of(*geometry, mr))),
     )
 
 

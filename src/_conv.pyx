@@ -289,11 +289,7 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         channel per group and halos the depthwise plane copy takes; ``channels_last``:
         halos the channels-last weight gradient's slab takes (and the channels-last
         forward's); ``flipped_channels_last``: the input gradient is a stride-1
-        correlation of grad_y that takes the channels-last forward;
-        ``tap_skip_steps`` (``flipped_tap_skip_steps``): the multiply-adds per output
-        value of the forward (of the input gradient's flipped correlation) that read
-        padding, which the channels-last paths' ``_skip`` variants leave out (0 for a
-        window of more than 64 taps).
+        correlation of grad_y that takes the channels-last forward.
     """
     cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
     cdef Geom t = flipped_geom(&g)
@@ -307,9 +303,23 @@ def geometry_facts(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride
         "depthwise": bool(depthwise_fits(&g)),
         "channels_last": bool(channels_last_fits(&g)),
         "flipped_channels_last": bool(flip_fits(&g) and channels_last_fits(&t)),
-        "tap_skip_steps": tap_skip_steps(&g),
-        "flipped_tap_skip_steps": tap_skip_steps(&t) if flip_fits(&g) else 0.0,
     }
+
+
+def tap_skip_steps_of(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride,
+                      tuple pad, tuple dilation, Py_ssize_t mr):
+    """The multiply-adds per output value that the channels-last paths' ``_skip``
+    variants leave out, with blocks of ``mr`` rows (the wide GEMM block's).
+
+    Returns
+    -------
+    tuple of float
+        The forward's and the input gradient's (its flipped correlation's; 0 when the
+        input gradient is not one): 0 for a window of more than 64 taps.
+    """
+    cdef Geom g = geom_of(xs, ws, ys, groups, stride, pad, dilation)
+    cdef Geom t = flipped_geom(&g)
+    return tap_skip_steps(&g, mr), (tap_skip_steps(&t, mr) if flip_fits(&g) else 0.0)
 
 
 def scratch_bytes(str pass_name, int path, tuple xs, tuple ws, tuple ys, Py_ssize_t groups,

@@ -335,9 +335,9 @@ def test_few_positions_read_the_weight_rows_in_place():
     assert ck.conv_plan((1, 256, 8, 8), (256, 256, 3, 3), padding=1).paths[
         "backward_input"] == "col2im_rows"
     # a 3-D window's few positions that fill a reduction block: the flipped channels-last
-    # correlation (a 2-D window's keep col2im_rows)
+    # correlation, skipping the padding's taps (a 2-D window's keep col2im_rows)
     assert ck.conv_plan((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), padding=1).paths[
-        "backward_input"] == "flipped_channels_last"
+        "backward_input"] == "flipped_channels_last_skip"
     assert ck.conv_plan((1, 128, 4, 4, 4), (128, 128, 3, 3, 3), padding=1).paths[
         "backward_input"] == "col2im_rows"
     if vl != 8:  # (rows of one vector take the flipped gather: below)
@@ -925,9 +925,9 @@ def test_a_pointwise_forward_over_a_small_output_stays_in_place_when_x_outweighs
 
 def test_a_slab_of_mostly_halo_gives_way_to_im2col():
     """A 4x4x4 output's slab tile computes twice as many columns as outputs (the rest
-    halo): the forward takes im2col tiles (3-D U-Net's bottleneck) at batch 1 and the
-    channels-last gather at batch 2; a tile of whole vector rows (8x8x8 on AVX2) computes
-    no halo and keeps the slab."""
+    halo): the forward takes the channels-last gather (3-D U-Net's bottleneck), which
+    skips the padding's taps, at batch 1 and 2; a tile of whole vector rows (8x8x8 on
+    AVX2) computes no halo and keeps the slab."""
     small = ((2, 128, 4, 4, 4), (128, 128, 3, 3, 3), (2, 128, 4, 4, 4))
     nr, vl = 16, 8
     geometry = (small[0], small[1], small[2], 1, (1, 1, 1), (1, 1, 1), (1, 1, 1))
@@ -937,11 +937,12 @@ def test_a_slab_of_mostly_halo_gives_way_to_im2col():
     assert _conv.slab_use(*rows, nr, vl) == 1.0
     info = _conv.kernel_info()["float32"]
     if _conv.slab_use(*geometry, info["gemm"][1], info["vector"][0]) < _paths.SLAB_USE_MIN:
-        # (a narrower ISA's slab tiles may use more of their columns); at batch 2, a
-        # reduction block of positions, the channels-last gather
-        for n, path in ((1, "im2col_rows"), (2, "channels_last")):
+        # (a narrower ISA's slab tiles may use more of their columns); the padding
+        # takes over a third of the steps, which the gather skips
+        for n in (1, 2):
             plan = ck.conv_plan((n,) + small[0][1:], small[1], padding=1)
-            assert plan.paths["forward"] == path
+            assert plan._facts.tap_skip_steps >= _paths.TAP_SKIP_STEPS
+            assert plan.paths["forward"] == "channels_last_skip"
 
 
 def test_one_block_of_channels_over_a_long_reduction_takes_the_flipped_slab():
@@ -1057,8 +1058,10 @@ def test_channels_last_gather_is_planned_where_the_slab_and_tiles_waste():
     vgg8 = ck.conv_plan((16, 256, 8, 8), (256, 256, 3, 3), padding=1)
     for plan in (unet3d, vgg8):
         if plan._facts.slab_use < _paths.CHANNELS_LAST_SLAB_USE:  # (the ISA's slivers)
-            assert plan.paths["forward"] == "channels_last"
-            assert plan.paths["backward_input"] == "flipped_channels_last"
+            # (skipping the padding's taps where they take enough steps)
+            skip = "_skip" if plan._facts.tap_skip_steps >= _paths.TAP_SKIP_STEPS else ""
+            assert plan.paths["forward"] == "channels_last" + skip
+            assert plan.paths["backward_input"] == "flipped_channels_last" + skip
     vgg32 = ck.conv_plan((16, 64, 32, 32), (64, 64, 3, 3), padding=1)
     if vgg32._facts.slab_use >= _paths.CHANNELS_LAST_SLAB_USE and 32 != vgg32._facts.vl:
         assert vgg32.paths["forward"] == "slab"

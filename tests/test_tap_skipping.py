@@ -23,9 +23,10 @@ GEOMETRIES = [
     ((12, 16, 6, 6), (20, 16, 3, 3), 1, 1, 1),
     ((16, 12, 7, 5), (18, 12, 3, 3), 1, 2, 2),
     ((3, 10, 5, 5), (17, 10, 3, 3), 1, 1, 1),
-    ((1, 8, 4, 4), (16, 8, 3, 3), 1, 1, 1),
+    ((1, 8, 3, 24), (16, 8, 3, 3), 1, 1, 1),
     ((10, 8, 9, 9), (16, 8, 5, 5), 2, 2, 1),
     ((8, 6, 4, 4, 4), (16, 6, 3, 3, 3), 1, 1, 1),
+    ((2, 8, 4, 4, 4), (12, 8, 3, 3, 3), 1, 1, 1),
     ((11, 16, 9), (24, 16, 5), 1, 2, 1),
 ]
 
@@ -104,24 +105,61 @@ def test_a_non_finite_weight_puts_nan_where_the_other_paths_do(geometry, bad, al
 
 def test_the_planner_skips_where_the_padding_takes_enough_steps():
     """VGG's 4x4 and 2x2 stages at batch 16 (a third to a half of the steps read
-    padding, 512 channels) skip on the forward and the input gradient; fewer images than
-    the wide block's rows, few channels, or large images (little border) do not."""
+    padding, 512 channels) skip on the forward and the input gradient, and so does
+    ResNet's 7x7 stage at batch 4 (a block of rows spans two positions); fewer images
+    than the wide block's rows over less than a reduction block of positions, few
+    channels, or large images (little border) do not."""
     mr = _conv.kernel_info()["float32"]["gemm"][0]
     for spatial in ((4, 4), (2, 2)):
         plan = ck.conv_plan((16,) + (512,) + spatial, (512, 512, 3, 3), padding=1)
         assert plan.paths["forward"] == "channels_last_skip"
         assert plan.paths["backward_input"] == "flipped_channels_last_skip"
         assert plan._facts.tap_skip_steps >= _paths.TAP_SKIP_STEPS
+    resnet = ck.conv_plan((4, 512, 7, 7), (512, 512, 3, 3), padding=1)
+    assert resnet.paths["forward"] == "channels_last_skip"
+    assert resnet.paths["backward_input"] == "flipped_channels_last_skip"
     few_images = ck.conv_plan((mr - 1, 512, 4, 4), (512, 512, 3, 3), padding=1)
     few_channels = ck.conv_plan((16, 32, 8, 8), (40, 32, 3, 3), padding=1)
     large = ck.conv_plan((16, 256, 32, 32), (256, 256, 3, 3), padding=1)
     for plan in (few_images, few_channels, large):
         assert "skip" not in plan.paths["forward"], plan
         assert "skip" not in plan.paths["backward_input"], plan
-    # 4x4 with a 3x3 window and padding 1: each axis reads padding in 2 of 12 (output,
-    # tap) pairs, so 1 - (10 / 12) ** 2 of the K = 512 * 9 steps
-    assert plan_steps((16, 512, 4, 4)) == pytest.approx((1 - (10 / 12) ** 2) * 512 * 9)
+    # 4x4 with a 3x3 window and padding 1, blocks of one position (a multiple of mr
+    # images): each axis reads padding in 2 of 12 (output, tap) pairs, so
+    # 1 - (10 / 12) ** 2 of the K = 512 * 9 steps
+    assert plan_steps((2 * mr, 512, 4, 4)) == pytest.approx((1 - (10 / 12) ** 2) * 512 * 9)
 
 
 def plan_steps(x_shape):
     return ck.conv_plan(x_shape, (512, x_shape[1], 3, 3), padding=1)._facts.tap_skip_steps
+
+
+def _counted_skip_steps(x_shape, k, padding, mr):
+    """The steps per output value that blocks of mr rows in (position, image) order
+    leave out, counted: each block keeps the taps any of its positions reads the input
+    at (stride 1, no dilation; positions in C order)."""
+    n, c, *spatial = x_shape
+    taps = list(np.ndindex(*(k,) * len(spatial)))
+    positions = list(np.ndindex(*[s + 2 * padding - k + 1 for s in spatial]))
+    reads = [{t for t in taps
+              if all(0 <= o + i - padding < s for o, i, s in zip(pos, t, spatial))}
+             for pos in positions]
+    rows = [reads[r // n] for r in range(n * len(positions))]
+    kept = sum(len(set().union(*rows[b:b + mr])) * len(rows[b:b + mr])
+               for b in range(0, len(rows), mr))
+    return (len(taps) - kept / len(rows)) * c
+
+
+@pytest.mark.parametrize("x_shape", [(1, 5, 4, 4), (2, 5, 4, 4, 4), (3, 7, 7, 7),
+                                     (5, 3, 6, 6), (16, 4, 4, 4), (2, 6, 9)])
+def test_the_skipped_steps_are_those_of_the_blocks_of_rows(x_shape):
+    """tap_skip_steps counts what the blocks of mr rows leave out: with fewer images
+    than mr a block spans positions and keeps the union of their taps."""
+    mr = _conv.kernel_info()["float32"]["gemm"][0]
+    w_shape = (9, x_shape[1]) + (3,) * (len(x_shape) - 2)
+    plan = ck.conv_plan(x_shape, w_shape, padding=1)
+    assert plan._facts.tap_skip_steps == pytest.approx(_counted_skip_steps(x_shape, 3, 1, mr))
+    # the input gradient's flipped correlation reads grad_y (w_shape[0] channels) with
+    # padding 1 again: the same window over the same positions
+    assert plan._facts.flipped_tap_skip_steps == pytest.approx(
+        _counted_skip_steps((x_shape[0], w_shape[0]) + x_shape[2:], 3, 1, mr))
