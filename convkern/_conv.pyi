@@ -19,6 +19,9 @@ PATHS: dict[str, tuple[str, ...]]
 REDUCTION_BLOCK: int
 CHANNELS_LAST_RUN_BYTES: int
 DOT_TILE_POSITIONS: int
+# Most rows per tile of the channels-last paths; most positions the tap skipping sorts.
+TILE_ROWS: int
+SKIP_SORT_POSITIONS_MAX: int
 # Activations the forward applies in its output tile; the code is the index.
 ACTIVATIONS: tuple[str, ...]
 

@@ -524,8 +524,10 @@ def _channels_last_pays(f):
 
 # The channels-last correlation's taps that read padding multiply zeros: its _skip
 # variants order the rows (position, image), so that a block of mr rows is one
-# position of mr images or a run of positions of fewer images, and leave out the steps
-# of the taps that none of the block's positions reads the input at (per reduction
+# position of mr images or a run of positions of fewer images (for small images, the
+# positions sorted by their taps where that skips more: an 8x8 image's left column
+# fills blocks of its own), and leave out the steps of the taps that none of the
+# block's positions reads the input at (per reduction
 # block a list of the block's steps; the sums are the same, bit for bit: a skipped step
 # adds a zero product, and a non-finite weight, whose 0 * inf is NaN, is caught in the
 # tile's sums and the tile redone with every tap).  tap_skip_steps counts the steps

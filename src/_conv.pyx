@@ -97,6 +97,9 @@ select_kernels(&KERN, &KERN4, &KERN1)
 
 # Output positions per tile (rounded to the micro-kernel width at run time).
 cdef Py_ssize_t TILE = 256
+# Positions up to which the channels-last tap skipping may sort them by their taps
+# (sort_skip_positions: an image of 64x64 at most; larger ones have a thin border).
+cdef Py_ssize_t SKIP_SORT_POSITIONS = 4096
 # Largest padded tile of the direct (slab) path, and the most (channel, depth tap) slab
 # planes it copies per tile.
 cdef Py_ssize_t DIRECT_TILE = 512
@@ -124,6 +127,10 @@ cdef extern from "cpu_isa.h":
 REDUCTION_BLOCK = KC
 # Output positions per tile of the dot weight gradients (DOT_TILE).
 DOT_TILE_POSITIONS = DOT_TILE
+# Most rows per tile of the channels-last paths (TILE), and the most positions their tap
+# skipping sorts by their taps.
+TILE_ROWS = TILE
+SKIP_SORT_POSITIONS_MAX = SKIP_SORT_POSITIONS
 
 
 def slab_use(tuple xs, tuple ws, tuple ys, Py_ssize_t groups, tuple stride, tuple pad,

@@ -6,6 +6,8 @@ count; a non-finite weight (whose 0 * inf is NaN where its tap reads padding) se
 tile back to every tap, so its NaN lands where the other paths put it.  (The
 non-skipping paths are checked against the float64 reference in test_paths.py.)"""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -135,26 +137,51 @@ def plan_steps(x_shape):
 
 
 def _counted_skip_steps(x_shape, k, padding, mr):
-    """The steps per output value that blocks of mr rows in (position, image) order
-    leave out, counted: each block keeps the taps any of its positions reads the input
-    at (stride 1, no dilation; positions in C order)."""
+    """The steps per output value that the tap skipping's blocks of mr rows leave out,
+    counted: rows in (position, image) order, positions in C order or, for at most
+    SKIP_SORT_POSITIONS_MAX of them and when that keeps fewer steps, stably sorted by
+    their taps (as a bit mask: bit t for tap t in C order); each block keeps the taps any
+    of its positions reads the input at, and a tile (equal tiles of at most TILE_ROWS
+    rows, whole blocks) whose blocks leave a tap unread keeps every tap (stride 1, no
+    dilation)."""
     n, c, *spatial = x_shape
     taps = list(np.ndindex(*(k,) * len(spatial)))
     positions = list(np.ndindex(*[s + 2 * padding - k + 1 for s in spatial]))
-    reads = [{t for t in taps
-              if all(0 <= o + i - padding < s for o, i, s in zip(pos, t, spatial))}
+    masks = [sum(1 << t for t, tap in enumerate(taps)
+                 if all(0 <= o + i - padding < s for o, i, s in zip(pos, tap, spatial)))
              for pos in positions]
-    rows = [reads[r // n] for r in range(n * len(positions))]
-    kept = sum(len(set().union(*rows[b:b + mr])) * len(rows[b:b + mr])
-               for b in range(0, len(rows), mr))
-    return (len(taps) - kept / len(rows)) * c
+    rows = n * len(positions)
+    tiles = math.ceil(rows / _conv.TILE_ROWS)
+    tw = math.ceil(math.ceil(rows / tiles) / mr) * mr
+    full = (1 << len(taps)) - 1
+
+    def kept(order):
+        total = 0
+        for t0 in range(0, rows, tw):
+            blocks = []
+            for b0 in range(t0, min(rows, t0 + tw), mr):
+                block = range(b0, min(rows, b0 + mr, t0 + tw))
+                blocks.append((np.bitwise_or.reduce([masks[order[r // n]] for r in block]),
+                               len(block)))
+            seen = np.bitwise_or.reduce([m for m, _ in blocks])
+            total += sum((bin(m).count("1") if seen == full else len(taps)) * size
+                         for m, size in blocks)
+        return total
+
+    best = kept(list(range(len(positions))))
+    if len(positions) <= _conv.SKIP_SORT_POSITIONS_MAX:
+        best = min(best, kept(sorted(range(len(positions)), key=lambda p: masks[p])))
+    return (len(taps) - best / rows) * c
 
 
 @pytest.mark.parametrize("x_shape", [(1, 5, 4, 4), (2, 5, 4, 4, 4), (3, 7, 7, 7),
-                                     (5, 3, 6, 6), (16, 4, 4, 4), (2, 6, 9)])
+                                     (5, 3, 6, 6), (16, 4, 4, 4), (2, 6, 9), (4, 3, 8, 8),
+                                     (2, 3, 8, 8, 8), (3, 2, 20, 20)])
 def test_the_skipped_steps_are_those_of_the_blocks_of_rows(x_shape):
     """tap_skip_steps counts what the blocks of mr rows leave out: with fewer images
-    than mr a block spans positions and keeps the union of their taps."""
+    than mr a block spans positions and keeps the union of their taps; positions
+    sorted by their taps where that keeps fewer; tiles whose rows leave a tap unread
+    keep every tap."""
     mr = _conv.kernel_info()["float32"]["gemm"][0]
     w_shape = (9, x_shape[1]) + (3,) * (len(x_shape) - 2)
     plan = ck.conv_plan(x_shape, w_shape, padding=1)
