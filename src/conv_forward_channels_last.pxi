@@ -627,9 +627,9 @@ cdef bint sort_skip_positions(const Geom *g, Py_ssize_t mr, const unsigned long 
     q of that order is perm[q]; tmp: P slots): for at most SKIP_SORT_POSITIONS
     positions, when its blocks then keep fewer steps than in the positions' own order.
     A class of positions that share their taps (an image's left column, say) then fills
-    blocks of its own: at batch 4, an 8x8 image's blocks skip 15% of a 3x3 window's
+    blocks of its own: at batch 4, an 8x8 image's blocks skip 14% of a 3x3 window's
     steps against 8% (a block of two neighbours of one row shares only their row's
-    taps), 8x8x8 at batch 2 21% against 16%."""
+    taps), a 7x7 image's 14% against 10%."""
     if g.P > SKIP_SORT_POSITIONS or g.P < 2:
         return False
     sort_by_taps(taps, g.P, perm, tmp)
