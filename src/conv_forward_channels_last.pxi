@@ -137,7 +137,8 @@ cdef Py_ssize_t channels_last_forward_scratch(const Geom *g, const floating_t *t
     return ((g.G * g.N * L.plane + g.G * round_up(g.Fg, nr) * K + L.per_thread)
             * sizeof(floating_t) + (K + g.P) * sizeof(Py_ssize_t)
             + L.ptrs * sizeof(floating_t *)
-            + (L.skip_per_thread + (3 * g.P if L.skip else 0)) * sizeof(unsigned long long))
+            + ((L.skip_per_thread + 2 * g.P) * sizeof(unsigned long long)
+               + 2 * g.P * sizeof(Py_ssize_t) if L.skip else 0))
 
 
 cdef struct SkipLists:
@@ -695,6 +696,7 @@ cdef void correlate_channels_last_call(const floating_t *x, const Geom *g,
     cdef floating_t *scratch = NULL
     cdef const floating_t **ptrs = NULL
     cdef unsigned long long *taps = NULL
+    cdef unsigned long long *old_taps
     cdef Py_ssize_t *perm = NULL
     cdef Py_ssize_t q
     # one tile of positions: each block of the weight serves one task, which packs it
@@ -708,10 +710,10 @@ cdef void correlate_channels_last_call(const floating_t *x, const Geom *g,
         scratch = <floating_t *> alloc_uninit(nt * L.per_thread * sizeof(floating_t))
         ptrs = <const floating_t **> alloc_uninit(nt * L.ptrs * sizeof(floating_t *))
         if L.skip:
-            # the positions' taps, the tasks' lists, then the sorted order (and its
-            # scratch: P slots each)
+            # the positions' taps, the tasks' lists, a copy of the taps, then the sorted
+            # order and its scratch (P slots each)
             taps = <unsigned long long *> alloc_uninit(
-                (g.P + nt * L.skip_per_thread) * sizeof(unsigned long long)
+                (2 * g.P + nt * L.skip_per_thread) * sizeof(unsigned long long)
                 + 2 * g.P * sizeof(Py_ssize_t))
         with nogil:
             if not packs_in_tasks and flipped_from != NULL:
@@ -722,17 +724,16 @@ cdef void correlate_channels_last_call(const floating_t *x, const Geom *g,
             if L.skip:
                 channels_last_taps(g, taps)
                 # sorted by their taps, the positions' window starts and taps are
-                # permuted in place (the sort's scratch takes the old ones)
-                perm = <Py_ssize_t *> (taps + g.P + nt * L.skip_per_thread)
+                # permuted in place (from copies: the sort's scratch and the taps' copy)
+                old_taps = taps + g.P + nt * L.skip_per_thread
+                perm = <Py_ssize_t *> (old_taps + g.P)
                 if sort_skip_positions(g, block_mr(kern, x), taps, perm, perm + g.P):
                     for q in range(g.P):
                         perm[g.P + q] = offsets[K + q]
+                        old_taps[q] = taps[q]
                     for q in range(g.P):
                         offsets[K + q] = perm[g.P + perm[q]]
-                    for q in range(g.P):
-                        (<unsigned long long *> (perm + g.P))[q] = taps[q]
-                    for q in range(g.P):
-                        taps[q] = (<unsigned long long *> (perm + g.P))[perm[q]]
+                        taps[q] = old_taps[perm[q]]
                 else:
                     perm = NULL
             correlate_channels_last(x, g, wpack, bias, bias_mode, act, y, &L, slab, offsets,
