@@ -37,8 +37,10 @@
 # A tap that reads the zero padding multiplies zeros: a third of a 4x4 image's steps
 # for a 3x3 window, over half of a 2x2 image's.  A block of rows shares its steps, so
 # the rows take the (position, image) order: for at least mr images a block is one
-# position of mr images (or spans two), and per reduction block each distinct union of
-# its positions' taps gets a list of its steps (SkipLists: the window offset and the
+# position of mr images (or spans two), for fewer a run of positions, which on a small
+# image are sorted by their taps where that skips more (sort_skip_positions); per
+# reduction block each distinct union of a block's positions' taps gets a list of its
+# steps (SkipLists: the window offset and the
 # packed weight's row of each), which the gathered micro-kernel's skip variant walks.
 # A skipped step would have added a zero product (+0 or -0; a sum that starts at +0
 # is never -0), so the sums are the full ones, bit for bit, unless a weight is not
