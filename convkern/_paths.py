@@ -527,10 +527,10 @@ def _channels_last_pays(f):
 # position of mr images or a run of positions of fewer images (for small images, the
 # positions sorted by their taps where that skips more: an 8x8 image's left column
 # fills blocks of its own), and leave out the steps of the taps that none of the
-# block's positions reads the input at (per reduction
-# block a list of the block's steps; the sums are the same, bit for bit: a skipped step
-# adds a zero product, and a non-finite weight, whose 0 * inf is NaN, is caught in the
-# tile's sums and the tile redone with every tap).  tap_skip_steps counts the steps
+# block's positions reads the input at (per reduction block a list of the block's
+# steps; the sums are the same, bit for bit: a skipped step adds a zero product, and a
+# non-finite weight, whose 0 * inf is NaN, is caught in the tile's sums and the tile
+# redone with every tap).  tap_skip_steps counts the steps
 # per output value those blocks leave out.  It costs a pair of offsets per step (one
 # load more than the plain gathered kernel's) and, per output value, the lists and the
 # transpose from every N-th row of the block: some 9-10 cycles, worth 150 multiply-add
