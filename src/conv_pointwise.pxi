@@ -55,7 +55,11 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     row offsets k * P, then k * nr (for that block).  Each mr-row block of filters runs
     along the whole tile before the next starts, so the micro-kernel's stores are mr
     sequential streams into y rather than mr scattered lines per call (the tile of x,
-    about 256 KiB at most, stays in cache meanwhile).  With w given (wpack NULL: one
+    about 256 KiB at most, stays in cache meanwhile).  The first block brings the tile
+    from memory: its K rows are K streams a plane apart, more than the hardware's
+    prefetchers follow (MobileNetV2's 96 -> 16 input gradient waited on memory at every
+    row, 1.6x slower), so it asks for each row's lines two slivers ahead
+    (CK_GEMM_PREFETCH); the later blocks read the tile from cache.  With w given (wpack NULL: one
     image of one tile, pointwise_packs_in_tasks), each task packs its own blocks of A
     from the weight (pack_forward_block, or for the flipped input gradient
     pack_flipped_block of the layer's geometry flipped_from) right before they run, in
@@ -120,7 +124,7 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
             if full > 0:
                 gemm_block(kern, a, mr * K, min(mr, f1 - m0), K, xg, offsets, 0, NULL, full,
                            yg + m0 * g.P, g.P, tail + K * nr, False, brow,
-                           act == ACT_RELU and bias_mode != 2)
+                           act == ACT_RELU and bias_mode != 2, j == 0)
             if pn > full:
                 gemm_block(kern, a, mr * K, min(mr, f1 - m0), K, tail, offsets + K, 0, NULL,
                            pn - full, yg + m0 * g.P + full, g.P, tail + K * nr, False, brow,

@@ -73,6 +73,7 @@ cdef extern from "ukernel.h":
         CK_NR_MAX
         CK_GEMM_ACCUMULATE
         CK_GEMM_RELU
+        CK_GEMM_PREFETCH
 
 # Reduction block: one B sliver (KC x nr) stays in L1 while the mr-row blocks of A stream.
 cdef enum:
@@ -250,9 +251,12 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
                             const Py_ssize_t *boff, Py_ssize_t row_len,
                             const Py_ssize_t *roff, Py_ssize_t ncols, floating_t *C,
                             Py_ssize_t ldc, floating_t *ctmp, bint accumulate,
-                            const floating_t *bias=NULL, bint relu=False) noexcept nogil:
+                            const floating_t *bias=NULL, bint relu=False,
+                            bint prefetch=False) noexcept nogil:
     """C[:M, :ncols] (+)= A[:M, :kdim] @ B[:kdim, :ncols], then, with bias (M values,
     not NULL) or relu, C = relu(C + bias[row]) in the last reduction block's stores.
+    With prefetch (B's rows contiguous, row_len = 0), the micro-kernel asks for each
+    row's lines two slivers ahead (CK_GEMM_PREFETCH).
 
     A is packed (a_stride elements between mr-row blocks, so a block may be a column
     slice of a wider packed matrix); ctmp is mr x nr scratch for the ragged edges.
@@ -279,6 +283,8 @@ cdef inline void gemm_block(const Kernels *kern, const floating_t *A, Py_ssize_t
         acc = CK_GEMM_ACCUMULATE if accumulate or k0 > 0 else 0
         if kb == nkb - 1 and relu:
             acc = acc | CK_GEMM_RELU
+        if prefetch:
+            acc = acc | CK_GEMM_PREFETCH
         for jb in range((ncols + nr - 1) // nr):
             j0 = jb * nr
             nn = min(nr, ncols - j0)

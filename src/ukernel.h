@@ -34,9 +34,11 @@
 #define CK_MR_MAX 16
 #define CK_NR_MAX 64
 
-/* The GEMM kernels' flags: add to C (rather than overwrite it); apply ReLU at the store. */
+/* The GEMM kernels' flags: add to C (rather than overwrite it); apply ReLU at the store;
+ * prefetch B's rows ahead (ukernel_template.h). */
 #define CK_GEMM_ACCUMULATE 1
 #define CK_GEMM_RELU 2
+#define CK_GEMM_PREFETCH 4
 
 #define CK_DECLARE_KERNELS(T, S)                                                     \
     typedef void (*ck_gemm_##S)(Py_ssize_t, const T *, const T *, const Py_ssize_t *, \

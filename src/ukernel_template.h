@@ -16,6 +16,12 @@
  *     im2col tile has boff[k] = k * ld; a padded input slab has one offset per kernel
  *     tap), or the slab's row pitch when each vector is one output row,
  *   C is row-major with leading dimension ldc.
+ * flags & CK_GEMM_PREFETCH (B's rows in place, vs = VL: contiguous rows) asks, at each
+ * reduction step, for the lines of B's row k two blocks of columns ahead (into L2): the
+ * next-but-one call's, when the caller walks a row block by block.  Rows far apart in
+ * memory are one stream each, and a product of more rows than the hardware's stream
+ * prefetchers track (a 1x1 layer's 96 input channels) otherwise waits on memory at every
+ * row.  A hint only: no value changes.
  * flags & CK_GEMM_ACCUMULATE adds the block to C, otherwise it overwrites C; then, the
  * epilogue of a product's last reduction block, bias (when not NULL) adds bias[i] to row
  * i and flags & CK_GEMM_RELU applies ReLU (v <= 0 becomes +0, NaN stays): the operations
@@ -52,6 +58,7 @@
 #endif
 #ifndef UK_B_AT
 #define UK_B_AT(k, v) (B + boff[k] + (v) * vs)
+#define UK_B_NEXT(k, v) (B + boff[k] + (2 * UK_NV + (v)) * UK_VL)
 #define UK_B_OFFSETS , const Py_ssize_t *restrict boff, Py_ssize_t vs
 #endif
 static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A UK_A_OFFSETS,
@@ -70,20 +77,33 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A UK_A_OFFSETS,
 #pragma GCC unroll 8
         for (v = 0; v < UK_NV; v++)
             acc[i][v] = zero;
+/* One reduction step: B's row k times A's column k into the accumulators. */
+#define UK_STEP(k)                                                                     \
+    do {                                                                               \
+        vec_t b[UK_NV];                                                                \
+        _Pragma("GCC unroll 8") for (v = 0; v < UK_NV; v++)                            \
+            memcpy(&b[v], UK_B_AT(k, v), sizeof(vec_t));                               \
+        _Pragma("GCC unroll 16") for (i = 0; i < UK_MR; i++) {                         \
+            const vec_t a = UK_A_AT(k, i) - zero; /* a broadcast: x - 0 == x, folds */ \
+            _Pragma("GCC unroll 8") for (v = 0; v < UK_NV; v++)                        \
+                acc[i][v] += a * b[v];                                                 \
+        }                                                                              \
+    } while (0)
+#ifdef UK_B_NEXT
+    if (flags & CK_GEMM_PREFETCH) {
 #pragma GCC unroll 2
-    for (k = 0; k < kc; k++) {
-        vec_t b[UK_NV];
-#pragma GCC unroll 8
-        for (v = 0; v < UK_NV; v++)
-            memcpy(&b[v], UK_B_AT(k, v), sizeof(vec_t));
-#pragma GCC unroll 16
-        for (i = 0; i < UK_MR; i++) {
-            const vec_t a = UK_A_AT(k, i) - zero; /* a broadcast: x - 0 == x, so it folds */
+        for (k = 0; k < kc; k++) {
 #pragma GCC unroll 8
             for (v = 0; v < UK_NV; v++)
-                acc[i][v] += a * b[v];
+                __builtin_prefetch(UK_B_NEXT(k, v), 0, 2);
+            UK_STEP(k);
         }
-    }
+    } else
+#endif
+#pragma GCC unroll 2
+        for (k = 0; k < kc; k++)
+            UK_STEP(k);
+#undef UK_STEP
 #pragma GCC unroll 16
     for (i = 0; i < UK_MR; i++) {
 #pragma GCC unroll 8
@@ -107,6 +127,7 @@ static UK_ATTR void UK_NAME(Py_ssize_t kc, UK_A_TYPE A UK_A_OFFSETS,
 #undef UK_A_AT
 #undef UK_A_OFFSETS
 #undef UK_B_AT
+#undef UK_B_NEXT
 #undef UK_B_OFFSETS
 #undef UK_AROWS
 #undef UK_AGATHER

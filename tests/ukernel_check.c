@@ -36,7 +36,7 @@ static void report(const char *name, double err, double tol)
                                ck_gemm_rows_##S gemm_rows, int mr, int nr, int vl)    \
     {                                                                                 \
         enum { KC = 37, LD = 200 };                                                   \
-        static T A[KC * 16], B[KC * LD], C[16 * 80], R[16 * 80], bias[16];            \
+        static T A[KC * 16], B[KC * LD], C[16 * 80], R[16 * 80], C0[16 * 80], bias[16]; \
         const T *rows[16];                                                            \
         Py_ssize_t boff[KC];                                                          \
         unsigned st = 7;                                                              \
@@ -45,9 +45,10 @@ static void report(const char *name, double err, double tol)
         for (i = 0; i < KC * LD; i++) B[i] = (T) uniform(&st);                        \
         for (k = 0; k < KC; k++) boff[k] = (k * 5) % 3 + k * LD / 2;                  \
         for (i = 0; i < 16; i++) bias[i] = (T) (uniform(&st) * 4);                     \
-        for (pass = 0; pass < 5; pass++) {                                            \
+        for (pass = 0; pass < 6; pass++) {                                            \
             /* pass 0/1: packed A, contiguous / strided vectors; 2/3: rows, acc;        \
-               4: packed A, accumulated, then a bias per row and ReLU (the epilogue) */ \
+               4: packed A, accumulated, then a bias per row and ReLU (the epilogue);   \
+               5: pass 0 with CK_GEMM_PREFETCH, which must not change a bit */          \
             Py_ssize_t vs = pass == 1 ? vl + 3 : vl, ldc = nr + 5;                    \
             double err = 0;                                                           \
             char label[96];                                                           \
@@ -57,9 +58,9 @@ static void report(const char *name, double err, double tol)
             }                                                                         \
             for (i = 0; i < mr; i++)                                                  \
                 for (j = 0; j < nr; j++) {                                            \
-                    double s = pass >= 3 ? (double) R[i * ldc + j] : 0;               \
+                    double s = pass == 3 || pass == 4 ? (double) R[i * ldc + j] : 0;  \
                     for (k = 0; k < KC; k++) {                                        \
-                        double a = pass < 2 || pass == 4 ? A[k * mr + i] : A[i * KC + k]; \
+                        double a = pass < 2 || pass >= 4 ? A[k * mr + i] : A[i * KC + k]; \
                         s += a * B[boff[k] + (j / vl) * vs + j % vl];                 \
                     }                                                                 \
                     if (pass == 4) {                                                  \
@@ -72,11 +73,17 @@ static void report(const char *name, double err, double tol)
                 gemm(KC, A, B, boff, vs, C, ldc, 0, NULL);                            \
             else if (pass == 4)                                                       \
                 gemm(KC, A, B, boff, vs, C, ldc, CK_GEMM_ACCUMULATE | CK_GEMM_RELU, bias); \
+            else if (pass == 5)                                                       \
+                gemm(KC, A, B, boff, vs, C, ldc, CK_GEMM_PREFETCH, NULL);             \
             else                                                                      \
                 gemm_rows(KC, rows, B, boff, vs, C, ldc, pass == 3, NULL);            \
             for (i = 0; i < mr; i++)                                                  \
                 for (j = 0; j < nr; j++)                                              \
                     err = fmax(err, fabs((double) C[i * ldc + j] - R[i * ldc + j]));   \
+            if (pass == 0)                                                            \
+                memcpy(C0, C, sizeof C);                                              \
+            if (pass == 5 && memcmp(C0, C, sizeof C) != 0)                            \
+                err = INFINITY; /* the prefetch hint changed a bit */                 \
             snprintf(label, sizeof label, "%s pass %d", name, pass);                  \
             report(label, err, TOL);                                                  \
         }                                                                             \
