@@ -367,10 +367,12 @@ def _slab_pays(f):
 SLAB_USE_MIN = 0.6
 
 
-# The slab computes no halo column when an output row is one vector or whole slivers
-# (src/conv_geometry.pxi, vector rows): 16x16 images on AVX2, say.
+# The slab computes no halo column when an output row is one vector or whole slivers, or
+# whole vectors where a sliver is two (src/conv_geometry.pxi, plan_direct's vector rows):
+# 16x16 images on AVX2, say, or a strided stem's 112-wide output on AVX-512.
 def _slab_rows_whole(f):
-    return f.direct and (f.row_width == f.vl or f.row_width % f.nr == 0)
+    return f.direct and (f.row_width == f.vl or f.row_width % f.nr == 0
+                         or (f.nr == 2 * f.vl and f.row_width % f.vl == 0))
 
 
 # The forward reading the weight's rows in place (im2col_rows) against the paths that

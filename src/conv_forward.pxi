@@ -65,7 +65,7 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
         ctile = slab + d.slab
         boff = offsets + threadid() * direct_offsets(g, d)
         roff = boff + K
-        filled = roff + d.planes * d.rows
+        filled = roff + d.planes * d.rows * d.vsegs
         u = t % ntasks
         n = u // (g.G * ntiles)
         grp = u // ntiles % g.G
@@ -83,12 +83,14 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
         # vector rows are packed, padded-row tiles keep the slab's halo columns
         if d.rowvec:
             ncols = tile.planes * tile.rows * tile.cols
-            row_len = tile.cols
+            row_len = tile.cols // d.vsegs
             pitch = tile.cols
             cplane = tile.rows * tile.cols
             for pz in range(tile.planes):
                 for r in range(tile.rows):
-                    roff[pz * tile.rows + r] = (pz * tile.srows + r) * tile.width
+                    for q in range(d.vsegs):
+                        roff[(pz * tile.rows + r) * d.vsegs + q] = (
+                            (pz * tile.srows + r) * tile.width + q * row_len)
         else:
             ncols = tile.npos
             row_len = 0
@@ -468,7 +470,7 @@ cdef inline bint pointwise_fits(const Geom *g) noexcept nogil:
 cdef inline Py_ssize_t direct_offsets(const Geom *g, const DirectPlan *d) noexcept nogil:
     """Offsets per thread of correlate_direct: the slab's K tap offsets, a vector-row
     tile's row offsets and the index of the tile last filled."""
-    return g.Cg * g.KK + d.planes * d.rows + 1
+    return g.Cg * g.KK + d.planes * d.rows * d.vsegs + 1
 
 
 cdef Py_ssize_t correlate_scratch(const Geom *g, const Kernels *kern, int operand,

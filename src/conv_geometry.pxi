@@ -94,6 +94,7 @@ cdef struct DirectPlan:
     Py_ssize_t ldc                 # leading dimension of the tile's output (or grad_y) block
     Py_ssize_t per_thread          # scratch elements per thread (correlate_direct)
     bint rowvec                    # vector rows: each micro-kernel vector is one output row
+    Py_ssize_t vsegs               # (rowvec) vector rows per output row: 1, or OW / vl
 
 
 cdef struct OutLayout:
@@ -135,7 +136,11 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
     the fewest columns.  With vl > 0 and output rows of one vl-vector or of whole
     nr-slivers, tiles use vector rows instead (d.rowvec, see gemm_block): every vector
     is part of one output row, no halo column is computed, and a tile's rows * OW
-    columns are a whole number of slivers.
+    columns are a whole number of slivers.  So do rows of whole vectors when a sliver is
+    two of them (d.vsegs = OW / vl vector rows per output row; two vectors are always
+    equally spaced, so a sliver may end one output row and start the next): a strided
+    stem's 112-column output rows are 7 vectors of 16, 3.5 slivers of 32, and its halo
+    tile computed 12% more columns and copied every output out of it.
     """
     cdef DirectPlan d
     cdef Py_ssize_t halo = (g.KW - 1) * g.dw // g.sw, hh = (g.KH - 1) * g.dh // g.sh
@@ -144,11 +149,15 @@ cdef DirectPlan plan_direct(const Geom *g, Py_ssize_t nr, Py_ssize_t vl,
     cdef double eff, best = -1
     d.planes = 1
     d.rowvec = False
+    d.vsegs = 1
     # rows per tile must be a multiple of unit for rows * OW to fill whole slivers
     unit = nr // gcd(g.OW, nr) if g.OW > 0 else 1
     rmax = (max_tile // g.OW) // unit * unit if 0 < g.OW and width <= max_tile else 0
-    if vl > 0 and (g.OW == vl or g.OW % nr == 0) and g.OH % unit == 0 and rmax > 0:
+    if (vl > 0 and (g.OW == vl or g.OW % nr == 0 or (nr == 2 * vl and g.OW % vl == 0))
+            and g.OH % unit == 0 and rmax > 0):
         d.rowvec = True
+        if g.OW != vl and g.OW % nr != 0:
+            d.vsegs = g.OW // vl
         d.seg = g.OW
         if rmax >= g.OH:
             # whole planes, as many as fit, spread evenly over the tiles

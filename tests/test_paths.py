@@ -382,6 +382,46 @@ def test_slab_with_the_weight_rows_in_place(out, stride, groups, dtype, all_thre
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("vectors", [5, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_output_rows_of_whole_vectors_but_not_whole_slivers(vectors, stride, dtype,
+                                                            all_threads):
+    """Output rows of an odd number of vectors (a strided stem's 112 columns: 7 vectors
+    of 16 on AVX-512) are vector rows too where a sliver is two vectors, one ending an
+    output row and the next starting the next row: the slab computes no halo column
+    (slab_use 1), forward on
+    the packed slab and with the weight's rows in place, and the flipped input gradient
+    over input rows of that width; with a bias and ReLU, the float64 reference within
+    tolerance, the same bits at 1, 2 and 4 threads."""
+    info = _conv.kernel_info()[np.dtype(dtype).name]
+    nr, vl = info["gemm"][1], info["vector"][0]
+    rows = nr == 2 * vl  # (AVX2's and AVX-512's; the baseline's block is 3 vectors)
+    ow = vectors * vl
+    kw = dict(stride=stride, padding=1)
+    x_shape, w_shape = (2, 3, 6 * stride, ow * stride), (11, 3, 3, 3)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, bias="tied", **kw)
+    assert plan.y_shape[2:] == (6, ow)
+    geometry = (x_shape, w_shape, plan.y_shape, 1, (stride,) * 2, (1,) * 2, (1,) * 2)
+    assert (_conv.slab_use(*_five_d(geometry), nr, vl) == 1.0) == rows
+    rng = np.random.default_rng(ow + stride)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    want = np.maximum(ref.conv_forward(*(a.astype(np.float64) for a in (x, w, b)), **kw), 0)
+    for path in ("slab", "slab_rows"):
+        forced = plan.force(forward=path)
+        check_on_threads(lambda p=forced: p.forward(x, w, b, activation="relu"), want, dtype)
+    if stride == 1:
+        # the flipped correlation's outputs are the input's rows, ow wide
+        gy = rng.standard_normal(plan.y_shape).astype(dtype)
+        assert (_conv.flipped_slab_use(*_five_d(geometry), nr, vl) == 1.0) == rows
+        want = ref.conv_backward_input(gy.astype(np.float64), w.astype(np.float64),
+                                       x_shape, **kw)
+        forced = plan.force(backward_input="flipped")
+        check_on_threads(lambda: forced.backward_input(gy, w), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", ["slab_rows", "slab", "im2col"])
 def test_filter_splits_of_a_small_call_each_have_filters(path, dtype, all_threads):
     """A small call splits its filters one part per thread: 5 blocks of filters on 4
