@@ -58,10 +58,10 @@ cdef void correlate_pointwise(const floating_t *x, const Geom *g, const floating
     about 256 KiB at most, stays in cache meanwhile).  The first block brings the tile
     from memory: its K rows are K streams a plane apart, more than the hardware's
     prefetchers follow (MobileNetV2's 96 -> 16 input gradient waited on memory at every
-    row, 1.6x slower), so it asks for each row's lines two slivers ahead
-    (CK_GEMM_PREFETCH); the later blocks read the tile from cache.  With w given (wpack NULL: one
-    image of one tile, pointwise_packs_in_tasks), each task packs its own blocks of A
-    from the weight (pack_forward_block, or for the flipped input gradient
+    row, 2.5x slower), so it asks for each row's lines two slivers ahead
+    (CK_GEMM_PREFETCH); the later blocks read the tile from cache.  With w given (wpack
+    NULL: one image of one tile, pointwise_packs_in_tasks), each task packs its own
+    blocks of A from the weight (pack_forward_block, or for the flipped input gradient
     pack_flipped_block of the layer's geometry flipped_from) right before they run, in
     its core's cache: no separate parallel pass, and no packed copy written out and read
     back.  Tasks are (block of filters, image, group, tile), the filter split

@@ -389,10 +389,9 @@ def test_output_rows_of_whole_vectors_but_not_whole_slivers(vectors, stride, dty
     """Output rows of an odd number of vectors (a strided stem's 112 columns: 7 vectors
     of 16 on AVX-512) are vector rows too where a sliver is two vectors, one ending an
     output row and the next starting the next row: the slab computes no halo column
-    (slab_use 1), forward on
-    the packed slab and with the weight's rows in place, and the flipped input gradient
-    over input rows of that width; with a bias and ReLU, the float64 reference within
-    tolerance, the same bits at 1, 2 and 4 threads."""
+    (slab_use 1), forward on the packed slab and with the weight's rows in place, and
+    the flipped input gradient over input rows of that width; with a bias and ReLU, the
+    float64 reference within tolerance, the same bits at 1, 2 and 4 threads."""
     info = _conv.kernel_info()[np.dtype(dtype).name]
     nr, vl = info["gemm"][1], info["vector"][0]
     rows = nr == 2 * vl  # (AVX2's and AVX-512's; the baseline's block is 3 vectors)
