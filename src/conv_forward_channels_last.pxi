@@ -411,13 +411,18 @@ cdef void correlate_channels_last(const floating_t *x, const Geom *g, const floa
     cdef Py_ssize_t mr = block_mr(kern, x)
     cdef Py_ssize_t fpad = round_up(g.Fg, nr), per_group = L.ntiles * L.nsplit
     cdef Py_ssize_t t, grp, tile, s0, s1, f0, fn, ldc, r0, rn, i, r, n, p0, seg
+    cdef Py_ssize_t u, rows_per_plane
     cdef floating_t *ctile
     cdef floating_t *yblock
     cdef const floating_t **rows
     cdef SkipLists sk
-    for t in prange(g.N * g.G, num_threads=nt, schedule="static"):
-        cl_fill_plane(x, g, L.ED, L.EH, L.EW, L.cs, t // g.G, t % g.G,
-                      g.pd, g.ph, g.pw, slab + (t % g.G * g.N + t // g.G) * L.plane)
+    # the slab's rows, so that a batch of one (a plane) splits over the threads too
+    rows_per_plane = L.ED * L.EH
+    for t in prange(g.N * g.G * rows_per_plane, num_threads=nt, schedule="static"):
+        u = t // rows_per_plane
+        cl_fill_row(x, g, L.EH, L.EW, L.cs, u // g.G, u % g.G, g.pd, g.ph, g.pw,
+                    t % rows_per_plane // L.EH, t % L.EH,
+                    slab + (u % g.G * g.N + u // g.G) * L.plane)
     for t in prange(g.G * per_group, num_threads=nt, schedule="static"):
         rows = ptrs + threadid() * L.ptrs
         ctile = scratch + threadid() * L.per_thread

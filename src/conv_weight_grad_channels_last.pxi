@@ -282,6 +282,25 @@ cdef void cl_pack(const floating_t *gy, const Geom *g, const ClLayout *L, Py_ssi
                     add_rows(bsum + (u0 + j) * g.F + grp * g.Fg + b * mr, src, g.P, rows, pn)
 
 
+cdef void cl_fill_row(const floating_t *x, const Geom *g, Py_ssize_t EH, Py_ssize_t EW,
+                      Py_ssize_t cs, Py_ssize_t n, Py_ssize_t grp, Py_ssize_t pd,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ed, Py_ssize_t eh,
+                      floating_t *dst) noexcept nogil:
+    """Row (ed, eh) of cl_fill_plane's slab (dst: the plane's start)."""
+    cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = EW * cs
+    # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
+    cdef Py_ssize_t w0 = min(max(pw, 0), EW), w1 = max(w0, min(EW, g.W + pw))
+    cdef Py_ssize_t id = ed - pd, ih = eh - ph
+    cdef floating_t *row = dst + (ed * EH + eh) * rowlen
+    if id < 0 or id >= g.D or ih < 0 or ih >= g.H or w1 <= w0:
+        memset(row, 0, rowlen * sizeof(floating_t))
+        return
+    memset(row, 0, w0 * cs * sizeof(floating_t))
+    transpose(x + (n * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W + w0 - pw,
+              plane_in, g.Cg, w1 - w0, row + w0 * cs, cs)
+    memset(row + w1 * cs, 0, (EW - w1) * cs * sizeof(floating_t))
+
+
 cdef void cl_fill_plane(const floating_t *x, const Geom *g, Py_ssize_t ED, Py_ssize_t EH,
                         Py_ssize_t EW, Py_ssize_t cs, Py_ssize_t n, Py_ssize_t grp,
                         Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw,
@@ -291,24 +310,11 @@ cdef void cl_fill_plane(const floating_t *x, const Geom *g, Py_ssize_t ED, Py_ss
     x[n, grp * Cg + c, ed - pd, eh - ph, ew - pw] for c < Cg, zero outside the input
     (the values cs - Cg after each position's are left as they are).  pd, ph, pw: g.pd,
     g.ph, g.pw for a whole image; a band of later output rows starts its slab further
-    in (negative)."""
-    cdef Py_ssize_t plane_in = g.D * g.H * g.W, rowlen = EW * cs
-    # slab columns [w0, w1) hold input columns w0 - pw .. w1 - pw - 1
-    cdef Py_ssize_t w0 = min(max(pw, 0), EW), w1 = max(w0, min(EW, g.W + pw))
-    cdef Py_ssize_t ed, eh, id, ih
-    cdef floating_t *row
+    in (negative).  Row by row (cl_fill_row)."""
+    cdef Py_ssize_t ed, eh
     for ed in range(ED):
-        id = ed - pd
         for eh in range(EH):
-            ih = eh - ph
-            row = dst + (ed * EH + eh) * rowlen
-            if id < 0 or id >= g.D or ih < 0 or ih >= g.H or w1 <= w0:
-                memset(row, 0, rowlen * sizeof(floating_t))
-                continue
-            memset(row, 0, w0 * cs * sizeof(floating_t))
-            transpose(x + (n * g.C + grp * g.Cg) * plane_in + (id * g.H + ih) * g.W
-                      + w0 - pw, plane_in, g.Cg, w1 - w0, row + w0 * cs, cs)
-            memset(row + w1 * cs, 0, (EW - w1) * cs * sizeof(floating_t))
+            cl_fill_row(x, g, EH, EW, cs, n, grp, pd, ph, pw, ed, eh, dst)
 
 
 cdef void cl_fill_slab(const floating_t *x, const Geom *g, const ClLayout *L, Py_ssize_t u0,
