@@ -514,10 +514,26 @@ def _slab_rows_of_one_vector(width, vector_values, f):
     return width == f.vl and vector_values >= f.nr and not _small_output(f)
 
 
+# A window over three axes also loses on the slab at full use when the correlation's
+# vectors (the filters; the flipped input gradient's channels) fill a whole block of
+# columns: the slab path's every column sliver reads its 27 taps from 9 (plane, row)
+# shifts of each channel's slab, B rows scattered over three planes, where the
+# channels-last correlation reads its packed weight's rows in order and gathers one
+# value per row of the block.  Measured on AMD Zen 3 (AVX2's 16 columns, 2 threads)
+# over 3-D U-Net's 16^3 and 32^3 layers of 16-64 channels at batch 1 and 2: forward
+# 0.99-1.32x the slab's speed (most 1.15x or more), input gradient 1.0-1.32x; at 1
+# thread 0.90-1.31x and 1.05-1.18x.  Not for a short reduction (the one-channel first
+# layer's 27 rows: 0.7-0.9x), nor, on AVX-512's 32 columns, for 16-channel vectors
+# (a 3-D input gradient ran 0.90-0.93x on it, Xeon: fewer vectors than a block).
+def _three_axis_vectors_fill(vector_values, reduced_channels, f):
+    return f.depth_taps > 1 and vector_values >= f.nr and reduced_channels >= 2 * f.mr
+
+
 def _channels_last_window_pays(f):
     return (not f.disjoint and f.taps > 1 and f.filters >= f.vl
             and (not f.direct or f.slab_use < CHANNELS_LAST_SLAB_USE
-                 or _slab_rows_of_one_vector(f.row_width, f.filters, f)))
+                 or _slab_rows_of_one_vector(f.row_width, f.filters, f)
+                 or _three_axis_vectors_fill(f.filters, f.channels, f)))
 
 
 def _channels_last_pays(f):
@@ -581,7 +597,8 @@ def _flipped_channels_last_pays(f):
 # (the flipped slab's halo, or its rows of one vector, as for the forward)
 def _flipped_slab_loses(f):
     return (not f.flipped_direct or f.flipped_slab_use < CHANNELS_LAST_SLAB_USE
-            or _slab_rows_of_one_vector(f.input_row_width, f.channels, f))
+            or _slab_rows_of_one_vector(f.input_row_width, f.channels, f)
+            or _three_axis_vectors_fill(f.channels, f.filters, f))
 
 
 # A window over three axes (27 taps) with few positions in all, but at least a reduction

@@ -1140,6 +1140,25 @@ def test_rows_of_one_vector_take_the_channels_last_gather():
     assert narrow.paths["forward"] == "slab"
 
 
+def test_three_axis_windows_whose_vectors_fill_a_block_take_the_channels_last_gather():
+    """A 3x3x3 window over a volume whose rows are whole slivers (the slab at full use):
+    the channels-last gather takes the forward and the flipped input gradient where its
+    vectors (the filters, the channels) fill a GEMM block and the reduced channels span
+    two blocks of rows; a one-channel volume and the same layer over a 2-D window keep
+    the slab."""
+    mr, nr = _conv.kernel_info()["float32"]["gemm"]
+    wide = max(nr, 2 * mr)
+    x_shape = (2, wide, 4, 4, 2 * nr)
+    plan = ck.conv_plan(x_shape, (wide, wide, 3, 3, 3), padding=1)
+    assert plan._facts.slab_use == 1.0 and plan._facts.flipped_slab_use == 1.0
+    assert plan.paths["forward"] == "channels_last"
+    assert plan.paths["backward_input"] == "flipped_channels_last"
+    one_channel = ck.conv_plan((2, 1) + x_shape[2:], (wide, 1, 3, 3, 3), padding=1)
+    assert one_channel.paths["forward"] == "slab"
+    flat = ck.conv_plan((2, wide, 16, 2 * nr), (wide, wide, 3, 3), padding=1)
+    assert flat.paths["forward"] == "slab" and flat.paths["backward_input"] == "flipped"
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape, w_shape", [
     ((1, 300, 2, 2), (40, 300, 3, 3)),    # 4 positions: one-vector blocks, rows streamed
