@@ -416,7 +416,24 @@ def _slab_rows_pay(f):
 # last 1x1, 320 -> 1280 at 7x7, ran 0.44x PyTorch in place over its 49 positions).
 def _flipped_pointwise_pays(f):
     return (f.pointwise and _channel_rich(f) and not _aliased_rows(f, f.filters, f.channels)
-            and not (_small_output(f) and f.filters > f.channels))
+            and not (_small_output(f) and f.filters > f.channels)
+            and not _ragged_projection(f))
+
+
+# A pointwise projection (fewer filters than channels) over a small output whose
+# positions fill the in-place product's column slivers worse than the channels-last
+# correlation's blocks of mr rows (MobileNetV2's 7x7 layers: 49 positions in 4 slivers of
+# 16, 77%, or in 9 blocks of 6 rows, 91%): its flipped input gradient puts the positions
+# on the rows and the channels in the vectors.  Measured on AMD Zen 3 (AVX2, 2 threads),
+# MobileNetV2's 576 -> 160, 960 -> 160 and 960 -> 320 at 7x7: 1.05-1.35x the in-place
+# product's speed at batch 1 and 4 (0.78-1.48x PyTorch before, 0.93-1.70x after), 1.27-1.32x
+# at 1 thread.  The
+# expansions (160 -> 960, 320 -> 1280) ran 0.7-0.97x col2im_rows' speed on it: they keep
+# col2im_rows, whose reduction is their many filters.
+def _ragged_projection(f):
+    return (f.pointwise and f.flipped_channels_last and f.filters < f.channels
+            and _channel_rich(f) and _small_output(f)
+            and _lane_use(f.positions, f.mr) > _lane_use(f.positions, f.nr) + 0.1)
 
 
 # A short reduction (at most two reduction blocks of Cg * prod(K) rows) over many positions
@@ -589,9 +606,10 @@ def _flipped_channels_last_skip_pays(f):
 # few but fill a reduction block over a window of three axes or in rows of one vector
 # (_flipped_few_pay).
 def _flipped_channels_last_pays(f):
-    return (f.taps > 1 and _channel_rich(f)
-            and (not _few_positions(f) or _flipped_few_pay(f))
-            and _flipped_slab_loses(f))
+    return ((f.taps > 1 and _channel_rich(f)
+             and (not _few_positions(f) or _flipped_few_pay(f))
+             and _flipped_slab_loses(f))
+            or _ragged_projection(f))
 
 
 # (the flipped slab's halo, or its rows of one vector, as for the forward)

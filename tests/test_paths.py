@@ -346,10 +346,11 @@ def test_few_positions_read_the_weight_rows_in_place():
     # few filters for the reduction over them: col2im
     assert ck.conv_plan((1, 256, 8, 8), (16, 256, 3, 3), padding=1).paths[
         "backward_input"] == "col2im"
-    # a pointwise projection takes its flipped product in place, an expansion over a
-    # small output (fewer positions than 4 slivers: 5x5 on every ISA) reads the
+    # a pointwise projection takes its flipped product in place (over positions of
+    # whole slivers: 7x7's ragged ones take the flipped gather, below), an expansion
+    # over a small output (fewer positions than 4 slivers: 5x5 on every ISA) reads the
     # weight's rows
-    assert ck.conv_plan((1, 576, 7, 7), (160, 576, 1, 1)).paths[
+    assert ck.conv_plan((1, 576, 8, 8), (160, 576, 1, 1)).paths[
         "backward_input"] == "flipped_pointwise"
     assert ck.conv_plan((1, 320, 5, 5), (1280, 320, 1, 1)).paths[
         "backward_input"] == "col2im_rows"
@@ -1138,6 +1139,23 @@ def test_rows_of_one_vector_take_the_channels_last_gather():
     assert narrow.paths["backward_input"] == "flipped"
     narrow = ck.conv_plan((2, 2 * nr, vl, vl, vl), (vl, 2 * nr, 3, 3, 3), padding=1)
     assert narrow.paths["forward"] == "slab"
+
+
+def test_a_projection_over_ragged_slivers_takes_the_flipped_channels_last_gather():
+    """A pointwise projection over a small output whose positions fill mr-row blocks
+    better than nr-column slivers (49 positions on AVX2 and AVX-512): its input gradient
+    takes the flipped channels-last correlation; an expansion of the same output, and the
+    projection over 14x14 (whole-enough slivers), do not."""
+    mr, nr = _conv.kernel_info()["float32"]["gemm"]
+    if 49 >= 4 * nr or not 49 / (-(-49 // mr) * mr) > 49 / (-(-49 // nr) * nr) + 0.1:
+        pytest.skip("49 positions are no small output here, or fill its columns as well")
+    for n in (1, 4):
+        plan = ck.conv_plan((n, 960, 7, 7), (320, 960, 1, 1))
+        assert plan.paths["backward_input"] == "flipped_channels_last", n
+        expansion = ck.conv_plan((n, 160, 7, 7), (960, 160, 1, 1))
+        assert expansion.paths["backward_input"] != "flipped_channels_last", n
+        wide = ck.conv_plan((n, 576, 14, 14), (96, 576, 1, 1))
+        assert wide.paths["backward_input"] == "flipped_pointwise", n
 
 
 def test_three_axis_windows_whose_vectors_fill_a_block_take_the_channels_last_gather():
