@@ -42,8 +42,15 @@ cdef void correlate_direct(const floating_t *x, const Geom *g, const floating_t 
     # few (image, group, tile) units: one split of the filters per thread, over every
     # unit (the split outermost): the threads write different filters' planes of y, not
     # different tiles of the same planes, whose cuts (rarely on the 64-byte line grid)
-    # both would write, once per reduction block
-    cdef Py_ssize_t nsplit = min(fpad // mr, nt) if ntasks < 4 * nt else 1
+    # both would write, once per reduction block.  Not for vector-row tiles that divide
+    # evenly among the threads (a 32x32 image's two tiles of 16 rows on two threads): their
+    # cuts are between whole output rows, and with the filters split each thread fills
+    # every tile's slab and sweeps it for half the filters (AMD Zen 3, 2 threads, batch 1:
+    # 32x32 and 24x24 layers of 64-256 channels 1.06-1.21x faster forward and input
+    # gradient on the tiles; same bits)
+    cdef Py_ssize_t nsplit = (min(fpad // mr, nt)
+                              if ntasks < 4 * nt and not (d.rowvec and ntasks % nt == 0)
+                              else 1)
     cdef Py_ssize_t fper = (fpad // mr + nsplit - 1) // nsplit
     cdef Py_ssize_t t, u, n, grp, f, f0, f1, pz, r, q, p, ncols, row_len, pitch, cplane
     nsplit = (fpad // mr + fper - 1) // fper   # every split has filters (5 blocks, 4 threads: 3)
