@@ -426,10 +426,10 @@ def _flipped_pointwise_pays(f):
 # 16, 77%, or in 9 blocks of 6 rows, 91%): its flipped input gradient puts the positions
 # on the rows and the channels in the vectors.  Measured on AMD Zen 3 (AVX2, 2 threads),
 # MobileNetV2's 576 -> 160, 960 -> 160 and 960 -> 320 at 7x7: 1.05-1.35x the in-place
-# product's speed at batch 1 and 4 (0.78-1.48x PyTorch before, 0.93-1.70x after), 1.27-1.32x
-# at 1 thread.  The
-# expansions (160 -> 960, 320 -> 1280) ran 0.7-0.97x col2im_rows' speed on it: they keep
-# col2im_rows, whose reduction is their many filters.
+# product's speed at batch 1 and 4 (0.78-1.48x PyTorch before, 0.93-1.70x after),
+# 1.27-1.32x at 1 thread.  The rows must fill better by a tenth or more (77% against 91%
+# here).  The expansions (160 -> 960, 320 -> 1280) ran 0.7-0.97x col2im_rows' speed on
+# it: they keep col2im_rows, whose reduction is their many filters.
 def _ragged_projection(f):
     return (f.pointwise and f.flipped_channels_last and f.filters < f.channels
             and _channel_rich(f) and _small_output(f)
@@ -533,15 +533,15 @@ def _slab_rows_of_one_vector(width, vector_values, f):
 
 # A window over three axes also loses on the slab at full use when the correlation's
 # vectors (the filters; the flipped input gradient's channels) fill a whole block of
-# columns: the slab path's every column sliver reads its 27 taps from 9 (plane, row)
-# shifts of each channel's slab, B rows scattered over three planes, where the
-# channels-last correlation reads its packed weight's rows in order and gathers one
-# value per row of the block.  Measured on AMD Zen 3 (AVX2's 16 columns, 2 threads)
-# over 3-D U-Net's 16^3 and 32^3 layers of 16-64 channels at batch 1 and 2: forward
-# 0.99-1.32x the slab's speed (most 1.15x or more), input gradient 1.0-1.32x; at 1
-# thread 0.90-1.31x and 1.05-1.18x.  Not for a short reduction (the one-channel first
-# layer's 27 rows: 0.7-0.9x), nor, on AVX-512's 32 columns, for 16-channel vectors
-# (a 3-D input gradient ran 0.90-0.93x on it, Xeon: fewer vectors than a block).
+# columns (the slab's slivers read their 27 taps from rows scattered over three planes
+# of each channel's slab, where the channels-last correlation reads its packed weight's
+# rows in order and gathers one value per row of the block).  Measured on AMD Zen 3
+# (AVX2's 16 columns, 2 threads) over 3-D U-Net's 16^3 and 32^3 layers of 16-64
+# channels at batch 1 and 2: forward 0.99-1.32x the slab's speed (most 1.15x or more),
+# input gradient 1.0-1.32x; at 1 thread 0.90-1.31x and 1.05-1.18x.  Not for a short
+# reduction (the one-channel first layer's 27 rows: 0.7-0.9x), nor, on AVX-512's 32
+# columns, for 16-channel vectors (a 3-D input gradient ran 0.90-0.93x on it, Xeon:
+# fewer vectors than a block).
 def _three_axis_vectors_fill(vector_values, reduced_channels, f):
     return f.depth_taps > 1 and vector_values >= f.nr and reduced_channels >= 2 * f.mr
 

@@ -422,6 +422,30 @@ def test_output_rows_of_whole_vectors_but_not_whole_slivers(vectors, stride, dty
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tiles", [2, 3])
+def test_a_batch_of_one_splits_its_vector_row_tiles_or_its_filters(tiles, dtype,
+                                                                   all_threads):
+    """One image of `tiles` vector-row tiles (rows of two slivers, each tile as many rows
+    as the slab path's 512 columns hold): split by tiles among threads they share out
+    evenly among, by filters otherwise; forward and flipped input gradient within
+    tolerance of the float64 reference, the same bits at 1, 2 and 4 threads."""
+    nr = _conv.kernel_info()[np.dtype(dtype).name]["gemm"][1]
+    width = 2 * nr
+    x_shape, w_shape = (1, 16, tiles * max(1, 512 // width), width), (20, 16, 3, 3)
+    plan = ck.conv_plan(x_shape, w_shape, dtype=dtype, padding=1)
+    rng = np.random.default_rng(tiles)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal(plan.y_shape).astype(dtype)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    forced = plan.force(forward="slab", backward_input="flipped")
+    check_on_threads(lambda: forced.forward(x, w), ref.conv_forward(x64, w64, padding=1),
+                     dtype)
+    want = ref.conv_backward_input(gy.astype(np.float64), w64, x_shape, padding=1)
+    check_on_threads(lambda: forced.backward_input(gy, w), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", ["slab_rows", "slab", "im2col"])
 def test_filter_splits_of_a_small_call_each_have_filters(path, dtype, all_threads):
     """A small call splits its filters one part per thread: 5 blocks of filters on 4
